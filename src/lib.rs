@@ -1,0 +1,4 @@
+//! plansync keeps a Salesforce-style CRM and an Anaplan model in step, field by field, under
+//! ownership rules written by an admin. See `ARCHITECTURE.md` for the map of the code.
+
+pub mod model;
