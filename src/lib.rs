@@ -2,3 +2,4 @@
 //! ownership rules written by an admin. See `ARCHITECTURE.md` for the map of the code.
 
 pub mod model;
+pub mod rules;

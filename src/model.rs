@@ -50,7 +50,9 @@ impl FromStr for Side {
         match s {
             "crm" => Ok(Side::Crm),
             "anaplan" => Ok(Side::Anaplan),
-            other => Err(format!("unknown side `{other}` (expected `crm` or `anaplan`)")),
+            other => Err(format!(
+                "unknown side `{other}` (expected `crm` or `anaplan`)"
+            )),
         }
     }
 }
@@ -186,7 +188,9 @@ impl Decimal {
     /// Parses a decimal literal (`-12.5`, `1e3`, `+0.125`) and rounds it half away from zero
     /// to `scale` digits, as the CRM does for currency fields.
     pub fn parse(raw: &str, scale: u8) -> Result<Decimal, ValueError> {
-        let not_a_number = || ValueError::NotANumber { raw: raw.to_string() };
+        let not_a_number = || ValueError::NotANumber {
+            raw: raw.to_string(),
+        };
         let s = raw.trim();
         let (negative, s) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
@@ -215,7 +219,9 @@ impl Decimal {
         let digits = digits.trim_start_matches('0');
         let point_from_right = frac_part.len() as i64 - exponent as i64;
         let shift = scale as i64 - point_from_right;
-        let too_large = || ValueError::NumberTooLarge { raw: raw.to_string() };
+        let too_large = || ValueError::NumberTooLarge {
+            raw: raw.to_string(),
+        };
         let units: i128 = if digits.is_empty() {
             0
         } else if shift >= 0 {
