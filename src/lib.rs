@@ -1,5 +1,7 @@
 //! plansync keeps a Salesforce-style CRM and an Anaplan model in step, field by field, under
 //! ownership rules written by an admin. See `ARCHITECTURE.md` for the map of the code.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod rules;

@@ -225,8 +225,24 @@ impl Compiler<'_, '_> {
         }
         self.check_duplicates(&field_tables);
 
-        // The names a `when` may test: mapped fields and the declared extra fields.
+        // The names a `when` may test: mapped fields (even one that failed its own checks,
+        // so its `when`s are not misreported) and the declared extra fields.
         let mut record_kinds: BTreeMap<String, FieldInfo> = infos;
+        for ft in &field_tables {
+            let mut quiet = Problems::default();
+            let mut shadow = Compiler {
+                p: &mut quiet,
+                text: self.text,
+            };
+            if let (Some(crm), Some(kind)) = (ft.str(shadow.p, "crm"), shadow.kind(ft)) {
+                let picklist = (kind == ValueKind::Picklist)
+                    .then(|| shadow.picklist(ft))
+                    .flatten();
+                record_kinds
+                    .entry(crm.value)
+                    .or_insert(FieldInfo { kind, picklist });
+            }
+        }
         for extra in &extra {
             if record_kinds.contains_key(&extra.value) {
                 self.p.push(

@@ -373,16 +373,13 @@ pub fn decide(
         };
     }
 
-    // No base yet (first sight, e.g. the initial reconciliation): the other side's value is
-    // what this one is compared with.
-    if state.base.is_none() {
-        match other {
-            Some(x) if &x.value == v => {
-                return plain(Action::Converged { value: v.clone() }, &field.id);
-            }
-            None if v.is_null() => return plain(Action::Unchanged, &field.id),
-            _ => {}
-        }
+    // The other side already shows this value: both agree, whoever owns the field, and
+    // that agreement is the new base. (Also how the first sight of a record settles.)
+    if other.is_some_and(|x| &x.value == v) {
+        return plain(Action::Converged { value: v.clone() }, &field.id);
+    }
+    if state.base.is_none() && other.is_none() && v.is_null() {
+        return plain(Action::Unchanged, &field.id);
     }
 
     // 4. The rule in force for this record at this moment.
@@ -425,9 +422,6 @@ pub fn decide(
     let Some(x) = other.filter(|_| concurrent) else {
         return validated_write(field, policy, state, o, v.clone(), rule_id, None, &draft);
     };
-    if &x.value == v {
-        return plain(Action::Converged { value: v.clone() }, rule_id);
-    }
     let winner = match policy.on_conflict {
         Some(ConflictPolicy::CrmWins) => Side::Crm,
         Some(ConflictPolicy::AnaplanWins) => Side::Anaplan,

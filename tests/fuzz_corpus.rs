@@ -1,0 +1,28 @@
+//! Replays the saved fuzz corpus (`fuzz/corpus/<target>/`) through the fuzz bodies on
+//! stable, so every input that once found a bug stays a regression test.
+
+use std::path::Path;
+
+fn replay(target: &str, body: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        body(&data);
+        count += 1;
+    }
+    assert!(count > 0, "no corpus under {}", dir.display());
+}
+
+#[test]
+fn rules_compile_corpus() {
+    replay("rules_compile", plansync::fuzzing::rules_compile);
+}
+
+#[test]
+fn value_parse_corpus() {
+    replay("value_parse", plansync::fuzzing::value_parse);
+}
