@@ -4,4 +4,6 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod review;
 pub mod rules;
+pub mod store;

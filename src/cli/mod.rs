@@ -1,12 +1,16 @@
 //! Command-line arguments and dispatch. Exit codes: 0 success, 1 the check or the tests
 //! failed (rule errors, failing cases), 2 the command itself could not run.
 
+mod exceptions;
 mod rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use plansync::model::{ExceptionKind, ExceptionStatus, Side};
+use plansync::review::Format;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +51,106 @@ pub enum Command {
     /// Check, test and explain rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Review the exceptions plansync recorded: list, show, resolve, stats.
+    Exceptions {
+        /// The plansync database (the SQLite file `plansync run` writes).
+        #[arg(
+            long,
+            env = "PLANSYNC_DB",
+            global = true,
+            default_value = "plansync.db"
+        )]
+        db: PathBuf,
+        /// Output: a table for people, JSON or CSV for tools.
+        #[arg(long, global = true, default_value = "table", value_parser = parse_format)]
+        format: Format,
+        #[command(subcommand)]
+        command: ExceptionsCommand,
+    },
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExceptionsCommand {
+    /// List exceptions, oldest first, with filters.
+    List(FilterArgs),
+    /// Show one exception: both values, the base, the rule, and the field's history.
+    Show {
+        /// The exception's id.
+        id: i64,
+    },
+    /// Resolve an open exception; the chosen value is queued for the sides that lack it.
+    Resolve(ResolveArgs),
+    /// Counts by status and kind, open ones by object and field, the oldest open.
+    Stats(FilterArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// open, resolved, auto_resolved or converged.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<ExceptionStatus>,
+    /// conflict, ownership_violation, validation, write_failed, gap, unmapped or lifecycle.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<ExceptionKind>,
+    /// The CRM object, e.g. Opportunity.
+    #[arg(long)]
+    pub object: Option<String>,
+    /// The CRM field, e.g. Amount.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// The CRM record id.
+    #[arg(long)]
+    pub record: Option<String>,
+    /// Created on or after: YYYY-MM-DD (UTC) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before (a bare day includes that day).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Skip this many rows first.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["take", "set", "dismiss"])))]
+pub struct ResolveArgs {
+    /// The exception's id.
+    pub id: i64,
+    /// Make both sides hold this side's value: crm or anaplan.
+    #[arg(long, value_parser = parse_side)]
+    pub take: Option<Side>,
+    /// Make both sides hold this value (checked against the field's type).
+    #[arg(long, value_name = "VALUE")]
+    pub set: Option<String>,
+    /// Close it without writing anything.
+    #[arg(long)]
+    pub dismiss: bool,
+    /// Why, for the record.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Who resolved it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+}
+
+fn parse_status(s: &str) -> Result<ExceptionStatus, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<ExceptionKind, String> {
+    s.parse()
+}
+
+fn parse_side(s: &str) -> Result<Side, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,5 +203,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             record,
             flags,
         }) => rules::explain(&rules, &object, &field, at.as_deref(), &record, &flags),
+        Command::Exceptions {
+            db,
+            format,
+            command,
+        } => match command {
+            ExceptionsCommand::List(args) => exceptions::list(&db, &args, format),
+            ExceptionsCommand::Show { id } => exceptions::show(&db, id, format),
+            ExceptionsCommand::Resolve(args) => exceptions::resolve(&db, &args, format),
+            ExceptionsCommand::Stats(args) => exceptions::stats(&db, &args, format),
+        },
     }
 }

@@ -1,0 +1,557 @@
+//! The engine's write path: everything one round of decisions caused, gathered in a [`Batch`]
+//! and applied by [`Store::commit`] in one transaction, together with the checkpoint that
+//! acknowledges the changes it came from. Either all of it is stored or none of it.
+//!
+//! Rows added to a batch can refer to exceptions and outbox writes added to the same batch,
+//! whose ids are not known until the commit: [`Batch::add_exception`] and
+//! [`Batch::add_outbox`] hand out references that the commit replaces with the new ids.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Transaction, TransactionBehavior, params};
+
+use super::codec::ts;
+use super::rows::{
+    ExceptionField, FieldKey, Observed, OutboxReason, OutboxState, RecordState, ShadowState,
+};
+use super::{Store, StoreError};
+use crate::model::{
+    ExceptionKind, ExceptionStatus, Position, RecordKey, Side, Source, Value, ValueKind,
+};
+
+/// Gives every batch its own number, so a reference taken from one batch cannot silently
+/// resolve to a row of another.
+static NEXT_BATCH: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RowRef {
+    Stored(i64),
+    InBatch { batch: u64, index: usize },
+}
+
+/// An exception: one already stored (by id) or one added to the batch being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExceptionRef(RowRef);
+
+impl ExceptionRef {
+    pub fn stored(id: i64) -> ExceptionRef {
+        ExceptionRef(RowRef::Stored(id))
+    }
+}
+
+/// An outbox write: one already stored (by id) or one added to the batch being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutboxRef(RowRef);
+
+impl OutboxRef {
+    pub fn stored(id: i64) -> OutboxRef {
+        OutboxRef(RowRef::Stored(id))
+    }
+}
+
+/// A new row of `record_map`; replaces the existing row for the record, keeping its
+/// `created_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMapUpsert {
+    pub record: RecordKey,
+    pub anaplan_code: String,
+    pub anaplan_item_id: Option<String>,
+    pub state: RecordState,
+}
+
+/// A new exception.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewException {
+    pub kind: ExceptionKind,
+    /// `Open`, or `AutoResolved` for a conflict the rules settled (kept as the audit trail).
+    /// Any status but `Open` sets `resolved_at` to `at`.
+    pub status: ExceptionStatus,
+    pub pairing: String,
+    pub object: String,
+    pub crm_id: Option<String>,
+    pub field: Option<ExceptionField>,
+    pub rule_id: Option<String>,
+    pub rule_hash: Option<String>,
+    pub message: String,
+    /// When it was raised.
+    pub at: DateTime<Utc>,
+}
+
+/// New values for an open exception (a held field observed again), and possibly its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExceptionUpdate {
+    pub id: ExceptionRef,
+    pub crm_value: Value,
+    pub anaplan_value: Value,
+    /// `Open` to keep holding, `Converged` when both sides came to agree.
+    pub status: ExceptionStatus,
+}
+
+/// A write to queue, `pending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbox {
+    pub key: FieldKey,
+    pub target: Side,
+    pub kind: ValueKind,
+    pub value: Value,
+    pub reason: OutboxReason,
+    pub exception: Option<ExceptionRef>,
+}
+
+/// A queued write moving on: sent, acknowledged, or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxUpdate {
+    pub id: OutboxRef,
+    pub state: OutboxState,
+    /// Sends made since the last update (added to `attempts`).
+    pub add_attempts: u32,
+    /// The remote's error; `None` keeps the previous one.
+    pub last_error: Option<String>,
+}
+
+/// The whole per-field state to store, replacing what was there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowUpsert {
+    pub key: FieldKey,
+    pub kind: ValueKind,
+    pub base: Option<Observed>,
+    pub seen_crm: Option<Observed>,
+    pub seen_anaplan: Option<Observed>,
+    pub in_flight: Option<OutboxRef>,
+    pub held: Option<ExceptionRef>,
+}
+
+impl ShadowUpsert {
+    /// The upsert that stores `state` (as loaded, then changed by the engine) under `key`.
+    pub fn from_state(key: FieldKey, state: &ShadowState) -> ShadowUpsert {
+        ShadowUpsert {
+            key,
+            kind: state.kind,
+            base: state.base.clone(),
+            seen_crm: state.seen_crm.clone(),
+            seen_anaplan: state.seen_anaplan.clone(),
+            in_flight: state.in_flight.map(OutboxRef::stored),
+            held: state.held.map(ExceptionRef::stored),
+        }
+    }
+}
+
+/// A decision about one observed value, for the `audit` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub key: FieldKey,
+    /// When the observed change was committed (CRM) or polled (Anaplan).
+    pub at: DateTime<Utc>,
+    pub side: Side,
+    pub source: Source,
+    pub kind: ValueKind,
+    pub value: Value,
+    pub decision: String,
+    pub rule_id: Option<String>,
+    pub rule_hash: Option<String>,
+    pub exception: Option<ExceptionRef>,
+}
+
+/// Everything one round of decisions caused, committed atomically by [`Store::commit`].
+#[derive(Debug, Clone)]
+pub struct Batch {
+    id: u64,
+    at: DateTime<Utc>,
+    records: Vec<RecordMapUpsert>,
+    exceptions: Vec<NewException>,
+    exception_updates: Vec<ExceptionUpdate>,
+    outbox: Vec<NewOutbox>,
+    outbox_updates: Vec<OutboxUpdate>,
+    shadow: Vec<ShadowUpsert>,
+    audit: Vec<NewAudit>,
+    checkpoints: Vec<(String, Position)>,
+}
+
+impl Batch {
+    /// An empty batch; `at` stamps the `created_at` / `updated_at` columns it writes (the
+    /// engine passes its clock so tests are deterministic).
+    pub fn new(at: DateTime<Utc>) -> Batch {
+        Batch {
+            id: NEXT_BATCH.fetch_add(1, Ordering::Relaxed),
+            at,
+            records: Vec::new(),
+            exceptions: Vec::new(),
+            exception_updates: Vec::new(),
+            outbox: Vec::new(),
+            outbox_updates: Vec::new(),
+            shadow: Vec::new(),
+            audit: Vec::new(),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    pub fn at(&self) -> DateTime<Utc> {
+        self.at
+    }
+
+    pub fn upsert_record(&mut self, row: RecordMapUpsert) {
+        self.records.push(row);
+    }
+
+    /// Adds an exception; the reference can be used by later rows of this batch.
+    pub fn add_exception(&mut self, row: NewException) -> ExceptionRef {
+        self.exceptions.push(row);
+        ExceptionRef(RowRef::InBatch {
+            batch: self.id,
+            index: self.exceptions.len() - 1,
+        })
+    }
+
+    pub fn update_exception(&mut self, row: ExceptionUpdate) {
+        self.exception_updates.push(row);
+    }
+
+    /// Queues a write; the reference can be used by later rows of this batch (e.g. as a
+    /// field's `in_flight`).
+    pub fn add_outbox(&mut self, row: NewOutbox) -> OutboxRef {
+        self.outbox.push(row);
+        OutboxRef(RowRef::InBatch {
+            batch: self.id,
+            index: self.outbox.len() - 1,
+        })
+    }
+
+    pub fn update_outbox(&mut self, row: OutboxUpdate) {
+        self.outbox_updates.push(row);
+    }
+
+    pub fn upsert_shadow(&mut self, row: ShadowUpsert) {
+        self.shadow.push(row);
+    }
+
+    pub fn add_audit(&mut self, row: NewAudit) {
+        self.audit.push(row);
+    }
+
+    /// Records how far `source` has been consumed; the last call for a source wins.
+    pub fn set_checkpoint(&mut self, source: impl Into<String>, position: Position) {
+        self.checkpoints.push((source.into(), position));
+    }
+
+    /// How many rows the batch will write.
+    pub fn len(&self) -> usize {
+        self.records.len()
+            + self.exceptions.len()
+            + self.exception_updates.len()
+            + self.outbox.len()
+            + self.outbox_updates.len()
+            + self.shadow.len()
+            + self.audit.len()
+            + self.checkpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a commit stored: the ids given to the batch's new rows, in the order they were added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitReceipt {
+    batch: u64,
+    pub exception_ids: Vec<i64>,
+    pub outbox_ids: Vec<i64>,
+    /// Exception updates that found their exception no longer open (a person resolved it
+    /// meanwhile) and so changed nothing; the engine should reload those fields.
+    pub stale_exception_updates: Vec<i64>,
+}
+
+impl CommitReceipt {
+    pub fn exception_id(&self, r: ExceptionRef) -> Option<i64> {
+        lookup(self.batch, &self.exception_ids, r.0)
+    }
+
+    pub fn outbox_id(&self, r: OutboxRef) -> Option<i64> {
+        lookup(self.batch, &self.outbox_ids, r.0)
+    }
+}
+
+fn lookup(this_batch: u64, ids: &[i64], r: RowRef) -> Option<i64> {
+    match r {
+        RowRef::Stored(id) => Some(id),
+        RowRef::InBatch { batch, index } if batch == this_batch => ids.get(index).copied(),
+        RowRef::InBatch { .. } => None,
+    }
+}
+
+fn resolve(this_batch: u64, ids: &[i64], r: RowRef, what: &'static str) -> Result<i64, StoreError> {
+    match r {
+        RowRef::Stored(id) => Ok(id),
+        RowRef::InBatch { index, .. } => {
+            lookup(this_batch, ids, r).ok_or(StoreError::BadReference { what, index })
+        }
+    }
+}
+
+const UPSERT_RECORD: &str = "\
+INSERT INTO record_map (pairing, crm_id, anaplan_code, anaplan_item_id, state, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+ON CONFLICT (pairing, crm_id) DO UPDATE SET
+    anaplan_code = excluded.anaplan_code,
+    anaplan_item_id = excluded.anaplan_item_id,
+    state = excluded.state,
+    updated_at = excluded.updated_at";
+
+const INSERT_EXCEPTION: &str = "\
+INSERT INTO exceptions (kind, status, pairing, object, crm_id, field, value_kind, crm_value,
+    anaplan_value, base_value, rule_id, rule_hash, message, created_at, updated_at, resolved_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)";
+
+const UPDATE_EXCEPTION: &str = "\
+UPDATE exceptions SET crm_value = ?2, anaplan_value = ?3, status = ?4, updated_at = ?5,
+    resolved_at = CASE WHEN ?4 = 'open' THEN NULL ELSE ?5 END
+WHERE id = ?1 AND status = 'open'";
+
+const INSERT_OUTBOX: &str = "\
+INSERT INTO outbox (pairing, crm_id, field, target, value, value_kind, reason, exception_id,
+    state, attempts, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9)";
+
+const UPDATE_OUTBOX: &str = "\
+UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
+    updated_at = ?5
+WHERE id = ?1";
+
+const UPSERT_SHADOW: &str = "\
+INSERT INTO shadow (pairing, crm_id, field, value_kind,
+    base_value, base_at, base_source,
+    seen_crm_value, seen_crm_at, seen_crm_source,
+    seen_anaplan_value, seen_anaplan_at, seen_anaplan_source,
+    in_flight_outbox_id, held_exception_id, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+ON CONFLICT (pairing, crm_id, field) DO UPDATE SET
+    value_kind = excluded.value_kind,
+    base_value = excluded.base_value,
+    base_at = excluded.base_at,
+    base_source = excluded.base_source,
+    seen_crm_value = excluded.seen_crm_value,
+    seen_crm_at = excluded.seen_crm_at,
+    seen_crm_source = excluded.seen_crm_source,
+    seen_anaplan_value = excluded.seen_anaplan_value,
+    seen_anaplan_at = excluded.seen_anaplan_at,
+    seen_anaplan_source = excluded.seen_anaplan_source,
+    in_flight_outbox_id = excluded.in_flight_outbox_id,
+    held_exception_id = excluded.held_exception_id,
+    updated_at = excluded.updated_at";
+
+const INSERT_AUDIT: &str = "\
+INSERT INTO audit (at, pairing, crm_id, field, side, source, value, value_kind, decision,
+    rule_id, rule_hash, exception_id)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const UPSERT_CHECKPOINT: &str = "\
+INSERT INTO checkpoints (source, position, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
+
+/// The three columns of an observation: value text, time, source.
+fn observed_columns(
+    o: Option<&Observed>,
+) -> (Option<String>, Option<String>, Option<&'static str>) {
+    match o {
+        None => (None, None, None),
+        Some(o) => (o.value.to_text(), Some(ts(o.at)), Some(o.source.as_str())),
+    }
+}
+
+impl Store {
+    /// Applies `batch` in one transaction: all of it is stored, or (on any error) none of it.
+    pub fn commit(&mut self, batch: &Batch) -> Result<CommitReceipt, StoreError> {
+        self.ensure_writable()?;
+        // IMMEDIATE takes the write lock up front, so a busy database is waited for at BEGIN
+        // (under busy_timeout) instead of failing halfway when a read would become a write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // On error `tx` is dropped here, which rolls everything back.
+        let receipt = apply(&tx, batch)?;
+        tx.commit()?;
+        Ok(receipt)
+    }
+}
+
+fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreError> {
+    let now = ts(batch.at);
+    let mut receipt = CommitReceipt {
+        batch: batch.id,
+        exception_ids: Vec::with_capacity(batch.exceptions.len()),
+        outbox_ids: Vec::with_capacity(batch.outbox.len()),
+        stale_exception_updates: Vec::new(),
+    };
+
+    if !batch.records.is_empty() {
+        let mut stmt = tx.prepare_cached(UPSERT_RECORD)?;
+        for r in &batch.records {
+            stmt.execute(params![
+                r.record.pairing,
+                r.record.crm_id,
+                r.anaplan_code,
+                r.anaplan_item_id,
+                r.state.as_str(),
+                now,
+            ])?;
+        }
+    }
+
+    if !batch.exceptions.is_empty() {
+        let mut stmt = tx.prepare_cached(INSERT_EXCEPTION)?;
+        for e in &batch.exceptions {
+            let f = e.field.as_ref();
+            let at = ts(e.at);
+            let resolved_at = (e.status != ExceptionStatus::Open).then(|| at.clone());
+            stmt.execute(params![
+                e.kind.as_str(),
+                e.status.as_str(),
+                e.pairing,
+                e.object,
+                e.crm_id,
+                f.map(|f| f.name.as_str()),
+                f.map(|f| f.kind.tag()),
+                f.and_then(|f| f.crm_value.to_text()),
+                f.and_then(|f| f.anaplan_value.to_text()),
+                f.and_then(|f| f.base_value.to_text()),
+                e.rule_id,
+                e.rule_hash,
+                e.message,
+                at,
+                resolved_at,
+            ])?;
+            receipt.exception_ids.push(tx.last_insert_rowid());
+        }
+    }
+
+    if !batch.exception_updates.is_empty() {
+        let mut stmt = tx.prepare_cached(UPDATE_EXCEPTION)?;
+        for u in &batch.exception_updates {
+            let id = resolve(batch.id, &receipt.exception_ids, u.id.0, "exception")?;
+            let changed = stmt.execute(params![
+                id,
+                u.crm_value.to_text(),
+                u.anaplan_value.to_text(),
+                u.status.as_str(),
+                now,
+            ])?;
+            if changed == 0 {
+                receipt.stale_exception_updates.push(id);
+            }
+        }
+    }
+
+    if !batch.outbox.is_empty() {
+        let mut stmt = tx.prepare_cached(INSERT_OUTBOX)?;
+        for o in &batch.outbox {
+            let exception = o
+                .exception
+                .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
+                .transpose()?;
+            stmt.execute(params![
+                o.key.record.pairing,
+                o.key.record.crm_id,
+                o.key.field,
+                o.target.as_str(),
+                o.value.to_text(),
+                o.kind.tag(),
+                o.reason.as_str(),
+                exception,
+                now,
+            ])?;
+            receipt.outbox_ids.push(tx.last_insert_rowid());
+        }
+    }
+
+    if !batch.outbox_updates.is_empty() {
+        let mut stmt = tx.prepare_cached(UPDATE_OUTBOX)?;
+        for u in &batch.outbox_updates {
+            let id = resolve(batch.id, &receipt.outbox_ids, u.id.0, "outbox row")?;
+            let changed = stmt.execute(params![
+                id,
+                u.state.as_str(),
+                u.add_attempts,
+                u.last_error,
+                now
+            ])?;
+            if changed == 0 {
+                // An ack for a write that does not exist means the engine's view is wrong;
+                // storing the rest would hide that.
+                return Err(StoreError::UnknownOutbox { id });
+            }
+        }
+    }
+
+    if !batch.shadow.is_empty() {
+        let mut stmt = tx.prepare_cached(UPSERT_SHADOW)?;
+        for s in &batch.shadow {
+            let in_flight = s
+                .in_flight
+                .map(|r| resolve(batch.id, &receipt.outbox_ids, r.0, "outbox row"))
+                .transpose()?;
+            let held = s
+                .held
+                .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
+                .transpose()?;
+            let (base_value, base_at, base_source) = observed_columns(s.base.as_ref());
+            let (crm_value, crm_at, crm_source) = observed_columns(s.seen_crm.as_ref());
+            let (ap_value, ap_at, ap_source) = observed_columns(s.seen_anaplan.as_ref());
+            stmt.execute(params![
+                s.key.record.pairing,
+                s.key.record.crm_id,
+                s.key.field,
+                s.kind.tag(),
+                base_value,
+                base_at,
+                base_source,
+                crm_value,
+                crm_at,
+                crm_source,
+                ap_value,
+                ap_at,
+                ap_source,
+                in_flight,
+                held,
+                now,
+            ])?;
+        }
+    }
+
+    if !batch.audit.is_empty() {
+        let mut stmt = tx.prepare_cached(INSERT_AUDIT)?;
+        for a in &batch.audit {
+            let exception = a
+                .exception
+                .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
+                .transpose()?;
+            stmt.execute(params![
+                ts(a.at),
+                a.key.record.pairing,
+                a.key.record.crm_id,
+                a.key.field,
+                a.side.as_str(),
+                a.source.as_str(),
+                a.value.to_text(),
+                a.kind.tag(),
+                a.decision,
+                a.rule_id,
+                a.rule_hash,
+                exception,
+            ])?;
+        }
+    }
+
+    if !batch.checkpoints.is_empty() {
+        let mut stmt = tx.prepare_cached(UPSERT_CHECKPOINT)?;
+        for (source, position) in &batch.checkpoints {
+            // `Position` is plain data; serialising it cannot fail.
+            let json = serde_json::to_string(position).map_err(|e| {
+                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
+            stmt.execute(params![source, json, now])?;
+        }
+    }
+
+    Ok(receipt)
+}

@@ -1,0 +1,232 @@
+//! The SQLite store: the only module that touches SQLite.
+//!
+//! One file holds the per-field sync state (`shadow`), the record pairing (`record_map`), the
+//! queued writes (`outbox`), the source checkpoints, the exceptions and the audit of decisions
+//! (tables and views documented in `schema.rs`). The engine owns the single writing
+//! [`Store`] and hands it a [`Batch`] per round of decisions; the review CLI opens its own
+//! [`Store::open_read_only`] (WAL lets it read while the engine writes) and a writing one only
+//! to resolve.
+
+mod batch;
+mod codec;
+mod error;
+mod exceptions;
+mod open;
+mod resolve;
+mod rows;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+pub use batch::{
+    Batch, CommitReceipt, ExceptionRef, ExceptionUpdate, NewAudit, NewException, NewOutbox,
+    OutboxRef, OutboxUpdate, RecordMapUpsert, ShadowUpsert,
+};
+pub use error::StoreError;
+pub use exceptions::{
+    ExceptionDetail, ExceptionFilter, ExceptionStats, FieldCount, HISTORY_LIMIT, OLDEST_OPEN_LIMIT,
+    StatusKindCount,
+};
+pub use resolve::{Resolution, ResolutionHow, ResolveOutcome};
+pub use rows::{
+    AuditRecord, ExceptionField, ExceptionRecord, FieldKey, Observed, OutboxReason, OutboxRecord,
+    OutboxState, RecordMapEntry, RecordState, ResolutionKind, ShadowState,
+};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+use crate::model::{Position, RecordKey, Side};
+use codec::{corrupt, parse_enum, parse_kind, parse_opt_ts, parse_ts, parse_value};
+
+/// An open store file. Writing methods take `&mut self`: one writer per connection, and the
+/// engine keeps exactly one writing `Store`.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    read_only: bool,
+}
+
+impl Store {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn ensure_writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The stored state of one field, `None` if it was never stored.
+    pub fn shadow(&self, key: &FieldKey) -> Result<Option<ShadowState>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT value_kind, base_value, base_at, base_source, seen_crm_value, seen_crm_at,
+                    seen_crm_source, seen_anaplan_value, seen_anaplan_at, seen_anaplan_source,
+                    in_flight_outbox_id, held_exception_id, updated_at
+             FROM shadow WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3",
+        )?;
+        stmt.query_and_then(
+            params![key.record.pairing, key.record.crm_id, key.field],
+            shadow_from_row,
+        )?
+        .next()
+        .transpose()
+    }
+
+    /// Where `source` was last acknowledged, `None` if it never was.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<Position>, StoreError> {
+        let raw: Option<String> = self
+            .conn
+            .prepare_cached("SELECT position FROM checkpoints WHERE source = ?1")?
+            .query_row([source], |row| row.get(0))
+            .optional()?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|_| corrupt("checkpoints", "position", raw, "a position (JSON)"))
+        })
+        .transpose()
+    }
+
+    /// One queued write.
+    pub fn outbox(&self, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
+        load_outbox(&self.conn, id)
+    }
+
+    /// The oldest `limit` pending writes to `target`, in the order they were decided.
+    pub fn pending_outbox(
+        &self,
+        target: Side,
+        limit: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE target = ?1 AND state = 'pending'
+             ORDER BY id LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        stmt.query_and_then(params![target.as_str(), limit], outbox_from_row)?
+            .collect()
+    }
+
+    /// The pairing of one CRM record with its Anaplan list item.
+    pub fn record_map_entry(
+        &self,
+        record: &RecordKey,
+    ) -> Result<Option<RecordMapEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT anaplan_code, anaplan_item_id, state, created_at, updated_at
+             FROM record_map WHERE pairing = ?1 AND crm_id = ?2",
+        )?;
+        stmt.query_and_then(params![record.pairing, record.crm_id], |row| {
+            Ok(RecordMapEntry {
+                record: record.clone(),
+                anaplan_code: row.get(0)?,
+                anaplan_item_id: row.get(1)?,
+                state: parse_enum("record_map", "state", row.get(2)?)?,
+                created_at: parse_ts("record_map", "created_at", row.get(3)?)?,
+                updated_at: parse_ts("record_map", "updated_at", row.get(4)?)?,
+            })
+        })?
+        .next()
+        .transpose()
+    }
+}
+
+fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> {
+    let kind = parse_kind("shadow", "value_kind", row.get(0)?)?;
+    let observed = |first: usize,
+                    value_col: &'static str,
+                    at_col: &'static str,
+                    source_col: &'static str|
+     -> Result<Option<Observed>, StoreError> {
+        let Some(at) = parse_opt_ts("shadow", at_col, row.get(first + 1)?)? else {
+            return Ok(None);
+        };
+        let source: Option<String> = row.get(first + 2)?;
+        let source =
+            source.ok_or_else(|| corrupt("shadow", source_col, "NULL".into(), "a source"))?;
+        Ok(Some(Observed {
+            value: parse_value("shadow", value_col, kind, row.get(first)?)?,
+            at,
+            source: parse_source("shadow", source_col, source)?,
+        }))
+    };
+    Ok(ShadowState {
+        kind,
+        base: observed(1, "base_value", "base_at", "base_source")?,
+        seen_crm: observed(4, "seen_crm_value", "seen_crm_at", "seen_crm_source")?,
+        seen_anaplan: observed(
+            7,
+            "seen_anaplan_value",
+            "seen_anaplan_at",
+            "seen_anaplan_source",
+        )?,
+        in_flight: row.get(10)?,
+        held: row.get(11)?,
+        updated_at: parse_ts("shadow", "updated_at", row.get(12)?)?,
+    })
+}
+
+/// `model::Source` has no `FromStr`; the store is the only place that reads it back.
+fn parse_source(
+    table: &'static str,
+    column: &'static str,
+    raw: String,
+) -> Result<crate::model::Source, StoreError> {
+    use crate::model::Source;
+    match raw.as_str() {
+        "stream" => Ok(Source::Stream),
+        "poll" => Ok(Source::Poll),
+        "reconcile" => Ok(Source::Reconcile),
+        "resolution" => Ok(Source::Resolution),
+        _ => Err(corrupt(table, column, raw, "a source")),
+    }
+}
+
+fn parse_side(table: &'static str, column: &'static str, raw: String) -> Result<Side, StoreError> {
+    parse_enum(table, column, raw)
+}
+
+fn load_outbox(conn: &Connection, id: i64) -> Result<Option<OutboxRecord>, StoreError> {
+    let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_and_then([id], outbox_from_row)?
+        .next()
+        .transpose()
+}
+
+const OUTBOX_COLUMNS: &str = "id, pairing, crm_id, field, target, value, value_kind, reason, \
+     exception_id, state, attempts, last_error, created_at, updated_at";
+
+fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
+    let kind = parse_kind("outbox", "value_kind", row.get(6)?)?;
+    Ok(OutboxRecord {
+        id: row.get(0)?,
+        key: FieldKey::new(
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+        ),
+        target: parse_side("outbox", "target", row.get(4)?)?,
+        kind,
+        value: parse_value("outbox", "value", kind, row.get(5)?)?,
+        reason: parse_enum("outbox", "reason", row.get(7)?)?,
+        exception_id: row.get(8)?,
+        state: parse_enum("outbox", "state", row.get(9)?)?,
+        attempts: row.get(10)?,
+        last_error: row.get(11)?,
+        created_at: parse_ts("outbox", "created_at", row.get(12)?)?,
+        updated_at: parse_ts("outbox", "updated_at", row.get(13)?)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! The SQLite schema: tables, indexes and review views, as an ordered list of migrations.
+//!
+//! Conventions an admin querying the file with `sqlite3` can rely on:
+//!
+//! - **Timestamps** are RFC 3339 UTC text with exactly six fractional digits and a `Z`
+//!   (`2026-11-01T09:30:00.000000Z`), so they sort and compare correctly as plain text and
+//!   `substr(x, 1, 10)` is the UTC day.
+//! - **Values** are canonical text (`Value::to_text`: numbers at their field's scale, `true` /
+//!   `false`, `YYYY-MM-DD`), SQL `NULL` for a null value. Beside every value column sits a
+//!   `value_kind` tag (`text`, `number:2`, `boolean`, `date`, `picklist`) so the value can be
+//!   parsed back without the rule files.
+//! - **Enumerations** are lowercase snake_case text: sides `crm` / `anaplan`; sources
+//!   `stream` / `poll` / `reconcile` / `resolution`; exception kinds and statuses as in
+//!   `ExceptionKind` and `ExceptionStatus`.
+//!
+//! The file is marked with `PRAGMA application_id = 0x706C7379` ("plsy") and its schema version
+//! is `PRAGMA user_version`. A shipped migration is never edited: a change to the schema is a
+//! new entry at the end of [`MIGRATIONS`].
+//!
+//! # Tables
+//!
+//! ## `record_map`: which Anaplan list item stands for which CRM record
+//! - `pairing`: the rule file's stem (e.g. `opportunity`) the record is synced under.
+//! - `crm_id`: the 18-character CRM record id.
+//! - `anaplan_code`: the Anaplan list item code (plansync uses the CRM id).
+//! - `anaplan_item_id`: Anaplan's own item id once the item exists; NULL before.
+//! - `state`: `active`, or `deleted` once the CRM record was deleted.
+//! - `created_at`, `updated_at`: when the row was first written and last changed.
+//!
+//! ## `shadow`: the per-field sync state (see `decisions.md`)
+//! One row per (`pairing`, `crm_id`, `field`); `field` is the CRM field API name.
+//! - `value_kind`: the kind tag of every value in the row.
+//! - `base_value`, `base_at`, `base_source`: the last value both sides were known to agree
+//!   on, when that became true, and the source (`stream`, `poll`, `reconcile`, `resolution`)
+//!   of the change that led to it. `base_at` NULL means no agreed value is known yet (then
+//!   `base_value` is NULL too); `base_at` set with `base_value` NULL means both sides agreed
+//!   on "no value".
+//! - `seen_crm_value`, `seen_crm_at`, `seen_crm_source`: the last value observed in the CRM,
+//!   its commit time, and the path it came through. Same NULL convention as `base_*`.
+//! - `seen_anaplan_value`, `seen_anaplan_at`, `seen_anaplan_source`: the same for Anaplan;
+//!   the time is that of the poll that saw it (Anaplan cells carry no timestamp).
+//! - `in_flight_outbox_id`: the `outbox` row of the one write in flight for this field, or
+//!   NULL. At most one per field: this is the "one writer per field" lock.
+//! - `held_exception_id`: the open `conflict` exception holding this field, or NULL. Cleared
+//!   when that exception is resolved.
+//! - `updated_at`: when the row last changed.
+//!
+//! ## `outbox`: writes plansync intends to make
+//! - `id`: increasing integer; the order writes were decided in.
+//! - `pairing`, `crm_id`, `field`: the field to write (CRM field API name).
+//! - `target`: the side to write to, `crm` or `anaplan`.
+//! - `value`, `value_kind`: the value to write.
+//! - `reason`: `decision` (a change propagated by the rules), `revert` (an owner's value pushed
+//!   back over a non-owner's edit) or `resolution` (a person resolved an exception).
+//! - `exception_id`: the exception that caused it (a revert's violation, a resolution), or NULL.
+//! - `state`: `pending` (not sent), `in_flight` (sent, no answer yet), `done` (acknowledged),
+//!   `failed` (refused for good; a `write_failed` exception says why).
+//! - `attempts`: how many times it was sent; `last_error`: the last remote error, or NULL.
+//! - `created_at`, `updated_at`.
+//!
+//! ## `checkpoints`: how far each source has been durably consumed
+//! - `source`: the source's name (a CDC channel, a poller), primary key.
+//! - `position`: JSON of `model::Position`, e.g. `{"kind":"replay","channel":…,"replay_id":…}`.
+//! - `updated_at`.
+//!
+//! ## `exceptions`: every value plansync did not propagate, and why
+//! - `id`: increasing integer, the handle used by `plansync exceptions show/resolve`.
+//! - `kind`: `conflict`, `ownership_violation`, `validation`, `write_failed`, `gap`,
+//!   `unmapped`, `lifecycle`.
+//! - `status`: `open` (waiting for a person), `resolved` (a person decided),
+//!   `auto_resolved` (the rules decided on the spot; kept as the audit trail), `converged`
+//!   (the two sides came to agree while it was open).
+//! - `pairing`: the rule file's stem; `object`: the CRM object name (e.g. `Opportunity`).
+//! - `crm_id`: the record, NULL when the exception is not about one record (e.g. a `gap`).
+//! - `field`: the CRM field API name, NULL when not about one field (`gap`, `lifecycle`).
+//! - `value_kind`: kind tag of the three values, NULL when `field` is NULL.
+//! - `crm_value`, `anaplan_value`, `base_value`: the value in each system and the last agreed
+//!   value when the exception was raised (kept current while it is open).
+//! - `rule_id`, `rule_hash`: the rule that decided and the SHA-256 of its rule file.
+//! - `message`: why, in words.
+//! - `created_at`, `updated_at`.
+//! - `resolved_at`: when it stopped being open (the resolution, the convergence, or the
+//!   creation time of an `auto_resolved` one); NULL while open.
+//! - `resolved_by`: who resolved it (a person's name), NULL otherwise.
+//! - `resolution`: `take_crm`, `take_anaplan`, `set_value` or `dismiss`, NULL unless a person
+//!   resolved it; `resolution_value`: the value chosen (NULL for `dismiss`).
+//! - `note`: the resolver's note.
+//!
+//! ## `audit`: every decision the engine made about an observed value
+//! - `id`, `at` (when the observed change was committed or polled).
+//! - `pairing`, `crm_id`, `field`: the field.
+//! - `side`: the side the value was observed on; `source`: the path it came through.
+//! - `value`, `value_kind`: the observed value.
+//! - `decision`: what the engine did, in the engine's vocabulary (e.g. `write`, `echo`,
+//!   `no_change`, `held`, `rejected`).
+//! - `rule_id`, `rule_hash`: the rule that decided (NULL when no rule was needed, e.g. echoes).
+//! - `exception_id`: the exception the decision raised, or NULL.
+//!
+//! # Views (for review with plain SQL)
+//!
+//! - `open_exceptions_by_kind(object, field, kind, count, oldest)`: open exceptions grouped by
+//!   object, field and kind, with the creation time of the oldest in each group.
+//! - `oldest_open_exceptions(id, kind, object, pairing, crm_id, field, crm_value,
+//!   anaplan_value, base_value, message, created_at, age_days)`: open exceptions, oldest
+//!   first; `age_days` is fractional days since creation, as of the query.
+//! - `exceptions_per_day(day, kind, opened, resolved)`: per UTC day and kind, how many
+//!   exceptions were raised and how many stopped being open (`resolved_at` on that day,
+//!   whatever the final status).
+
+/// Marks the file as a plansync store (`PRAGMA application_id`): "plsy" in ASCII.
+pub const APPLICATION_ID: i32 = 0x706C_7379;
+
+/// One step of the schema's history. Applied in its own transaction, together with the
+/// `user_version` bump that records it.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first; `version` counts up from 1 without gaps.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: V1_INITIAL,
+}];
+
+/// The schema version this build creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The initial schema. Column meanings are documented at the top of this module; the short
+/// SQL comments are kept because `sqlite3`'s `.schema` shows them to an admin.
+const V1_INITIAL: &str = r#"
+CREATE TABLE record_map (
+    pairing         TEXT NOT NULL,  -- rule file stem
+    crm_id          TEXT NOT NULL,  -- CRM record id
+    anaplan_code    TEXT NOT NULL,  -- Anaplan list item code
+    anaplan_item_id TEXT,           -- Anaplan item id, NULL until known
+    state           TEXT NOT NULL CHECK (state IN ('active', 'deleted')),
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    PRIMARY KEY (pairing, crm_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX record_map_by_code ON record_map (pairing, anaplan_code);
+
+CREATE TABLE exceptions (
+    id               INTEGER PRIMARY KEY,
+    kind             TEXT NOT NULL,  -- conflict, ownership_violation, validation, ...
+    status           TEXT NOT NULL,  -- open, resolved, auto_resolved, converged
+    pairing          TEXT NOT NULL,
+    object           TEXT NOT NULL,  -- CRM object name
+    crm_id           TEXT,           -- NULL when not about one record
+    field            TEXT,           -- NULL when not about one field
+    value_kind       TEXT,           -- kind tag of the three values
+    crm_value        TEXT,
+    anaplan_value    TEXT,
+    base_value       TEXT,
+    rule_id          TEXT,
+    rule_hash        TEXT,           -- SHA-256 of the rule file
+    message          TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    resolved_at      TEXT,           -- when it stopped being open
+    resolved_by      TEXT,
+    resolution       TEXT,           -- take_crm, take_anaplan, set_value, dismiss
+    resolution_value TEXT,
+    note             TEXT
+);
+CREATE INDEX exceptions_by_status_kind ON exceptions (status, kind);
+CREATE INDEX exceptions_by_object_field ON exceptions (object, field);
+CREATE INDEX exceptions_by_record_field ON exceptions (crm_id, field, pairing);
+CREATE INDEX exceptions_by_created ON exceptions (created_at);
+
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY,
+    pairing      TEXT NOT NULL,
+    crm_id       TEXT NOT NULL,
+    field        TEXT NOT NULL,  -- CRM field API name
+    target       TEXT NOT NULL CHECK (target IN ('crm', 'anaplan')),
+    value        TEXT,
+    value_kind   TEXT NOT NULL,
+    reason       TEXT NOT NULL,  -- decision, revert, resolution
+    exception_id INTEGER REFERENCES exceptions (id),
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'done', 'failed')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+-- The sinks read the pending writes of one side in order.
+CREATE INDEX outbox_by_target_state ON outbox (target, state, id);
+CREATE INDEX outbox_by_exception ON outbox (exception_id) WHERE exception_id IS NOT NULL;
+
+CREATE TABLE shadow (
+    pairing             TEXT NOT NULL,
+    crm_id              TEXT NOT NULL,
+    field               TEXT NOT NULL,  -- CRM field API name
+    value_kind          TEXT NOT NULL,
+    base_value          TEXT,           -- last agreed value
+    base_at             TEXT,           -- NULL: no agreed value known yet
+    base_source         TEXT,
+    seen_crm_value      TEXT,           -- last value seen in the CRM
+    seen_crm_at         TEXT,
+    seen_crm_source     TEXT,
+    seen_anaplan_value  TEXT,           -- last value seen in Anaplan
+    seen_anaplan_at     TEXT,
+    seen_anaplan_source TEXT,
+    in_flight_outbox_id INTEGER REFERENCES outbox (id),      -- the one write in flight
+    held_exception_id   INTEGER REFERENCES exceptions (id),  -- the open conflict holding it
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (pairing, crm_id, field)
+) WITHOUT ROWID;
+CREATE INDEX shadow_in_flight ON shadow (in_flight_outbox_id) WHERE in_flight_outbox_id IS NOT NULL;
+CREATE INDEX shadow_held ON shadow (held_exception_id) WHERE held_exception_id IS NOT NULL;
+
+CREATE TABLE checkpoints (
+    source     TEXT PRIMARY KEY,  -- CDC channel or poller name
+    position   TEXT NOT NULL,     -- JSON of model::Position
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE audit (
+    id           INTEGER PRIMARY KEY,
+    at           TEXT NOT NULL,  -- commit or poll time of the observed change
+    pairing      TEXT NOT NULL,
+    crm_id       TEXT NOT NULL,
+    field        TEXT NOT NULL,
+    side         TEXT NOT NULL CHECK (side IN ('crm', 'anaplan')),  -- where it was observed
+    source       TEXT NOT NULL,  -- stream, poll, reconcile, resolution
+    value        TEXT,
+    value_kind   TEXT NOT NULL,
+    decision     TEXT NOT NULL,
+    rule_id      TEXT,
+    rule_hash    TEXT,
+    exception_id INTEGER REFERENCES exceptions (id)
+);
+CREATE INDEX audit_by_field ON audit (pairing, crm_id, field, id);
+CREATE INDEX audit_by_exception ON audit (exception_id) WHERE exception_id IS NOT NULL;
+
+CREATE VIEW open_exceptions_by_kind AS
+SELECT object, field, kind, count(*) AS count, min(created_at) AS oldest
+FROM exceptions
+WHERE status = 'open'
+GROUP BY object, field, kind;
+
+CREATE VIEW oldest_open_exceptions AS
+SELECT id, kind, object, pairing, crm_id, field, crm_value, anaplan_value, base_value, message,
+       created_at, julianday('now') - julianday(created_at) AS age_days
+FROM exceptions
+WHERE status = 'open'
+ORDER BY created_at, id;
+
+CREATE VIEW exceptions_per_day AS
+SELECT day, kind, sum(opened) AS opened, sum(resolved) AS resolved
+FROM (
+    SELECT substr(created_at, 1, 10) AS day, kind, 1 AS opened, 0 AS resolved FROM exceptions
+    UNION ALL
+    SELECT substr(resolved_at, 1, 10), kind, 0, 1 FROM exceptions WHERE resolved_at IS NOT NULL
+)
+GROUP BY day, kind
+ORDER BY day, kind;
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+        }
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn application_id_spells_plsy() {
+        assert_eq!(&APPLICATION_ID.to_be_bytes(), b"plsy");
+    }
+}

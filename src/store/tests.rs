@@ -1,0 +1,336 @@
+//! Unit tests of the write path and the engine's reads.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::model::{ExceptionKind, ExceptionStatus, Position, Source, Value, ValueKind};
+
+fn t(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 10, minute, 0).unwrap()
+}
+
+fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("plansync.db")).unwrap();
+    (dir, store)
+}
+
+fn amount() -> ValueKind {
+    ValueKind::Number { scale: 2 }
+}
+
+fn num(raw: &str) -> Value {
+    Value::from_text(amount(), raw).unwrap()
+}
+
+fn key() -> FieldKey {
+    FieldKey::new("opportunity", "006000000000001AAA", "Amount")
+}
+
+fn conflict(at: DateTime<Utc>) -> NewException {
+    NewException {
+        kind: ExceptionKind::Conflict,
+        status: ExceptionStatus::Open,
+        pairing: "opportunity".into(),
+        object: "Opportunity".into(),
+        crm_id: Some(key().record.crm_id),
+        field: Some(ExceptionField {
+            name: "Amount".into(),
+            kind: amount(),
+            crm_value: num("10"),
+            anaplan_value: num("20"),
+            base_value: num("5"),
+        }),
+        rule_id: Some("amount.shared".into()),
+        rule_hash: Some("abc123".into()),
+        message: "both sides changed Amount".into(),
+        at,
+    }
+}
+
+fn observed(raw: &str, minute: u32, source: Source) -> Option<Observed> {
+    Some(Observed {
+        value: num(raw),
+        at: t(minute),
+        source,
+    })
+}
+
+fn table_count(store: &Store, table: &str) -> i64 {
+    store
+        .conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_batch_stores_rows_that_refer_to_each_other() {
+    let (_dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(1));
+    batch.upsert_record(RecordMapUpsert {
+        record: key().record,
+        anaplan_code: key().record.crm_id,
+        anaplan_item_id: Some("1000001".into()),
+        state: RecordState::Active,
+    });
+    let exception = batch.add_exception(conflict(t(1)));
+    let write = batch.add_outbox(NewOutbox {
+        key: key(),
+        target: Side::Anaplan,
+        kind: amount(),
+        value: num("10"),
+        reason: OutboxReason::Revert,
+        exception: Some(exception),
+    });
+    let upsert = ShadowUpsert {
+        key: key(),
+        kind: amount(),
+        base: observed("5", 0, Source::Reconcile),
+        seen_crm: observed("10", 1, Source::Stream),
+        seen_anaplan: Some(Observed {
+            value: Value::Null,
+            at: t(1),
+            source: Source::Poll,
+        }),
+        in_flight: Some(write),
+        held: Some(exception),
+    };
+    batch.upsert_shadow(upsert);
+    batch.add_audit(NewAudit {
+        key: key(),
+        at: t(1),
+        side: Side::Crm,
+        source: Source::Stream,
+        kind: amount(),
+        value: num("10"),
+        decision: "held".into(),
+        rule_id: Some("amount.shared".into()),
+        rule_hash: Some("abc123".into()),
+        exception: Some(exception),
+    });
+    let position = Position::Replay {
+        channel: "/data/OpportunityChangeEvent".into(),
+        replay_id: "42".into(),
+    };
+    batch.set_checkpoint("cdc:Opportunity", position.clone());
+    let receipt = store.commit(&batch).unwrap();
+
+    let exception_id = receipt.exception_id(exception).unwrap();
+    let outbox_id = receipt.outbox_id(write).unwrap();
+    let state = store.shadow(&key()).unwrap().unwrap();
+    assert_eq!(state.kind, amount());
+    assert_eq!(state.base, observed("5", 0, Source::Reconcile));
+    assert_eq!(state.seen_crm, observed("10", 1, Source::Stream));
+    assert_eq!(state.seen(Side::Anaplan).unwrap().value, Value::Null);
+    assert_eq!(state.in_flight, Some(outbox_id));
+    assert_eq!(state.held, Some(exception_id));
+    assert_eq!(store.checkpoint("cdc:Opportunity").unwrap(), Some(position));
+    assert_eq!(store.checkpoint("poll:anaplan").unwrap(), None);
+
+    let pending = store.pending_outbox(Side::Anaplan, 10).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].exception_id, Some(exception_id));
+    assert_eq!(pending[0].value.to_text().unwrap(), "10.00");
+    assert!(store.pending_outbox(Side::Crm, 10).unwrap().is_empty());
+
+    let detail = store.exception_detail(exception_id).unwrap();
+    assert_eq!(detail.history.len(), 1);
+    assert_eq!(detail.history[0].exception_id, Some(exception_id));
+    let entry = store.record_map_entry(&key().record).unwrap().unwrap();
+    assert_eq!(entry.anaplan_item_id.as_deref(), Some("1000001"));
+
+    // Storing the loaded state back is a no-op apart from `updated_at`.
+    let mut again = Batch::new(t(2));
+    again.upsert_shadow(ShadowUpsert::from_state(key(), &state));
+    store.commit(&again).unwrap();
+    let reloaded = store.shadow(&key()).unwrap().unwrap();
+    assert_eq!(
+        ShadowState {
+            updated_at: state.updated_at,
+            ..reloaded
+        },
+        state
+    );
+}
+
+#[test]
+fn a_never_agreed_field_has_no_base() {
+    let (_dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(1));
+    batch.upsert_shadow(ShadowUpsert {
+        key: key(),
+        kind: amount(),
+        base: None,
+        seen_crm: observed("1", 1, Source::Poll),
+        seen_anaplan: None,
+        in_flight: None,
+        held: None,
+    });
+    store.commit(&batch).unwrap();
+    let state = store.shadow(&key()).unwrap().unwrap();
+    assert_eq!(state.base, None);
+    assert_eq!(state.seen_anaplan, None);
+    assert!(
+        store
+            .shadow(&FieldKey::new("x", "y", "z"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_reference_into_another_batch_fails_the_whole_commit() {
+    let (_dir, mut store) = open_temp();
+    let mut other = Batch::new(t(1));
+    let foreign = other.add_exception(conflict(t(1)));
+    let mut batch = Batch::new(t(1));
+    batch.add_exception(conflict(t(1)));
+    batch.add_audit(NewAudit {
+        key: key(),
+        at: t(1),
+        side: Side::Crm,
+        source: Source::Stream,
+        kind: amount(),
+        value: num("1"),
+        decision: "held".into(),
+        rule_id: None,
+        rule_hash: None,
+        exception: Some(foreign),
+    });
+    let err = store.commit(&batch).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::BadReference {
+                what: "exception",
+                index: 0
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(table_count(&store, "exceptions"), 0);
+    assert_eq!(table_count(&store, "audit"), 0);
+}
+
+#[test]
+fn exception_updates_track_an_open_exception_and_report_stale_ones() {
+    let (_dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(1));
+    let first = batch.add_exception(conflict(t(1)));
+    let second = batch.add_exception(conflict(t(1)));
+    let receipt = store.commit(&batch).unwrap();
+    let (first, second) = (
+        receipt.exception_id(first).unwrap(),
+        receipt.exception_id(second).unwrap(),
+    );
+    store
+        .resolve(
+            second,
+            &Resolution {
+                how: ResolutionHow::Dismiss,
+                by: "alice".into(),
+                note: None,
+                at: t(2),
+            },
+        )
+        .unwrap();
+
+    let mut batch = Batch::new(t(3));
+    for id in [first, second] {
+        batch.update_exception(ExceptionUpdate {
+            id: ExceptionRef::stored(id),
+            crm_value: num("30"),
+            anaplan_value: num("30"),
+            status: ExceptionStatus::Converged,
+        });
+    }
+    let receipt = store.commit(&batch).unwrap();
+    assert_eq!(receipt.stale_exception_updates, vec![second]);
+    let converged = store.exception(first).unwrap();
+    assert_eq!(converged.status, ExceptionStatus::Converged);
+    assert_eq!(converged.resolved_at, Some(t(3)));
+    assert_eq!(converged.field.unwrap().crm_value, num("30"));
+    // The dismissed one kept what the person recorded.
+    let dismissed = store.exception(second).unwrap();
+    assert_eq!(dismissed.status, ExceptionStatus::Resolved);
+    assert_eq!(dismissed.field.unwrap().crm_value, num("10"));
+}
+
+#[test]
+fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
+    let (_dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(1));
+    let write = batch.add_outbox(NewOutbox {
+        key: key(),
+        target: Side::Crm,
+        kind: amount(),
+        value: num("7"),
+        reason: OutboxReason::Decision,
+        exception: None,
+    });
+    batch.update_outbox(OutboxUpdate {
+        id: write,
+        state: OutboxState::InFlight,
+        add_attempts: 1,
+        last_error: None,
+    });
+    let id = store.commit(&batch).unwrap().outbox_id(write).unwrap();
+
+    let mut batch = Batch::new(t(2));
+    batch.update_outbox(OutboxUpdate {
+        id: OutboxRef::stored(id),
+        state: OutboxState::Failed,
+        add_attempts: 2,
+        last_error: Some("FIELD_CUSTOM_VALIDATION_EXCEPTION".into()),
+    });
+    store.commit(&batch).unwrap();
+    let row = store.outbox(id).unwrap().unwrap();
+    assert_eq!(row.state, OutboxState::Failed);
+    assert_eq!(row.attempts, 3);
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("FIELD_CUSTOM_VALIDATION_EXCEPTION")
+    );
+    assert_eq!(row.updated_at, t(2));
+
+    let mut batch = Batch::new(t(3));
+    batch.set_checkpoint("poll:crm", Position::PollRun { at: t(3) });
+    batch.update_outbox(OutboxUpdate {
+        id: OutboxRef::stored(id + 1000),
+        state: OutboxState::Done,
+        add_attempts: 0,
+        last_error: None,
+    });
+    assert!(matches!(
+        store.commit(&batch),
+        Err(StoreError::UnknownOutbox { .. })
+    ));
+    assert_eq!(store.checkpoint("poll:crm").unwrap(), None);
+}
+
+#[test]
+fn a_read_only_store_refuses_writes() {
+    let (dir, store) = open_temp();
+    drop(store);
+    let mut ro = Store::open_read_only(dir.path().join("plansync.db")).unwrap();
+    assert!(ro.is_read_only());
+    let mut batch = Batch::new(t(1));
+    batch.set_checkpoint("x", Position::PollRun { at: t(1) });
+    assert!(matches!(ro.commit(&batch), Err(StoreError::ReadOnly)));
+}
+
+#[test]
+fn reopening_keeps_the_data_and_the_schema_version() {
+    let (dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(1));
+    batch.add_exception(conflict(t(1)));
+    store.commit(&batch).unwrap();
+    drop(store);
+    let store = Store::open(dir.path().join("plansync.db")).unwrap();
+    let version: i64 = store
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(table_count(&store, "exceptions"), 1);
+}
