@@ -422,3 +422,48 @@ fn a_file_that_is_not_a_plansync_database_is_refused_and_left_alone() {
     ]);
     assert_eq!(bad_since.status.code(), Some(2));
 }
+
+/// The SQL a RevOps admin is shown in the README runs against a real database and answers.
+#[test]
+fn the_readme_sql_queries_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("plansync.db");
+    let expected = build(&db_path);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let sql_block = readme
+        .split("```sql")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```sql block in the README");
+    let statements: Vec<&str> = sql_block
+        .split(';')
+        .map(str::trim)
+        .filter(|s| {
+            s.lines()
+                .any(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+        })
+        .collect();
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    for sql in statements {
+        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+        let columns = stmt.column_count();
+        let rows: Vec<Vec<rusqlite::types::Value>> = stmt
+            .query_map([], |row| (0..columns).map(|i| row.get(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!rows.is_empty(), "no rows from: {sql}");
+    }
+    let open = expected
+        .iter()
+        .filter(|e| e.status == ExceptionStatus::Open)
+        .count() as i64;
+    let total: i64 = conn
+        .query_row("SELECT sum(count) FROM open_exceptions_by_kind", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(total, open);
+}
