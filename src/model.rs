@@ -230,6 +230,7 @@ impl Decimal {
             }
             let base: i128 = digits.parse().map_err(|_| too_large())?;
             base.checked_mul(10i128.pow(shift as u32))
+                .filter(|u| *u < 10i128.pow(38))
                 .ok_or_else(too_large)?
         } else {
             let drop = (-shift) as usize;
@@ -246,7 +247,12 @@ impl Decimal {
                     kept.parse().map_err(|_| too_large())?
                 };
                 let round_up = dropped.as_bytes().first().is_some_and(|&b| b >= b'5');
-                kept + i128::from(round_up)
+                let rounded = kept + i128::from(round_up);
+                // Rounding 99…9.5 up can reach 39 digits, which could not be read back.
+                if rounded >= 10i128.pow(38) {
+                    return Err(too_large());
+                }
+                rounded
             }
         };
         Ok(Decimal {
@@ -616,6 +622,13 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn large_decimals_round_trip_or_are_refused(digits in "[0-9]{30,40}(\\.[0-9]{0,20})?", scale in 0u8..=18) {
+            if let Ok(d) = Decimal::parse(&digits, scale) {
+                proptest::prop_assert_eq!(Decimal::parse(&d.to_string(), scale).unwrap(), d);
+            }
+        }
+
         #[test]
         fn decimal_text_round_trips(units in proptest::num::i64::ANY, scale in 0u8..=18) {
             let d = Decimal { units: i128::from(units), scale };

@@ -277,3 +277,34 @@ fn explain_names_the_deciding_rule_and_why() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("no synced field `Amont`"));
 }
+
+/// Contradictions found in review: each file must be refused with the named problem.
+#[test]
+fn check_refuses_each_contradiction() {
+    let cases = [
+        (
+            "allowed.toml",
+            "an empty `allowed` list rejects every value",
+        ),
+        ("dupid.toml", "two `when`s of Opportunity.Amount are named"),
+        ("dupname.toml", "is mapped twice"),
+        ("hex.toml", "must be written in decimal"),
+        ("weekend.toml", "does not fit in the month"),
+    ];
+    for (file, message) in cases {
+        let path = format!("tests/data/bad_rules/{file}");
+        let out = plansync(&["rules", "check", &path]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(stderr.contains(message), "{file}: {stderr}");
+    }
+}
+
+/// A `when` may change just the tie-breaker of an inherited `newest_wins`.
+#[test]
+fn a_tie_set_in_a_when_is_applied() {
+    let out = plansync(&["rules", "test", "tests/data/tie_in_when.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+}

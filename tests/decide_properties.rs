@@ -55,6 +55,8 @@ fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         1 => Just(Value::Null),
         6 => (-2i128..6).prop_map(|u| Value::Number(Decimal { units: u * 10, scale: 0 })),
+        1 => prop_oneof![Just(-(10i128.pow(38) - 1)), Just(10i128.pow(38) - 1)]
+            .prop_map(|u| Value::Number(Decimal { units: u, scale: 0 })),
     ]
 }
 
@@ -78,11 +80,14 @@ fn state() -> impl Strategy<Value = FieldState> {
         proptest::bool::weighted(0.15),
         proptest::option::weighted(
             0.2,
-            (side(), value(), 0u32..4).prop_map(|(to, value, m)| Acked {
-                to,
-                value,
-                at: at(m),
-            }),
+            (side(), value(), 0u32..4, proptest::option::of(value())).prop_map(
+                |(to, value, m, replaced)| Acked {
+                    to,
+                    value,
+                    at: at(m),
+                    replaced,
+                },
+            ),
         ),
     )
         .prop_map(
@@ -294,6 +299,7 @@ fn an_overwritten_edit_is_recorded() {
             to: Side::Anaplan,
             value: n(10),
             at: at(3),
+            replaced: Some(n(5)),
         }),
         ..FieldState::default()
     };
@@ -303,10 +309,41 @@ fn an_overwritten_edit_is_recorded() {
         at: at(2),
         ours: false,
     };
-    let d = decide(&pairing(), &field(p), &st, &obs, &Context::default());
+    let d = decide(
+        &pairing(),
+        &field(p.clone()),
+        &st,
+        &obs,
+        &Context::default(),
+    );
     assert_eq!(d.action, Action::Overwritten);
     assert_eq!(
         d.exception.unwrap().kind,
         plansync::model::ExceptionKind::Conflict
+    );
+
+    // A late sighting of the value our write deliberately replaced is already on record.
+    let stale = Observation {
+        value: n(5),
+        ..obs.clone()
+    };
+    let d = decide(
+        &pairing(),
+        &field(p.clone()),
+        &st,
+        &stale,
+        &Context::default(),
+    );
+    assert_eq!(d.action, Action::Unchanged);
+
+    // A change of our own (a trigger rewrote what we wrote) is decided as a change.
+    let ours = Observation { ours: true, ..obs };
+    let d = decide(&pairing(), &field(p), &st, &ours, &Context::default());
+    assert_eq!(
+        d.action,
+        Action::Write {
+            to: Side::Crm,
+            value: n(7)
+        }
     );
 }

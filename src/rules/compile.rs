@@ -202,7 +202,7 @@ impl Compiler<'_, '_> {
             .unwrap_or_default();
         let lifecycle = self.lifecycle(&root);
         let calendar = self.calendar(&root);
-        let windows = self.windows(&root);
+        let windows = self.windows(&root, &calendar);
 
         let field_tables = root.table_array(self.p, "field", "[[field]]", &all_field_keys());
         if field_tables.is_empty() && root.get("field").is_none() {
@@ -491,7 +491,7 @@ impl Compiler<'_, '_> {
         NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok()
     }
 
-    fn windows(&mut self, root: &Table<'_, '_>) -> Vec<Window> {
+    fn windows(&mut self, root: &Table<'_, '_>, calendar: &Calendar) -> Vec<Window> {
         let mut out = Vec::new();
         let Some(wt) = root.map(self.p, "window") else {
             return out;
@@ -560,12 +560,27 @@ impl Compiler<'_, '_> {
                 );
                 continue;
             }
-            out.push(Window {
+            let window = Window {
                 name: name.value,
                 anchor,
                 business_days: n as u32,
                 period,
-            });
+            };
+            if let Some(day) = period_without_room(calendar, &window) {
+                let period_span = calendar.period_of(period, day);
+                self.p.push(
+                    Problem::new(span.clone(), format!(
+                        "window `{}` does not fit in the {} from {} to {}: it has fewer business days",
+                        window.name,
+                        period.as_str().replace('_', " "),
+                        period_span.first,
+                        period_span.last
+                    ))
+                    .help("shorten the window, or check the calendar's weekend and holidays"),
+                );
+                continue;
+            }
+            out.push(window);
         }
         out
     }
@@ -870,6 +885,10 @@ impl Compiler<'_, '_> {
                 }
             }
             (Owner::Shared, None) => match inherited_conflict {
+                // A `when` may change only the tie-breaker of an inherited newest_wins.
+                Some(ConflictPolicy::NewestWins { tie }) => Some(ConflictPolicy::NewestWins {
+                    tie: parts.tie.as_ref().map_or(tie, |(t, _)| *t),
+                }),
                 Some(p) => Some(p),
                 None => {
                     self.p.push(
@@ -967,7 +986,7 @@ impl Compiler<'_, '_> {
         }
         if let Some((allowed, s)) = &parts.allowed {
             match info.kind {
-                ValueKind::Text if allowed.is_empty() => {
+                ValueKind::Text | ValueKind::Picklist if allowed.is_empty() => {
                     self.p.push(Problem::new(
                         s.clone(),
                         "an empty `allowed` list rejects every value",
@@ -1024,9 +1043,20 @@ impl Compiler<'_, '_> {
             kind: field.kind,
             picklist: field.picklist.clone(),
         };
+        let mut ids: BTreeMap<String, Range<usize>> = BTreeMap::new();
         for (i, wt) in whens.iter().enumerate() {
             let id = match wt.str(self.p, "id") {
-                Some(s) => format!("{}.when.{}", field.id, s.value),
+                Some(s) => {
+                    if let Some(first) = ids.get(&s.value) {
+                        self.p.push(
+                            Problem::new(s.span.clone(), format!("two `when`s of {} are named `{}`", field.id, s.value))
+                                .also(first.clone(), "first named here")
+                                .help("the id names the rule in every decision it makes: give each its own"),
+                        );
+                    }
+                    ids.insert(s.value.clone(), s.span.clone());
+                    format!("{}.when.{}", field.id, s.value)
+                }
                 None => format!("{}.when[{i}]", field.id),
             };
             let conditions = self.conditions(wt, scope);
@@ -1203,19 +1233,20 @@ impl Compiler<'_, '_> {
                 let DeValue::String(name) = value.get_ref() else {
                     continue;
                 };
-                let what = match key {
-                    "crm" => "CRM field",
-                    "anaplan" => "Anaplan line item",
-                    _ => "Anaplan list property",
+                let (namespace, what) = match key {
+                    "crm" => ("crm", "CRM field"),
+                    // One namespace: fields are also found by their Anaplan name.
+                    "anaplan" => ("anaplan", "Anaplan line item"),
+                    _ => ("anaplan", "Anaplan list property"),
                 };
-                match first.get(&(what, name.to_string())) {
+                match first.get(&(namespace, name.to_string())) {
                     Some(earlier) => self.p.push(
                         Problem::new(value.span(), format!("{what} `{name}` is mapped twice"))
                             .also(earlier.clone(), "first mapped here")
                             .help("a field has one rule; use [[field.when]] for conditions"),
                     ),
                     None => {
-                        first.insert((what, name.to_string()), value.span());
+                        first.insert((namespace, name.to_string()), value.span());
                     }
                 }
             }
@@ -1435,6 +1466,15 @@ impl Compiler<'_, '_> {
             rule,
         })
     }
+}
+
+/// The first day of a period (checked over four years from 2024) in which the window finds
+/// too few business days, if any.
+fn period_without_room(calendar: &Calendar, window: &Window) -> Option<NaiveDate> {
+    (0..48).find_map(|m| {
+        let day = NaiveDate::from_ymd_opt(2024 + m / 12, (m % 12) as u32 + 1, 1)?;
+        calendar.window_span(window, day).is_none().then_some(day)
+    })
 }
 
 /// What a `when` may refer to.

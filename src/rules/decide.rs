@@ -37,7 +37,13 @@ pub struct InFlight {
 pub struct Acked {
     pub to: Side,
     pub value: Value,
+    /// When our write was committed on `to`: the commit time of its echo or the time in the
+    /// write's response, not when the acknowledgement reached us (an edit committed after our
+    /// write, but seen before its acknowledgement, is a new change, not an overwritten one).
     pub at: DateTime<Utc>,
+    /// What `to` showed when the write was decided: the value it deliberately replaced (a
+    /// revert, a conflict won by the other side), already on record.
+    pub replaced: Option<Value>,
 }
 
 /// What plansync knows of one field of one record.
@@ -352,13 +358,19 @@ pub fn decide(
         return plain(Action::Unchanged, &field.id);
     }
 
-    // A person's value committed before our write to this side was acknowledged, and
-    // different from it: our write replaced it. It cannot be undone silently; record it.
+    // A person's value committed before our write to this side, and different from it: our
+    // write replaced it. It cannot be undone silently; record it. Not for a change of our own
+    // (a trigger changing what we wrote is a change to decide), nor for a late sighting of the
+    // value the write was meant to replace.
     if let Some(ack) = &state.last_ack
         && ack.to == s
+        && !obs.ours
         && obs.at < ack.at
         && &ack.value != v
     {
+        if ack.replaced.as_ref() == Some(v) {
+            return plain(Action::Unchanged, &field.id);
+        }
         return Decision {
             action: Action::Overwritten,
             rule_id: field.id.clone(),
@@ -556,7 +568,7 @@ fn exceeds_change(base: Decimal, new: Decimal, pct: Decimal) -> bool {
     if base.units == 0 {
         return false;
     }
-    let delta = (new.units - base.units).unsigned_abs();
+    let delta = new.units.abs_diff(base.units);
     let base_abs = base.units.unsigned_abs();
     // delta * 100 * 10^pct.scale > pct.units * base_abs
     let lhs = 10u128

@@ -229,6 +229,15 @@ impl<'d, 'i> Table<'d, 'i> {
     /// parsed exactly, never through `f64`).
     pub fn number(&self, problems: &mut Problems, key: &str) -> Option<Str> {
         let value = self.get(key)?;
+        if let DeValue::Integer(i) = value.get_ref()
+            && i.radix() != 10
+        {
+            problems.push(
+                Problem::new(value.span(), format!("`{key}` must be written in decimal"))
+                    .label("hexadecimal, octal and binary are not accepted here"),
+            );
+            return None;
+        }
         number_literal(value).or_else(|| {
             self.wrong_type(problems, key, value, "a number");
             None

@@ -260,8 +260,9 @@ pub enum OnViolation {
 pub enum ConflictPolicy {
     CrmWins,
     AnaplanWins,
-    /// The later commit wins; a tie goes to `tie`. Anaplan changes are dated by the poll that
-    /// saw them, an upper bound, so comparisons within one poll interval lean to Anaplan.
+    /// The later commit wins; an exact tie goes to `tie`. Anaplan changes are dated by the poll
+    /// that saw them, an upper bound, so an Anaplan edit can look newer than it was; no margin
+    /// for the poll interval is applied yet (see the README).
     NewestWins {
         tie: Side,
     },
