@@ -56,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     seen_anaplan: seen,
                     in_flight: None,
                     held: None,
+                    last_ack: None,
                 });
                 if with_audit {
                     batch.add_audit(NewAudit {

@@ -420,6 +420,21 @@ fn json_type_name(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Our last acknowledged write to a field: kept so that a person's edit our write replaced
+/// can be noticed (the remote APIs offer no conditional writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckedWrite {
+    pub to: Side,
+    pub value: Value,
+    /// When our write was committed on `to`: the commit time of its echo or the time in the
+    /// write's response, not when the acknowledgement reached us (an edit committed after our
+    /// write, but seen before its acknowledgement, is a new change, not an overwritten one).
+    pub at: DateTime<Utc>,
+    /// What `to` showed when the write was decided: the value it deliberately replaced (a
+    /// revert, a conflict won by the other side), already on record.
+    pub replaced: Option<Value>,
+}
+
 /// One field's new value as reported by a source, before the rules have looked at it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldChange {

@@ -942,6 +942,7 @@ fn resolution_store() -> (tempfile::TempDir, Store, Vec<i64>, i64) {
         seen_anaplan: None,
         in_flight: None,
         held: Some(refs[0]),
+        last_ack: None,
     });
     let gap = batch.add_exception(NewException {
         kind: ExceptionKind::Gap,
@@ -1005,6 +1006,13 @@ fn resolve_queues_the_chosen_value_to_each_side_that_lacks_it() {
     assert_eq!(e.note.as_deref(), Some("checked with finance, \"final\""));
     // The field it held is released.
     let key = FieldKey::new("opportunity", "006000000000000000", "Amount");
+    assert_eq!(store.shadow(&key).unwrap().unwrap().held, None);
+    // An engine round that loaded the state before the resolution must not hold it again.
+    let mut stale = store.shadow(&key).unwrap().unwrap();
+    stale.held = Some(ids[0]);
+    let mut batch = Batch::new(at(10));
+    batch.upsert_shadow(ShadowUpsert::from_state(key.clone(), &stale));
+    store.commit(&batch).unwrap();
     assert_eq!(store.shadow(&key).unwrap().unwrap().held, None);
 
     let take_anaplan = store
@@ -1444,6 +1452,7 @@ fn a_failing_statement_leaves_nothing_of_its_batch() {
             seen_anaplan: None,
             in_flight: (n == 0).then_some(w),
             held: None,
+            last_ack: None,
         });
     }
     batch.set_checkpoint(
@@ -1462,6 +1471,7 @@ fn a_failing_statement_leaves_nothing_of_its_batch() {
         seen_anaplan: None,
         in_flight: Some(OutboxRef::stored(987_654)),
         held: None,
+        last_ack: None,
     });
     let err = store.commit(&batch).unwrap_err();
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");

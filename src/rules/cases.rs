@@ -54,6 +54,7 @@ fn run_case(pairing: &Pairing, case: &TestCase) -> CaseOutcome {
             .clone()
             .map(|(to, value)| InFlight { to, value }),
         held: case.held,
+        last_ack: case.last_ack.clone(),
         ..FieldState::default()
     };
     match case.from.other() {

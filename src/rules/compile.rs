@@ -73,6 +73,7 @@ const TEST_KEYS: &[&str] = &[
     "record",
     "flags",
     "expect",
+    "last_ack",
 ];
 const EXPECT_KEYS: &[&str] = &["action", "to", "value", "exception", "rule"];
 
@@ -1332,6 +1333,32 @@ impl Compiler<'_, '_> {
             }
             None => None,
         };
+        let last_ack = match tt.table(self.p, "last_ack", &["to", "value", "at", "replaced"]) {
+            Some(at_table) => {
+                let to = at_table
+                    .required_str(self.p, "to", "the side our write went to")
+                    .and_then(|s| choice(self.p, &s, "to", SIDES));
+                let value = match at_table.get("value") {
+                    Some(v) => self.literal(v, kind),
+                    None => {
+                        at_table.missing(self.p, "value", "the value we wrote");
+                        None
+                    }
+                };
+                let when = self.instant(&at_table, "at", true);
+                let replaced = at_table.get("replaced").and_then(|v| self.literal(v, kind));
+                match (to, value, when) {
+                    (Some(to), Some(value), Some(at)) => Some(crate::model::AckedWrite {
+                        to,
+                        value,
+                        at,
+                        replaced,
+                    }),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         let held = tt.bool(self.p, "held").is_some_and(|(b, _)| b);
         let ours = tt.bool(self.p, "ours").is_some_and(|(b, _)| b);
         let mut record = BTreeMap::new();
@@ -1377,6 +1404,7 @@ impl Compiler<'_, '_> {
             in_flight: in_flight.flatten(),
             held,
             ours,
+            last_ack,
             record,
             flags,
             expect: expect?,

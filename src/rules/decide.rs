@@ -31,20 +31,8 @@ pub struct InFlight {
     pub value: Value,
 }
 
-/// The last acknowledged write of ours to a field: needed to notice a person's edit that our
-/// write replaced (the APIs offer no conditional writes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acked {
-    pub to: Side,
-    pub value: Value,
-    /// When our write was committed on `to`: the commit time of its echo or the time in the
-    /// write's response, not when the acknowledgement reached us (an edit committed after our
-    /// write, but seen before its acknowledgement, is a new change, not an overwritten one).
-    pub at: DateTime<Utc>,
-    /// What `to` showed when the write was decided: the value it deliberately replaced (a
-    /// revert, a conflict won by the other side), already on record.
-    pub replaced: Option<Value>,
-}
+/// Our last acknowledged write to the field (stored in the shadow beside the state).
+pub use crate::model::AckedWrite as Acked;
 
 /// What plansync knows of one field of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

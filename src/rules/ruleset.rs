@@ -340,6 +340,8 @@ pub struct TestCase {
     pub in_flight: Option<(Side, Value)>,
     pub held: bool,
     pub ours: bool,
+    /// Our last acknowledged write to the field, for `overwritten` cases.
+    pub last_ack: Option<crate::model::AckedWrite>,
     pub record: BTreeMap<String, Value>,
     pub flags: BTreeMap<String, bool>,
     pub expect: Expectation,

@@ -119,7 +119,10 @@ pub struct ShadowUpsert {
     pub seen_crm: Option<Observed>,
     pub seen_anaplan: Option<Observed>,
     pub in_flight: Option<OutboxRef>,
+    /// Stored only while that exception is open: a person may have resolved it since the
+    /// engine loaded the state, and a resolved exception must not hold the field again.
     pub held: Option<ExceptionRef>,
+    pub last_ack: Option<crate::model::AckedWrite>,
 }
 
 impl ShadowUpsert {
@@ -133,6 +136,7 @@ impl ShadowUpsert {
             seen_anaplan: state.seen_anaplan.clone(),
             in_flight: state.in_flight.map(OutboxRef::stored),
             held: state.held.map(ExceptionRef::stored),
+            last_ack: state.last_ack.clone(),
         }
     }
 }
@@ -323,8 +327,10 @@ INSERT INTO shadow (pairing, crm_id, field, value_kind,
     base_value, base_at, base_source,
     seen_crm_value, seen_crm_at, seen_crm_source,
     seen_anaplan_value, seen_anaplan_at, seen_anaplan_source,
-    in_flight_outbox_id, held_exception_id, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+    in_flight_outbox_id, held_exception_id, updated_at,
+    last_ack_target, last_ack_value, last_ack_at, last_ack_replaced)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+    (SELECT id FROM exceptions WHERE id = ?15 AND status = 'open'), ?16, ?17, ?18, ?19, ?20)
 ON CONFLICT (pairing, crm_id, field) DO UPDATE SET
     value_kind = excluded.value_kind,
     base_value = excluded.base_value,
@@ -338,6 +344,10 @@ ON CONFLICT (pairing, crm_id, field) DO UPDATE SET
     seen_anaplan_source = excluded.seen_anaplan_source,
     in_flight_outbox_id = excluded.in_flight_outbox_id,
     held_exception_id = excluded.held_exception_id,
+    last_ack_target = excluded.last_ack_target,
+    last_ack_value = excluded.last_ack_value,
+    last_ack_at = excluded.last_ack_at,
+    last_ack_replaced = excluded.last_ack_replaced,
     updated_at = excluded.updated_at";
 
 const INSERT_AUDIT: &str = "\
@@ -497,6 +507,7 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
             let (base_value, base_at, base_source) = observed_columns(s.base.as_ref());
             let (crm_value, crm_at, crm_source) = observed_columns(s.seen_crm.as_ref());
             let (ap_value, ap_at, ap_source) = observed_columns(s.seen_anaplan.as_ref());
+            let ack = s.last_ack.as_ref();
             stmt.execute(params![
                 s.key.record.pairing,
                 s.key.record.crm_id,
@@ -514,6 +525,10 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
                 in_flight,
                 held,
                 now,
+                ack.map(|a| a.to.as_str()),
+                ack.and_then(|a| a.value.to_text()),
+                ack.map(|a| ts(a.at)),
+                ack.and_then(|a| a.replaced.as_ref().and_then(|v| v.to_text())),
             ])?;
         }
     }

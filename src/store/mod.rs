@@ -70,7 +70,8 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT value_kind, base_value, base_at, base_source, seen_crm_value, seen_crm_at,
                     seen_crm_source, seen_anaplan_value, seen_anaplan_at, seen_anaplan_source,
-                    in_flight_outbox_id, held_exception_id, updated_at
+                    in_flight_outbox_id, held_exception_id, updated_at,
+                    last_ack_target, last_ack_value, last_ack_at, last_ack_replaced
              FROM shadow WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3",
         )?;
         stmt.query_and_then(
@@ -172,7 +173,29 @@ fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> {
         in_flight: row.get(10)?,
         held: row.get(11)?,
         updated_at: parse_ts("shadow", "updated_at", row.get(12)?)?,
+        last_ack: last_ack_from_row(row, kind)?,
     })
+}
+
+/// The `last_ack_*` columns (13 to 16). A replaced value is stored as text and a NULL there
+/// means the side showed no value, so `replaced` is `Some(Null)` rather than `None` then.
+fn last_ack_from_row(
+    row: &Row<'_>,
+    kind: crate::model::ValueKind,
+) -> Result<Option<crate::model::AckedWrite>, StoreError> {
+    let Some(target) = row.get::<_, Option<String>>(13)? else {
+        return Ok(None);
+    };
+    let to = parse_side("shadow", "last_ack_target", target)?;
+    let value = parse_value("shadow", "last_ack_value", kind, row.get(14)?)?;
+    let at = parse_ts("shadow", "last_ack_at", row.get(15)?)?;
+    let replaced = parse_value("shadow", "last_ack_replaced", kind, row.get(16)?)?;
+    Ok(Some(crate::model::AckedWrite {
+        to,
+        value,
+        at,
+        replaced: Some(replaced),
+    }))
 }
 
 /// `model::Source` has no `FromStr`; the store is the only place that reads it back.

@@ -63,6 +63,8 @@ pub struct ShadowState {
     pub in_flight: Option<i64>,
     /// The open conflict exception holding this field.
     pub held: Option<i64>,
+    /// Our last acknowledged write to this field.
+    pub last_ack: Option<crate::model::AckedWrite>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -42,7 +42,11 @@
 //! - `in_flight_outbox_id`: the `outbox` row of the one write in flight for this field, or
 //!   NULL. At most one per field: this is the "one writer per field" lock.
 //! - `held_exception_id`: the open `conflict` exception holding this field, or NULL. Cleared
-//!   when that exception is resolved.
+//!   when that exception is resolved; never set to an exception that is no longer open.
+//! - `last_ack_target`, `last_ack_value`, `last_ack_at`, `last_ack_replaced`: our last
+//!   acknowledged write to this field: the side, the value, when it was committed there, and
+//!   the value it replaced (NULL target: none yet). Used to notice a person's edit that our
+//!   write overwrote.
 //! - `updated_at`: when the row last changed.
 //!
 //! ## `outbox`: writes plansync intends to make
@@ -205,6 +209,10 @@ CREATE TABLE shadow (
     seen_anaplan_source TEXT,
     in_flight_outbox_id INTEGER REFERENCES outbox (id),      -- the one write in flight
     held_exception_id   INTEGER REFERENCES exceptions (id),  -- the open conflict holding it
+    last_ack_target     TEXT,           -- our last acknowledged write: side,
+    last_ack_value      TEXT,           --   value,
+    last_ack_at         TEXT,           --   commit time on that side,
+    last_ack_replaced   TEXT,           --   and the value it replaced there
     updated_at          TEXT NOT NULL,
     PRIMARY KEY (pairing, crm_id, field)
 ) WITHOUT ROWID;

@@ -94,6 +94,12 @@ fn a_batch_stores_rows_that_refer_to_each_other() {
         }),
         in_flight: Some(write),
         held: Some(exception),
+        last_ack: Some(crate::model::AckedWrite {
+            to: crate::model::Side::Anaplan,
+            value: num("5"),
+            at: t(0),
+            replaced: Some(num("4")),
+        }),
     };
     batch.upsert_shadow(upsert);
     batch.add_audit(NewAudit {
@@ -165,9 +171,11 @@ fn a_never_agreed_field_has_no_base() {
         seen_anaplan: None,
         in_flight: None,
         held: None,
+        last_ack: None,
     });
     store.commit(&batch).unwrap();
     let state = store.shadow(&key()).unwrap().unwrap();
+    assert_eq!(state.last_ack, None);
     assert_eq!(state.base, None);
     assert_eq!(state.seen_anaplan, None);
     assert!(
