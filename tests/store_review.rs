@@ -1497,3 +1497,73 @@ fn a_failing_statement_leaves_nothing_of_its_batch() {
     assert_eq!(after[0], before[0] + 1);
     assert_eq!(after[1], before[1] + 1);
 }
+
+/// A resolution acts on what the sides show now, and never beside a write in flight.
+#[test]
+fn resolve_uses_current_values_and_waits_for_a_write_in_flight() {
+    let (dir, mut store, ids, _) = resolution_store();
+    let key = FieldKey::new("opportunity", "006000000000000001", "Amount");
+    // Since the exception was raised, the CRM moved on to 30 and Anaplan to 10.
+    let mut batch = Batch::new(at(2));
+    batch.upsert_shadow(ShadowUpsert {
+        key: key.clone(),
+        kind: amount_kind(),
+        base: None,
+        seen_crm: Some(Observed {
+            value: num("30"),
+            at: at(2),
+            source: Source::Stream,
+        }),
+        seen_anaplan: Some(Observed {
+            value: num("10"),
+            at: at(2),
+            source: Source::Poll,
+        }),
+        in_flight: None,
+        held: None,
+        last_ack: None,
+    });
+    store.commit(&batch).unwrap();
+    let out = store
+        .resolve(ids[1], &resolution(ResolutionHow::TakeCrm))
+        .unwrap();
+    assert_eq!(out.exception.resolution_value, Some(num("30")));
+    assert_eq!(out.queued.len(), 1);
+    assert_eq!(
+        (out.queued[0].target, &out.queued[0].value),
+        (Side::Anaplan, &num("30"))
+    );
+
+    // A field with a write in flight: refused, nothing changed.
+    let key = FieldKey::new("opportunity", "006000000000000002", "Amount");
+    let mut batch = Batch::new(at(3));
+    let write = batch.add_outbox(NewOutbox {
+        key: key.clone(),
+        target: Side::Crm,
+        kind: amount_kind(),
+        value: num("12"),
+        reason: OutboxReason::Decision,
+        exception: None,
+    });
+    batch.upsert_shadow(ShadowUpsert {
+        key,
+        kind: amount_kind(),
+        base: None,
+        seen_crm: None,
+        seen_anaplan: None,
+        in_flight: Some(write),
+        held: None,
+        last_ack: None,
+    });
+    store.commit(&batch).unwrap();
+    let before = outbox_count(&dir.path().join("plansync.db"));
+    let err = store
+        .resolve(ids[2], &resolution(ResolutionHow::TakeAnaplan))
+        .unwrap_err();
+    assert!(err.to_string().contains("is in flight"), "{err}");
+    assert_eq!(
+        store.exception(ids[2]).unwrap().status,
+        ExceptionStatus::Open
+    );
+    assert_eq!(outbox_count(&dir.path().join("plansync.db")), before);
+}

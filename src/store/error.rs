@@ -79,6 +79,11 @@ pub enum StoreError {
     #[error("no exception with id {id} (list them with `plansync exceptions list`)")]
     ExceptionNotFound { id: i64 },
 
+    #[error(
+        "a write to {field} is in flight (outbox {outbox}): resolve exception {id} again once it is acknowledged"
+    )]
+    WriteInFlight { id: i64, field: String, outbox: i64 },
+
     #[error("exception {id} is {status}, not open{detail}: only open exceptions can be resolved")]
     NotOpen {
         id: i64,

@@ -3,9 +3,9 @@
 //! path to every side that does not hold it yet.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::codec::ts;
+use super::codec::{parse_value, ts};
 use super::exceptions::load_exception;
 use super::rows::{ExceptionRecord, OutboxReason, OutboxRecord, ResolutionKind};
 use super::{Store, StoreError, load_outbox};
@@ -66,6 +66,44 @@ impl Store {
             return Err(not_open(&exception));
         }
 
+        // Decide on what the sides show now, not when the exception was raised: the field may
+        // have moved on since (only held conflicts keep their exception's values current).
+        let mut exception = exception;
+        if let (Some(field), Some(crm_id)) = (exception.field.as_mut(), &exception.crm_id) {
+            let current = tx
+                .prepare_cached(
+                    "SELECT seen_crm_value, seen_crm_at, seen_anaplan_value, seen_anaplan_at,
+                            in_flight_outbox_id
+                     FROM shadow WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3",
+                )?
+                .query_row(params![exception.pairing, crm_id, field.name], |row| {
+                    Ok((
+                        row.get::<_, Option<String>>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((crm, crm_at, anaplan, anaplan_at, in_flight)) = current {
+                // One writer per field: never queue a resolution beside a write in flight.
+                if let Some(outbox) = in_flight {
+                    return Err(StoreError::WriteInFlight {
+                        id,
+                        field: format!("{}.{}", exception.object, field.name),
+                        outbox,
+                    });
+                }
+                if crm_at.is_some() {
+                    field.crm_value = parse_value("shadow", "seen_crm_value", field.kind, crm)?;
+                }
+                if anaplan_at.is_some() {
+                    field.anaplan_value =
+                        parse_value("shadow", "seen_anaplan_value", field.kind, anaplan)?;
+                }
+            }
+        }
         let (recorded, chosen) = choose(&exception, &resolution.how)?;
         let at = ts(resolution.at);
         tx.prepare_cached(
