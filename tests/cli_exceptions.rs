@@ -367,6 +367,23 @@ fn review_thousands_of_exceptions() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    let below_min = plansync(&[
+        "exceptions",
+        "resolve",
+        &other,
+        "--db",
+        db,
+        "--set",
+        "-5",
+        "--rules",
+        "rules",
+    ]);
+    assert_eq!(below_min.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&below_min.stderr).contains("refused by the rules"),
+        "{}",
+        String::from_utf8_lossy(&below_min.stderr)
+    );
     let set = ok(&plansync(&[
         "exceptions",
         "resolve",

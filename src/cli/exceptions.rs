@@ -66,6 +66,40 @@ pub fn stats(db: &Path, args: &FilterArgs, format: Format) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// A value set by a person passes the same validation as a value from either side.
+fn check_against_rules(store: &Store, args: &ResolveArgs, raw: &str) -> anyhow::Result<()> {
+    let set = plansync::rules::load(&args.rules).map_err(|errors| {
+        anyhow::anyhow!(
+            "the rules do not load ({} problem(s)); run `plansync rules check`",
+            errors.len()
+        )
+    })?;
+    let exception = store.exception(args.id)?;
+    let Some(pairing) = set.pairing(&exception.pairing) else {
+        anyhow::bail!("the rules have no pairing `{}`", exception.pairing);
+    };
+    let Some(field) = exception.field_name().and_then(|name| pairing.field(name)) else {
+        anyhow::bail!("the rules do not map the field of exception {}", args.id);
+    };
+    let value = plansync::model::Value::from_text(field.kind, raw)
+        .map_err(|e| anyhow::anyhow!("--set {raw}: {e}"))
+        .and_then(|v| {
+            field
+                .from_side(plansync::model::Side::Crm, v)
+                .map_err(|e| anyhow::anyhow!("--set {raw}: {}", e.message))
+        })?;
+    let base = exception.field.as_ref().map(|f| &f.base_value);
+    // A person may knowingly make a large change; everything else applies.
+    let rules = plansync::rules::ruleset::Validation {
+        max_change_pct: None,
+        ..field.policy.validation.clone()
+    };
+    if let Some(problem) = plansync::rules::decide::invalid(field, &rules, base, &value) {
+        anyhow::bail!("--set {raw} is refused by the rules: {problem}");
+    }
+    Ok(())
+}
+
 pub fn resolve(db: &Path, args: &ResolveArgs, format: Format) -> anyhow::Result<ExitCode> {
     if !db.exists() {
         anyhow::bail!(
@@ -74,6 +108,9 @@ pub fn resolve(db: &Path, args: &ResolveArgs, format: Format) -> anyhow::Result<
         );
     }
     let mut store = Store::open(db)?;
+    if let (Some(raw), false) = (&args.set, args.rules.is_empty()) {
+        check_against_rules(&store, args, raw)?;
+    }
     let how = match (&args.take, &args.set, args.dismiss) {
         (Some(side), None, false) => match side {
             plansync::model::Side::Crm => ResolutionHow::TakeCrm,

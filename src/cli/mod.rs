@@ -128,7 +128,7 @@ pub struct ResolveArgs {
     #[arg(long, value_parser = parse_side)]
     pub take: Option<Side>,
     /// Make both sides hold this value (checked against the field's type).
-    #[arg(long, value_name = "VALUE")]
+    #[arg(long, value_name = "VALUE", allow_hyphen_values = true)]
     pub set: Option<String>,
     /// Close it without writing anything.
     #[arg(long)]
@@ -139,6 +139,10 @@ pub struct ResolveArgs {
     /// Who resolved it (default: $USER).
     #[arg(long)]
     pub by: Option<String>,
+    /// Rule files: with them, a --set value must also pass the field's picklist, allowed
+    /// values and bounds (not only its type).
+    #[arg(long, value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
 }
 
 fn parse_status(s: &str) -> Result<ExceptionStatus, String> {
