@@ -386,12 +386,16 @@ impl Value {
         }
     }
 
-    /// The JSON form sent to the remote APIs and printed by `--format json`.
+    /// A JSON form of the value. Numbers become JSON numbers: exact for whole numbers that fit
+    /// in 64 bits, otherwise through `f64` (about 15 significant digits); a client that must
+    /// send more digits exactly should send `to_text()` instead.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(d) if d.scale == 0 => serde_json::Value::from(d.units as f64),
+            Value::Number(d) if d.scale == 0 && i64::try_from(d.units).is_ok() => {
+                serde_json::Value::from(d.units as i64)
+            }
             Value::Number(d) => serde_json::Number::from_f64(d.to_f64())
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
