@@ -375,6 +375,22 @@ impl Value {
         }
     }
 
+    /// This value as a value of `kind`: how a value stored under an earlier rule (e.g. a
+    /// number kept at scale 0 before the field's scale became 2) is compared under the
+    /// current one. Numbers are rescaled (rounding half away from zero); other kinds are
+    /// re-read from their text.
+    pub fn to_kind(&self, kind: ValueKind) -> Result<Value, ValueError> {
+        match (self, kind) {
+            (Value::Number(d), ValueKind::Number { scale }) if d.scale == scale => Ok(self.clone()),
+            (Value::Number(d), ValueKind::Number { scale }) => d
+                .rescale(scale)
+                .map(Value::Number)
+                .ok_or_else(|| ValueError::NumberTooLarge { raw: d.to_string() }),
+            (Value::Null, _) => Ok(Value::Null),
+            _ => Value::from_text(kind, &self.to_text().unwrap_or_default()),
+        }
+    }
+
     /// The canonical text form (what SQLite stores and CSV carries); `None` for null.
     pub fn to_text(&self) -> Option<String> {
         match self {
@@ -614,6 +630,28 @@ mod tests {
         assert!(Value::from_text(ValueKind::Number { scale: 2 }, ".").is_err());
         assert!(Value::from_text(ValueKind::Number { scale: 2 }, "1e").is_err());
         assert!(Value::from_text(ValueKind::Number { scale: 18 }, "1e40").is_err());
+    }
+
+    #[test]
+    fn values_follow_a_change_of_kind() {
+        let at0 = num("100", 0);
+        assert_eq!(
+            at0.to_kind(ValueKind::Number { scale: 2 }).unwrap(),
+            num("100.00", 2)
+        );
+        assert_eq!(
+            num("1.25", 2)
+                .to_kind(ValueKind::Number { scale: 1 })
+                .unwrap(),
+            num("1.3", 1)
+        );
+        assert_eq!(
+            Value::Text("2026-01-31".into())
+                .to_kind(ValueKind::Date)
+                .unwrap(),
+            Value::from_text(ValueKind::Date, "2026-01-31").unwrap()
+        );
+        assert!(Value::Text("x".into()).to_kind(ValueKind::Boolean).is_err());
     }
 
     #[test]

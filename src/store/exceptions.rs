@@ -246,8 +246,27 @@ impl Store {
         load_exception(&self.conn, id)?.ok_or(StoreError::ExceptionNotFound { id })
     }
 
-    /// One exception with the history of its field and the other exceptions on it.
+    /// One exception with the history of its field and the other exceptions on it, read in
+    /// one snapshot.
     pub fn exception_detail(&self, id: i64) -> Result<ExceptionDetail, StoreError> {
+        self.snapshot(|| self.exception_detail_now(id))
+    }
+
+    /// Counts over the exceptions `filter` selects, read in one snapshot so the totals agree
+    /// with each other while an engine writes.
+    pub fn exception_stats(&self, filter: &ExceptionFilter) -> Result<ExceptionStats, StoreError> {
+        self.snapshot(|| self.exception_stats_now(filter))
+    }
+
+    /// Runs several reads in one read transaction (one consistent view of the file).
+    fn snapshot<T>(&self, read: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let out = read()?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn exception_detail_now(&self, id: i64) -> Result<ExceptionDetail, StoreError> {
         let exception = self.exception(id)?;
         let (Some(crm_id), Some(field)) = (&exception.crm_id, exception.field_name()) else {
             return Ok(ExceptionDetail {
@@ -301,8 +320,7 @@ impl Store {
         })
     }
 
-    /// Counts over the exceptions `filter` selects.
-    pub fn exception_stats(&self, filter: &ExceptionFilter) -> Result<ExceptionStats, StoreError> {
+    fn exception_stats_now(&self, filter: &ExceptionFilter) -> Result<ExceptionStats, StoreError> {
         let (condition, values) = filter.condition();
 
         let sql = format!(
