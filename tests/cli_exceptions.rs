@@ -32,6 +32,17 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
+/// Runs a command that must fail with exit 2 and an error mentioning `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = plansync(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
+}
+
 fn n(units: i128) -> Value {
     Value::Number(Decimal {
         units: units * 100,
@@ -342,47 +353,43 @@ fn review_thousands_of_exceptions() {
     );
     let after = json_list(db, &["--status", "open", "--kind", "conflict"]);
     assert_eq!(after.len(), open_conflicts.len() - 1);
-    let again = plansync(&[
-        "exceptions",
-        "resolve",
-        &id,
-        "--db",
-        db,
-        "--take",
-        "anaplan",
-    ]);
-    assert_eq!(again.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&again.stderr).contains("not open"),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
+    fails_with(
+        &[
+            "exceptions",
+            "resolve",
+            &id,
+            "--db",
+            db,
+            "--take",
+            "anaplan",
+        ],
+        "not open",
     );
 
     // A set value is checked against the field's type; a bad one changes nothing.
     let other = after[0]["id"].as_i64().unwrap().to_string();
-    let bad = plansync(&["exceptions", "resolve", &other, "--db", db, "--set", "lots"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("not a number"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
+    fails_with(
+        &["exceptions", "resolve", &other, "--db", db, "--set", "lots"],
+        "not a number",
     );
-    let below_min = plansync(&[
-        "exceptions",
-        "resolve",
-        &other,
-        "--db",
-        db,
-        "--set",
-        "-5",
-        "--rules",
-        "rules",
-    ]);
-    assert_eq!(below_min.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&below_min.stderr).contains("refused by the rules"),
-        "{}",
-        String::from_utf8_lossy(&below_min.stderr)
+    fails_with(
+        &[
+            "exceptions",
+            "resolve",
+            &other,
+            "--db",
+            db,
+            "--set",
+            "-5",
+            "--rules",
+            "rules",
+        ],
+        "refused by the rules",
+    );
+    assert_eq!(
+        json_list(db, &["--status", "open", "--kind", "conflict"]).len(),
+        after.len(),
+        "a refused resolution changed nothing"
     );
     let set = ok(&plansync(&[
         "exceptions",
