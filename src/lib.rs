@@ -1,9 +1,13 @@
 //! plansync keeps a Salesforce-style CRM and an Anaplan model in step, field by field, under
 //! ownership rules written by an admin. See `ARCHITECTURE.md` for the map of the code.
 
+pub mod anaplan;
+pub mod crm;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
 pub mod review;
 pub mod rules;
+pub mod secret;
+pub mod sim;
 pub mod store;

@@ -1,0 +1,1 @@
+//! The production Anaplan client (auth, rate limit, transactional and bulk APIs). Filled by issue 3.

@@ -1,0 +1,1 @@
+//! The production CRM client (auth, query, writes, CDC listener). Filled by issue 4.
