@@ -1,0 +1,174 @@
+//! The one error type of the Anaplan client.
+//!
+//! Every failure says what was being done and carries what a person needs to act on it: the
+//! HTTP status and the first part of the body (bounded, so an HTML error page or a huge dump
+//! never floods a log). Nothing here holds a secret: bodies of authentication responses are
+//! kept only when the request failed, and a failed authentication response carries no token.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// How many bytes of a response body an error keeps.
+pub const BODY_EXCERPT_BYTES: usize = 512;
+
+#[derive(Debug, Error)]
+pub enum AnaplanError {
+    /// The configuration cannot work (bad URL, impossible limits).
+    #[error("Anaplan client configuration: {0}")]
+    Config(String),
+
+    /// The configured API base names the retired 1/3 API.
+    #[error(
+        "the Anaplan API base {url} is the retired 1/3 API; use the 2/0 API instead (for example https://api.anaplan.com/2/0)"
+    )]
+    LegacyApi { url: String },
+
+    /// The certificate or private key for certificate authentication cannot be used.
+    #[error("Anaplan certificate authentication: {0}")]
+    Credentials(String),
+
+    /// The auth service refused to issue or refresh a token.
+    #[error("Anaplan authentication failed with HTTP {status}: {body}")]
+    AuthRefused { status: u16, body: String },
+
+    /// An API call was refused with 401 even after one fresh authentication (or with a static
+    /// token, which cannot be renewed).
+    #[error("Anaplan refused the token for {method} {path} with HTTP {status}: {body}")]
+    Unauthorized {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+
+    /// A non-retryable HTTP status (400, 403, 404, …).
+    #[error("Anaplan answered {method} {path} with HTTP {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+
+    /// A successful status whose body is not what the API documents (wrong content type,
+    /// truncated or unexpected JSON, an HTML page).
+    #[error(
+        "unexpected Anaplan response for {what} (HTTP {status}, content type {content_type}): {detail}; body starts: {body}"
+    )]
+    Decode {
+        what: &'static str,
+        status: u16,
+        content_type: String,
+        detail: String,
+        body: String,
+    },
+
+    /// A failure dump that is not the CSV shape the API documents.
+    #[error("unexpected Anaplan failure dump: {detail}; body starts: {body}")]
+    DumpShape { detail: String, body: String },
+
+    /// The retry budget ran out.
+    #[error("gave up on {method} {path} after {attempts} attempts over {elapsed:?}: {last}")]
+    GaveUp {
+        method: String,
+        path: String,
+        attempts: u32,
+        elapsed: Duration,
+        last: String,
+    },
+
+    /// The request could not be sent or its answer could not be read, and it was not retried
+    /// (retrying a non-idempotent call whose effect is unknown could apply it twice).
+    #[error("Anaplan request {method} {path} failed: {detail}")]
+    Transport {
+        method: String,
+        path: String,
+        detail: String,
+    },
+
+    /// A name from a rule file matched nothing in the model.
+    #[error("no {kind} named {name:?} in model {model}")]
+    NotFound {
+        kind: &'static str,
+        name: String,
+        model: String,
+    },
+
+    /// A name from a rule file matched more than one object.
+    #[error("{count} {kind}s are named {name:?} in model {model}; use the id instead")]
+    Ambiguous {
+        kind: &'static str,
+        name: String,
+        model: String,
+        count: usize,
+    },
+
+    /// One input item is larger than a whole request may be.
+    #[error("item {index} alone is {bytes} bytes, over the {limit}-byte request limit")]
+    ItemTooLarge {
+        index: usize,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// An input value cannot be sent as the API requires.
+    #[error("input item {index}: {detail}")]
+    InvalidInput { index: usize, detail: String },
+
+    /// Creating a file with an unknown id makes Anaplan create a new private file with another
+    /// id: the upload would never reach the import's data source.
+    #[error(
+        "Anaplan has no file {requested} in this model (it offered a new file {created}); upload to the file id an import names"
+    )]
+    UnknownFile { requested: String, created: String },
+
+    /// A task ended cancelled, or did not end in time.
+    #[error("Anaplan task {task_id} on {object}: {detail}")]
+    Task {
+        object: String,
+        task_id: String,
+        detail: String,
+    },
+}
+
+impl AnaplanError {
+    /// The HTTP status this error came with, if any.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AnaplanError::AuthRefused { status, .. }
+            | AnaplanError::Unauthorized { status, .. }
+            | AnaplanError::Status { status, .. }
+            | AnaplanError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The first `BODY_EXCERPT_BYTES` of a body as text, cut on a character boundary.
+pub fn excerpt(body: &[u8]) -> String {
+    let cut = body.len().min(BODY_EXCERPT_BYTES);
+    let text = String::from_utf8_lossy(&body[..cut]);
+    let mut s = text.into_owned();
+    if body.len() > cut {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_is_bounded_and_never_splits_a_character() {
+        let body = "é".repeat(1000);
+        let e = excerpt(body.as_bytes());
+        assert!(e.len() <= BODY_EXCERPT_BYTES + '…'.len_utf8());
+        assert!(e.ends_with('…'));
+        assert_eq!(excerpt(b"short"), "short");
+        // A cut in the middle of a two-byte character becomes a replacement character.
+        let odd = format!("a{}", "é".repeat(300));
+        assert!(excerpt(odd.as_bytes()).starts_with('a'));
+    }
+}
