@@ -98,7 +98,10 @@ impl Fake {
 
 async fn handle(State(state): State<FakeState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap().to_vec();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap()
+        .to_vec();
     let header = |name: &str| {
         parts
             .headers
@@ -127,10 +130,9 @@ async fn handle(State(state): State<FakeState>, req: Request) -> Response {
     let mut response = Response::new(Body::from(reply.body));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
     if !reply.content_type.is_empty() {
-        response.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static(reply.content_type),
-        );
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static(reply.content_type));
     }
     for (k, v) in reply.headers {
         response
@@ -238,13 +240,19 @@ async fn storm(retry_after: Option<&'static str>) -> (Vec<Seen>, plansync::anapl
         }
         assert_eq!(seen.path, DATA);
         if t.fetch_add(1, Ordering::SeqCst) < 60 {
-            let mut r = reply_json(429, json!({"status":{"code":429,"message":"Too Many Requests"}}));
+            let mut r = reply_json(
+                429,
+                json!({"status":{"code":429,"message":"Too Many Requests"}}),
+            );
             if let Some(wait) = retry_after {
                 r.headers.push(("retry-after", wait.to_string()));
             }
             return r;
         }
-        reply_json(200, json!({"meta":{},"status":{"code":200,"message":"Success"},"numberOfCellsChanged":1}))
+        reply_json(
+            200,
+            json!({"meta":{},"status":{"code":200,"message":"Success"},"numberOfCellsChanged":1}),
+        )
     })
     .await;
     let mut cfg = config(&fake.url, basic());
@@ -266,7 +274,10 @@ async fn storm(retry_after: Option<&'static str>) -> (Vec<Seen>, plansync::anapl
     // 1 authentication (single flight) + 250 first attempts + 60 retries.
     assert_eq!(seen.len(), 311);
     let stats = client.stats();
-    assert_eq!((stats.auth, stats.writes, stats.retries, stats.throttled), (1, 310, 60, 60));
+    assert_eq!(
+        (stats.auth, stats.writes, stats.retries, stats.throttled),
+        (1, 310, 60, 60)
+    );
     let start = seen[0].at;
     let mut times: Vec<f64> = seen
         .iter()
@@ -332,7 +343,10 @@ async fn server_errors_then_success() {
         }
         match log.iter().filter(|s| s.path == DATA).count() {
             0 => reply_raw(503, "text/plain", b"unavailable"),
-            1 => reply_json(500, json!({"status":{"code":500,"message":"Internal Server Error"}})),
+            1 => reply_json(
+                500,
+                json!({"status":{"code":500,"message":"Internal Server Error"}}),
+            ),
             2 => reply_json(409, json!({"status":{"code":409,"message":"model busy"}})),
             _ => reply_json(200, json!({"numberOfCellsChanged":1})),
         }
@@ -362,15 +376,25 @@ async fn server_errors_then_success() {
 
 #[tokio::test]
 async fn a_500_on_a_task_start_is_not_repeated() {
-    let fake = start_fake(|_, _| reply_json(500, json!({"status":{"code":500,"message":"boom"}}))).await;
+    let fake =
+        start_fake(|_, _| reply_json(500, json!({"status":{"code":500,"message":"boom"}}))).await;
     let client =
         AnaplanClient::new(config(&fake.url, AuthMethod::Token(Secret::new("static")))).unwrap();
     let err = client
-        .start_task("W1", "M1", plansync::anaplan::TaskKind::Import, "112000000001")
+        .start_task(
+            "W1",
+            "M1",
+            plansync::anaplan::TaskKind::Import,
+            "112000000001",
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(500));
-    assert_eq!(fake.seen().len(), 1, "a start that may have run is not sent twice");
+    assert_eq!(
+        fake.seen().len(),
+        1,
+        "a start that may have run is not sent twice"
+    );
 }
 
 /// A bare TCP server that handles one request per connection, by script: drop the connection
@@ -449,7 +473,8 @@ async fn dropped_connection_and_truncated_body_then_success() {
         Raw::Answer(r#"{"numberOfCellsChanged":1}"#),
     ])
     .await;
-    let client = AnaplanClient::new(config(&url, AuthMethod::Token(Secret::new("static")))).unwrap();
+    let client =
+        AnaplanClient::new(config(&url, AuthMethod::Token(Secret::new("static")))).unwrap();
     let outcome = client
         .write_cells("M1", "102000000001", &[cell(1, number("3"))])
         .await
@@ -462,9 +487,15 @@ async fn dropped_connection_and_truncated_body_then_success() {
 #[tokio::test]
 async fn a_dropped_connection_on_a_task_start_is_reported_not_repeated() {
     let (url, connections) = raw_server(vec![Raw::Drop, Raw::Answer("{}")]).await;
-    let client = AnaplanClient::new(config(&url, AuthMethod::Token(Secret::new("static")))).unwrap();
+    let client =
+        AnaplanClient::new(config(&url, AuthMethod::Token(Secret::new("static")))).unwrap();
     let err = client
-        .start_task("W1", "M1", plansync::anaplan::TaskKind::Import, "112000000001")
+        .start_task(
+            "W1",
+            "M1",
+            plansync::anaplan::TaskKind::Import,
+            "112000000001",
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, AnaplanError::Transport { .. }), "{err:?}");
@@ -473,7 +504,8 @@ async fn a_dropped_connection_on_a_task_start_is_reported_not_repeated() {
 
 #[tokio::test]
 async fn gives_up_after_the_bounded_time() {
-    let fake = start_fake(|_, _| reply_raw(503, "text/html", b"<html>Service Unavailable</html>")).await;
+    let fake =
+        start_fake(|_, _| reply_raw(503, "text/html", b"<html>Service Unavailable</html>")).await;
     let mut cfg = config(&fake.url, AuthMethod::Token(Secret::new("static")));
     cfg.retry = RetryPolicy {
         initial_backoff: Duration::from_millis(50),
@@ -487,7 +519,10 @@ async fn gives_up_after_the_bounded_time() {
     match &err {
         AnaplanError::GaveUp { attempts, last, .. } => {
             assert!(*attempts >= 3, "{attempts}");
-            assert!(last.contains("503") && last.contains("Service Unavailable"), "{last}");
+            assert!(
+                last.contains("503") && last.contains("Service Unavailable"),
+                "{last}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -510,8 +545,15 @@ async fn a_refused_token_is_renewed_once() {
     })
     .await;
     let client = AnaplanClient::new(config(&fake.url, basic())).unwrap();
-    assert_eq!(client.module_id("M1", "Revenue").await.unwrap(), "102000000001");
-    let auths: Vec<String> = fake.seen().iter().map(|s| s.authorization.clone()).collect();
+    assert_eq!(
+        client.module_id("M1", "Revenue").await.unwrap(),
+        "102000000001"
+    );
+    let auths: Vec<String> = fake
+        .seen()
+        .iter()
+        .map(|s| s.authorization.clone())
+        .collect();
     assert_eq!(auths.len(), 4);
     assert!(auths[0].starts_with("Basic "));
     assert_eq!(auths[1], "AnaplanAuthToken tok-1");
@@ -523,21 +565,33 @@ async fn a_refused_token_is_renewed_once() {
 async fn a_token_refused_twice_is_an_error_after_one_renewal() {
     let fake = start_fake(|seen, log| match seen.path.as_str() {
         "/token/authenticate" => token_reply(log, Duration::from_secs(2100)),
-        _ => reply_json(401, json!({"status":{"code":401,"message":"Not Authenticated."}})),
+        _ => reply_json(
+            401,
+            json!({"status":{"code":401,"message":"Not Authenticated."}}),
+        ),
     })
     .await;
     let client = AnaplanClient::new(config(&fake.url, basic())).unwrap();
     let err = client.list_lists("M1").await.unwrap_err();
-    assert!(matches!(err, AnaplanError::Unauthorized { status: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err, AnaplanError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
     assert_eq!(fake.seen().len(), 4, "auth, call, auth, call");
     // Bad credentials: the auth service's own 401 is an authentication error.
     let refuse = start_fake(|_, _| {
-        reply_json(401, json!({"status":"FAILURE_BAD_CREDENTIAL","statusMessage":"Bad credentials"}))
+        reply_json(
+            401,
+            json!({"status":"FAILURE_BAD_CREDENTIAL","statusMessage":"Bad credentials"}),
+        )
     })
     .await;
     let client = AnaplanClient::new(config(&refuse.url, basic())).unwrap();
     let err = client.authenticate().await.unwrap_err();
-    assert!(matches!(err, AnaplanError::AuthRefused { status: 401, .. }), "{err:?}");
+    assert!(
+        matches!(err, AnaplanError::AuthRefused { status: 401, .. }),
+        "{err:?}"
+    );
     assert!(!err.to_string().contains("pa55word"));
 }
 
@@ -554,13 +608,22 @@ async fn a_token_close_to_expiry_is_refreshed_first() {
                     "tokenInfo":{"tokenValue":"tok-1","expiresAt":now_ms() + 2_100_000}}),
             )
         }
-        _ => reply_json(200, json!({"lists":[{"id":"101000000001","name":"Opportunities"}]})),
+        _ => reply_json(
+            200,
+            json!({"lists":[{"id":"101000000001","name":"Opportunities"}]}),
+        ),
     })
     .await;
     let client = AnaplanClient::new(config(&fake.url, basic())).unwrap();
     client.authenticate().await.unwrap();
-    assert_eq!(client.list_id("M1", "Opportunities").await.unwrap(), "101000000001");
-    assert_eq!(client.list_id("M1", "Opportunities").await.unwrap(), "101000000001");
+    assert_eq!(
+        client.list_id("M1", "Opportunities").await.unwrap(),
+        "101000000001"
+    );
+    assert_eq!(
+        client.list_id("M1", "Opportunities").await.unwrap(),
+        "101000000001"
+    );
     assert_eq!(
         fake.paths(),
         [
@@ -624,7 +687,11 @@ fn verify_certificate_request(seen: &Seen, ca_pem: &str, format: CertFormat) -> 
         .decode(body["encodedData"].as_str().ok_or("no encodedData")?)
         .map_err(|e| e.to_string())?;
     let signature = B64
-        .decode(body["encodedSignedData"].as_str().ok_or("no encodedSignedData")?)
+        .decode(
+            body["encodedSignedData"]
+                .as_str()
+                .ok_or("no encodedSignedData")?,
+        )
         .map_err(|e| e.to_string())?;
     if data.len() < 100 {
         return Err(format!("only {} bytes signed", data.len()));
@@ -656,9 +723,15 @@ async fn certificate_round(format: CertFormat) {
     let fake = start_fake(move |seen, log| match seen.path.as_str() {
         "/token/authenticate" => match verify_certificate_request(seen, &ca, format) {
             Ok(()) => token_reply(log, Duration::from_secs(2100)),
-            Err(why) => reply_json(401, json!({"status":"FAILURE_BAD_CREDENTIAL","statusMessage":why})),
+            Err(why) => reply_json(
+                401,
+                json!({"status":"FAILURE_BAD_CREDENTIAL","statusMessage":why}),
+            ),
         },
-        _ => reply_json(200, json!({"modules":[{"id":"102000000001","name":"Revenue"}]})),
+        _ => reply_json(
+            200,
+            json!({"modules":[{"id":"102000000001","name":"Revenue"}]}),
+        ),
     })
     .await;
     let good = AuthMethod::Certificate {
@@ -667,7 +740,10 @@ async fn certificate_round(format: CertFormat) {
         format,
     };
     let client = AnaplanClient::new(config(&fake.url, good)).unwrap();
-    assert_eq!(client.module_id("M1", "Revenue").await.unwrap(), "102000000001");
+    assert_eq!(
+        client.module_id("M1", "Revenue").await.unwrap(),
+        "102000000001"
+    );
     assert_eq!(fake.seen()[1].authorization, "AnaplanAuthToken tok-1");
 
     // Signing with a key that is not the certificate's: the fake's check must refuse it.
@@ -731,7 +807,10 @@ async fn cell_failures_map_to_caller_indexes_across_chunks() {
             cell(i, v)
         })
         .collect();
-    let outcome = client.write_cells("M1", "102000000001", &cells).await.unwrap();
+    let outcome = client
+        .write_cells("M1", "102000000001", &cells)
+        .await
+        .unwrap();
     assert_eq!(outcome.calls, 3);
     assert_eq!(outcome.cells_changed, 4);
     let indexes: Vec<usize> = outcome.failures.iter().map(|f| f.index).collect();
@@ -750,14 +829,20 @@ async fn cell_failures_map_to_caller_indexes_across_chunks() {
         .flat_map(|s| s.json().as_array().unwrap().clone())
         .map(|c| c["dimensions"][0]["itemCode"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(codes, (0..7).map(|i| format!("006{i:05}")).collect::<Vec<_>>());
+    assert_eq!(
+        codes,
+        (0..7).map(|i| format!("006{i:05}")).collect::<Vec<_>>()
+    );
 
     // The same by bytes: a limit that fits two cells per body.
     let one = fake.seen()[0].json()[0].to_string().len();
     let mut cfg = config(&fake.url, AuthMethod::Token(Secret::new("static")));
     cfg.max_write_bytes = 2 * one + 3 + 4; // brackets, a comma, and room for longer values
     let client = AnaplanClient::new(cfg).unwrap();
-    let outcome = client.write_cells("M1", "102000000001", &cells).await.unwrap();
+    let outcome = client
+        .write_cells("M1", "102000000001", &cells)
+        .await
+        .unwrap();
     assert_eq!(outcome.calls, 4);
     let indexes: Vec<usize> = outcome.failures.iter().map(|f| f.index).collect();
     assert_eq!(indexes, [1, 4, 6]);
@@ -772,16 +857,26 @@ async fn html_error_pages_and_truncated_json_are_typed_errors() {
         "/2/0/models/M1/modules" => reply_raw(
             403,
             "text/html",
-            format!("<html><body><h1>Forbidden</h1>{}</body></html>", "x".repeat(5000)).as_bytes(),
+            format!(
+                "<html><body><h1>Forbidden</h1>{}</body></html>",
+                "x".repeat(5000)
+            )
+            .as_bytes(),
         ),
         "/2/0/models/M1/lists" => reply_raw(200, "text/html; charset=utf-8", b"<html>Login</html>"),
-        _ => reply_raw(200, "application/json", br#"{"numberOfCellsChanged":1,"failu"#),
+        _ => reply_raw(
+            200,
+            "application/json",
+            br#"{"numberOfCellsChanged":1,"failu"#,
+        ),
     })
     .await;
     let client =
         AnaplanClient::new(config(&fake.url, AuthMethod::Token(Secret::new("static")))).unwrap();
     match client.list_modules("M1").await.unwrap_err() {
-        AnaplanError::Status { status, body, path, .. } => {
+        AnaplanError::Status {
+            status, body, path, ..
+        } => {
             assert_eq!(status, 403);
             assert_eq!(path, "/2/0/models/M1/modules");
             assert!(body.starts_with("<html><body><h1>Forbidden"));
@@ -790,7 +885,12 @@ async fn html_error_pages_and_truncated_json_are_typed_errors() {
         other => panic!("{other:?}"),
     }
     match client.list_lists("M1").await.unwrap_err() {
-        AnaplanError::Decode { status, content_type, body, .. } => {
+        AnaplanError::Decode {
+            status,
+            content_type,
+            body,
+            ..
+        } => {
             assert_eq!(status, 200);
             assert!(content_type.starts_with("text/html"));
             assert_eq!(body, "<html>Login</html>");
@@ -801,7 +901,10 @@ async fn html_error_pages_and_truncated_json_are_typed_errors() {
         .write_cells("M1", "102000000001", &[cell(1, number("1"))])
         .await
         .unwrap_err();
-    assert!(matches!(err, AnaplanError::Decode { status: 200, .. }), "{err:?}");
+    assert!(
+        matches!(err, AnaplanError::Decode { status: 200, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("failu"), "{err}");
 }
 
@@ -838,7 +941,10 @@ async fn paging_follows_meta_until_total_size() {
         queries,
         ["limit=2&offset=0", "limit=2&offset=2", "limit=2&offset=4"]
     );
-    assert_eq!(client.module_id("M1", "Module 3").await.unwrap(), "102000000003");
+    assert_eq!(
+        client.module_id("M1", "Module 3").await.unwrap(),
+        "102000000003"
+    );
     assert!(matches!(
         client.module_id("M1", "Nope").await,
         Err(AnaplanError::NotFound { .. })
@@ -971,7 +1077,13 @@ async fn upload_import_poll_and_parse_the_failure_dump() {
         .await
         .unwrap();
     assert_eq!(file.chunk_count, Some(4));
-    let joined: Vec<u8> = uploaded.lock().unwrap().values().flatten().copied().collect();
+    let joined: Vec<u8> = uploaded
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .copied()
+        .collect();
     assert_eq!(joined, data);
 
     let outcome = client.run_import("W1", "M1", "112000000001").await.unwrap();
@@ -982,11 +1094,18 @@ async fn upload_import_poll_and_parse_the_failure_dump() {
     assert_eq!(outcome.row_errors[1].errors, ["Item not found, skipped"]);
     assert_eq!(
         outcome.row_errors[1].values,
-        [("Code".to_string(), "006C".to_string()), ("Amount".to_string(), String::new())]
+        [
+            ("Code".to_string(), "006C".to_string()),
+            ("Amount".to_string(), String::new())
+        ]
     );
     // Polls no more often than the configured interval, the first one after it too.
     let seen = fake.seen();
-    let start = seen.iter().find(|s| s.path.ends_with("/tasks") && s.method == "POST").unwrap().at;
+    let start = seen
+        .iter()
+        .find(|s| s.path.ends_with("/tasks") && s.method == "POST")
+        .unwrap()
+        .at;
     let polls: Vec<Instant> = seen
         .iter()
         .filter(|s| s.path.ends_with("/tasks/ABCDEF0123456789ABCDEF0123456789"))

@@ -45,7 +45,7 @@ enum Credential {
     Certificate {
         /// `CACertificate <base64 of the PEM>`: public, not a secret.
         header: String,
-        key: RsaKeyPair,
+        key: Box<RsaKeyPair>,
         format: CertFormat,
     },
     Static,
@@ -110,7 +110,7 @@ impl Auth {
                 })?;
                 Credential::Certificate {
                     header: format!("CACertificate {}", B64.encode(cert_pem.as_bytes())),
-                    key,
+                    key: Box::new(key),
                     format: *format,
                 }
             }

@@ -34,3 +34,61 @@ pub fn fuzz_responses(data: &[u8]) {
     // The error path with a non-JSON content type keeps an excerpt of any bytes.
     let _ = parse_task(500, "text/html", data);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The saved corpus replays on stable too, so every input that once broke a parser stays
+    /// a regression test.
+    #[test]
+    fn corpus_replays_without_panics() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/anaplan_responses");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            fuzz_responses(&data);
+            count += 1;
+        }
+        assert!(count >= 10, "{count} corpus files");
+    }
+
+    #[test]
+    fn the_corpus_is_realistic_the_parsers_accept_it() {
+        let read = |name: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("fuzz/corpus/anaplan_responses")
+                    .join(name),
+            )
+            .unwrap()
+        };
+        const JSON: &str = "application/json";
+        assert!(parse_auth(201, JSON, &read("auth_basic_201.json")).is_ok());
+        assert_eq!(
+            parse_cell_write(200, JSON, &read("cell_write_failures.json"))
+                .unwrap()
+                .failures[1]
+                .request_index,
+            3
+        );
+        assert!(parse_task(200, JSON, &read("task_process_nested.json")).is_ok());
+        assert_eq!(parse_dump(&read("import_dump.csv")).unwrap().len(), 3);
+        assert!(parse_view_json(200, JSON, &read("view_v1.json")).is_ok());
+        let layout = CsvLayout {
+            page_line: true,
+            column_header_lines: 2,
+            row_dimensions: 1,
+        };
+        assert_eq!(
+            parse_view_csv(200, "text/csv", &read("view_grid.csv"), layout)
+                .unwrap()
+                .rows
+                .len(),
+            2
+        );
+        assert!(parse_task(200, JSON, &read("truncated_task.json")).is_err());
+        assert!(parse_dump(&read("html_gateway.html")).is_err());
+    }
+}

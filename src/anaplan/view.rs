@@ -105,7 +105,7 @@ pub fn parse_view_csv(
         body: excerpt(body),
     };
     let ct = content_type.to_ascii_lowercase();
-    if !ct.is_empty() && !(ct.contains("csv") || ct.contains("text/plain")) {
+    if !(ct.is_empty() || ct.contains("csv") || ct.contains("text/plain")) {
         return Err(fail("expected a CSV body".to_string()));
     }
     let mut reader = csv::ReaderBuilder::new()
