@@ -26,3 +26,8 @@ fn rules_compile_corpus() {
 fn value_parse_corpus() {
     replay("value_parse", plansync::fuzzing::value_parse);
 }
+
+#[test]
+fn anaplan_responses_corpus() {
+    replay("anaplan_responses", plansync::anaplan::fuzz::fuzz_responses);
+}
