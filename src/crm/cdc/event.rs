@@ -555,3 +555,409 @@ fn push_field(
     diff_fields.retain(|d| *d != field);
     fields.push(FieldChange { field, value });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CH: &str = "/data/AccountChangeEvent";
+
+    fn ctx() -> ParseContext<'static> {
+        ParseContext {
+            our_client_id: "plansync",
+            known_fields: None,
+        }
+    }
+
+    fn data(header: serde_json::Value, body: serde_json::Value) -> String {
+        let mut payload = body.as_object().cloned().unwrap_or_default();
+        payload.insert("ChangeEventHeader".into(), header);
+        json!({"schema": "s", "event": {"replayId": 7}, "payload": payload}).to_string()
+    }
+
+    fn header(change_type: &str, ids: &[&str]) -> serde_json::Value {
+        json!({
+            "entityName": "Account", "recordIds": ids, "changeType": change_type,
+            "changeOrigin": "com/salesforce/api/rest/59.0;client=someone",
+            "transactionKey": "tk", "sequenceNumber": 1, "commitTimestamp": 1735689600000i64,
+            "commitNumber": 1, "commitUser": "005A", "changedFields": []
+        })
+    }
+
+    fn event(parsed: Parsed) -> CdcEvent {
+        match parsed {
+            Parsed::Event(e) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// The event's fields, sorted: the test inputs are built with `json!`, whose maps sort
+    /// their keys, so arrival order is not what the test text shows.
+    fn fields(e: &CdcEvent) -> Vec<(String, serde_json::Value)> {
+        let mut v: Vec<_> = e
+            .fields
+            .iter()
+            .map(|f| (f.field.clone(), f.value.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn sorted(mut v: Vec<(String, serde_json::Value)>) -> Vec<(String, serde_json::Value)> {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn create_carries_all_fields_flattened() {
+        let body = json!({
+            "Name": "Acme",
+            "BillingAddress": {"Street": "1 Rue X", "City": "Lyon", "Country": "FR"},
+            "OwnerId": "005B"
+        });
+        let e = event(parse_data(CH, &data(header("CREATE", &["001A"]), body), &ctx()));
+        assert_eq!(e.change_type, ChangeKind::Create);
+        assert_eq!(
+            fields(&e),
+            sorted(vec![
+                ("Name".into(), json!("Acme")),
+                ("BillingStreet".into(), json!("1 Rue X")),
+                ("BillingCity".into(), json!("Lyon")),
+                ("BillingCountry".into(), json!("FR")),
+                ("OwnerId".into(), json!("005B")),
+            ])
+        );
+        assert_eq!(e.commit_timestamp.timestamp_millis(), 1735689600000);
+        assert!(!e.ours);
+        let changes = e.to_changes("account");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].record.crm_id, "001A");
+        assert_eq!(changes[0].source, Source::Stream);
+        assert_eq!(
+            changes[0].position,
+            Position::Replay {
+                channel: CH.into(),
+                replay_id: "7".into()
+            }
+        );
+    }
+
+    #[test]
+    fn update_uses_changed_fields_and_nulls() {
+        let mut h = header("UPDATE", &["001A"]);
+        h["changedFields"] = json!(["Industry", "BillingAddress.City", "LastModifiedDate"]);
+        h["changeOrigin"] = json!("com/salesforce/api/rest/59.0;client=plansync");
+        let body = json!({
+            "Industry": null,
+            "BillingAddress": {"City": "Lyon", "Street": null},
+            "Phone": null,
+            "LastModifiedDate": "2025-01-01T00:00:00.000Z"
+        });
+        let e = event(parse_data(CH, &data(h, body), &ctx()));
+        assert!(e.ours);
+        assert_eq!(
+            fields(&e),
+            sorted(vec![
+                ("Industry".into(), json!(null)),
+                ("BillingCity".into(), json!("Lyon")),
+                ("LastModifiedDate".into(), json!("2025-01-01T00:00:00.000Z")),
+            ])
+        );
+    }
+
+    #[test]
+    fn nulled_fields_appear_as_null() {
+        let mut h = header("UPDATE", &["001A"]);
+        h["changedFields"] = json!(["Name.LastName", "Description"]);
+        h["nulledFields"] = json!(["Description", "Name.FirstName"]);
+        let body = json!({"Name": {"LastName": "Ng", "FirstName": null}});
+        let e = event(parse_data(CH, &data(h, body), &ctx()));
+        assert_eq!(
+            fields(&e),
+            sorted(vec![
+                ("LastName".into(), json!("Ng")),
+                ("FirstName".into(), json!(null)),
+                ("Description".into(), json!(null)),
+            ])
+        );
+    }
+
+    #[test]
+    fn update_without_changed_fields_takes_the_body() {
+        let mut h = header("UPDATE", &["001A"]);
+        h.as_object_mut().unwrap().remove("changedFields");
+        let e = event(parse_data(CH, &data(h, json!({"Industry": "Energy"})), &ctx()));
+        assert_eq!(fields(&e), vec![("Industry".into(), json!("Energy"))]);
+    }
+
+    #[test]
+    fn delete_and_undelete() {
+        let e = event(parse_data(
+            CH,
+            &data(header("DELETE", &["001A"]), json!({"Name": "ignored"})),
+            &ctx(),
+        ));
+        assert_eq!(e.change_type, ChangeKind::Delete);
+        assert!(e.fields.is_empty());
+        let e = event(parse_data(
+            CH,
+            &data(header("UNDELETE", &["001A"]), json!({"Name": "Back"})),
+            &ctx(),
+        ));
+        assert_eq!(e.change_type, ChangeKind::Undelete);
+        assert_eq!(fields(&e), vec![("Name".into(), json!("Back"))]);
+    }
+
+    #[test]
+    fn merged_event_is_one_change_per_record() {
+        let mut h = header("UPDATE", &["001A", "001B", "001C"]);
+        h["changedFields"] = json!(["Industry"]);
+        let e = event(parse_data(CH, &data(h, json!({"Industry": "Retail"})), &ctx()));
+        let changes = e.to_changes("account");
+        let ids: Vec<_> = changes.iter().map(|c| c.record.crm_id.as_str()).collect();
+        assert_eq!(ids, ["001A", "001B", "001C"]);
+        assert!(changes.iter().all(|c| c.fields == e.fields));
+    }
+
+    #[test]
+    fn gaps_and_overflow_ask_for_rereads() {
+        match parse_data(CH, &data(header("GAP_UPDATE", &["001A"]), json!({})), &ctx()) {
+            Parsed::Gap {
+                entity,
+                record_ids,
+                change_type,
+                replay,
+            } => {
+                assert_eq!(entity, "Account");
+                assert_eq!(record_ids, ["001A"]);
+                assert_eq!(change_type, "GAP_UPDATE");
+                assert_eq!(replay.replay_id, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_data(CH, &data(header("GAP_OVERFLOW", &[]), json!({})), &ctx()),
+            Parsed::Overflow { entity, .. } if entity == "Account"
+        ));
+        assert!(matches!(
+            parse_data(CH, &data(header("UPDATE", &["001*"]), json!({})), &ctx()),
+            Parsed::Overflow { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_a_problem_with_what_is_known() {
+        let kind_of = |p: Parsed| match p {
+            Parsed::Problem { kind, replay_id, .. } => (kind, replay_id),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kind_of(parse_data(CH, "{", &ctx())).0, ProblemKind::Malformed);
+        assert_eq!(
+            kind_of(parse_data(CH, r#"{"event":{"replayId":"x"},"payload":{}}"#, &ctx())).0,
+            ProblemKind::Malformed
+        );
+        assert_eq!(
+            kind_of(parse_data(CH, r#"{"event":{"replayId":3},"payload":{}}"#, &ctx())),
+            (ProblemKind::Malformed, Some(3))
+        );
+        let mut h = header("UPDATE", &["001A"]);
+        h["commitTimestamp"] = json!("yesterday");
+        assert_eq!(
+            kind_of(parse_data(CH, &data(h, json!({})), &ctx())),
+            (ProblemKind::BadType, Some(7))
+        );
+        assert_eq!(
+            kind_of(parse_data(CH, &data(header("CREATE", &["001A"]), json!({"Name": [1]})), &ctx())).0,
+            ProblemKind::BadType
+        );
+        assert_eq!(
+            kind_of(parse_data(
+                CH,
+                &data(header("CREATE", &["001A"]), json!({"BillingAddress": {"City": {"x": 1}}})),
+                &ctx()
+            ))
+            .0,
+            ProblemKind::BadType
+        );
+        assert_eq!(
+            kind_of(parse_data(CH, &data(header("SNAPSHOT", &["001A"]), json!({})), &ctx())).0,
+            ProblemKind::UnknownChangeType
+        );
+        assert_eq!(
+            kind_of(parse_data(CH, &data(header("UPDATE", &[]), json!({})), &ctx())).0,
+            ProblemKind::Malformed
+        );
+    }
+
+    #[test]
+    fn known_fields_gate_objects_and_fields() {
+        let known = HashMap::from([(
+            "Account".to_string(),
+            HashSet::from(["Name".to_string(), "BillingCity".to_string()]),
+        )]);
+        let strict = ParseContext {
+            our_client_id: "plansync",
+            known_fields: Some(&known),
+        };
+        let ok = parse_data(
+            CH,
+            &data(header("CREATE", &["001A"]), json!({"Name": "A", "BillingAddress": {"City": "B"}})),
+            &strict,
+        );
+        assert!(matches!(ok, Parsed::Event(_)), "{ok:?}");
+        match parse_data(CH, &data(header("CREATE", &["001A"]), json!({"Secret__c": 1})), &strict) {
+            Parsed::Problem {
+                kind, entity, record_ids, ..
+            } => {
+                assert_eq!(kind, ProblemKind::UnknownField);
+                assert_eq!(entity.as_deref(), Some("Account"));
+                assert_eq!(record_ids, ["001A"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut h = header("CREATE", &["a01A"]);
+        h["entityName"] = json!("Territory__c");
+        assert!(matches!(
+            parse_data(CH, &data(h, json!({})), &strict),
+            Parsed::Problem { kind: ProblemKind::UnknownObject, .. }
+        ));
+    }
+
+    #[test]
+    fn compound_names_follow_the_sobject_names() {
+        assert_eq!(flat_name("BillingAddress", "City"), "BillingCity");
+        assert_eq!(flat_name("MailingAddress", "PostalCode"), "MailingPostalCode");
+        assert_eq!(flat_name("Address", "Street"), "Street");
+        assert_eq!(flat_name("Name", "FirstName"), "FirstName");
+        assert_eq!(flat_name("Site__c", "Latitude"), "Site__Latitude__s");
+        assert!(origin_is_ours("com/salesforce/api/rest/59.0;client=plansync", "plansync"));
+        assert!(!origin_is_ours("com/salesforce/api/rest/59.0;client=plansync2", "plansync"));
+        assert!(!origin_is_ours("com/salesforce/api/rest/59.0", "plansync"));
+        assert!(!origin_is_ours("client=", ""));
+    }
+
+    #[test]
+    fn large_text_diffs_are_named_for_a_reread() {
+        let mut h = header("UPDATE", &["001A"]);
+        h["changedFields"] = json!(["Description", "Industry"]);
+        let body = json!({"Description": {"diff": "--- \n+++ abc\n@@"}, "Industry": "X"});
+        let e = event(parse_data(CH, &data(h, body), &ctx()));
+        assert_eq!(e.diff_fields, ["Description"]);
+        assert_eq!(fields(&e), vec![("Industry".into(), json!("X"))]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn scalar() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                "[a-zA-Z0-9 ,.\"\\\\é]{0,12}".prop_map(serde_json::Value::from),
+            ]
+        }
+
+        fn json_ish() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                Just("1".to_string()),
+                Just("\"CREATE\"".to_string()),
+                Just("\"UPDATE\"".to_string()),
+                Just("\"GAP_OVERFLOW\"".to_string()),
+                "[a-z\\[\\]{}:,\"0-9-]{0,8}",
+            ];
+            leaf.prop_recursive(4, 40, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("[{}]", v.join(","))),
+                    prop::collection::vec(
+                        (
+                            prop::sample::select(vec![
+                                "channel", "data", "event", "replayId", "payload",
+                                "ChangeEventHeader", "entityName", "recordIds", "changeType",
+                                "commitTimestamp", "changedFields", "nulledFields",
+                                "BillingAddress", "Name", "diff", "successful", "advice",
+                            ]),
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|kv| format!(
+                        "{{{}}}",
+                        kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect::<Vec<_>>().join(",")
+                    )),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_input_never_panics(frame in json_ish(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                crate::crm::cdc::fuzz_cdc(frame.as_bytes());
+                crate::crm::cdc::fuzz_cdc(&bytes);
+                let _ = parse_data(CH, &frame, &ctx());
+                let wrapped = format!("[{{\"channel\":\"{CH}\",\"data\":{frame}}}]");
+                crate::crm::cdc::fuzz_cdc(wrapped.as_bytes());
+            }
+
+            #[test]
+            fn a_generated_event_parses_to_its_changes(
+                kind in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE", "UNDELETE"]),
+                ids in prop::collection::vec("[0-9A-Za-z]{15,18}", 1..4),
+                plain in prop::collection::btree_map("[A-Z][a-z]{1,6}(__c)?", scalar(), 0..6),
+                city in proptest::option::of(scalar()),
+                replay_id in 0i64..i64::MAX,
+                ms in 0i64..4_000_000_000_000,
+                ours in any::<bool>(),
+            ) {
+                let mut body = serde_json::Map::new();
+                let mut expected: Vec<(String, serde_json::Value)> = Vec::new();
+                for (k, v) in &plain {
+                    body.insert(k.clone(), v.clone());
+                    expected.push((k.clone(), v.clone()));
+                }
+                // A serde_json map is sorted; compounds sort after "B".
+                let mut changed: Vec<String> = plain.keys().cloned().collect();
+                if let Some(c) = &city {
+                    body.insert("BillingAddress".into(), json!({"City": c}));
+                    changed.push("BillingAddress.City".into());
+                    expected.clear();
+                    for (k, v) in &body {
+                        if k == "BillingAddress" {
+                            expected.push(("BillingCity".into(), c.clone()));
+                        } else {
+                            expected.push((k.clone(), v.clone()));
+                        }
+                    }
+                }
+                let client = if ours { "plansync" } else { "other" };
+                let h = json!({
+                    "entityName": "Account", "recordIds": ids, "changeType": kind,
+                    "changeOrigin": format!("com/salesforce/api/rest/59.0;client={client}"),
+                    "commitTimestamp": ms, "commitUser": "005A", "changedFields": changed,
+                });
+                let mut payload = body.clone();
+                payload.insert("ChangeEventHeader".into(), h);
+                let text = json!({"event": {"replayId": replay_id}, "payload": payload}).to_string();
+                let e = event(parse_data(CH, &text, &ctx()));
+                if kind == "DELETE" {
+                    expected.clear();
+                }
+                prop_assert_eq!(fields(&e), sorted(expected));
+                prop_assert_eq!(e.ours, ours);
+                let changes = e.to_changes("p");
+                prop_assert_eq!(changes.len(), ids.len());
+                for (c, id) in changes.iter().zip(&ids) {
+                    prop_assert_eq!(&c.record.crm_id, id);
+                    prop_assert_eq!(c.committed_at.timestamp_millis(), ms);
+                    prop_assert_eq!(&c.position, &Position::Replay { channel: CH.into(), replay_id: replay_id.to_string() });
+                }
+                // And back through our own encoding.
+                let again_text = format!("[{}]", e.to_message_json());
+                crate::crm::cdc::fuzz_cdc(again_text.as_bytes());
+            }
+        }
+    }
+}
