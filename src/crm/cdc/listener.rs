@@ -371,7 +371,7 @@ impl Driver {
                     self.config.timeout_margin,
                 )
                 .await
-                .map(Conn::Ws)
+                .map(|c| Conn::Ws(Box::new(c)))
             }
             Transport::LongPolling => Ok(Conn::LongPoll(LongPollConn::new(
                 self.client.http().clone(),

@@ -27,9 +27,10 @@ pub(crate) enum TransportError {
     Io(String),
 }
 
-/// An open connection of either kind.
+/// An open connection of either kind. The socket is boxed: its buffers make it large, and
+/// there is one per listener.
 pub(crate) enum Conn {
-    Ws(WsConn),
+    Ws(Box<WsConn>),
     LongPoll(LongPollConn),
 }
 
@@ -53,7 +54,7 @@ impl Conn {
 
     pub async fn close(self) {
         if let Conn::Ws(c) = self {
-            c.close().await;
+            (*c).close().await;
         }
     }
 }
