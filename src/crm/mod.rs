@@ -1,1 +1,27 @@
-//! The production CRM client (auth, query, writes, CDC listener). Filled by issue 4.
+//! The production CRM client: OAuth (client credentials, JWT bearer), SOQL queries with
+//! pagination, sObject Collections and Bulk API 2.0 writes, and the change-data-capture
+//! listener (Bayeux over WebSocket or long-polling).
+//!
+//! Everything goes through one send path (`http.rs`): authentication header, the
+//! `Sforce-Call-Options` tag on writes, error classification, re-authentication on an expired
+//! session and retry with backoff on transient faults. Wire types are this module's own
+//! (`wire.rs`); nothing here imports from `crate::sim`.
+
+pub mod auth;
+pub mod bulk;
+pub mod cdc;
+mod client;
+pub mod config;
+pub mod error;
+mod http;
+pub mod query;
+pub mod stats;
+mod wire;
+pub mod write;
+
+pub use client::{AccessToken, CrmClient};
+pub use config::{AuthConfig, CrmConfig, RetryPolicy};
+pub use error::{CrmError, RecordError};
+pub use query::{QueryPager, QueryResult, Record};
+pub use stats::{CallKind, CallStats, StatsSnapshot};
+pub use write::{RecordResult, RecordUpdate, WriteOptions};

@@ -1,0 +1,22 @@
+//! The change-data-capture listener: a Bayeux client over WebSocket or HTTP long-polling,
+//! one message layer for both, turning change events into plansync changes.
+//!
+//! - `bayeux.rs`: message types, frame splitting, session state (shared by both transports);
+//! - `transport.rs`, `ws.rs`, `longpoll.rs`: moving frames;
+//! - `event.rs`: change event payloads → `CdcEvent` → `model::Change`;
+//! - `listener.rs`: the driver (`CdcListener::run`), reconnects, advice, positions;
+//! - `fuzz.rs`: the pure parser as a fuzz target body.
+
+pub mod bayeux;
+pub mod event;
+mod fuzz;
+pub mod listener;
+pub mod longpoll;
+mod transport;
+pub mod ws;
+
+pub use bayeux::ReplayFrom;
+pub use event::{CdcEvent, ParseContext, Parsed, ProblemKind, Replay};
+#[doc(hidden)]
+pub use fuzz::fuzz_cdc;
+pub use listener::{Backoff, CdcConfig, CdcError, CdcItem, CdcListener, Transport};

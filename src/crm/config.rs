@@ -1,0 +1,108 @@
+//! What the CRM client needs to know: where to log in, how, which API version, how to tag
+//! our writes, and how hard to retry.
+
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// How the client obtains an access token.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// OAuth client credentials (the connected app's "run-as" user). Needs the My Domain host.
+    ClientCredentials {
+        client_id: String,
+        client_secret: Secret,
+    },
+    /// OAuth JWT bearer: an RS256 assertion signed with the connected app's private key.
+    JwtBearer {
+        client_id: String,
+        username: String,
+        /// PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+        private_key_pem: Secret,
+        /// The `aud` claim; the login URL when `None` (`https://login.salesforce.com`,
+        /// `https://test.salesforce.com` or the site URL).
+        audience: Option<String>,
+    },
+}
+
+/// Retry timing for transient faults (connection errors, 5xx, `UNABLE_TO_LOCK_ROW`).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1` (exponential, capped, with up to 50% jitter so
+    /// many clients do not come back at the same instant).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff);
+        let jitter = base.mul_f64(fastrand::f64() * 0.5);
+        base.saturating_sub(jitter)
+    }
+}
+
+/// Everything the client is configured with.
+#[derive(Debug, Clone)]
+pub struct CrmConfig {
+    /// Where the token endpoint lives: `https://login.salesforce.com`, the My Domain URL, or a
+    /// simulator's `http://127.0.0.1:port`. API calls go to the `instance_url` the token
+    /// response names.
+    pub login_url: String,
+    /// `59.0` style; used in `/services/data/v59.0/...` and `/cometd/59.0`.
+    pub api_version: String,
+    pub auth: AuthConfig,
+    /// Sent as `Sforce-Call-Options: client=<this>` on every write, so that our own changes
+    /// come back in CDC with `changeOrigin` containing `client=<this>`.
+    pub call_client_id: String,
+    pub retry: RetryPolicy,
+    /// Per-request timeout for REST calls.
+    pub request_timeout: Duration,
+    /// Records per sObject Collections call (the API allows at most 200).
+    pub collection_chunk: usize,
+    /// At or above this many records, `update` uses a Bulk API 2.0 ingest job.
+    pub bulk_threshold: usize,
+    /// How often a bulk job's state is polled, and how long to wait for it in all.
+    pub bulk_poll_interval: Duration,
+    pub bulk_timeout: Duration,
+    /// Lifetime written into JWT assertions (`exp`); the CRM allows at most three minutes.
+    pub jwt_lifetime: Duration,
+}
+
+impl CrmConfig {
+    /// A configuration with the usual defaults for everything but the essentials.
+    pub fn new(
+        login_url: impl Into<String>,
+        api_version: impl Into<String>,
+        auth: AuthConfig,
+    ) -> Self {
+        CrmConfig {
+            login_url: login_url.into(),
+            api_version: api_version.into(),
+            auth,
+            call_client_id: "plansync".to_string(),
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(120),
+            collection_chunk: 200,
+            bulk_threshold: 2_000,
+            bulk_poll_interval: Duration::from_secs(2),
+            bulk_timeout: Duration::from_secs(30 * 60),
+            jwt_lifetime: Duration::from_secs(170),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The one send path every REST call takes: bearer token, `Sforce-Call-Options` on writes,
+//! `Sforce-Limit-Info` into the stats, error classification, one re-authentication on an
+//! expired session, and retry with backoff on transient faults.
+
+use reqwest::Method;
+
+use crate::crm::client::{AccessToken, CrmClient};
+use crate::crm::error::CrmError;
+use crate::crm::stats::CallKind;
+use crate::crm::wire::ApiErrorItem;
+
+/// What to send.
+pub(crate) enum Body {
+    Empty,
+    Json(Vec<u8>),
+    Csv(Vec<u8>),
+}
+
+/// One REST call, described so it can be rebuilt for each attempt.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    /// A path from the instance root (`/services/data/v59.0/query`, or a `nextRecordsUrl`).
+    pub path: &'a str,
+    pub query: &'a [(&'a str, &'a str)],
+    pub body: Body,
+    pub kind: CallKind,
+    /// Tag with `Sforce-Call-Options: client=<id>` so the CDC echo of this write is ours.
+    pub write: bool,
+    /// Safe to send twice (GET, PATCH of fields, PUT of the same data). A call that is not is
+    /// retried only when the connection failed before the request went out.
+    pub idempotent: bool,
+}
+
+/// A successful answer.
+pub(crate) struct Reply {
+    pub body: Vec<u8>,
+}
+
+/// A failed attempt, with whether the request may have reached the server.
+struct Failed {
+    error: CrmError,
+    may_have_arrived: bool,
+}
+
+impl CrmClient {
+    pub(crate) async fn send(&self, call: &Call<'_>) -> Result<Reply, CrmError> {
+        let stats = self.call_stats();
+        let policy = &self.config().retry;
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        loop {
+            let token = self.token().await?;
+            stats.call(call.kind);
+            let failed = match self.attempt(call, &token).await {
+                Ok(reply) => return Ok(reply),
+                Err(failed) => failed,
+            };
+            let session_expired = matches!(&failed.error, CrmError::Api { status: 401, .. });
+            if session_expired && !reauthenticated {
+                reauthenticated = true;
+                self.reauthenticate(&token).await?;
+                continue;
+            }
+            let retry = failed.error.is_transient()
+                && (call.idempotent || !failed.may_have_arrived)
+                && attempt + 1 < policy.max_attempts;
+            if !retry {
+                stats.failure();
+                return Err(failed.error);
+            }
+            tracing::debug!(kind = ?call.kind, attempt, error = %failed.error, "Retrying a CRM call.");
+            stats.retry();
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, call: &Call<'_>, token: &AccessToken) -> Result<Reply, Failed> {
+        let url = format!("{}{}", token.instance_url, call.path);
+        let mut request = self
+            .http()
+            .request(call.method.clone(), &url)
+            .bearer_auth(token.token.expose())
+            .timeout(self.config().request_timeout);
+        if !call.query.is_empty() {
+            request = request.query(call.query);
+        }
+        if call.write {
+            request = request.header(
+                "Sforce-Call-Options",
+                format!("client={}", self.config().call_client_id),
+            );
+        }
+        request = match &call.body {
+            Body::Empty => request,
+            Body::Json(bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes.clone()),
+            Body::Csv(bytes) => request
+                .header(reqwest::header::CONTENT_TYPE, "text/csv")
+                .body(bytes.clone()),
+        };
+        let response = request.send().await.map_err(|e| Failed {
+            may_have_arrived: !e.is_connect(),
+            error: CrmError::Transport(e.without_url().to_string()),
+        })?;
+        let status = response.status().as_u16();
+        if let Some(info) = response
+            .headers()
+            .get("Sforce-Limit-Info")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.call_stats().limit_info(info);
+        }
+        let body = response.bytes().await.map_err(|e| Failed {
+            may_have_arrived: true,
+            error: CrmError::Transport(format!("reading the response: {}", e.without_url())),
+        })?;
+        if (200..300).contains(&status) {
+            return Ok(Reply {
+                body: body.to_vec(),
+            });
+        }
+        Err(Failed {
+            error: classify(status, &body),
+            may_have_arrived: true,
+        })
+    }
+}
+
+/// Turns an error answer into the error it means: the CRM's `[{"errorCode","message"}]`
+/// body where there is one, the bare status otherwise.
+pub(crate) fn classify(status: u16, body: &[u8]) -> CrmError {
+    let items: Vec<ApiErrorItem> = serde_json::from_slice(body).unwrap_or_default();
+    let Some(first) = items.into_iter().next() else {
+        return CrmError::Api {
+            status,
+            code: format!("HTTP_{status}"),
+            message: excerpt(body),
+            fields: Vec::new(),
+        };
+    };
+    if first.error_code == "REQUEST_LIMIT_EXCEEDED" {
+        return CrmError::RequestLimit {
+            message: first.message,
+        };
+    }
+    CrmError::Api {
+        status,
+        code: first.error_code,
+        message: first.message,
+        fields: first.fields,
+    }
+}
+
+/// The start of a body, for an error message: enough to recognise it, never a whole page.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let mut s = text.trim().to_string();
+    if body.len() > MAX {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_error_bodies() {
+        let e = classify(
+            401,
+            br#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
+        );
+        assert!(
+            matches!(&e, CrmError::Api { status: 401, code, .. } if code == "INVALID_SESSION_ID")
+        );
+        assert!(!e.is_transient());
+        let e = classify(
+            403,
+            br#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#,
+        );
+        assert!(matches!(e, CrmError::RequestLimit { .. }));
+        assert!(!e.is_transient());
+        let e = classify(
+            400,
+            br#"[{"message":"locked","errorCode":"UNABLE_TO_LOCK_ROW"}]"#,
+        );
+        assert!(e.is_transient());
+        let e = classify(503, b"<html>busy</html>");
+        assert!(e.is_transient());
+        assert_eq!(e.code(), Some("HTTP_503"));
+        let e = classify(400, b"[]");
+        assert!(matches!(e, CrmError::Api { status: 400, .. }));
+    }
+}

@@ -1,0 +1,164 @@
+//! Call counters by kind, and the org's API budget as last reported, for operators and for
+//! the benchmark that compares plansync's call count with a naive integration's.
+//!
+//! Plain atomics: every call bumps a counter, and nothing needs them consistent with each
+//! other, so no lock is taken.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a call was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    Auth,
+    Query,
+    QueryMore,
+    CompositeWrite,
+    BulkCreate,
+    BulkUpload,
+    BulkClose,
+    BulkPoll,
+    BulkResults,
+    Streaming,
+    Other,
+}
+
+impl CallKind {
+    pub const ALL: [CallKind; 11] = [
+        CallKind::Auth,
+        CallKind::Query,
+        CallKind::QueryMore,
+        CallKind::CompositeWrite,
+        CallKind::BulkCreate,
+        CallKind::BulkUpload,
+        CallKind::BulkClose,
+        CallKind::BulkPoll,
+        CallKind::BulkResults,
+        CallKind::Streaming,
+        CallKind::Other,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Live counters, shared by every clone of a client.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    calls: [AtomicU64; 11],
+    retries: AtomicU64,
+    reauths: AtomicU64,
+    failures: AtomicU64,
+    records_written: AtomicU64,
+    records_failed: AtomicU64,
+    /// `api-usage=N/M` from the last `Sforce-Limit-Info` header; `u64::MAX` = never seen.
+    api_used: AtomicU64,
+    api_max: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub calls: Vec<(CallKind, u64)>,
+    pub total_calls: u64,
+    pub retries: u64,
+    pub reauths: u64,
+    pub failures: u64,
+    pub records_written: u64,
+    pub records_failed: u64,
+    /// `(used, max)` as the CRM last reported it.
+    pub api_usage: Option<(u64, u64)>,
+}
+
+impl StatsSnapshot {
+    pub fn calls_of(&self, kind: CallKind) -> u64 {
+        self.calls
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl CallStats {
+    pub fn new() -> Self {
+        let stats = CallStats::default();
+        stats.api_used.store(u64::MAX, Ordering::Relaxed);
+        stats
+    }
+
+    pub(crate) fn call(&self, kind: CallKind) {
+        self.calls[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn reauth(&self) {
+        self.reauths.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn records(&self, written: u64, failed: u64) {
+        self.records_written.fetch_add(written, Ordering::Relaxed);
+        self.records_failed.fetch_add(failed, Ordering::Relaxed);
+    }
+
+    /// Reads `api-usage=25/5000` out of a `Sforce-Limit-Info` header value (other parts, such
+    /// as `per-app-api-usage=…`, are ignored).
+    pub(crate) fn limit_info(&self, header: &str) {
+        if let Some((used, max)) = parse_limit_info(header) {
+            self.api_max.store(max, Ordering::Relaxed);
+            self.api_used.store(used, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let calls: Vec<(CallKind, u64)> = CallKind::ALL
+            .iter()
+            .map(|k| (*k, self.calls[k.index()].load(Ordering::Relaxed)))
+            .collect();
+        let used = self.api_used.load(Ordering::Relaxed);
+        StatsSnapshot {
+            total_calls: calls.iter().map(|(_, n)| n).sum(),
+            calls,
+            retries: self.retries.load(Ordering::Relaxed),
+            reauths: self.reauths.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            records_written: self.records_written.load(Ordering::Relaxed),
+            records_failed: self.records_failed.load(Ordering::Relaxed),
+            api_usage: (used != u64::MAX).then(|| (used, self.api_max.load(Ordering::Relaxed))),
+        }
+    }
+}
+
+fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
+    header.split(';').find_map(|part| {
+        let value = part.trim().strip_prefix("api-usage=")?;
+        let (used, max) = value.split_once('/')?;
+        Some((used.trim().parse().ok()?, max.trim().parse().ok()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_api_usage() {
+        assert_eq!(parse_limit_info("api-usage=25/5000"), Some((25, 5000)));
+        assert_eq!(
+            parse_limit_info("api-usage=25/5000; per-app-api-usage=17/250(appName=x)"),
+            Some((25, 5000))
+        );
+        assert_eq!(
+            parse_limit_info("per-app-api-usage=17/250(appName=x)"),
+            None
+        );
+        assert_eq!(parse_limit_info("api-usage=x/5000"), None);
+        let s = CallStats::new();
+        assert_eq!(s.snapshot().api_usage, None);
+        s.limit_info("api-usage=7/100");
+        assert_eq!(s.snapshot().api_usage, Some((7, 100)));
+    }
+}

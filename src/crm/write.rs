@@ -1,0 +1,238 @@
+//! Updates through sObject Collections (`PATCH composite/sobjects`, at most 200 records a
+//! call), with per-record results mapped back to the caller's order. Large batches go to
+//! Bulk API 2.0 (`bulk.rs`) through `update`.
+//!
+//! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`).
+
+use std::ops::Range;
+
+use reqwest::Method;
+
+use crate::crm::client::CrmClient;
+use crate::crm::error::{CrmError, RecordError};
+use crate::crm::http::{Body, Call};
+use crate::crm::stats::CallKind;
+use crate::crm::wire::{CollectionRecord, CollectionRequest, SaveResult, TypeAttr};
+
+/// One record to update: its object type, its id, and the fields to set (JSON null clears).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordUpdate {
+    pub object: String,
+    pub id: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The outcome for one record, at the same index as the caller's input: the record id, or
+/// why this record (only this one) was not written.
+pub type RecordResult = Result<String, RecordError>;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Roll back a whole collections call when one record in it fails. It applies per call
+    /// of at most 200 records, not across calls; bulk jobs ignore it.
+    pub all_or_none: bool,
+}
+
+/// The API refuses more than ten runs of one object type in a single collections call.
+const MAX_TYPE_RUNS: usize = 10;
+
+impl CrmClient {
+    /// Updates `updates`, choosing sObject Collections below the configured bulk threshold
+    /// and a Bulk API 2.0 job at or above it. Results are in input order.
+    pub async fn update(
+        &self,
+        updates: &[RecordUpdate],
+        options: WriteOptions,
+    ) -> Vec<RecordResult> {
+        if updates.len() >= self.config().bulk_threshold {
+            self.bulk_update(updates).await
+        } else {
+            self.update_collections(updates, options).await
+        }
+    }
+
+    /// Updates through sObject Collections, in calls of at most `collection_chunk` records.
+    /// A call that fails as a whole fails each of its records; after a failure no later call
+    /// can succeed (API limit, authentication), the remaining records are `NOT_ATTEMPTED`.
+    pub async fn update_collections(
+        &self,
+        updates: &[RecordUpdate],
+        options: WriteOptions,
+    ) -> Vec<RecordResult> {
+        let mut results: Vec<Option<RecordResult>> = vec![None; updates.len()];
+        let mut stop: Option<CrmError> = None;
+        for range in chunk_ranges(updates, self.config().collection_chunk) {
+            if let Some(fatal) = &stop {
+                for slot in &mut results[range] {
+                    *slot = Some(Err(RecordError::new(
+                        "NOT_ATTEMPTED",
+                        format!("not sent: an earlier call failed: {fatal}"),
+                    )));
+                }
+                continue;
+            }
+            // Records that cannot be sent at all fail here, alone.
+            let mut sent: Vec<usize> = Vec::with_capacity(range.len());
+            for i in range {
+                let u = &updates[i];
+                if u.id.is_empty() || u.object.is_empty() {
+                    results[i] = Some(Err(RecordError::new(
+                        "INVALID_INPUT",
+                        "a record update needs an object type and an id",
+                    )));
+                } else {
+                    sent.push(i);
+                }
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            match self.send_collection(updates, &sent, options).await {
+                Ok(per_record) => {
+                    for (i, r) in sent.iter().zip(per_record) {
+                        results[*i] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    let one = RecordError::from_call(&e);
+                    for i in &sent {
+                        results[*i] = Some(Err(one.clone()));
+                    }
+                    if matches!(
+                        e,
+                        CrmError::RequestLimit { .. } | CrmError::Auth { .. } | CrmError::Config(_)
+                    ) {
+                        stop = Some(e);
+                    }
+                }
+            }
+        }
+        let results: Vec<RecordResult> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RecordError::new("NOT_ATTEMPTED", "not sent"))))
+            .collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.call_stats().records(ok, results.len() as u64 - ok);
+        results
+    }
+
+    /// One collections call for `updates[i]` for each `i` in `indexes`; results in that order.
+    async fn send_collection(
+        &self,
+        updates: &[RecordUpdate],
+        indexes: &[usize],
+        options: WriteOptions,
+    ) -> Result<Vec<RecordResult>, CrmError> {
+        let request = CollectionRequest {
+            all_or_none: options.all_or_none,
+            records: indexes
+                .iter()
+                .map(|&i| CollectionRecord {
+                    attributes: TypeAttr {
+                        kind: &updates[i].object,
+                    },
+                    id: &updates[i].id,
+                    fields: &updates[i].fields,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| CrmError::Decode {
+            what: "collections update",
+            detail: e.to_string(),
+        })?;
+        let path = format!("{}/composite/sobjects", self.data_prefix());
+        let reply = self
+            .send(&Call {
+                method: Method::PATCH,
+                path: &path,
+                query: &[],
+                body: Body::Json(body),
+                kind: CallKind::CompositeWrite,
+                write: true,
+                idempotent: true,
+            })
+            .await?;
+        let saved: Vec<SaveResult> =
+            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
+                what: "collections update",
+                detail: e.to_string(),
+            })?;
+        if saved.len() != indexes.len() {
+            return Err(CrmError::Decode {
+                what: "collections update",
+                detail: format!("{} results for {} records", saved.len(), indexes.len()),
+            });
+        }
+        Ok(saved
+            .into_iter()
+            .zip(indexes)
+            .map(|(s, &i)| {
+                if s.success {
+                    Ok(s.id.unwrap_or_else(|| updates[i].id.clone()))
+                } else {
+                    let first = s.errors.first();
+                    let code = first.map_or("UNKNOWN_ERROR", |e| e.status_code.as_str());
+                    let mut err = RecordError::new(
+                        code,
+                        s.errors
+                            .iter()
+                            .map(|e| e.message.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    );
+                    err.fields = s.errors.iter().flat_map(|e| e.fields.clone()).collect();
+                    Err(err)
+                }
+            })
+            .collect())
+    }
+}
+
+/// Splits `updates` into calls of at most `size` records and at most ten runs of one type.
+fn chunk_ranges(updates: &[RecordUpdate], size: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut runs = 0;
+    let mut last: Option<&str> = None;
+    for (i, u) in updates.iter().enumerate() {
+        let mut new_run = last != Some(u.object.as_str());
+        if i - start == size || (new_run && runs == MAX_TYPE_RUNS) {
+            out.push(start..i);
+            start = i;
+            runs = 0;
+            new_run = true;
+        }
+        if new_run {
+            runs += 1;
+        }
+        last = Some(&u.object);
+    }
+    if start < updates.len() {
+        out.push(start..updates.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upd(object: &str, n: usize) -> RecordUpdate {
+        RecordUpdate {
+            object: object.into(),
+            id: format!("id{n}"),
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_respect_size_and_type_runs() {
+        let same: Vec<_> = (0..450).map(|n| upd("Account", n)).collect();
+        assert_eq!(chunk_ranges(&same, 200), vec![0..200, 200..400, 400..450]);
+        let mixed: Vec<_> = (0..25)
+            .map(|n| upd(if n % 2 == 0 { "Account" } else { "Contact" }, n))
+            .collect();
+        assert_eq!(chunk_ranges(&mixed, 200), vec![0..10, 10..20, 20..25]);
+        assert!(chunk_ranges(&[], 200).is_empty());
+    }
+}
