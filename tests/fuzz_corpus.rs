@@ -31,3 +31,8 @@ fn value_parse_corpus() {
 fn anaplan_responses_corpus() {
     replay("anaplan_responses", plansync::anaplan::fuzz::fuzz_responses);
 }
+
+#[test]
+fn cdc_frame_corpus() {
+    replay("cdc_frame", plansync::crm::cdc::fuzz_cdc);
+}
