@@ -49,17 +49,28 @@ impl Sim {
     fn ctx_for(&self, user: Option<&str>) -> Result<CommitCtx, AdminError> {
         let org = self.org_lock();
         let user = match user {
-            Some(u) => org.find_user(u).ok_or_else(|| AdminError::UnknownUser(u.to_string()))?,
+            Some(u) => org
+                .find_user(u)
+                .ok_or_else(|| AdminError::UnknownUser(u.to_string()))?,
             // A person in the UI: the first non-integration user if there is one.
             None => {
                 let users = org.tables.first().map_or(0, |t| t.records.len()) as u32;
                 (0..users).find(|&u| u != org.run_as).unwrap_or(0)
             }
         };
-        Ok(CommitCtx { user, origin: String::new() })
+        Ok(CommitCtx {
+            user,
+            origin: String::new(),
+        })
     }
 
-    fn edit(&self, object: &str, id: &str, fields: &Value, user: Option<&str>) -> Result<(), AdminError> {
+    fn edit(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &Value,
+        user: Option<&str>,
+    ) -> Result<(), AdminError> {
         let ctx = self.ctx_for(user)?;
         let fields = as_object(fields)?;
         {
@@ -67,68 +78,112 @@ impl Sim {
             if org.table_index(object).is_none() {
                 return Err(AdminError::UnknownObject(object.to_string()));
             }
-            let op = org.prepare_update(Some(object), id, &fields).map_err(AdminError::Refused)?;
+            let op = org
+                .prepare_update(Some(object), id, &fields)
+                .map_err(AdminError::Refused)?;
             org.commit(&ctx, vec![op]);
         }
         self.notify();
         Ok(())
     }
 
-    fn create_record(&self, object: &str, fields: &Value, user: Option<&str>) -> Result<String, AdminError> {
+    fn create_record(
+        &self,
+        object: &str,
+        fields: &Value,
+        user: Option<&str>,
+    ) -> Result<String, AdminError> {
         let ctx = self.ctx_for(user)?;
         let fields = as_object(fields)?;
         let id = {
             let mut org = self.org_lock();
-            let op = org.prepare_create(object, &fields).map_err(AdminError::Refused)?;
+            let op = org
+                .prepare_create(object, &fields)
+                .map_err(AdminError::Refused)?;
             org.commit(&ctx, vec![op]).pop().unwrap_or_default()
         };
         self.notify();
         Ok(id)
     }
 
-    fn delete_record(&self, id: &str, undelete: bool, user: Option<&str>) -> Result<(), AdminError> {
+    fn delete_record(
+        &self,
+        id: &str,
+        undelete: bool,
+        user: Option<&str>,
+    ) -> Result<(), AdminError> {
         let ctx = self.ctx_for(user)?;
         {
             let mut org = self.org_lock();
-            let op = org.prepare_delete(id, undelete).map_err(AdminError::Refused)?;
+            let op = org
+                .prepare_delete(id, undelete)
+                .map_err(AdminError::Refused)?;
             org.commit(&ctx, vec![op]);
         }
         self.notify();
         Ok(())
     }
 
-    fn gap(&self, object: &str, ids: &[String], change_type: &str, fields: &Value) -> Result<(), AdminError> {
-        if !matches!(change_type, "GAP_CREATE" | "GAP_UPDATE" | "GAP_DELETE" | "GAP_UNDELETE" | "GAP_OVERFLOW") {
+    fn gap(
+        &self,
+        object: &str,
+        ids: &[String],
+        change_type: &str,
+        fields: &Value,
+    ) -> Result<(), AdminError> {
+        if !matches!(
+            change_type,
+            "GAP_CREATE" | "GAP_UPDATE" | "GAP_DELETE" | "GAP_UNDELETE" | "GAP_OVERFLOW"
+        ) {
             return Err(AdminError::ChangeType(change_type.to_string()));
         }
         let ctx = self.ctx_for(None)?;
         let fields = as_object(fields)?;
         {
             let mut org = self.org_lock();
-            let table = org.table_index(object).ok_or_else(|| AdminError::UnknownObject(object.to_string()))?;
+            let table = org
+                .table_index(object)
+                .ok_or_else(|| AdminError::UnknownObject(object.to_string()))?;
             let mut ops = Vec::new();
             if !fields.is_empty() {
                 for id in ids {
-                    let r = org.resolve_id(id).ok_or_else(|| AdminError::UnknownRecord(id.clone()))?;
-                    let changes = org.check_fields(r.table, &fields, false).map_err(AdminError::Refused)?;
+                    let r = org
+                        .resolve_id(id)
+                        .ok_or_else(|| AdminError::UnknownRecord(id.clone()))?;
+                    let changes = org
+                        .check_fields(r.table, &fields, false)
+                        .map_err(AdminError::Refused)?;
                     ops.push(Op::Update { r, changes });
                 }
             }
-            let record_ids = if change_type == "GAP_OVERFLOW" { Vec::new() } else { ids.to_vec() };
+            let record_ids = if change_type == "GAP_OVERFLOW" {
+                Vec::new()
+            } else {
+                ids.to_vec()
+            };
             org.commit_gap(&ctx, table, change_type, record_ids, ops);
         }
         self.notify();
         Ok(())
     }
 
-    fn merged(&self, object: &str, ids: &[String], fields: &Value, user: Option<&str>) -> Result<(), AdminError> {
+    fn merged(
+        &self,
+        object: &str,
+        ids: &[String],
+        fields: &Value,
+        user: Option<&str>,
+    ) -> Result<(), AdminError> {
         let ctx = self.ctx_for(user)?;
         let fields = as_object(fields)?;
         {
             let mut org = self.org_lock();
             let mut ops = Vec::new();
             for id in ids {
-                ops.push(org.prepare_update(Some(object), id, &fields).map_err(AdminError::Refused)?);
+                ops.push(
+                    org.prepare_update(Some(object), id, &fields)
+                        .map_err(AdminError::Refused)?,
+                );
             }
             org.commit_merged(&ctx, ops);
         }
@@ -156,7 +211,10 @@ pub struct CrmSimHandle {
 
 impl CrmSimHandle {
     pub(super) fn new(sim: Arc<Sim>, task: JoinHandle<()>) -> Self {
-        CrmSimHandle { sim, task: Some(task) }
+        CrmSimHandle {
+            sim,
+            task: Some(task),
+        }
     }
 
     /// `http://127.0.0.1:PORT`, the `instance_url` tokens carry.
@@ -180,11 +238,22 @@ impl CrmSimHandle {
 
     /// Edits a record as a person would in the UI (empty `changeOrigin`); `user` is a username
     /// or user id (default: a non-integration user).
-    pub fn user_edit(&self, object: &str, id: &str, fields: Value, user: Option<&str>) -> Result<(), AdminError> {
+    pub fn user_edit(
+        &self,
+        object: &str,
+        id: &str,
+        fields: Value,
+        user: Option<&str>,
+    ) -> Result<(), AdminError> {
         self.sim.edit(object, id, &fields, user)
     }
 
-    pub fn create(&self, object: &str, fields: Value, user: Option<&str>) -> Result<String, AdminError> {
+    pub fn create(
+        &self,
+        object: &str,
+        fields: Value,
+        user: Option<&str>,
+    ) -> Result<String, AdminError> {
         self.sim.create_record(object, &fields, user)
     }
 
@@ -198,7 +267,13 @@ impl CrmSimHandle {
 
     /// Emits a header-only gap event (`GAP_UPDATE`, …, or `GAP_OVERFLOW`); non-empty `fields`
     /// also change the records silently, as a database-level change would.
-    pub fn inject_gap(&self, object: &str, ids: &[String], change_type: &str, fields: Value) -> Result<(), AdminError> {
+    pub fn inject_gap(
+        &self,
+        object: &str,
+        ids: &[String],
+        change_type: &str,
+        fields: Value,
+    ) -> Result<(), AdminError> {
         self.sim.gap(object, ids, change_type, &fields)
     }
 
@@ -207,7 +282,13 @@ impl CrmSimHandle {
     }
 
     /// The same update to several records, emitted as one event with all their ids.
-    pub fn inject_merged(&self, object: &str, ids: &[String], fields: Value, user: Option<&str>) -> Result<(), AdminError> {
+    pub fn inject_merged(
+        &self,
+        object: &str,
+        ids: &[String],
+        fields: Value,
+        user: Option<&str>,
+    ) -> Result<(), AdminError> {
         self.sim.merged(object, ids, &fields, user)
     }
 
@@ -264,7 +345,8 @@ impl CrmSimHandle {
     /// Makes retained events look older, then applies retention.
     pub fn age_events(&self, by: Duration) {
         let mut org = self.sim.org_lock();
-        org.events.age(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        org.events
+            .age(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
         org.events.expire(super::org::now_ms());
     }
 

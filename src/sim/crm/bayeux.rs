@@ -62,7 +62,8 @@ pub struct Sessions {
 impl Sessions {
     /// Forgets clients that neither hold a connect nor came back within `idle`.
     fn sweep(&mut self, idle: Duration) {
-        self.map.retain(|_, s| s.waiting || s.last_seen.elapsed() < idle);
+        self.map
+            .retain(|_, s| s.waiting || s.last_seen.elapsed() < idle);
     }
 
     pub fn drop_all(&mut self) {
@@ -78,7 +79,11 @@ fn client_id() -> String {
     let mut s = String::with_capacity(24);
     for _ in 0..24 {
         let c = fastrand::u8(0..36);
-        s.push(if c < 10 { (b'0' + c) as char } else { (b'a' + c - 10) as char });
+        s.push(if c < 10 {
+            (b'0' + c) as char
+        } else {
+            (b'a' + c - 10) as char
+        });
     }
     s
 }
@@ -87,7 +92,10 @@ fn client_id() -> String {
 enum Step {
     Reply(Value),
     /// A connect to hold until events arrive or the timeout passes.
-    Hold { id: Option<Value>, client: String },
+    Hold {
+        id: Option<Value>,
+        client: String,
+    },
 }
 
 fn with_id(mut v: Value, id: &Option<Value>) -> Value {
@@ -104,7 +112,10 @@ fn timeout_ms(sim: &Sim) -> u64 {
 fn connect_ok(sim: &Sim, client: &str, id: &Option<Value>, advice: bool) -> Value {
     let mut v = json!({"channel": "/meta/connect", "clientId": client, "successful": true});
     if advice && let Value::Object(m) = &mut v {
-        m.insert("advice".into(), json!({"reconnect": "retry", "interval": 0, "timeout": timeout_ms(sim)}));
+        m.insert(
+            "advice".into(),
+            json!({"reconnect": "retry", "interval": 0, "timeout": timeout_ms(sim)}),
+        );
     }
     with_id(v, id)
 }
@@ -132,7 +143,10 @@ fn channel_entity(sim: &Sim, channel: &str) -> Option<Option<usize>> {
 fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) -> Step {
     let channel = msg.get("channel").and_then(Value::as_str).unwrap_or("");
     let id = msg.get("id").cloned();
-    let client = msg.get("clientId").and_then(Value::as_str).map(str::to_string);
+    let client = msg
+        .get("clientId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     match channel {
         "/meta/handshake" => {
             let Some(token) = token else {
@@ -155,7 +169,13 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
             sessions.sweep(sim.config.session_idle_timeout);
             sessions.map.insert(
                 cid.clone(),
-                Session { token: token.to_string(), subs: HashMap::new(), last_seen: Instant::now(), waiting: false, connected: false },
+                Session {
+                    token: token.to_string(),
+                    subs: HashMap::new(),
+                    last_seen: Instant::now(),
+                    waiting: false,
+                    connected: false,
+                },
             );
             let types: Vec<&str> = match transport {
                 Transport::LongPolling => vec!["long-polling"],
@@ -172,7 +192,10 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
             let Some(cid) = client else {
                 return Step::Reply(unknown_client(channel, &id));
             };
-            let conn_type = msg.get("connectionType").and_then(Value::as_str).unwrap_or(transport.name());
+            let conn_type = msg
+                .get("connectionType")
+                .and_then(Value::as_str)
+                .unwrap_or(transport.name());
             let mut sessions = sim.streaming_lock();
             sessions.sweep(sim.config.session_idle_timeout);
             let Some(session) = sessions.map.get_mut(&cid) else {
@@ -206,13 +229,20 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
             let Some(cid) = client else {
                 return Step::Reply(unknown_client(channel, &id));
             };
-            let sub = msg.get("subscription").and_then(Value::as_str).unwrap_or("").to_string();
+            let sub = msg
+                .get("subscription")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let mut sessions = sim.streaming_lock();
             match sessions.map.get_mut(&cid) {
                 Some(s) => {
                     s.subs.remove(&sub);
                     s.last_seen = Instant::now();
-                    Step::Reply(with_id(json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": true}), &id))
+                    Step::Reply(with_id(
+                        json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": true}),
+                        &id,
+                    ))
                 }
                 None => Step::Reply(unknown_client(channel, &id)),
             }
@@ -224,7 +254,10 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
             let removed = sim.streaming_lock().map.remove(&cid).is_some();
             sim.notify();
             if removed {
-                Step::Reply(with_id(json!({"channel": channel, "clientId": cid, "successful": true}), &id))
+                Step::Reply(with_id(
+                    json!({"channel": channel, "clientId": cid, "successful": true}),
+                    &id,
+                ))
             } else {
                 Step::Reply(unknown_client(channel, &id))
             }
@@ -236,11 +269,21 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
     }
 }
 
-fn subscribe(sim: &Sim, msg: &Value, channel: &str, client: Option<String>, id: Option<Value>) -> Step {
+fn subscribe(
+    sim: &Sim,
+    msg: &Value,
+    channel: &str,
+    client: Option<String>,
+    id: Option<Value>,
+) -> Step {
     let Some(cid) = client else {
         return Step::Reply(unknown_client(channel, &id));
     };
-    let sub = msg.get("subscription").and_then(Value::as_str).unwrap_or("").to_string();
+    let sub = msg
+        .get("subscription")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let fail = |error: String| {
         Step::Reply(with_id(
             json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": false, "error": error}),
@@ -248,7 +291,9 @@ fn subscribe(sim: &Sim, msg: &Value, channel: &str, client: Option<String>, id: 
         ))
     };
     let Some(entity) = channel_entity(sim, &sub) else {
-        return fail(format!("400::The channel you requested to subscribe to doesn't exist {{{sub}}}"));
+        return fail(format!(
+            "400::The channel you requested to subscribe to doesn't exist {{{sub}}}"
+        ));
     };
     let replay_map = msg.get("ext").and_then(|e| e.get("replay"));
     let requested = match replay_map {
@@ -274,7 +319,10 @@ fn subscribe(sim: &Sim, msg: &Value, channel: &str, client: Option<String>, id: 
         )
     };
     let Some(requested) = requested else {
-        let shown = replay_map.and_then(|m| m.get(&sub)).map(Value::to_string).unwrap_or_default();
+        let shown = replay_map
+            .and_then(|m| m.get(&sub))
+            .map(Value::to_string)
+            .unwrap_or_default();
         return fail(invalid(shown));
     };
     let mut sessions = sim.streaming_lock();
@@ -295,9 +343,14 @@ fn subscribe(sim: &Sim, msg: &Value, channel: &str, client: Option<String>, id: 
         drop(sessions);
         return fail(invalid(requested.to_string()));
     };
-    session.subs.insert(sub.clone(), Subscription { entity, cursor });
+    session
+        .subs
+        .insert(sub.clone(), Subscription { entity, cursor });
     session.last_seen = Instant::now();
-    Step::Reply(with_id(json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": true}), &id))
+    Step::Reply(with_id(
+        json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": true}),
+        &id,
+    ))
 }
 
 enum Collected {
@@ -439,12 +492,21 @@ pub async fn long_poll_suffix(
 }
 
 /// `POST /cometd/XX.X`: one batch of Bayeux messages over long-polling.
-pub async fn long_poll(State(sim): State<Arc<Sim>>, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn long_poll(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if http::api_version(&format!("v{version}")).is_none() {
         return bad_request(NO_VERSION);
     }
     if body.len() > 32_768 {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "Maximum Request Size Exceeded").into_response();
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Maximum Request Size Exceeded",
+        )
+            .into_response();
     }
     let Some(messages) = parse_messages(&headers, &body) else {
         return bad_request("400::Invalid message");
@@ -463,7 +525,10 @@ pub async fn long_poll(State(sim): State<Arc<Sim>>, Path(version): Path<String>,
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        )],
         json_array(&out),
     )
         .into_response()

@@ -80,37 +80,75 @@ fn info(job: &Job, full: bool) -> Value {
     v
 }
 
-pub async fn create_job(State(sim): State<Arc<Sim>>, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn create_job(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (v, user) = match sim.api(&version, &headers) {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
-        return bulk_error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "The request body must be a JSON object");
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        );
     };
     let field = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
     let Some(object) = field("object") else {
-        return bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOB", "InvalidJob : Required field object is missing");
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "InvalidJob : Required field object is missing",
+        );
     };
     let operation = field("operation").unwrap_or_default();
     if !matches!(operation.as_str(), "insert" | "update" | "delete") {
-        return bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOB", &format!("InvalidJob : Operation '{operation}' is not supported"));
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!("InvalidJob : Operation '{operation}' is not supported"),
+        );
     }
     if field("contentType").is_some_and(|c| c != "CSV") {
-        return bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOB", "InvalidJob : contentType must be CSV");
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "InvalidJob : contentType must be CSV",
+        );
     }
     let line_ending = field("lineEnding").unwrap_or_else(|| "LF".into());
     let delimiter = field("columnDelimiter").unwrap_or_else(|| "COMMA".into());
-    let delim_ok = matches!(delimiter.as_str(), "COMMA" | "TAB" | "PIPE" | "SEMICOLON" | "CARET" | "BACKQUOTE");
+    let delim_ok = matches!(
+        delimiter.as_str(),
+        "COMMA" | "TAB" | "PIPE" | "SEMICOLON" | "CARET" | "BACKQUOTE"
+    );
     if !matches!(line_ending.as_str(), "LF" | "CRLF") || !delim_ok {
-        return bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOB", "InvalidJob : invalid lineEnding or columnDelimiter");
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "InvalidJob : invalid lineEnding or columnDelimiter",
+        );
     }
     let (canonical, created_by) = {
         let org = sim.org_lock();
-        let Some(t) = org.table_index(&object).filter(|&t| t != super::org::USER_TABLE) else {
-            return bulk_error(StatusCode::BAD_REQUEST, "INVALIDENTITY", &format!("InvalidEntity : Entity '{object}' is not supported by the Bulk API."));
+        let Some(t) = org
+            .table_index(&object)
+            .filter(|&t| t != super::org::USER_TABLE)
+        else {
+            return bulk_error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDENTITY",
+                &format!("InvalidEntity : Entity '{object}' is not supported by the Bulk API."),
+            );
         };
-        (org.def(t).map(|d| d.name.clone()).unwrap_or_default(), org.user_id(user))
+        (
+            org.def(t).map(|d| d.name.clone()).unwrap_or_default(),
+            org.user_id(user),
+        )
     };
     let mut jobs = sim.jobs_lock();
     jobs.next += 1;
@@ -138,7 +176,12 @@ pub async fn create_job(State(sim): State<Arc<Sim>>, Path(version): Path<String>
     json_response(StatusCode::OK, &body)
 }
 
-pub async fn upload(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn upload(
+    State(sim): State<Arc<Sim>>,
+    Path((version, job)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(resp) = sim.api(&version, &headers) {
         return resp;
     }
@@ -147,13 +190,21 @@ pub async fn upload(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(Str
         return not_found();
     };
     if job.state != "Open" {
-        return bulk_error(StatusCode::CONFLICT, "INVALIDJOBSTATE", "Job state is not valid for this operation");
+        return bulk_error(
+            StatusCode::CONFLICT,
+            "INVALIDJOBSTATE",
+            "Job state is not valid for this operation",
+        );
     }
     job.csv.extend_from_slice(&body);
     StatusCode::CREATED.into_response()
 }
 
-pub async fn job_info(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(String, String)>, headers: HeaderMap) -> Response {
+pub async fn job_info(
+    State(sim): State<Arc<Sim>>,
+    Path((version, job)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(resp) = sim.api(&version, &headers) {
         return resp;
     }
@@ -164,7 +215,12 @@ pub async fn job_info(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(S
     }
 }
 
-pub async fn set_state(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn set_state(
+    State(sim): State<Arc<Sim>>,
+    Path((version, job)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(resp) = sim.api(&version, &headers) {
         return resp;
     }
@@ -190,7 +246,11 @@ pub async fn set_state(State(sim): State<Arc<Sim>>, Path((version, job)): Path<(
             job.state = "Aborted";
             json_response(StatusCode::OK, &info(job, false))
         }
-        _ => bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOBSTATE", "Job state is not valid for this operation"),
+        _ => bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Job state is not valid for this operation",
+        ),
     }
 }
 
@@ -247,7 +307,10 @@ fn process(sim: &Sim, job: &mut Job) {
         }
     }
     job.header = header.clone();
-    let ctx = CommitCtx { user: job.user, origin: job.origin.clone() };
+    let ctx = CommitCtx {
+        user: job.user,
+        origin: job.origin.clone(),
+    };
     for chunk in rows.chunks(CHUNK) {
         let mut org = sim.org_lock();
         let table = org.table_index(&job.object);
@@ -265,7 +328,11 @@ fn process(sim: &Sim, job: &mut Job) {
                             continue;
                         }
                         let Some(field) = def.as_ref().and_then(|d| d.field(col).cloned()) else {
-                            errors.push(FieldError::new("INVALID_FIELD", format!("No such column '{col}' on entity '{}'", job.object), &[col]));
+                            errors.push(FieldError::new(
+                                "INVALID_FIELD",
+                                format!("No such column '{col}' on entity '{}'", job.object),
+                                &[col],
+                            ));
                             continue;
                         };
                         match values::from_csv(&field, cell) {
@@ -287,7 +354,10 @@ fn process(sim: &Sim, job: &mut Job) {
             };
             prepared.push((i, result));
         }
-        let ops: Vec<Op> = prepared.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+        let ops: Vec<Op> = prepared
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect();
         let mut ids = org.commit(&ctx, ops).into_iter();
         drop(org);
         for (i, result) in prepared {
@@ -308,7 +378,11 @@ fn process(sim: &Sim, job: &mut Job) {
 }
 
 /// `successfulResults/`, `failedResults/` and `unprocessedrecords/` as CSV.
-pub async fn results(State(sim): State<Arc<Sim>>, Path((version, job, which)): Path<(String, String, String)>, headers: HeaderMap) -> Response {
+pub async fn results(
+    State(sim): State<Arc<Sim>>,
+    Path((version, job, which)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(resp) = sim.api(&version, &headers) {
         return resp;
     }
@@ -317,7 +391,11 @@ pub async fn results(State(sim): State<Arc<Sim>>, Path((version, job, which)): P
         return not_found();
     };
     if job.state != "JobComplete" && which != "unprocessedrecords" {
-        return bulk_error(StatusCode::BAD_REQUEST, "INVALIDJOBSTATE", "Job state is not valid for this operation");
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Job state is not valid for this operation",
+        );
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     let ok = match which.as_str() {
@@ -348,7 +426,13 @@ pub async fn results(State(sim): State<Arc<Sim>>, Path((version, job, which)): P
     };
     let body = match w.into_inner() {
         Ok(b) if ok => b,
-        _ => return sf_error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN_EXCEPTION", "could not write results"),
+        _ => {
+            return sf_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN_EXCEPTION",
+                "could not write results",
+            );
+        }
     };
     (
         StatusCode::OK,

@@ -37,7 +37,12 @@ pub struct Header<'a> {
 }
 
 /// Serialises an event's `data` object.
-pub fn event_data(schema: &str, header: Header<'_>, body: Map<String, Value>, replay_id: u64) -> String {
+pub fn event_data(
+    schema: &str,
+    header: Header<'_>,
+    body: Map<String, Value>,
+    replay_id: u64,
+) -> String {
     let mut payload = Map::with_capacity(body.len() + 1);
     payload.insert(
         "ChangeEventHeader".into(),

@@ -18,6 +18,9 @@ use super::values::FieldError;
 
 const MAX_RECORDS: usize = 200;
 
+/// A record's id as sent (if any) and its validated write or its errors.
+type Prepared = (Option<String>, Result<Op, Vec<FieldError>>);
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Create,
@@ -40,11 +43,21 @@ fn rolled_back() -> FieldError {
     )
 }
 
-pub async fn create(State(sim): State<Arc<Sim>>, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn create(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     write(&sim, &version, &headers, &body, Kind::Create)
 }
 
-pub async fn update(State(sim): State<Arc<Sim>>, Path(version): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn update(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     write(&sim, &version, &headers, &body, Kind::Update)
 }
 
@@ -59,7 +72,11 @@ fn write(sim: &Sim, version: &str, headers: &HeaderMap, body: &[u8], kind: Kind)
             return sf_error(
                 StatusCode::BAD_REQUEST,
                 "JSON_PARSER_ERROR",
-                &format!("Unexpected character at [line:{}, column:{}]", e.line(), e.column()),
+                &format!(
+                    "Unexpected character at [line:{}, column:{}]",
+                    e.line(),
+                    e.column()
+                ),
             );
         }
     };
@@ -67,36 +84,63 @@ fn write(sim: &Sim, version: &str, headers: &HeaderMap, body: &[u8], kind: Kind)
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return sf_error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "Cannot deserialize instance of boolean for allOrNone");
+            return sf_error(
+                StatusCode::BAD_REQUEST,
+                "JSON_PARSER_ERROR",
+                "Cannot deserialize instance of boolean for allOrNone",
+            );
         }
     };
     let Some(records) = request.get("records").and_then(Value::as_array) else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_FIELD", "No records were provided");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            "No records were provided",
+        );
     };
     if records.len() > MAX_RECORDS {
         return too_many();
     }
-    let ctx = CommitCtx { user, origin: http::change_origin("rest", &v, headers) };
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, headers),
+    };
     let results = {
         let mut org = sim.org_lock();
-        let prepared: Vec<(Option<String>, Result<Op, Vec<FieldError>>)> =
-            records.iter().map(|r| prepare_one(&mut org, r, kind)).collect();
+        let prepared: Vec<Prepared> = records
+            .iter()
+            .map(|r| prepare_one(&mut org, r, kind))
+            .collect();
         finish(&mut org, &ctx, prepared, all_or_none)
     };
     sim.notify();
     json_response(StatusCode::OK, &Value::Array(results))
 }
 
-fn prepare_one(org: &mut Org, record: &Value, kind: Kind) -> (Option<String>, Result<Op, Vec<FieldError>>) {
+fn prepare_one(org: &mut Org, record: &Value, kind: Kind) -> Prepared {
     let Some(fields) = record.as_object() else {
-        return (None, Err(vec![FieldError::new("JSON_PARSER_ERROR", "Each record must be a JSON object", &[])]));
+        return (
+            None,
+            Err(vec![FieldError::new(
+                "JSON_PARSER_ERROR",
+                "Each record must be a JSON object",
+                &[],
+            )]),
+        );
     };
     let object = fields
         .get("attributes")
         .and_then(|a| a.get("type"))
         .and_then(Value::as_str);
     let Some(object) = object else {
-        return (None, Err(vec![FieldError::new("INVALID_TYPE", "No SObject Type defined in the attributes", &[])]));
+        return (
+            None,
+            Err(vec![FieldError::new(
+                "INVALID_TYPE",
+                "No SObject Type defined in the attributes",
+                &[],
+            )]),
+        );
     };
     let id = fields
         .iter()
@@ -105,12 +149,29 @@ fn prepare_one(org: &mut Org, record: &Value, kind: Kind) -> (Option<String>, Re
         .map(str::to_string);
     match kind {
         Kind::Update => match &id {
-            None => (None, Err(vec![FieldError::new("MISSING_ARGUMENT", "Id not specified in an update call", &["Id"])])),
-            Some(id) => (Some(id.clone()), org.prepare_update(Some(object), id, fields)),
+            None => (
+                None,
+                Err(vec![FieldError::new(
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call",
+                    &["Id"],
+                )]),
+            ),
+            Some(id) => (
+                Some(id.clone()),
+                org.prepare_update(Some(object), id, fields),
+            ),
         },
         Kind::Create => {
             if id.is_some() {
-                return (None, Err(vec![FieldError::new("INVALID_FIELD", "cannot specify Id in an insert call", &["Id"])]));
+                return (
+                    None,
+                    Err(vec![FieldError::new(
+                        "INVALID_FIELD",
+                        "cannot specify Id in an insert call",
+                        &["Id"],
+                    )]),
+                );
             }
             let without: Map<String, Value> = fields.clone();
             (None, org.prepare_create(object, &without))
@@ -119,11 +180,14 @@ fn prepare_one(org: &mut Org, record: &Value, kind: Kind) -> (Option<String>, Re
 }
 
 /// Commits what passed (nothing with `allOrNone` and a failure) and renders the results.
-fn finish(org: &mut Org, ctx: &CommitCtx, prepared: Vec<(Option<String>, Result<Op, Vec<FieldError>>)>, all_or_none: bool) -> Vec<Value> {
+fn finish(
+    org: &mut Org,
+    ctx: &CommitCtx,
+    prepared: Vec<Prepared>,
+    all_or_none: bool,
+) -> Vec<Value> {
     let failed = prepared.iter().any(|(_, r)| r.is_err());
-    let error_result = |errors: &[FieldError]| {
-        json!({"success": false, "errors": errors.iter().map(FieldError::to_json).collect::<Vec<_>>()})
-    };
+    let error_result = |errors: &[FieldError]| json!({"success": false, "errors": errors.iter().map(FieldError::to_json).collect::<Vec<_>>()});
     if all_or_none && failed {
         return prepared
             .iter()
@@ -133,7 +197,10 @@ fn finish(org: &mut Org, ctx: &CommitCtx, prepared: Vec<(Option<String>, Result<
             })
             .collect();
     }
-    let ops: Vec<Op> = prepared.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+    let ops: Vec<Op> = prepared
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
     let mut ids = org.commit(ctx, ops).into_iter();
     prepared
         .iter()
@@ -157,16 +224,31 @@ pub async fn delete(
     };
     let ids: Vec<String> = params
         .get("ids")
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if ids.is_empty() {
-        return sf_error(StatusCode::BAD_REQUEST, "MISSING_ARGUMENT", "ids parameter is required");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "MISSING_ARGUMENT",
+            "ids parameter is required",
+        );
     }
     if ids.len() > MAX_RECORDS {
         return too_many();
     }
-    let all_or_none = params.get("allOrNone").is_some_and(|s| s.eq_ignore_ascii_case("true"));
-    let ctx = CommitCtx { user, origin: http::change_origin("rest", &v, &headers) };
+    let all_or_none = params
+        .get("allOrNone")
+        .is_some_and(|s| s.eq_ignore_ascii_case("true"));
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, &headers),
+    };
     let results = {
         let mut org = sim.org_lock();
         let prepared = ids

@@ -13,7 +13,10 @@ pub const LATEST_VERSION: &str = "67.0";
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=UTF-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        )],
         body.to_string(),
     )
         .into_response()
@@ -36,11 +39,19 @@ pub fn not_found() -> Response {
 pub fn api_version(segment: &str) -> Option<String> {
     let number = segment.strip_prefix('v')?;
     let (major, minor) = number.split_once('.')?;
-    if major.is_empty() || minor.len() != 1 || !major.bytes().chain(minor.bytes()).all(|b| b.is_ascii_digit()) {
+    if major.is_empty()
+        || minor.len() != 1
+        || !major
+            .bytes()
+            .chain(minor.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let v: f64 = number.parse().ok()?;
-    (MIN_VERSION..=MAX_VERSION).contains(&v).then(|| number.to_string())
+    (MIN_VERSION..=MAX_VERSION)
+        .contains(&v)
+        .then(|| number.to_string())
 }
 
 /// The token of `Authorization: Bearer …` (or `OAuth …`, which some clients send).
@@ -57,7 +68,8 @@ pub fn call_client(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("sforce-call-options")?.to_str().ok()?;
     value.split(',').find_map(|opt| {
         let (k, v) = opt.trim().split_once('=')?;
-        (k.trim().eq_ignore_ascii_case("client") && !v.trim().is_empty()).then(|| v.trim().to_string())
+        (k.trim().eq_ignore_ascii_case("client") && !v.trim().is_empty())
+            .then(|| v.trim().to_string())
     })
 }
 
@@ -122,7 +134,8 @@ mod tests {
         assert_eq!(api_version("v99.0"), None);
         assert_eq!(api_version("59.0"), None);
         assert_eq!(api_version("v59"), None);
-        let f = form_decode(b"grant_type=client_credentials&client_id=a%2Bb&x=1+2").unwrap_or_default();
+        let f =
+            form_decode(b"grant_type=client_credentials&client_id=a%2Bb&x=1+2").unwrap_or_default();
         assert_eq!(f[1], ("client_id".to_string(), "a+b".to_string()));
         assert_eq!(f[2].1, "1 2");
         assert_eq!(form_decode(b"a=%zz"), None);

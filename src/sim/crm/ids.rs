@@ -34,7 +34,10 @@ pub fn suffix_of(id15: &str) -> String {
     for chunk in 0..3 {
         let mut bits = 0usize;
         for i in 0..5 {
-            if bytes.get(chunk * 5 + i).is_some_and(|b| b.is_ascii_uppercase()) {
+            if bytes
+                .get(chunk * 5 + i)
+                .is_some_and(|b| b.is_ascii_uppercase())
+            {
                 bits |= 1 << i;
             }
         }

@@ -52,7 +52,10 @@ impl RequestKind {
     }
 
     fn slot(self) -> usize {
-        RequestKind::ALL.iter().position(|k| *k == self).unwrap_or(6)
+        RequestKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(6)
     }
 }
 
@@ -161,13 +164,22 @@ mod tests {
 
     #[test]
     fn classifies_and_spends() {
-        assert_eq!(RequestKind::of("POST", "/services/oauth2/token"), RequestKind::Auth);
-        assert_eq!(RequestKind::of("GET", "/services/data/v59.0/query"), RequestKind::Query);
+        assert_eq!(
+            RequestKind::of("POST", "/services/oauth2/token"),
+            RequestKind::Auth
+        );
+        assert_eq!(
+            RequestKind::of("GET", "/services/data/v59.0/query"),
+            RequestKind::Query
+        );
         assert_eq!(
             RequestKind::of("PATCH", "/services/data/v59.0/composite/sobjects"),
             RequestKind::Write
         );
-        assert_eq!(RequestKind::of("PUT", "/services/data/v59.0/jobs/ingest/750/batches"), RequestKind::Bulk);
+        assert_eq!(
+            RequestKind::of("PUT", "/services/data/v59.0/jobs/ingest/750/batches"),
+            RequestKind::Bulk
+        );
         let mut u = Usage::new(2);
         assert_eq!(u.spend(), Ok((1, 2)));
         assert_eq!(u.spend(), Ok((2, 2)));

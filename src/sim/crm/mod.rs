@@ -11,6 +11,10 @@
 //! `composite`, `bulk`, `bayeux` (streaming), `admin` (test hooks), `limits` (daily budget and
 //! request log), `http` (shared helpers).
 
+// Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
+// built once per failed request, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
 mod admin;
 mod bayeux;
 mod bulk;
@@ -117,7 +121,11 @@ impl Sim {
     }
 
     /// Checks the path's API version and the token: `(version without the v, user)`.
-    pub(crate) fn api(&self, version: &str, headers: &axum::http::HeaderMap) -> Result<(String, u32), Response> {
+    pub(crate) fn api(
+        &self,
+        version: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(String, u32), Response> {
         let v = http::api_version(version).ok_or_else(http::not_found)?;
         let user = self.authenticate(headers)?;
         Ok((v, user))
@@ -195,17 +203,25 @@ fn router(sim: Arc<Sim>) -> Router {
     let data = "/services/data/{version}";
     Router::new()
         .route("/services/oauth2/token", post(oauth::token))
-        .route("/services/oauth2/revoke", post(oauth::revoke).get(oauth::revoke))
+        .route(
+            "/services/oauth2/revoke",
+            post(oauth::revoke).get(oauth::revoke),
+        )
         .route("/services/data", get(rest::versions))
         .route("/services/data/", get(rest::versions))
         .route(&format!("{data}/query"), get(rest::query))
         .route(&format!("{data}/queryAll"), get(rest::query_all))
         .route(&format!("{data}/query/{{locator}}"), get(rest::query_more))
-        .route(&format!("{data}/queryAll/{{locator}}"), get(rest::query_more))
+        .route(
+            &format!("{data}/queryAll/{{locator}}"),
+            get(rest::query_more),
+        )
         .route(&format!("{data}/sobjects/{{object}}"), post(rest::create))
         .route(
             &format!("{data}/sobjects/{{object}}/{{id}}"),
-            get(rest::get_record).patch(rest::update).delete(rest::delete),
+            get(rest::get_record)
+                .patch(rest::update)
+                .delete(rest::delete),
         )
         .route(
             &format!("{data}/composite/sobjects"),
@@ -218,13 +234,28 @@ fn router(sim: Arc<Sim>) -> Router {
             &format!("{data}/jobs/ingest/{{job}}"),
             get(bulk::job_info).patch(bulk::set_state),
         )
-        .route(&format!("{data}/jobs/ingest/{{job}}/batches"), put(bulk::upload))
-        .route(&format!("{data}/jobs/ingest/{{job}}/batches/"), put(bulk::upload))
-        .route(&format!("{data}/jobs/ingest/{{job}}/{{result}}"), get(bulk::results))
-        .route(&format!("{data}/jobs/ingest/{{job}}/{{result}}/"), get(bulk::results))
+        .route(
+            &format!("{data}/jobs/ingest/{{job}}/batches"),
+            put(bulk::upload),
+        )
+        .route(
+            &format!("{data}/jobs/ingest/{{job}}/batches/"),
+            put(bulk::upload),
+        )
+        .route(
+            &format!("{data}/jobs/ingest/{{job}}/{{result}}"),
+            get(bulk::results),
+        )
+        .route(
+            &format!("{data}/jobs/ingest/{{job}}/{{result}}/"),
+            get(bulk::results),
+        )
         .route("/cometd", post(bayeux::no_version))
         .route("/cometd/", post(bayeux::no_version))
-        .route("/cometd/{version}", post(bayeux::long_poll).get(bayeux::websocket))
+        .route(
+            "/cometd/{version}",
+            post(bayeux::long_poll).get(bayeux::websocket),
+        )
         .route("/cometd/{version}/{*rest}", post(bayeux::long_poll_suffix))
         .merge(admin::routes())
         .fallback(|| async { http::not_found() })
@@ -268,7 +299,10 @@ pub async fn start(
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::warn!(error = %err, "CRM simulator stopped with an error.");
         }
     });

@@ -109,13 +109,20 @@ impl Tokens {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    json_response(status, &json!({"error": error, "error_description": description}))
+    json_response(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
 }
 
 /// `POST /services/oauth2/token`.
 pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(form) = form_decode(&body) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "invalid request body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "invalid request body",
+        );
     };
     let param = |name: &str| {
         form.iter()
@@ -137,17 +144,29 @@ pub async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes)
                 }
             };
             let Some((_, expected)) = sim.config.clients.iter().find(|(c, _)| *c == id) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_client_id", "client identifier invalid");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_id",
+                    "client identifier invalid",
+                );
             };
             if !constant_time_eq(expected.expose().as_bytes(), secret.as_bytes()) {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", "invalid client credentials");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "invalid client credentials",
+                );
             }
             let user = sim.org_lock().run_as;
             success(&sim, user, expected.expose())
         }
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
             let Some(assertion) = param("assertion") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "invalid assertion");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "invalid assertion",
+                );
             };
             match verify_jwt(&sim, assertion) {
                 Ok((user, client_secret)) => success(&sim, user, &client_secret),
@@ -191,7 +210,10 @@ fn success(sim: &Sim, user: u32, signing_secret: &str) -> Response {
     let issued_at = super::org::now_ms().to_string();
     let id = format!("{}/id/{org_id}/{user_id}", sim.instance_url);
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, signing_secret.as_bytes());
-    let signature = STANDARD.encode(ring::hmac::sign(&key, format!("{id}{issued_at}").as_bytes()));
+    let signature = STANDARD.encode(ring::hmac::sign(
+        &key,
+        format!("{id}{issued_at}").as_bytes(),
+    ));
     json_response(
         StatusCode::OK,
         &json!({
@@ -214,9 +236,17 @@ fn b64url(part: &str) -> Option<Vec<u8>> {
 /// `sub` a known username, `aud` accepted, `exp` in the future. Returns the user and the
 /// client's secret (to sign the response).
 fn verify_jwt(sim: &Sim, assertion: &str) -> Result<(u32, String), Response> {
-    let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "invalid assertion");
+    let invalid = || {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "invalid assertion",
+        )
+    };
     let mut parts = assertion.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(invalid());
     };
     let header: Value = b64url(h)
@@ -240,11 +270,20 @@ fn verify_jwt(sim: &Sim, assertion: &str) -> Result<(u32, String), Response> {
         .ok_or_else(invalid)?;
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
     let Some((_, secret)) = sim.config.clients.iter().find(|(c, _)| c == iss) else {
-        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_client_id", "client identifier invalid"));
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_id",
+            "client identifier invalid",
+        ));
     };
     let aud_ok = |a: &str| {
         let a = a.trim_end_matches('/');
-        a == sim.instance_url || sim.config.jwt_audiences.iter().any(|x| x.trim_end_matches('/') == a)
+        a == sim.instance_url
+            || sim
+                .config
+                .jwt_audiences
+                .iter()
+                .any(|x| x.trim_end_matches('/') == a)
     };
     let aud_valid = match claims.get("aud") {
         Some(Value::String(a)) => aud_ok(a),
@@ -252,18 +291,30 @@ fn verify_jwt(sim: &Sim, assertion: &str) -> Result<(u32, String), Response> {
         _ => false,
     };
     if !aud_valid {
-        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "audience is invalid"));
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "audience is invalid",
+        ));
     }
     let now = super::org::now_ms() / 1000;
     match claims.get("exp").and_then(Value::as_i64) {
         Some(exp) if exp > now => {}
         _ => {
-            return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "expired authorization code"));
+            return Err(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "expired authorization code",
+            ));
         }
     }
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
     let Some(user) = sim.org_lock().user_by_name(sub) else {
-        return Err(oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "user hasn't approved this consumer"));
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "user hasn't approved this consumer",
+        ));
     };
     Ok((user, secret.expose().to_string()))
 }
@@ -274,9 +325,16 @@ pub async fn revoke(State(sim): State<Arc<Sim>>, uri: axum::http::Uri, body: Byt
     if let Some(q) = uri.query() {
         pairs.extend(form_decode(q.as_bytes()).unwrap_or_default());
     }
-    let token = pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone());
+    let token = pairs
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone());
     match token {
         Some(t) if sim.tokens_lock().revoke(&t) => StatusCode::OK.into_response(),
-        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_token_type", "this token type is not supported"),
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_token_type",
+            "this token type is not supported",
+        ),
     }
 }

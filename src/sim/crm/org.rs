@@ -115,7 +115,11 @@ impl Org {
         let org_id = match seed.org_id.len() {
             15 => format!("{}{}", seed.org_id, ids::suffix_of(&seed.org_id)),
             18 => seed.org_id.clone(),
-            _ => return Err(SeedError::Invalid("org id must have 15 or 18 characters".into())),
+            _ => {
+                return Err(SeedError::Invalid(
+                    "org id must have 15 or 18 characters".into(),
+                ));
+            }
         };
         let mut org = Org {
             org_id,
@@ -252,17 +256,15 @@ impl Org {
             };
             map.insert(k.clone(), v);
         }
-        let changes = self
-            .check_fields(table, &map, true)
-            .map_err(|errs| {
-                SeedError::Invalid(format!(
-                    "{object} record: {}",
-                    errs.iter()
-                        .map(|e| e.message.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ))
-            })?;
+        let changes = self.check_fields(table, &map, true).map_err(|errs| {
+            SeedError::Invalid(format!(
+                "{object} record: {}",
+                errs.iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
         let r = self.insert(table, changes, owner, now);
         Ok(self.id_of(r))
     }
@@ -449,14 +451,15 @@ impl Org {
             return Ok(());
         };
         let target = self.resolve_id(id).filter(|r| {
-            self.def(r.table).is_some_and(|d| to.iter().any(|t| t == &d.name))
+            self.def(r.table)
+                .is_some_and(|d| to.iter().any(|t| t == &d.name))
                 && self.record(*r).is_some_and(|rec| !rec.deleted)
         });
         match target {
             Some(_) => Ok(()),
             None => Err(FieldError::new(
                 "INVALID_CROSS_REFERENCE_KEY",
-                format!("invalid cross reference id"),
+                "invalid cross reference id",
                 &[&field.name],
             )),
         }
@@ -471,7 +474,11 @@ impl Org {
     ) -> Result<Op, Vec<FieldError>> {
         let r = self.prepare_target(object, id)?;
         if self.record(r).is_some_and(|rec| rec.deleted) {
-            return Err(vec![FieldError::new("ENTITY_IS_DELETED", "entity is deleted", &[])]);
+            return Err(vec![FieldError::new(
+                "ENTITY_IS_DELETED",
+                "entity is deleted",
+                &[],
+            )]);
         }
         let changes = self.check_fields(r.table, fields, false)?;
         self.take_lock(id)?;
@@ -508,13 +515,21 @@ impl Org {
             }]);
         }
         self.take_lock(id)?;
-        Ok(if undelete { Op::Undelete { r } } else { Op::Delete { r } })
+        Ok(if undelete {
+            Op::Undelete { r }
+        } else {
+            Op::Delete { r }
+        })
     }
 
     fn prepare_target(&self, object: Option<&str>, id: &str) -> Result<RecordRef, Vec<FieldError>> {
         let r = self.resolve_id(id).filter(|r| r.table != USER_TABLE);
         match (r, object) {
-            (Some(r), Some(o)) if !self.def(r.table).is_some_and(|d| d.name.eq_ignore_ascii_case(o)) => {
+            (Some(r), Some(o))
+                if !self
+                    .def(r.table)
+                    .is_some_and(|d| d.name.eq_ignore_ascii_case(o)) =>
+            {
                 Err(vec![FieldError::new(
                     "MALFORMED_ID",
                     format!("{o} ID: id value of incorrect type: {id}"),
@@ -522,9 +537,13 @@ impl Org {
                 )])
             }
             (Some(r), _) => Ok(r),
-            (None, _) if ids::looks_like_id(id) && ids::parse_id(id).is_some() => Err(vec![
-                FieldError::new("ENTITY_IS_DELETED", "entity is deleted", &[]),
-            ]),
+            (None, _) if ids::looks_like_id(id) && ids::parse_id(id).is_some() => {
+                Err(vec![FieldError::new(
+                    "ENTITY_IS_DELETED",
+                    "entity is deleted",
+                    &[],
+                )])
+            }
             (None, _) => Err(vec![FieldError::new(
                 "MALFORMED_ID",
                 format!("malformed id {id}"),
@@ -545,7 +564,13 @@ impl Org {
         )])
     }
 
-    fn insert(&mut self, table: usize, changes: Vec<(usize, Val)>, user: u32, at: i64) -> RecordRef {
+    fn insert(
+        &mut self,
+        table: usize,
+        changes: Vec<(usize, Val)>,
+        user: u32,
+        at: i64,
+    ) -> RecordRef {
         let t = &mut self.tables[table];
         let mut values = vec![Val::Null; t.def.slots].into_boxed_slice();
         let mut owner = user;
@@ -626,13 +651,35 @@ impl Org {
                 }
             } else {
                 seq += 1;
-                self.push_event(r.table, vec![id.clone()], change_type, &ctx.origin, &tx, seq, at, &user_id, changed, body);
+                self.push_event(
+                    r.table,
+                    vec![id.clone()],
+                    change_type,
+                    &ctx.origin,
+                    &tx,
+                    seq,
+                    at,
+                    &user_id,
+                    changed,
+                    body,
+                );
             }
             ids_out.push(id);
         }
         for table in overflowed {
             seq += 1;
-            self.push_event(table, Vec::new(), "GAP_OVERFLOW", &ctx.origin, &tx, seq, at, &user_id, Vec::new(), Map::new());
+            self.push_event(
+                table,
+                Vec::new(),
+                "GAP_OVERFLOW",
+                &ctx.origin,
+                &tx,
+                seq,
+                at,
+                &user_id,
+                Vec::new(),
+                Map::new(),
+            );
         }
         self.events.expire(now_ms());
         ids_out
@@ -656,14 +703,32 @@ impl Org {
             }
         }
         if let Some((table, body, changed)) = first {
-            self.push_event(table, ids_out.clone(), "UPDATE", &ctx.origin, &tx, 1, at, &user_id, changed, body);
+            self.push_event(
+                table,
+                ids_out.clone(),
+                "UPDATE",
+                &ctx.origin,
+                &tx,
+                1,
+                at,
+                &user_id,
+                changed,
+                body,
+            );
         }
         ids_out
     }
 
     /// Emits a header-only gap event (`GAP_UPDATE`, `GAP_OVERFLOW`, …); with `ops`, the records
     /// change too, as a database-level change would, without any other event.
-    pub fn commit_gap(&mut self, ctx: &CommitCtx, table: usize, change_type: &str, record_ids: Vec<String>, ops: Vec<Op>) {
+    pub fn commit_gap(
+        &mut self,
+        ctx: &CommitCtx,
+        table: usize,
+        change_type: &str,
+        record_ids: Vec<String>,
+        ops: Vec<Op>,
+    ) {
         let at = self.commit_clock();
         for op in ops {
             if let Op::Update { r, changes } = op {
@@ -672,7 +737,18 @@ impl Org {
         }
         let tx = transaction_key();
         let user_id = self.user_id(ctx.user);
-        self.push_event(table, record_ids, change_type, &ctx.origin, &tx, 1, at, &user_id, Vec::new(), Map::new());
+        self.push_event(
+            table,
+            record_ids,
+            change_type,
+            &ctx.origin,
+            &tx,
+            1,
+            at,
+            &user_id,
+            Vec::new(),
+            Map::new(),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -715,7 +791,11 @@ impl Org {
     }
 
     fn touch(&mut self, r: RecordRef, user: u32, at: i64, deleted: Option<bool>) {
-        if let Some(rec) = self.tables.get_mut(r.table).and_then(|t| t.records.get_mut(r.idx)) {
+        if let Some(rec) = self
+            .tables
+            .get_mut(r.table)
+            .and_then(|t| t.records.get_mut(r.idx))
+        {
             rec.modified = at;
             rec.modified_by = user;
             rec.modstamp = at;
@@ -726,7 +806,13 @@ impl Org {
     }
 
     /// Writes the changes; returns the UPDATE body and its changedFields.
-    fn apply_update(&mut self, r: RecordRef, changes: Vec<(usize, Val)>, user: u32, at: i64) -> (Map<String, Value>, Vec<String>) {
+    fn apply_update(
+        &mut self,
+        r: RecordRef,
+        changes: Vec<(usize, Val)>,
+        user: u32,
+        at: i64,
+    ) -> (Map<String, Value>, Vec<String>) {
         let Some(def) = self.def(r.table).map(Arc::clone) else {
             return (Map::new(), Vec::new());
         };
@@ -734,7 +820,9 @@ impl Org {
         let mut changed = Vec::new();
         let previous_modifier = self.record(r).map(|rec| rec.modified_by);
         for (fi, v) in changes {
-            let Some(field) = def.fields.get(fi) else { continue };
+            let Some(field) = def.fields.get(fi) else {
+                continue;
+            };
             let old = self.get(r, field);
             if old == v {
                 continue;
@@ -753,7 +841,10 @@ impl Org {
                 Storage::System(SystemField::OwnerId) => {
                     if let Val::Str(id) = &v
                         && let Some((_, n)) = ids::parse_id(id)
-                        && let Some(rec) = self.tables.get_mut(r.table).and_then(|t| t.records.get_mut(r.idx))
+                        && let Some(rec) = self
+                            .tables
+                            .get_mut(r.table)
+                            .and_then(|t| t.records.get_mut(r.idx))
                     {
                         rec.owner = n.saturating_sub(1) as u32;
                     }
@@ -779,7 +870,10 @@ impl Org {
         }
         self.touch(r, user, at, None);
         changed.push("LastModifiedDate".into());
-        body.insert("LastModifiedDate".into(), Value::String(values::event_datetime(at)));
+        body.insert(
+            "LastModifiedDate".into(),
+            Value::String(values::event_datetime(at)),
+        );
         if previous_modifier != Some(user) {
             changed.push("LastModifiedById".into());
             body.insert("LastModifiedById".into(), Value::String(self.user_id(user)));
@@ -796,8 +890,9 @@ impl Org {
         for field in &def.fields {
             let skip = matches!(
                 field.storage,
-                Storage::System(SystemField::Id | SystemField::IsDeleted | SystemField::SystemModstamp)
-                    | Storage::Compound
+                Storage::System(
+                    SystemField::Id | SystemField::IsDeleted | SystemField::SystemModstamp
+                ) | Storage::Compound
             );
             if skip {
                 continue;

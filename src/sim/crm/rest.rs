@@ -83,13 +83,23 @@ pub async fn query_all(
     run_query(&sim, &version, params, &headers, true)
 }
 
-fn run_query(sim: &Sim, version: &str, params: HashMap<String, String>, headers: &HeaderMap, all_rows: bool) -> Response {
+fn run_query(
+    sim: &Sim,
+    version: &str,
+    params: HashMap<String, String>,
+    headers: &HeaderMap,
+    all_rows: bool,
+) -> Response {
     let (v, _user) = match sim.api(version, headers) {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     let Some(text) = params.get("q").filter(|q| !q.trim().is_empty()) else {
-        return sf_error(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "A query string has to be specified");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        );
     };
     let batch = http::query_batch_size(headers)
         .unwrap_or(sim.config.query_batch_size)
@@ -114,7 +124,10 @@ fn run_query(sim: &Sim, version: &str, params: HashMap<String, String>, headers:
         Page::More(mut body, next) => {
             let id = sim.cursors_lock().insert(cursor);
             if let Value::Object(m) = &mut body {
-                m.insert("nextRecordsUrl".into(), Value::String(format!("/services/data/v{v}/query/{id}-{next}")));
+                m.insert(
+                    "nextRecordsUrl".into(),
+                    Value::String(format!("/services/data/v{v}/query/{id}-{next}")),
+                );
             }
             json_response(StatusCode::OK, &body)
         }
@@ -126,7 +139,14 @@ enum Page {
     More(Value, usize),
 }
 
-fn render_page(_sim: &Sim, org: &super::org::Org, v: &str, cursor: &Cursor, from: usize, locator: Option<&str>) -> Page {
+fn render_page(
+    _sim: &Sim,
+    org: &super::org::Org,
+    v: &str,
+    cursor: &Cursor,
+    from: usize,
+    locator: Option<&str>,
+) -> Page {
     let end = (from + cursor.batch).min(cursor.rows.len());
     let records: Vec<Value> = cursor
         .rows
@@ -146,12 +166,22 @@ fn render_page(_sim: &Sim, org: &super::org::Org, v: &str, cursor: &Cursor, from
 }
 
 /// `GET …/query/01g…-2000`: the next page of an earlier query.
-pub async fn query_more(State(sim): State<Arc<Sim>>, Path((version, locator)): Path<(String, String)>, headers: HeaderMap) -> Response {
+pub async fn query_more(
+    State(sim): State<Arc<Sim>>,
+    Path((version, locator)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let (v, _user) = match sim.api(&version, &headers) {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let invalid = || sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+    let invalid = || {
+        sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        )
+    };
     let Some((id, offset)) = locator.split_once('-') else {
         return invalid();
     };
@@ -159,7 +189,10 @@ pub async fn query_more(State(sim): State<Arc<Sim>>, Path((version, locator)): P
         return invalid();
     };
     let mut cursors = sim.cursors_lock();
-    let expired = cursors.map.get(id).is_some_and(|c| c.created.elapsed() > CURSOR_TTL);
+    let expired = cursors
+        .map
+        .get(id)
+        .is_some_and(|c| c.created.elapsed() > CURSOR_TTL);
     if expired {
         cursors.map.remove(id);
     }
@@ -176,7 +209,10 @@ pub async fn query_more(State(sim): State<Arc<Sim>>, Path((version, locator)): P
         Page::Done(body) => json_response(StatusCode::OK, &body),
         Page::More(mut body, next) => {
             if let Value::Object(m) = &mut body {
-                m.insert("nextRecordsUrl".into(), Value::String(format!("/services/data/v{v}/query/{id}-{next}")));
+                m.insert(
+                    "nextRecordsUrl".into(),
+                    Value::String(format!("/services/data/v{v}/query/{id}-{next}")),
+                );
             }
             json_response(StatusCode::OK, &body)
         }
@@ -201,9 +237,11 @@ fn lookup(org: &super::org::Org, object: &str, id: &str) -> Result<RecordRef, Re
         return Err(not_found());
     };
     match org.resolve_id(id).filter(|r| r.table == table) {
-        Some(r) if org.record(r).is_some_and(|rec| rec.deleted) => {
-            Err(sf_error(StatusCode::NOT_FOUND, "ENTITY_IS_DELETED", "entity is deleted"))
-        }
+        Some(r) if org.record(r).is_some_and(|rec| rec.deleted) => Err(sf_error(
+            StatusCode::NOT_FOUND,
+            "ENTITY_IS_DELETED",
+            "entity is deleted",
+        )),
         Some(r) => Ok(r),
         None => Err(sf_error(
             StatusCode::NOT_FOUND,
@@ -241,7 +279,10 @@ pub async fn get_record(
                         return sf_error(
                             StatusCode::BAD_REQUEST,
                             "INVALID_FIELD",
-                            &format!("No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.", def.name),
+                            &format!(
+                                "No such column '{name}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+                                def.name
+                            ),
                         );
                     }
                 }
@@ -250,7 +291,10 @@ pub async fn get_record(
         }
         None => None,
     };
-    json_response(StatusCode::OK, &org.rest_record(r, &format!("v{v}"), only.as_deref()))
+    json_response(
+        StatusCode::OK,
+        &org.rest_record(r, &format!("v{v}"), only.as_deref()),
+    )
 }
 
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
@@ -264,7 +308,11 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
         Err(e) => Err(sf_error(
             StatusCode::BAD_REQUEST,
             "JSON_PARSER_ERROR",
-            &format!("Unexpected character at [line:{}, column:{}]", e.line(), e.column()),
+            &format!(
+                "Unexpected character at [line:{}, column:{}]",
+                e.line(),
+                e.column()
+            ),
         )),
     }
 }
@@ -283,14 +331,25 @@ pub async fn update(
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    let since = match headers.get("if-unmodified-since").map(|h| h.to_str().ok().and_then(|s| chrono::DateTime::parse_from_rfc2822(s).ok())) {
+    let since = match headers.get("if-unmodified-since").map(|h| {
+        h.to_str()
+            .ok()
+            .and_then(|s| chrono::DateTime::parse_from_rfc2822(s).ok())
+    }) {
         None => None,
         Some(Some(t)) => Some(t.timestamp()),
         Some(None) => {
-            return sf_error(StatusCode::BAD_REQUEST, "INVALID_HEADER", "Invalid If-Unmodified-Since header value");
+            return sf_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_HEADER",
+                "Invalid If-Unmodified-Since header value",
+            );
         }
     };
-    let ctx = CommitCtx { user, origin: http::change_origin("rest", &v, &headers) };
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, &headers),
+    };
     {
         let mut org = sim.org_lock();
         let r = match lookup(&org, &object, &id) {
@@ -330,7 +389,10 @@ pub async fn create(
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    let ctx = CommitCtx { user, origin: http::change_origin("rest", &v, &headers) };
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, &headers),
+    };
     let id = {
         let mut org = sim.org_lock();
         if org.table_index(&object).is_none() {
@@ -343,7 +405,10 @@ pub async fn create(
         org.commit(&ctx, vec![op]).pop().unwrap_or_default()
     };
     sim.notify();
-    json_response(StatusCode::CREATED, &json!({"id": id, "success": true, "errors": []}))
+    json_response(
+        StatusCode::CREATED,
+        &json!({"id": id, "success": true, "errors": []}),
+    )
 }
 
 pub async fn delete(
@@ -355,7 +420,10 @@ pub async fn delete(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let ctx = CommitCtx { user, origin: http::change_origin("rest", &v, &headers) };
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, &headers),
+    };
     {
         let mut org = sim.org_lock();
         if let Err(resp) = lookup(&org, &object, &id) {

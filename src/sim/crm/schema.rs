@@ -135,15 +135,27 @@ impl ObjectDef {
                 ..system("OwnerId", user(), SystemField::OwnerId)
             });
         }
-        fields.push(system("IsDeleted", FieldType::Boolean, SystemField::IsDeleted));
-        fields.push(system("CreatedDate", FieldType::DateTime, SystemField::CreatedDate));
+        fields.push(system(
+            "IsDeleted",
+            FieldType::Boolean,
+            SystemField::IsDeleted,
+        ));
+        fields.push(system(
+            "CreatedDate",
+            FieldType::DateTime,
+            SystemField::CreatedDate,
+        ));
         fields.push(system("CreatedById", user(), SystemField::CreatedById));
         fields.push(system(
             "LastModifiedDate",
             FieldType::DateTime,
             SystemField::LastModifiedDate,
         ));
-        fields.push(system("LastModifiedById", user(), SystemField::LastModifiedById));
+        fields.push(system(
+            "LastModifiedById",
+            user(),
+            SystemField::LastModifiedById,
+        ));
         fields.push(system(
             "SystemModstamp",
             FieldType::DateTime,

@@ -216,8 +216,7 @@ impl Seed {
         let raw: RawSeed = toml::from_str(text)?;
         let mut objects = Vec::new();
         for o in raw.object {
-            if o.key_prefix.len() != 3 || !o.key_prefix.bytes().all(|b| b.is_ascii_alphanumeric())
-            {
+            if o.key_prefix.len() != 3 || !o.key_prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(SeedError::Invalid(format!(
                     "object {}: key_prefix must be 3 letters or digits",
                     o.name
@@ -244,7 +243,11 @@ impl Seed {
                     }
                 };
                 if ty == FieldType::Address {
-                    let stem = f.name.strip_suffix("Address").unwrap_or(&f.name).to_string();
+                    let stem = f
+                        .name
+                        .strip_suffix("Address")
+                        .unwrap_or(&f.name)
+                        .to_string();
                     for part in &f.parts {
                         fields.push(FieldSpec {
                             name: format!("{stem}{part}"),
@@ -279,7 +282,9 @@ impl Seed {
             })
             .collect::<Vec<_>>();
         if users.is_empty() {
-            return Err(SeedError::Invalid("a seed needs at least one [[user]]".into()));
+            return Err(SeedError::Invalid(
+                "a seed needs at least one [[user]]".into(),
+            ));
         }
         let records = raw
             .record

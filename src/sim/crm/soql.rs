@@ -146,24 +146,36 @@ fn lex(text: &str, ctx: &Ctx<'_>) -> Result<Vec<Token>, SoqlError> {
                     }
                 }
             }
-            out.push(Token { tok: Tok::Str(s), pos: start });
+            out.push(Token {
+                tok: Tok::Str(s),
+                pos: start,
+            });
             continue;
         }
         if c.is_ascii_digit() || (c == b'-' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             i += 1;
             while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b':' | b'.' | b'-' | b'+'))
+                && (bytes[i].is_ascii_alphanumeric()
+                    || matches!(bytes[i], b':' | b'.' | b'-' | b'+'))
             {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Lit(text[start..i].to_string()), pos: start });
+            out.push(Token {
+                tok: Tok::Lit(text[start..i].to_string()),
+                pos: start,
+            });
             continue;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.')) {
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.'))
+            {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Word(text[start..i].to_string()), pos: start });
+            out.push(Token {
+                tok: Tok::Word(text[start..i].to_string()),
+                pos: start,
+            });
             continue;
         }
         let two = text.get(i..i + 2).unwrap_or("");
@@ -175,7 +187,10 @@ fn lex(text: &str, ctx: &Ctx<'_>) -> Result<Vec<Token>, SoqlError> {
             _ => None,
         };
         if let Some(op) = op {
-            out.push(Token { tok: Tok::Op(op), pos: start });
+            out.push(Token {
+                tok: Tok::Op(op),
+                pos: start,
+            });
             i += 2;
             continue;
         }
@@ -191,7 +206,10 @@ fn lex(text: &str, ctx: &Ctx<'_>) -> Result<Vec<Token>, SoqlError> {
                 return Err(ctx.malformed(start, &format!("unexpected token: '{ch}'")));
             }
         };
-        out.push(Token { tok: Tok::Op(op), pos: start });
+        out.push(Token {
+            tok: Tok::Op(op),
+            pos: start,
+        });
         i += 1;
     }
     Ok(out)
@@ -219,19 +237,26 @@ impl Parser<'_> {
     }
     fn unexpected(&self) -> SoqlError {
         match self.peek() {
-            None => self.ctx.malformed(self.ctx.text.len(), "unexpected token: '<EOF>'"),
+            None => self
+                .ctx
+                .malformed(self.ctx.text.len(), "unexpected token: '<EOF>'"),
             Some(t) => {
                 let shown = match &t.tok {
                     Tok::Word(w) | Tok::Lit(w) => w.clone(),
                     Tok::Str(s) => format!("'{s}'"),
                     Tok::Op(o) => (*o).to_string(),
                 };
-                self.ctx.malformed(t.pos, &format!("unexpected token: '{shown}'"))
+                self.ctx
+                    .malformed(t.pos, &format!("unexpected token: '{shown}'"))
             }
         }
     }
     fn expect_kw(&mut self, kw: &str) -> Result<(), SoqlError> {
-        if self.eat_kw(kw) { Ok(()) } else { Err(self.unexpected()) }
+        if self.eat_kw(kw) {
+            Ok(())
+        } else {
+            Err(self.unexpected())
+        }
     }
     fn eat_op(&mut self, op: &str) -> bool {
         let yes = matches!(self.peek(), Some(Token { tok: Tok::Op(o), .. }) if *o == op);
@@ -242,7 +267,10 @@ impl Parser<'_> {
     }
     fn ident(&mut self) -> Result<(String, usize), SoqlError> {
         match self.peek() {
-            Some(Token { tok: Tok::Word(w), pos }) if !is_reserved(w) => {
+            Some(Token {
+                tok: Tok::Word(w),
+                pos,
+            }) if !is_reserved(w) => {
                 let out = (w.clone(), *pos);
                 self.at += 1;
                 Ok(out)
@@ -259,7 +287,11 @@ impl Parser<'_> {
         }
         self.expect_kw("FROM")?;
         let (object, object_pos) = self.ident()?;
-        let filter = if self.eat_kw("WHERE") { Some(self.or()?) } else { None };
+        let filter = if self.eat_kw("WHERE") {
+            Some(self.or()?)
+        } else {
+            None
+        };
         let mut order = Vec::new();
         if self.eat_kw("ORDER") {
             self.expect_kw("BY")?;
@@ -280,23 +312,46 @@ impl Parser<'_> {
                         nulls_last = false;
                     }
                 }
-                order.push(OrderKey { field, pos, desc, nulls_last });
+                order.push(OrderKey {
+                    field,
+                    pos,
+                    desc,
+                    nulls_last,
+                });
                 if !self.eat_op(",") {
                     break;
                 }
             }
         }
-        let limit = if self.eat_kw("LIMIT") { Some(self.count()?) } else { None };
-        let offset = if self.eat_kw("OFFSET") { self.count()? } else { 0 };
+        let limit = if self.eat_kw("LIMIT") {
+            Some(self.count()?)
+        } else {
+            None
+        };
+        let offset = if self.eat_kw("OFFSET") {
+            self.count()?
+        } else {
+            0
+        };
         if self.peek().is_some() {
             return Err(self.unexpected());
         }
-        Ok(Query { fields, object, object_pos, filter, order, limit, offset })
+        Ok(Query {
+            fields,
+            object,
+            object_pos,
+            filter,
+            order,
+            limit,
+            offset,
+        })
     }
 
     fn count(&mut self) -> Result<usize, SoqlError> {
         match self.peek() {
-            Some(Token { tok: Tok::Lit(n), .. }) => match n.parse::<usize>() {
+            Some(Token {
+                tok: Tok::Lit(n), ..
+            }) => match n.parse::<usize>() {
                 Ok(v) => {
                     self.at += 1;
                     Ok(v)
@@ -347,7 +402,12 @@ impl Parser<'_> {
             if !self.eat_op(")") {
                 return Err(self.unexpected());
             }
-            return Ok(Expr::In { field, pos, negated, values });
+            return Ok(Expr::In {
+                field,
+                pos,
+                negated,
+                values,
+            });
         }
         if negated {
             return Err(self.unexpected());
@@ -356,9 +416,9 @@ impl Parser<'_> {
             "LIKE"
         } else {
             match self.peek() {
-                Some(Token { tok: Tok::Op(o), .. })
-                    if matches!(*o, "=" | "!=" | "<" | "<=" | ">" | ">=") =>
-                {
+                Some(Token {
+                    tok: Tok::Op(o), ..
+                }) if matches!(*o, "=" | "!=" | "<" | "<=" | ">" | ">=") => {
                     let o = *o;
                     self.at += 1;
                     o
@@ -367,7 +427,13 @@ impl Parser<'_> {
             }
         };
         let (value, value_pos) = self.literal()?;
-        Ok(Expr::Cmp { field, pos, op, value, value_pos })
+        Ok(Expr::Cmp {
+            field,
+            pos,
+            op,
+            value,
+            value_pos,
+        })
     }
 
     fn literal(&mut self) -> Result<(Literal, usize), SoqlError> {
@@ -389,8 +455,8 @@ impl Parser<'_> {
 
 fn is_reserved(w: &str) -> bool {
     const RESERVED: &[&str] = &[
-        "select", "from", "where", "and", "or", "not", "in", "order", "by", "asc", "desc",
-        "nulls", "limit", "offset", "like", "null", "true", "false",
+        "select", "from", "where", "and", "or", "not", "in", "order", "by", "asc", "desc", "nulls",
+        "limit", "offset", "like", "null", "true", "false",
     ];
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w))
 }
@@ -399,7 +465,11 @@ fn is_reserved(w: &str) -> bool {
 pub fn parse(text: &str) -> Result<Query, SoqlError> {
     let ctx = Ctx { text };
     let toks = lex(text, &ctx)?;
-    let mut p = Parser { toks, at: 0, ctx: &ctx };
+    let mut p = Parser {
+        toks,
+        at: 0,
+        ctx: &ctx,
+    };
     p.query()
 }
 
@@ -419,8 +489,16 @@ enum BExpr {
     And(Box<BExpr>, Box<BExpr>),
     Or(Box<BExpr>, Box<BExpr>),
     Not(Box<BExpr>),
-    Cmp { field: usize, op: &'static str, value: Val },
-    In { field: usize, negated: bool, values: Vec<Val> },
+    Cmp {
+        field: usize,
+        op: &'static str,
+        value: Val,
+    },
+    In {
+        field: usize,
+        negated: bool,
+        values: Vec<Val>,
+    },
 }
 
 /// Parses and binds a query to the org.
@@ -437,7 +515,10 @@ pub fn prepare(text: &str, org: &Org) -> Result<Bound, SoqlError> {
             ),
         ));
     };
-    let def = org.def(table).map(std::sync::Arc::clone).ok_or_else(|| ctx.malformed(0, "no such object"))?;
+    let def = org
+        .def(table)
+        .map(std::sync::Arc::clone)
+        .ok_or_else(|| ctx.malformed(0, "no such object"))?;
     let field = |name: &str, pos: usize| -> Result<usize, SoqlError> {
         def.field_index(name).ok_or_else(|| {
             ctx.error(
@@ -458,28 +539,69 @@ pub fn prepare(text: &str, org: &Org) -> Result<Bound, SoqlError> {
         }
         fields.push(fi);
     }
-    fn bind(e: &Expr, def: &super::schema::ObjectDef, field: &dyn Fn(&str, usize) -> Result<usize, SoqlError>, ctx: &Ctx<'_>) -> Result<BExpr, SoqlError> {
+    fn bind(
+        e: &Expr,
+        def: &super::schema::ObjectDef,
+        field: &dyn Fn(&str, usize) -> Result<usize, SoqlError>,
+        ctx: &Ctx<'_>,
+    ) -> Result<BExpr, SoqlError> {
         Ok(match e {
-            Expr::And(a, b) => BExpr::And(Box::new(bind(a, def, field, ctx)?), Box::new(bind(b, def, field, ctx)?)),
-            Expr::Or(a, b) => BExpr::Or(Box::new(bind(a, def, field, ctx)?), Box::new(bind(b, def, field, ctx)?)),
+            Expr::And(a, b) => BExpr::And(
+                Box::new(bind(a, def, field, ctx)?),
+                Box::new(bind(b, def, field, ctx)?),
+            ),
+            Expr::Or(a, b) => BExpr::Or(
+                Box::new(bind(a, def, field, ctx)?),
+                Box::new(bind(b, def, field, ctx)?),
+            ),
             Expr::Not(a) => BExpr::Not(Box::new(bind(a, def, field, ctx)?)),
-            Expr::Cmp { field: name, pos, op, value, value_pos } => {
+            Expr::Cmp {
+                field: name,
+                pos,
+                op,
+                value,
+                value_pos,
+            } => {
                 let fi = field(name, *pos)?;
                 let f = &def.fields[fi];
                 if f.storage == Storage::Compound {
-                    return Err(ctx.error("INVALID_FIELD", *pos, &format!("field '{}' can not be filtered in a query call", f.name)));
+                    return Err(ctx.error(
+                        "INVALID_FIELD",
+                        *pos,
+                        &format!("field '{}' can not be filtered in a query call", f.name),
+                    ));
                 }
                 let value = typed(f, value, *value_pos, ctx)?;
                 if *op == "LIKE" && !matches!(value, Val::Str(_)) {
-                    return Err(ctx.error("INVALID_FIELD", *pos, &format!("invalid operator on {} field: {}", f.ty.name(), f.name)));
+                    return Err(ctx.error(
+                        "INVALID_FIELD",
+                        *pos,
+                        &format!("invalid operator on {} field: {}", f.ty.name(), f.name),
+                    ));
                 }
-                BExpr::Cmp { field: fi, op, value }
+                BExpr::Cmp {
+                    field: fi,
+                    op,
+                    value,
+                }
             }
-            Expr::In { field: name, pos, negated, values } => {
+            Expr::In {
+                field: name,
+                pos,
+                negated,
+                values,
+            } => {
                 let fi = field(name, *pos)?;
                 let f = &def.fields[fi];
-                let values = values.iter().map(|(v, p)| typed(f, v, *p, ctx)).collect::<Result<Vec<_>, _>>()?;
-                BExpr::In { field: fi, negated: *negated, values }
+                let values = values
+                    .iter()
+                    .map(|(v, p)| typed(f, v, *p, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                BExpr::In {
+                    field: fi,
+                    negated: *negated,
+                    values,
+                }
             }
         })
     }
@@ -491,7 +613,14 @@ pub fn prepare(text: &str, org: &Org) -> Result<Bound, SoqlError> {
     for k in &q.order {
         order.push((field(&k.field, k.pos)?, k.desc, k.nulls_last));
     }
-    Ok(Bound { table, fields, filter, order, limit: q.limit, offset: q.offset })
+    Ok(Bound {
+        table,
+        fields,
+        filter,
+        order,
+        limit: q.limit,
+        offset: q.offset,
+    })
 }
 
 fn typed(f: &FieldDef, lit: &Literal, pos: usize, ctx: &Ctx<'_>) -> Result<Val, SoqlError> {
@@ -499,18 +628,25 @@ fn typed(f: &FieldDef, lit: &Literal, pos: usize, ctx: &Ctx<'_>) -> Result<Val, 
         ctx.error(
             "INVALID_FIELD",
             pos,
-            &format!("value of filter criterion for field '{}' must be of type {what}", f.name),
+            &format!(
+                "value of filter criterion for field '{}' must be of type {what}",
+                f.name
+            ),
         )
     };
     Ok(match (lit, &f.ty) {
         (Literal::Null, _) => Val::Null,
         (Literal::Bool(b), FieldType::Boolean) => Val::Bool(*b),
-        (_, FieldType::Boolean) => return Err(wrong("boolean and should not be enclosed in quotes")),
+        (_, FieldType::Boolean) => {
+            return Err(wrong("boolean and should not be enclosed in quotes"));
+        }
         (Literal::Bare(s), t) if t.is_numeric() => match s.parse::<f64>() {
             Ok(n) => Val::Num(n),
             Err(_) => return Err(wrong("double and should not be enclosed in quotes")),
         },
-        (_, t) if t.is_numeric() => return Err(wrong("double and should not be enclosed in quotes")),
+        (_, t) if t.is_numeric() => {
+            return Err(wrong("double and should not be enclosed in quotes"));
+        }
         (Literal::Bare(s), FieldType::Date) => match values::parse_date(s) {
             Some(d) => Val::Date(d),
             None => return Err(wrong("date and should not be enclosed in quotes")),
@@ -520,7 +656,9 @@ fn typed(f: &FieldDef, lit: &Literal, pos: usize, ctx: &Ctx<'_>) -> Result<Val, 
             Some(ms) => Val::DateTime(ms),
             None => return Err(wrong("dateTime and should not be enclosed in quotes")),
         },
-        (_, FieldType::DateTime) => return Err(wrong("dateTime and should not be enclosed in quotes")),
+        (_, FieldType::DateTime) => {
+            return Err(wrong("dateTime and should not be enclosed in quotes"));
+        }
         (Literal::Str(s), FieldType::Id | FieldType::Reference(_)) => {
             // 15- and 18-character forms of one id are the same id.
             match ids::parse_id(s) {
@@ -528,7 +666,11 @@ fn typed(f: &FieldDef, lit: &Literal, pos: usize, ctx: &Ctx<'_>) -> Result<Val, 
                 Some(_) => Val::Str(format!("{}{}", &s[..15], ids::suffix_of(&s[..15])).into()),
                 None if ids::looks_like_id(s) || s.is_empty() => Val::Str(s.as_str().into()),
                 None => {
-                    return Err(ctx.error("INVALID_QUERY_FILTER_OPERATOR", pos, &format!("invalid ID field: {s}")));
+                    return Err(ctx.error(
+                        "INVALID_QUERY_FILTER_OPERATOR",
+                        pos,
+                        &format!("invalid ID field: {s}"),
+                    ));
                 }
             }
         }
@@ -588,7 +730,9 @@ impl Bound {
                         _ => false,
                     };
                 }
-                let Some(ord) = cmp_vals(&v, value) else { return false };
+                let Some(ord) = cmp_vals(&v, value) else {
+                    return false;
+                };
                 match *op {
                     "=" => ord == Ordering::Equal,
                     "!=" => ord != Ordering::Equal,
@@ -599,7 +743,11 @@ impl Bound {
                     _ => false,
                 }
             }
-            BExpr::In { field, negated, values } => {
+            BExpr::In {
+                field,
+                negated,
+                values,
+            } => {
                 let v = org.get(r, &def.fields[*field]);
                 let found = values.iter().any(|x| {
                     if x.is_null() || v.is_null() {
@@ -615,17 +763,31 @@ impl Bound {
 
     /// The matching records in result order. `all_rows` includes deleted ones (queryAll).
     pub fn run(&self, org: &Org, all_rows: bool) -> Vec<RecordRef> {
-        let Some(t) = org.tables.get(self.table) else { return Vec::new() };
+        let Some(t) = org.tables.get(self.table) else {
+            return Vec::new();
+        };
         let def = &t.def;
         let mut rows: Vec<RecordRef> = (0..t.records.len())
             .filter(|&idx| all_rows || !t.records[idx].deleted)
-            .map(|idx| RecordRef { table: self.table, idx })
-            .filter(|&r| self.filter.as_ref().is_none_or(|e| self.matches(org, r, def, e)))
+            .map(|idx| RecordRef {
+                table: self.table,
+                idx,
+            })
+            .filter(|&r| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|e| self.matches(org, r, def, e))
+            })
             .collect();
         if !self.order.is_empty() {
             let keys: Vec<Vec<Val>> = rows
                 .iter()
-                .map(|&r| self.order.iter().map(|(f, _, _)| org.get(r, &def.fields[*f])).collect())
+                .map(|&r| {
+                    self.order
+                        .iter()
+                        .map(|(f, _, _)| org.get(r, &def.fields[*f]))
+                        .collect()
+                })
                 .collect();
             let mut idx: Vec<usize> = (0..rows.len()).collect();
             idx.sort_by(|&a, &b| {
@@ -633,8 +795,20 @@ impl Bound {
                     let (x, y) = (&keys[a][k], &keys[b][k]);
                     let ord = match (x.is_null(), y.is_null()) {
                         (true, true) => Ordering::Equal,
-                        (true, false) => if *nulls_last { Ordering::Greater } else { Ordering::Less },
-                        (false, true) => if *nulls_last { Ordering::Less } else { Ordering::Greater },
+                        (true, false) => {
+                            if *nulls_last {
+                                Ordering::Greater
+                            } else {
+                                Ordering::Less
+                            }
+                        }
+                        (false, true) => {
+                            if *nulls_last {
+                                Ordering::Less
+                            } else {
+                                Ordering::Greater
+                            }
+                        }
                         (false, false) => {
                             let o = cmp_vals(x, y).unwrap_or(Ordering::Equal);
                             if *desc { o.reverse() } else { o }

@@ -171,7 +171,10 @@ pub fn from_json(field: &FieldDef, json: &Value) -> Result<Val, FieldError> {
             } else {
                 return Err(FieldError::new(
                     "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                    format!("{}: bad value for restricted picklist field: {s}", field.name),
+                    format!(
+                        "{}: bad value for restricted picklist field: {s}",
+                        field.name
+                    ),
                     &[name],
                 ));
             }
