@@ -1244,3 +1244,77 @@ async fn cdc_over_websocket() {
     let gone = exchange(&mut ws, Some(json!([{"channel": "/meta/connect", "clientId": cid, "connectionType": "websocket", "id": "6"}]))).await;
     assert_eq!(gone[0]["error"], "403::Unknown client");
 }
+
+#[tokio::test]
+async fn admin_hooks_over_http() {
+    let env = start(test_config()).await;
+    let id = env.first_id("Territory__c").await;
+    let post = |path: &str, body: Value| {
+        let req = env
+            .http
+            .post(format!("{}/__sim/{path}", env.url))
+            .json(&body);
+        async move {
+            let resp = req.send().await.expect("admin");
+            (resp.status(), resp.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, _) = post("edit", json!({"object": "Territory__c", "id": id, "fields": {"Region__c": "EMEA"}, "user": "ben.ortiz@plansync.example"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(
+        "edit",
+        json!({"object": "Territory__c", "id": id, "fields": {"Region__c": "MARS"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
+    );
+    let (_, created) = post(
+        "create",
+        json!({"object": "Territory__c", "fields": {"Name": "LATAM", "Active__c": true}}),
+    )
+    .await;
+    let new_id = created["id"].as_str().expect("id").to_string();
+    assert!(new_id.starts_with("a0X"));
+    let (status, _) = post(
+        "gap",
+        json!({"object": "Territory__c", "ids": [new_id], "change_type": "GAP_CREATE"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, rec) = env.get(&format!("/__sim/record/{id}")).await;
+    assert_eq!(rec["Region__c"], "EMEA");
+    assert_eq!(
+        rec["LastModifiedById"],
+        env.sim.user_id("ben.ortiz@plansync.example").expect("ben")
+    );
+    post("lock_errors", json!({"count": 1})).await;
+    let (status, body) = env
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{V}/sobjects/Territory__c/{id}"),
+            json!({"Active__c": true}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body[0]["errorCode"].clone()),
+        (StatusCode::BAD_REQUEST, json!("UNABLE_TO_LOCK_ROW"))
+    );
+    let (_, counts) = {
+        let (s, _, b) = env.get("/__sim/requests").await;
+        (s, b)
+    };
+    assert_eq!(counts["counts"]["write"], 1);
+    assert_eq!(counts["counts"]["auth"], 1);
+    assert!(counts["counts"]["admin"].as_u64().is_some_and(|n| n >= 6));
+    post("revoke_tokens", json!({})).await;
+    assert_eq!(
+        env.query("SELECT Id FROM Territory__c").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -55,13 +55,12 @@ impl Cursors {
 }
 
 /// `GET /services/data`: the versions served.
-pub async fn versions(State(sim): State<Arc<Sim>>) -> Response {
+pub async fn versions() -> Response {
     let list: Vec<Value> = (44..=67)
         .map(|v| {
             json!({"label": format!("v{v}.0"), "url": format!("/services/data/v{v}.0"), "version": format!("{v}.0")})
         })
         .collect();
-    let _ = &sim;
     json_response(StatusCode::OK, &Value::Array(list))
 }
 
@@ -117,7 +116,7 @@ fn run_query(
         batch,
         created: Instant::now(),
     };
-    let page = render_page(sim, &org, &v, &cursor, 0, None);
+    let page = render_page(&org, &v, &cursor, 0);
     drop(org);
     match page {
         Page::Done(body) => json_response(StatusCode::OK, &body),
@@ -139,14 +138,7 @@ enum Page {
     More(Value, usize),
 }
 
-fn render_page(
-    _sim: &Sim,
-    org: &super::org::Org,
-    v: &str,
-    cursor: &Cursor,
-    from: usize,
-    locator: Option<&str>,
-) -> Page {
+fn render_page(org: &super::org::Org, v: &str, cursor: &Cursor, from: usize) -> Page {
     let end = (from + cursor.batch).min(cursor.rows.len());
     let records: Vec<Value> = cursor
         .rows
@@ -160,7 +152,6 @@ fn render_page(
     if done {
         Page::Done(body)
     } else {
-        let _ = locator;
         Page::More(body, end)
     }
 }
@@ -203,7 +194,7 @@ pub async fn query_more(
         return invalid();
     }
     let org = sim.org_lock();
-    let page = render_page(&sim, &org, &v, cursor, offset, Some(id));
+    let page = render_page(&org, &v, cursor, offset);
     drop(org);
     match page {
         Page::Done(body) => json_response(StatusCode::OK, &body),
