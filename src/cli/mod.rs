@@ -3,6 +3,7 @@
 
 mod exceptions;
 mod rules;
+mod sim_crm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,16 @@ pub enum Command {
         #[command(subcommand)]
         command: ExceptionsCommand,
     },
+    /// Local simulators of the remote systems.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Serve a simulated Salesforce-style org (OAuth, REST, Bulk 2.0, CDC streaming) on one
+    /// loopback port; prints its instance URL.
+    Crm(sim_crm::SimCrmArgs),
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -217,5 +228,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExceptionsCommand::Resolve(args) => exceptions::resolve(&db, &args, format),
             ExceptionsCommand::Stats(args) => exceptions::stats(&db, &args, format),
         },
+        Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),
     }
 }
