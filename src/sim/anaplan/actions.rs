@@ -510,7 +510,12 @@ mod tests {
                 .unwrap()
                 .starts_with("E,NOPE,1,Won,1,3,Item not located")
         );
-        assert!(lines.next().unwrap().contains(",4,\"Amount: \"\"abc\"\" is not a valid number"));
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .contains(",4,\"Amount: \"\"abc\"\" is not a valid number")
+        );
     }
 
     #[test]

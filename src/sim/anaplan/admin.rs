@@ -37,12 +37,14 @@ struct RateLimit {
 }
 
 pub fn handle(sh: &Shared, req: &Req) -> Response {
-    let segs: Vec<&str> = req
+    let decoded: Vec<String> = req
         .path
         .trim_start_matches("/__sim/")
         .split('/')
         .filter(|s| !s.is_empty())
+        .map(|s| wire::percent_decode(&s.replace('+', "%2B")))
         .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let m = &req.method;
     match segs.as_slice() {
         ["faults"] if m == Method::GET => ok_json(json!(lock(&sh.faults).faults)),

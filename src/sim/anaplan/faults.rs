@@ -204,6 +204,7 @@ pub struct RequestCounts {
 }
 
 /// The most recent calls, oldest first, and the counts.
+#[derive(Default)]
 pub struct RequestLog {
     entries: VecDeque<LoggedRequest>,
     pub counts: RequestCounts,
@@ -212,14 +213,6 @@ pub struct RequestLog {
 /// How many calls the log keeps (counts cover all of them).
 const LOG_CAPACITY: usize = 100_000;
 
-impl Default for RequestLog {
-    fn default() -> Self {
-        RequestLog {
-            entries: VecDeque::new(),
-            counts: RequestCounts::default(),
-        }
-    }
-}
 
 impl RequestLog {
     pub fn record(&mut self, entry: LoggedRequest, fault: Fault) {

@@ -1040,8 +1040,7 @@ pub fn build(seed: &Seed) -> Result<Tenant, super::seed::SeedError> {
         }
     }
     // Default views share their module's ID; saved views come after all modules.
-    for mi in 0..models.len() {
-        let md = &mut models[mi].3;
+    for (_, _, _, md) in &mut models {
         for (k, module) in md.modules.iter().enumerate() {
             md.views.push(View {
                 id: module.id,
