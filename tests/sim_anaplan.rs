@@ -1679,3 +1679,105 @@ async fn the_request_log_counts_calls_by_kind() {
     assert_eq!(sim.request_counts().total, 0);
     sim.shutdown().await;
 }
+
+// ---------------------------------------------------------------- the CLI
+
+fn plansync() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+}
+
+#[test]
+fn the_cli_refuses_bad_flags_with_one_line_naming_them() {
+    let out = plansync()
+        .args(["sim-anaplan", "--user", "demo@plansync.local"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "error: --user demo@plansync.local: expected EMAIL:PASSWORD"
+    );
+    let out = plansync()
+        .args(["sim-anaplan", "--seed", "/nonexistent/seed.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/seed.toml"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[list]]\nname = 3\n").unwrap();
+    let out = plansync()
+        .args(["sim-anaplan", "--seed"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn the_cli_serves_the_simulator_and_prints_its_urls() {
+    use std::io::BufRead;
+    let mut child = plansync()
+        .args([
+            "sim-anaplan",
+            "--port",
+            "0",
+            "--user",
+            "ops@example.com:s3cret",
+            "--rate-per-minute",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines.next().unwrap().unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.push(lines.next().unwrap().unwrap());
+    }
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    assert_eq!(rest[1], format!("api:   {base}/2/0"));
+    assert!(!rest.iter().any(|l| l.contains("s3cret")));
+    let c = client();
+    let resp = c
+        .post(format!("{base}/token/authenticate"))
+        .basic_auth("ops@example.com", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let token = resp.json::<Value>().await.unwrap()["tokenInfo"]["tokenValue"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resp = c
+        .get(format!("{base}/2/0/models/{MODEL}/lists"))
+        .header("Authorization", auth(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .put(format!("{base}/__sim/faults"))
+        .json(&json!({"fail_next": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(format!("{base}/2/0/users/me"))
+        .header("Authorization", auth(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

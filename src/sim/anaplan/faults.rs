@@ -213,7 +213,6 @@ pub struct RequestLog {
 /// How many calls the log keeps (counts cover all of them).
 const LOG_CAPACITY: usize = 100_000;
 
-
 impl RequestLog {
     pub fn record(&mut self, entry: LoggedRequest, fault: Fault) {
         let c = &mut self.counts;

@@ -65,7 +65,7 @@ pub const DEFAULT_SEED_TOML: &str = include_str!("default_seed.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error("cannot read seed file {path}: {source}")]
+    #[error("cannot read seed file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -242,9 +242,17 @@ impl Seed {
     }
 
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Seed, SeedError> {
-        toml::from_str(text).map_err(|e| SeedError::Parse {
-            path: origin.to_string(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let at = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or("");
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            SeedError::Parse {
+                path: origin.to_string(),
+                message: format!("{}{}", at.unwrap_or_default(), e.message().trim()),
+            }
         })
     }
 
@@ -339,7 +347,10 @@ mod tests {
         let err =
             Seed::from_toml_str("[[list]]\nname = \"x\"\ncolour = 1\n", "s.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("seed file s.toml:"), "{msg}");
+        assert!(
+            msg.starts_with("seed file s.toml: line 3, column 1: "),
+            "{msg}"
+        );
         assert!(msg.contains("colour"), "{msg}");
         assert!(Seed::from_toml_str("[[list]\n", "s.toml").is_err());
     }
