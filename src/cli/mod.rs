@@ -3,6 +3,7 @@
 
 mod exceptions;
 mod rules;
+mod sim_anaplan;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ExceptionsCommand,
     },
+    /// Serve a local Anaplan simulator (auth, transactional and bulk APIs) until Ctrl-C.
+    SimAnaplan(sim_anaplan::SimAnaplanArgs),
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -217,5 +220,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExceptionsCommand::Resolve(args) => exceptions::resolve(&db, &args, format),
             ExceptionsCommand::Stats(args) => exceptions::stats(&db, &args, format),
         },
+        Command::SimAnaplan(args) => sim_anaplan::run(args),
     }
 }
