@@ -1203,7 +1203,7 @@ mod tests {
         assert_eq!(row["Stage"], CellValue::Item("Negotiation".into()));
         assert_eq!(row["Weighted Amount"], CellValue::Number(336000.0));
         assert_eq!(row["Approved"], CellValue::Boolean(true));
-        assert_eq!(md.imports.len(), 4);
+        assert_eq!(md.imports.len(), 6);
         assert!(md.files.contains_key(&md.imports[0].file));
         assert_eq!(md.views.len(), 3);
     }
