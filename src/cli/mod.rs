@@ -3,6 +3,7 @@
 
 mod exceptions;
 mod rules;
+mod sim_anaplan;
 mod sim_crm;
 
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum SimCommand {
+    /// Serve a simulated Anaplan tenant (auth service, transactional and bulk APIs) on one
+    /// loopback port; prints its base URL.
+    Anaplan(sim_anaplan::SimAnaplanArgs),
     /// Serve a simulated Salesforce-style org (OAuth, REST, Bulk 2.0, CDC streaming) on one
     /// loopback port; prints its instance URL.
     Crm(sim_crm::SimCrmArgs),
@@ -228,6 +232,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExceptionsCommand::Resolve(args) => exceptions::resolve(&db, &args, format),
             ExceptionsCommand::Stats(args) => exceptions::stats(&db, &args, format),
         },
+        Command::Sim(SimCommand::Anaplan(args)) => sim_anaplan::run(args),
         Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),
     }
 }
