@@ -14,7 +14,7 @@ use plansync::sim::crm::{self, CrmSimConfig, Seed};
 #[derive(Args, Debug, Clone)]
 pub struct SimCrmArgs {
     /// Port on 127.0.0.1 (0 picks a free one).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 8091)]
     pub port: u16,
     /// Seed file (TOML) with the org's objects, users and records; the built-in demo org
     /// otherwise.
