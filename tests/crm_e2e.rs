@@ -480,10 +480,11 @@ async fn all_or_none_rolls_back_everything_and_without_it_only_the_bad_record_fa
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(Result::is_err), "{results:?}");
     let bad = results[1].as_ref().unwrap_err();
-    assert_ne!(
-        bad.status_code, "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    assert_eq!(
+        bad.status_code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
         "{bad:?}"
     );
+    assert_eq!(bad.fields, vec!["StageName".to_string()]);
     assert!(!bad.retryable, "{bad:?}");
     for i in [0, 2] {
         let e = results[i].as_ref().unwrap_err();
@@ -558,9 +559,12 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
     assert_eq!(results[1], Ok(opps[0].clone()));
     assert_eq!(results[3], Ok(opps[2].clone()));
     let failed = results[2].as_ref().unwrap_err();
-    assert_ne!(failed.status_code, "NOT_PROCESSED", "{failed:?}");
-    assert_ne!(failed.status_code, "UNKNOWN_ERROR", "{failed:?}");
-    assert!(!failed.message.is_empty(), "{failed:?}");
+    assert_eq!(
+        failed.status_code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        "{failed:?}"
+    );
+    assert!(failed.message.contains("Nonsense"), "{failed:?}");
+    assert!(!failed.retryable);
 
     assert_eq!(sim_field(&sim, &opps[3], "Amount"), json!(33.0));
     assert_eq!(sim_field(&sim, &opps[0], "Amount"), json!(11.5));
