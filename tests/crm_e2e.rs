@@ -452,6 +452,58 @@ async fn a_collections_update_comes_back_as_ours_and_a_user_edit_does_not() {
     sim.shutdown().await;
 }
 
+#[tokio::test]
+async fn create_delete_and_undelete_events_carry_what_the_reference_says() {
+    let sim = start_sim(sim_config()).await;
+    let client = client(&sim);
+    let mut cdc = listen_on(
+        client.clone(),
+        Transport::WebSocket,
+        "/data/AccountChangeEvent",
+        ReplayFrom::Tip,
+    );
+    cdc.connected().await;
+    let id = sim
+        .create(
+            "Account",
+            json!({"Name": "Initech", "BillingCity": "Austin", "BillingCountry": "US"}),
+            None,
+        )
+        .unwrap();
+    let created = cdc.event().await;
+    assert_eq!(created.change_type, ChangeKind::Create);
+    assert_eq!(created.record_ids, vec![id.clone()]);
+    assert!(!created.ours);
+    // All non-empty fields, compound parts flattened, plus system fields.
+    assert_eq!(field_value(&created, "Name"), Some(&json!("Initech")));
+    assert_eq!(field_value(&created, "BillingCity"), Some(&json!("Austin")));
+    assert_eq!(field_value(&created, "BillingCountry"), Some(&json!("US")));
+    assert!(
+        field_value(&created, "CreatedDate").is_some(),
+        "{created:?}"
+    );
+    assert!(field_value(&created, "OwnerId").is_some(), "{created:?}");
+    assert!(field_value(&created, "Industry").is_none(), "{created:?}");
+
+    sim.delete(&id, None).unwrap();
+    let deleted = cdc.event().await;
+    assert_eq!(deleted.change_type, ChangeKind::Delete);
+    assert_eq!(deleted.record_ids, vec![id.clone()]);
+    assert!(deleted.fields.is_empty(), "{deleted:?}");
+
+    sim.undelete(&id, None).unwrap();
+    let undeleted = cdc.event().await;
+    assert_eq!(undeleted.change_type, ChangeKind::Undelete);
+    assert_eq!(field_value(&undeleted, "Name"), Some(&json!("Initech")));
+    assert_eq!(
+        field_value(&undeleted, "BillingCity"),
+        Some(&json!("Austin"))
+    );
+    assert!(created.replay_id < deleted.replay_id && deleted.replay_id < undeleted.replay_id);
+    cdc.stop().await;
+    sim.shutdown().await;
+}
+
 // ---- 4. allOrNone ----
 
 #[tokio::test]
@@ -859,6 +911,17 @@ async fn the_listener_reauthenticates_after_revocation(transport: Transport) {
     );
     assert_eq!(sim.request_counts().auth, 2);
     cdc.stop().await;
+
+    // A listener that starts with a token revoked in the meantime is refused at the handshake
+    // (`403::Handshake denied`, failure reason `401::Authentication invalid`), gets a new
+    // token and subscribes.
+    sim.revoke_all_tokens();
+    let mut late = listen(client.clone(), transport, ReplayFrom::Tip);
+    late.connected().await;
+    assert_eq!(sim.request_counts().auth, 3);
+    user_amount(&sim, &opps[0], 5.0);
+    assert_amount_event(&late.event().await, &opps[0], 5.0);
+    late.stop().await;
     sim.shutdown().await;
 }
 
