@@ -2,7 +2,9 @@
 //! call), with per-record results mapped back to the caller's order. Large batches go to
 //! Bulk API 2.0 (`bulk.rs`) through `update`.
 //!
-//! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`).
+//! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`). A record
+//! refused with `UNABLE_TO_LOCK_ROW` (reported per record inside a 200 answer, so the send
+//! path's retry never sees it) is sent again here, under the same retry policy.
 
 use std::ops::Range;
 
