@@ -2,7 +2,9 @@
 //! call), with per-record results mapped back to the caller's order. Large batches go to
 //! Bulk API 2.0 (`bulk.rs`) through `update`.
 //!
-//! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`).
+//! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`). A record
+//! refused with `UNABLE_TO_LOCK_ROW` (reported per record inside a 200 answer, so the send
+//! path's retry never sees it) is sent again here, under the same retry policy.
 
 use std::ops::Range;
 
@@ -87,7 +89,7 @@ impl CrmClient {
             if sent.is_empty() {
                 continue;
             }
-            match self.send_collection(updates, &sent, options).await {
+            match self.send_chunk(updates, &sent, options).await {
                 Ok(per_record) => {
                     for (i, r) in sent.iter().zip(per_record) {
                         results[*i] = Some(r);
@@ -114,6 +116,44 @@ impl CrmClient {
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         self.call_stats().records(ok, results.len() as u64 - ok);
         results
+    }
+
+    /// One chunk: a collections call, then the records that failed only because a row was
+    /// locked sent again with backoff. Collections report `UNABLE_TO_LOCK_ROW` per record in a
+    /// 200 answer, so the send path's retry (which sees only failed calls) never sees it.
+    async fn send_chunk(
+        &self,
+        updates: &[RecordUpdate],
+        indexes: &[usize],
+        options: WriteOptions,
+    ) -> Result<Vec<RecordResult>, CrmError> {
+        let mut results = self.send_collection(updates, indexes, options).await?;
+        let policy = &self.config().retry;
+        let mut attempt = 0;
+        loop {
+            let again = retry_positions(&results, options.all_or_none);
+            if again.is_empty() || attempt + 1 >= policy.max_attempts {
+                return Ok(results);
+            }
+            self.call_stats().retry();
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+            let resend: Vec<usize> = again.iter().map(|&p| indexes[p]).collect();
+            match self.send_collection(updates, &resend, options).await {
+                Ok(fresh) => {
+                    for (&p, r) in again.iter().zip(fresh) {
+                        results[p] = r;
+                    }
+                }
+                Err(e) => {
+                    let one = RecordError::from_call(&e);
+                    for &p in &again {
+                        results[p] = Err(one.clone());
+                    }
+                    return Ok(results);
+                }
+            }
+        }
     }
 
     /// One collections call for `updates[i]` for each `i` in `indexes`; results in that order.
@@ -188,6 +228,31 @@ impl CrmClient {
     }
 }
 
+/// Positions of a call's results worth sending again: records refused for a row lock, and,
+/// under `allOrNone`, every failed record when row locks were the only real failures (the rest
+/// were rolled back because of them). Nothing when a record failed for a reason that will not
+/// pass by itself.
+fn retry_positions(results: &[RecordResult], all_or_none: bool) -> Vec<usize> {
+    const LOCKED: &str = "UNABLE_TO_LOCK_ROW";
+    const ROLLED_BACK: &str = "ALL_OR_NONE_OPERATION_ROLLED_BACK";
+    fn code(r: &RecordResult) -> Option<&str> {
+        r.as_ref().err().map(|e| e.status_code.as_str())
+    }
+    let failed = || results.iter().enumerate().filter(|(_, r)| r.is_err());
+    if all_or_none {
+        let any_locked = results.iter().any(|r| code(r) == Some(LOCKED));
+        let only_locks = failed().all(|(_, r)| matches!(code(r), Some(LOCKED | ROLLED_BACK)));
+        if any_locked && only_locks {
+            return failed().map(|(p, _)| p).collect();
+        }
+        return Vec::new();
+    }
+    failed()
+        .filter(|(_, r)| code(r) == Some(LOCKED))
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// Splits `updates` into calls of at most `size` records and at most ten runs of one type.
 fn chunk_ranges(updates: &[RecordUpdate], size: usize) -> Vec<Range<usize>> {
     let mut out = Vec::new();
@@ -223,6 +288,30 @@ mod tests {
             id: format!("id{n}"),
             fields: serde_json::Map::new(),
         }
+    }
+
+    #[test]
+    fn only_row_locks_are_sent_again() {
+        let ok = || Ok("id".to_string());
+        let err = |code: &str| Err(RecordError::new(code, "x"));
+        let results = vec![ok(), err("UNABLE_TO_LOCK_ROW"), err("INVALID_FIELD")];
+        assert_eq!(retry_positions(&results, false), vec![1]);
+        // allOrNone: a lock rolled the others back, so all of them go again...
+        let results = vec![
+            err("ALL_OR_NONE_OPERATION_ROLLED_BACK"),
+            err("UNABLE_TO_LOCK_ROW"),
+        ];
+        assert_eq!(retry_positions(&results, true), vec![0, 1]);
+        // ...unless a record is bad in itself, which another attempt will not fix.
+        let results = vec![
+            err("ALL_OR_NONE_OPERATION_ROLLED_BACK"),
+            err("UNABLE_TO_LOCK_ROW"),
+            err("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+        ];
+        assert!(retry_positions(&results, true).is_empty());
+        let results = vec![err("ALL_OR_NONE_OPERATION_ROLLED_BACK")];
+        assert!(retry_positions(&results, true).is_empty());
+        assert!(retry_positions(&[ok()], false).is_empty());
     }
 
     #[test]
