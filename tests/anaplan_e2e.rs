@@ -109,9 +109,12 @@ struct Defs {
     /// name → (import id, data source file id)
     imports: BTreeMap<String, (String, String)>,
     exports: BTreeMap<String, String>,
+    processes: BTreeMap<String, String>,
 }
 
-async fn defs(sim: &SimHandle) -> Defs {
+/// GETs `path` (under the model, workspace form) with a plain HTTP client and a fresh login,
+/// the way any third-party caller would.
+async fn raw_get(sim: &SimHandle, path: &str) -> Value {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let login: Value = http
@@ -123,41 +126,40 @@ async fn defs(sim: &SimHandle) -> Defs {
         .json()
         .await
         .unwrap();
-    let token = login["tokenInfo"]["tokenValue"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let get = |what: &'static str| {
-        let http = http.clone();
-        let token = token.clone();
-        async move {
-            let v: Value = http
-                .get(format!(
-                    "{}/workspaces/{WS}/models/{MODEL}/{what}",
-                    sim.api_url()
-                ))
-                .header("Authorization", format!("AnaplanAuthToken {token}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v[what].as_array().cloned().unwrap_or_default()
-        }
-    };
+    let token = login["tokenInfo"]["tokenValue"].as_str().unwrap();
+    http.get(format!(
+        "{}/workspaces/{WS}/models/{MODEL}{path}",
+        sim.api_url()
+    ))
+    .header("Authorization", format!("AnaplanAuthToken {token}"))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+async fn defs(sim: &SimHandle) -> Defs {
+    let list = |v: Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
     let s = |v: &Value| v.as_str().unwrap().to_string();
-    let imports = get("imports")
-        .await
+    let imports = list(raw_get(sim, "/imports").await, "imports")
         .iter()
         .map(|i| (s(&i["name"]), (s(&i["id"]), s(&i["importDataSourceId"]))))
         .collect();
-    let exports = get("exports")
-        .await
+    let exports = list(raw_get(sim, "/exports").await, "exports")
         .iter()
         .map(|e| (s(&e["name"]), s(&e["id"])))
         .collect();
-    Defs { imports, exports }
+    let processes = list(raw_get(sim, "/processes").await, "processes")
+        .iter()
+        .map(|p| (s(&p["name"]), s(&p["id"])))
+        .collect();
+    Defs {
+        imports,
+        exports,
+        processes,
+    }
 }
 
 fn count(sim: &SimHandle, method: &str, path_ends: &str, status: Option<u16>) -> usize {
@@ -292,17 +294,17 @@ async fn an_expired_token_is_replaced_and_the_run_carries_on() {
 #[tokio::test]
 async fn a_short_lived_token_is_refreshed_before_it_expires() {
     let sim = start(SimConfig {
-        token_ttl: Duration::from_secs(2),
+        token_ttl: Duration::from_secs(5),
         ..sim_config()
     })
     .await;
     let mut cfg = client_config(&sim, basic());
-    cfg.refresh_margin = Duration::from_millis(1500);
+    cfg.refresh_margin = Duration::from_secs(4);
     let c = AnaplanClient::new(cfg).unwrap();
     within("first", c.list_modules(MODEL)).await.unwrap();
-    // Let the token enter the refresh margin (it still has well over a second to live on
-    // the simulator's clock when the next call refreshes it).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Let the token enter the refresh margin (it still has over three seconds to live on the
+    // simulator's clock when the next call refreshes it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     within("second", c.list_modules(MODEL)).await.unwrap();
     assert_eq!(count(&sim, "POST", "/token/authenticate", None), 1);
     assert_eq!(count(&sim, "POST", "/token/refresh", Some(200)), 1);
@@ -407,6 +409,14 @@ async fn a_cell_write_during_an_import_waits_for_it_and_lands_after() {
     )
     .await
     .unwrap();
+    // Wait (polling, bounded) until the runner has picked the task up and holds the model.
+    within("in progress", async {
+        let path = format!("/imports/{import}/tasks/{task}");
+        while raw_get(&sim, &path).await["task"]["taskState"] != "IN_PROGRESS" {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     sim.clear_request_log();
     let outcome = within(
         "write",
@@ -707,7 +717,7 @@ async fn view_reads_in_json_and_csv_return_what_the_model_holds() {
     let items = sim.list_items(MODEL, OPPS).unwrap();
     assert_eq!(json.rows.len(), items.len());
     for (row, item) in json.rows.iter().zip(&items) {
-        assert_eq!(row.coordinates, [item.name.clone()]);
+        assert_eq!(row.coordinates, std::slice::from_ref(&item.name));
         let code = item.code.clone().unwrap();
         for (li, text) in line_items.iter().zip(&row.cells) {
             if let Some(v) = cells.get(&code).and_then(|r| r.get(li)) {
@@ -755,13 +765,128 @@ async fn an_export_reflects_a_cell_written_just_before() {
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 5);
-    let row = rows
-        .iter()
-        .find(|r| &r[col("Code")] == opp_code(4))
-        .unwrap();
+    let row = rows.iter().find(|r| r[col("Code")] == opp_code(4)).unwrap();
     assert_eq!(&row[col("Amount")], "123456.78");
     assert_eq!(&row[col("Stage")], "Lost");
     assert_eq!(&row[col("Weighted Amount")], "123456.78");
+    sim.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Structure: paging, ids instead of names, processes.
+
+#[tokio::test]
+async fn listings_follow_paging_and_ids_resolve_for_writes() {
+    let sim = start(sim_config()).await;
+    let mut cfg = client_config(&sim, basic());
+    cfg.page_size = 1;
+    let c = AnaplanClient::new(cfg).unwrap();
+    let lists = within("lists", c.list_lists(MODEL)).await.unwrap();
+    let names: Vec<&str> = lists.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["Stages", "Regions", OPPS, "Territories"]);
+    // One page of one per call: the client walked meta.paging to the end, and no further.
+    assert_eq!(count(&sim, "GET", "/lists", Some(200)), 4);
+
+    // Every reference by id, as found through the client's own listings.
+    let module = within("module", c.module_id(MODEL, OPP)).await.unwrap();
+    let line_items = within("line items", c.list_line_items(MODEL, Some(&module)))
+        .await
+        .unwrap();
+    assert_eq!(line_items.len(), 8, "{line_items:?}");
+    assert!(
+        line_items
+            .iter()
+            .all(|l| l.module_id.as_deref() == Some(module.as_str()))
+    );
+    let amount = within("line item", c.line_item_id(MODEL, &module, "Amount"))
+        .await
+        .unwrap();
+    let list = within("list", c.list_id(MODEL, OPPS)).await.unwrap();
+    let items = within("items", c.list_items(MODEL, &list)).await.unwrap();
+    let item = items
+        .iter()
+        .find(|i| i.code.as_deref() == Some(opp_code(2).as_str()))
+        .unwrap();
+    assert_eq!(item.properties["Opportunity Name"], "Globex expansion");
+    let out = within(
+        "write",
+        c.write_cells(
+            MODEL,
+            &module,
+            &[CellWrite {
+                line_item: LineItemRef::Id(amount),
+                dimensions: vec![(DimRef::Id(list), ItemRef::Id(item.id.clone()))],
+                value: num("-0.125"),
+            }],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!((out.cells_changed, out.failures.len()), (1, 0), "{out:?}");
+    assert_eq!(
+        model_cell(&sim, OPP, &opp_code(2), "Amount"),
+        Some(sim::CellValue::Number(-0.125))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_process_reports_the_failure_dump_of_its_import() {
+    let sim = start(sim_config()).await;
+    let mut cfg = client_config(&sim, basic());
+    cfg.chunk_bytes = 50;
+    let c = AnaplanClient::new(cfg).unwrap();
+    let d = defs(&sim).await;
+    let (list_import, list_file) = d.imports["Opportunities from opportunities_list.csv"].clone();
+    let (data_import, data_file) = d.imports[&format!("{OPP} from opportunities.csv")].clone();
+    let process = d.processes["Load Opportunities"].clone();
+    let list_csv = "Name,Code,Opportunity Name\nOPP-0200,006000000000200AAA,Brand new\n";
+    let data_csv = "Code,Amount\n006000000000200AAA,777\nUNKNOWN,1\n";
+    within(
+        "upload list",
+        c.upload_file(WS, MODEL, &list_file, list_csv.as_bytes()),
+    )
+    .await
+    .unwrap();
+    within(
+        "upload data",
+        c.upload_file(WS, MODEL, &data_file, data_csv.as_bytes()),
+    )
+    .await
+    .unwrap();
+    let outcome = within("process", c.run_process(WS, MODEL, &process))
+        .await
+        .unwrap();
+    assert!(!outcome.successful, "{outcome:?}");
+    let nested: Vec<(Option<&str>, bool)> = outcome
+        .result
+        .nested_results
+        .iter()
+        .map(|n| (n.object_id.as_deref(), n.successful))
+        .collect();
+    assert_eq!(
+        nested,
+        [
+            (Some(list_import.as_str()), true),
+            (Some(data_import.as_str()), false)
+        ]
+    );
+    assert_eq!(outcome.row_errors.len(), 1, "{outcome:?}");
+    let (object, rows) = &outcome.row_errors[0];
+    assert_eq!(object, &data_import);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].line, Some(3));
+    assert!(rows[0].errors[0].contains("UNKNOWN"), "{rows:?}");
+    assert!(
+        sim.list_items(MODEL, OPPS)
+            .unwrap()
+            .iter()
+            .any(|i| i.code.as_deref() == Some("006000000000200AAA") && i.name == "OPP-0200")
+    );
+    assert_eq!(
+        model_cell(&sim, OPP, "006000000000200AAA", "Amount"),
+        Some(sim::CellValue::Number(777.0))
+    );
     sim.shutdown().await;
 }
 
