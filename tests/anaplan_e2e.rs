@@ -955,6 +955,23 @@ async fn server_errors_and_dropped_connections_on_idempotent_calls_are_retried()
         model_cell(&sim, OPP, &opp_code(5), "Probability"),
         Some(sim::CellValue::Number(25.0))
     );
+
+    // A 500 on a task start is not idempotent-safe (the import may have started): reported,
+    // never repeated.
+    sim.clear_request_log();
+    sim.set_faults(Faults {
+        fail_next: 1,
+        error_status: 500,
+        ..Faults::default()
+    });
+    let err = within("start", c.run_import(WS, MODEL, &import))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AnaplanError::Status { status: 500, .. }),
+        "{err:?}"
+    );
+    assert_eq!(count(&sim, "POST", "/tasks", None), 1);
     sim.shutdown().await;
 }
 
