@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::bulk;
 use super::model::{Format, Input, ItemInput, ModelData, ModelSlot, PropFormat};
-use super::scalar::Scalar;
+use super::scalar::{CellScalar, Scalar};
 use super::server::{Shared, model_lock};
 use super::wire::{self, Page, Req, envelope, ok_json};
 
@@ -671,7 +671,7 @@ struct CellWrite<'a> {
     #[serde(borrow, default)]
     dimensions: Vec<DimRef<'a>>,
     #[serde(borrow, default)]
-    value: Option<Scalar<'a>>,
+    value: Option<CellScalar<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -801,7 +801,7 @@ fn write_cell(
     let value: Input = cell
         .value
         .as_ref()
-        .and_then(Scalar::input)
+        .and_then(|v| v.0.input())
         .ok_or_else(|| invalid("A value is required".to_string()))?;
     md.set_cell(li, item, value).map_err(invalid)
 }

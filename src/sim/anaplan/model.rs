@@ -714,6 +714,9 @@ impl ModelData {
             (Column::Text(m), Input::Num(n)) => drop(m.insert(item, n.to_string().into())),
             (Column::Text(m), Input::Bool(b)) => drop(m.insert(item, b.to_string().into())),
             (Column::Boolean(m), Input::Bool(b)) => drop(m.insert(item, b)),
+            // Blank clears a cell whatever its format (an import row leaves the columns it does
+            // not set blank); a cleared boolean reads as false.
+            (Column::Boolean(m), Input::Str("")) => drop(m.remove(&item)),
             (Column::Boolean(m), Input::Str(s)) => {
                 let b = parse_bool(s.trim()).ok_or_else(|| bad("boolean"))?;
                 m.insert(item, b);
@@ -1226,6 +1229,19 @@ mod tests {
         assert!(md.set_cell(date, 0, Input::Str("2026-13-01")).is_err());
         md.set_cell(date, 0, Input::Str("")).unwrap();
         assert_eq!(md.cell_text(date, 0), "");
+    }
+
+    #[test]
+    fn a_blank_clears_a_boolean_like_every_other_format() {
+        let t = tenant();
+        let mut md = t.models[0].data.lock().unwrap();
+        let module = md.find_module("OPP01 Opportunity Data").unwrap();
+        let approved = md.line_item_in(module, None, Some("Approved")).unwrap();
+        md.set_cell(approved, 0, Input::Bool(true)).unwrap();
+        md.set_cell(approved, 0, Input::Str("")).unwrap();
+        assert!(!md.has_stored(approved, 0));
+        assert_eq!(md.cell(approved, 0), Some(CellValue::Boolean(false)));
+        assert!(md.set_cell(approved, 0, Input::Str("yes")).is_err());
     }
 
     #[test]

@@ -101,6 +101,32 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
+/// A cell value: a `Scalar` whose numbers are parsed from their JSON text by the standard
+/// library, which rounds correctly. serde_json's default float parser may land one unit in the
+/// last place off for long decimals, so `12345678901234.56` written as a JSON number would be
+/// stored differently from the same text imported from a CSV.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellScalar<'a>(pub Scalar<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CellScalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: &'de serde_json::value::RawValue = Deserialize::deserialize(d)?;
+        let text = raw.get();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(CellScalar(Scalar::Int(i)));
+            }
+            return text
+                .parse::<f64>()
+                .map(|f| CellScalar(Scalar::Float(f)))
+                .map_err(de::Error::custom);
+        }
+        serde_json::from_str::<Scalar<'de>>(text)
+            .map(CellScalar)
+            .map_err(de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +143,21 @@ mod tests {
         assert_eq!(v[4], Scalar::Bool(true));
         assert!(v[5].input().is_none());
         assert!(serde_json::from_str::<Scalar>("[1]").is_err());
+    }
+
+    #[test]
+    fn cell_numbers_round_like_the_standard_library() {
+        // serde_json's default parser reads this one unit in the last place low.
+        let text = "-1750515486855833.7";
+        let body = format!(r#"[{text}, 12, "a\"b", true, 1e3]"#);
+        let v: Vec<CellScalar> = serde_json::from_str(&body).unwrap();
+        assert_eq!(v[0].0, Scalar::Float(text.parse::<f64>().unwrap()));
+        assert_eq!(v[1].0, Scalar::Int(12));
+        assert!(matches!(&v[2].0, Scalar::Str(s) if s == "a\"b"));
+        assert_eq!(v[3].0, Scalar::Bool(true));
+        assert_eq!(v[4].0, Scalar::Float(1000.0));
+        let none: Option<CellScalar> = serde_json::from_str("null").unwrap();
+        assert!(none.is_none());
+        assert!(serde_json::from_str::<CellScalar>("[1]").is_err());
     }
 }
