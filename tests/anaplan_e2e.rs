@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use plansync::anaplan::{
     AnaplanClient, AnaplanConfig, AnaplanError, AuthMethod, CellValue, CellWrite, CertFormat,
-    CsvLayout, DimRef, ItemRef, LineItemRef, ListItemWrite, RetryPolicy,
+    CsvLayout, DimRef, ItemRef, LineItemRef, ListItemWrite, RetryPolicy, TaskKind,
 };
 use plansync::model::Decimal;
 use plansync::secret::Secret;
@@ -140,21 +140,25 @@ async fn raw_get(sim: &SimHandle, path: &str) -> Value {
     .unwrap()
 }
 
+/// The model's bulk definitions, read through the client's own listings (a client of its own,
+/// so the caller's call counts are untouched).
 async fn defs(sim: &SimHandle) -> Defs {
-    let list = |v: Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
-    let s = |v: &Value| v.as_str().unwrap().to_string();
-    let imports = list(raw_get(sim, "/imports").await, "imports")
-        .iter()
-        .map(|i| (s(&i["name"]), (s(&i["id"]), s(&i["importDataSourceId"]))))
+    let c = client(sim);
+    let list = |kind| c.list_definitions(WS, MODEL, kind);
+    let imports = within("imports", list(TaskKind::Import))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            let file = i.import_data_source_id.expect("an import names its file");
+            (i.name, (i.id, file))
+        })
         .collect();
-    let exports = list(raw_get(sim, "/exports").await, "exports")
-        .iter()
-        .map(|e| (s(&e["name"]), s(&e["id"])))
-        .collect();
-    let processes = list(raw_get(sim, "/processes").await, "processes")
-        .iter()
-        .map(|p| (s(&p["name"]), s(&p["id"])))
-        .collect();
+    let named = |defs: Vec<plansync::anaplan::Definition>| {
+        defs.into_iter().map(|d| (d.name, d.id)).collect()
+    };
+    let exports = named(within("exports", list(TaskKind::Export)).await.unwrap());
+    let processes = named(within("processes", list(TaskKind::Process)).await.unwrap());
     Defs {
         imports,
         exports,
@@ -403,12 +407,9 @@ async fn a_cell_write_during_an_import_waits_for_it_and_lands_after() {
     within("upload", c.upload_file(WS, MODEL, &file, csv.as_bytes()))
         .await
         .unwrap();
-    let task = within(
-        "start",
-        c.start_task(WS, MODEL, plansync::anaplan::TaskKind::Import, &import),
-    )
-    .await
-    .unwrap();
+    let task = within("start", c.start_task(WS, MODEL, TaskKind::Import, &import))
+        .await
+        .unwrap();
     // Wait (polling, bounded) until the runner has picked the task up and holds the model.
     within("in progress", async {
         let path = format!("/imports/{import}/tasks/{task}");
@@ -433,13 +434,7 @@ async fn a_cell_write_during_an_import_waits_for_it_and_lands_after() {
     assert_eq!(count(&sim, "POST", "/data", Some(200)), 1);
     let done = within(
         "wait",
-        c.wait_task(
-            WS,
-            MODEL,
-            plansync::anaplan::TaskKind::Import,
-            &import,
-            &task,
-        ),
+        c.wait_task(WS, MODEL, TaskKind::Import, &import, &task),
     )
     .await
     .unwrap();
@@ -1139,4 +1134,35 @@ proptest! {
     fn transactional_and_bulk_writes_leave_the_same_model(cells in batch()) {
         runtime().block_on(async { tokio::time::timeout(LONG, both_paths(&cells)).await }).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_definitions_resolve_by_name_or_id() {
+    let sim = start(SimConfig::default()).await;
+    let c = client(&sim);
+    // Config files name definitions as people see them: by name, or by id.
+    let by_name = within(
+        "definition by name",
+        c.definition(WS, MODEL, TaskKind::Process, "Load Opportunities"),
+    )
+    .await
+    .unwrap();
+    let by_id = within(
+        "definition by id",
+        c.definition(WS, MODEL, TaskKind::Process, &by_name.id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_id, by_name);
+    assert!(by_name.id.starts_with("118"), "{by_name:?}");
+    let missing = within(
+        "missing definition",
+        c.definition(WS, MODEL, TaskKind::Import, "No such import"),
+    )
+    .await;
+    assert!(
+        matches!(missing, Err(AnaplanError::NotFound { kind: "import", .. })),
+        "{missing:?}"
+    );
+    sim.shutdown().await;
 }

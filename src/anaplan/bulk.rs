@@ -14,7 +14,7 @@ use super::error::AnaplanError;
 use super::http::Request;
 use super::stats::CallKind;
 use super::wire::{
-    Chunk, FileInfo, Task, TaskResult, TaskState, parse_file, parse_page, parse_task,
+    Chunk, Definition, FileInfo, Task, TaskResult, TaskState, parse_file, parse_page, parse_task,
 };
 use super::{AnaplanClient, seg};
 
@@ -34,6 +34,15 @@ impl TaskKind {
             TaskKind::Export => "exports",
             TaskKind::Process => "processes",
             TaskKind::Action => "actions",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            TaskKind::Import => "import",
+            TaskKind::Export => "export",
+            TaskKind::Process => "process",
+            TaskKind::Action => "action",
         }
     }
 }
@@ -80,6 +89,47 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>, AnaplanError> {
 impl AnaplanClient {
     fn model_path(&self, workspace: &str, model: &str) -> String {
         format!("/workspaces/{}/models/{}", seg(workspace), seg(model))
+    }
+
+    /// The model's imports, exports, processes or actions (paged like every listing).
+    pub async fn list_definitions(
+        &self,
+        workspace: &str,
+        model: &str,
+        kind: TaskKind,
+    ) -> Result<Vec<Definition>, AnaplanError> {
+        let path = format!(
+            "{}/{}",
+            self.model_path(workspace, model),
+            kind.collection()
+        );
+        self.get_paged(kind.collection(), &path, kind.collection(), &[])
+            .await
+    }
+
+    /// The definition whose id is `name`, else the one whose name is `name` (rule and config
+    /// files name imports and exports as people see them).
+    pub async fn definition(
+        &self,
+        workspace: &str,
+        model: &str,
+        kind: TaskKind,
+        name: &str,
+    ) -> Result<Definition, AnaplanError> {
+        let all = self.list_definitions(workspace, model, kind).await?;
+        let id = super::transactional::pick(
+            kind.noun(),
+            model,
+            name,
+            all.iter().map(|d| (&d.id, &d.name)),
+        )?;
+        all.into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| AnaplanError::NotFound {
+                kind: kind.noun(),
+                name: name.to_string(),
+                model: model.to_string(),
+            })
     }
 
     /// Uploads `data` as the content of file `file_id` (the data source an import names):

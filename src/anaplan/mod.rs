@@ -45,7 +45,7 @@ pub use transactional::{
 };
 pub use view::{CsvLayout, ViewData, ViewRow};
 pub use wire::{
-    FileInfo, LineItem, ListItem, Model, Named, Task, TaskResult, TaskState, Workspace,
+    Definition, FileInfo, LineItem, ListItem, Model, Named, Task, TaskResult, TaskState, Workspace,
 };
 
 use self::auth::Auth;

@@ -229,7 +229,7 @@ fn map_failures(
 
 impl AnaplanClient {
     /// GETs a paged collection, following `meta.paging` until `totalSize`.
-    async fn get_paged<T: DeserializeOwned>(
+    pub(super) async fn get_paged<T: DeserializeOwned>(
         &self,
         what: &'static str,
         path: &str,
@@ -622,7 +622,7 @@ fn push_item_failures(
 }
 
 /// The one object whose id is `name`, else whose name is `name`.
-fn pick<'a>(
+pub(super) fn pick<'a>(
     kind: &'static str,
     model: &str,
     name: &str,

@@ -33,6 +33,22 @@ pub struct Meta {
     pub paging: Option<Paging>,
 }
 
+/// An import, export, process or action of a model (bulk API), as its listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Definition {
+    #[serde(deserialize_with = "id")]
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Imports only: the file (a 113… id) to upload before running the import.
+    #[serde(default, deserialize_with = "opt_id")]
+    pub import_data_source_id: Option<String>,
+    /// Imports only: `MODULE_DATA`, `HIERARCHY_DATA`, ….
+    #[serde(default)]
+    pub import_type: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workspace {
