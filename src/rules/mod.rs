@@ -10,7 +10,7 @@ pub mod cases;
 pub mod compile;
 pub mod decide;
 pub mod diagnostic;
-mod doc;
+pub(crate) mod doc;
 pub mod explain;
 pub mod ruleset;
 
