@@ -36,3 +36,8 @@ fn anaplan_responses_corpus() {
 fn cdc_frame_corpus() {
     replay("cdc_frame", plansync::crm::cdc::fuzz_cdc);
 }
+
+#[test]
+fn config_parse_corpus() {
+    replay("config_parse", plansync::config::config_parse);
+}
