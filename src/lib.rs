@@ -3,6 +3,7 @@
 
 pub mod anaplan;
 pub mod crm;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
