@@ -250,7 +250,7 @@ impl<'a> CrmPoll<'a> {
             problems: Vec::new(),
         };
         for row in &rows {
-            match self.row(row) {
+            match to_change(self.pairing, self.seen, &mut self.cursor, row) {
                 Ok(Some(change)) => batch.changes.push(change),
                 Ok(None) => {}
                 Err(problem) => batch.problems.push(problem),
@@ -259,73 +259,78 @@ impl<'a> CrmPoll<'a> {
         batch.cursor = self.position();
         Ok(Some(batch))
     }
+}
 
-    /// One row: `Ok(None)` when it was already reported.
-    fn row(&mut self, row: &Record) -> Result<Option<Change>, String> {
-        let object = &self.pairing.crm_object;
-        let id = match row.get("Id") {
-            Some(Json::String(id)) if !id.is_empty() => id.as_str(),
-            _ => return Err(format!("{object} row without an Id: skipped")),
-        };
-        let at = match row.get("SystemModstamp") {
-            Some(Json::String(raw)) => parse_modstamp(raw)
-                .ok_or_else(|| format!("{object} {id}: unreadable SystemModstamp `{raw}`"))?,
-            _ => return Err(format!("{object} {id}: no SystemModstamp: skipped")),
-        };
-        let key = (at, id);
-        if self
-            .cursor
-            .as_ref()
-            .is_none_or(|(c_at, c_id)| key > (*c_at, c_id.as_str()))
-        {
-            self.cursor = Some((at, id.to_string()));
-        }
-        if self.seen.contains(id, at) {
-            return Ok(None);
-        }
-        self.seen.insert(id, at);
-        let deleted = matches!(row.get("IsDeleted"), Some(Json::Bool(true)));
-        let fields = if deleted {
-            // Like a CDC delete event: the record is gone, its last values are not news.
-            Vec::new()
-        } else {
-            self.pairing
-                .fields
-                .iter()
-                .map(|f| f.crm.as_str())
-                .chain(self.pairing.extra_crm_fields.iter().map(String::as_str))
-                .filter_map(|name| {
-                    row.get(name).map(|value| FieldChange {
-                        field: name.to_string(),
-                        value: value.clone(),
-                    })
-                })
-                .collect()
-        };
-        Ok(Some(Change {
-            side: Side::Crm,
-            record: RecordKey {
-                pairing: self.pairing.name.clone(),
-                crm_id: id.to_string(),
-            },
-            // A poll sees only the current state: a create and an update look the same (the
-            // engine's record map tells them apart), and so does an undelete.
-            kind: if deleted {
-                ChangeKind::Delete
-            } else {
-                ChangeKind::Update
-            },
-            fields,
-            committed_at: at,
-            source: Source::Poll,
-            // A query does not say who wrote; the echo check compares values instead.
-            ours: false,
-            position: Position::Watermark {
-                at,
-                id: id.to_string(),
-            },
-        }))
+/// One row as a change: moves `cursor` to it if it is later, `Ok(None)` when `seen` says it
+/// was already reported, `Err` (a problem to report) when it has no usable `Id` or stamp.
+fn to_change(
+    pairing: &Pairing,
+    seen: &mut RecentSeen,
+    cursor: &mut Option<(DateTime<Utc>, String)>,
+    row: &Record,
+) -> Result<Option<Change>, String> {
+    let object = &pairing.crm_object;
+    let id = match row.get("Id") {
+        Some(Json::String(id)) if !id.is_empty() => id.as_str(),
+        _ => return Err(format!("{object} row without an Id: skipped")),
+    };
+    let at = match row.get("SystemModstamp") {
+        Some(Json::String(raw)) => parse_modstamp(raw)
+            .ok_or_else(|| format!("{object} {id}: unreadable SystemModstamp `{raw}`"))?,
+        _ => return Err(format!("{object} {id}: no SystemModstamp: skipped")),
+    };
+    let key = (at, id);
+    if cursor
+        .as_ref()
+        .is_none_or(|(c_at, c_id)| key > (*c_at, c_id.as_str()))
+    {
+        *cursor = Some((at, id.to_string()));
     }
+    if seen.contains(id, at) {
+        return Ok(None);
+    }
+    seen.insert(id, at);
+    let deleted = matches!(row.get("IsDeleted"), Some(Json::Bool(true)));
+    let fields = if deleted {
+        // Like a CDC delete event: the record is gone, its last values are not news.
+        Vec::new()
+    } else {
+        pairing
+            .fields
+            .iter()
+            .map(|f| f.crm.as_str())
+            .chain(pairing.extra_crm_fields.iter().map(String::as_str))
+            .filter_map(|name| {
+                row.get(name).map(|value| FieldChange {
+                    field: name.to_string(),
+                    value: value.clone(),
+                })
+            })
+            .collect()
+    };
+    Ok(Some(Change {
+        side: Side::Crm,
+        record: RecordKey {
+            pairing: pairing.name.clone(),
+            crm_id: id.to_string(),
+        },
+        // A poll sees only the current state: a create and an update look the same (the
+        // engine's record map tells them apart), and so does an undelete.
+        kind: if deleted {
+            ChangeKind::Delete
+        } else {
+            ChangeKind::Update
+        },
+        fields,
+        committed_at: at,
+        source: Source::Poll,
+        // A query does not say who wrote; the echo check compares values instead.
+        ours: false,
+        position: Position::Watermark {
+            at,
+            id: id.to_string(),
+        },
+    }))
 }
 
 /// Polls `pairing`'s object once from `since` (the initial read of every live record when
@@ -379,7 +384,10 @@ mod tests {
 
     #[test]
     fn seen_pairs_are_pruned_behind_the_window() {
-        let t0 = Utc.timestamp_millis_opt(1_000_000).single().unwrap_or_default();
+        let t0 = Utc
+            .timestamp_millis_opt(1_000_000)
+            .single()
+            .unwrap_or_default();
         let mut seen = RecentSeen::new();
         seen.insert("a", t0);
         seen.insert("b", t0 + TimeDelta::seconds(10));
@@ -389,5 +397,79 @@ mod tests {
         assert!(!seen.contains("a", t0));
         assert!(seen.contains("b", t0 + TimeDelta::seconds(10)));
         assert_eq!(seen.len(), 1);
+    }
+
+    fn opportunity() -> Pairing {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/opportunity.toml");
+        crate::rules::load_file(&path).expect("the example rule file compiles")
+    }
+
+    fn row(v: Json) -> Record {
+        match v {
+            Json::Object(m) => m,
+            _ => Record::new(),
+        }
+    }
+
+    #[test]
+    fn rows_without_id_or_readable_stamp_are_problems_not_changes() {
+        let pairing = opportunity();
+        let mut seen = RecentSeen::new();
+        let mut cursor = None;
+        let bad = [
+            serde_json::json!({"SystemModstamp": "2026-11-23T10:00:00.000+0000", "Name": "x"}),
+            serde_json::json!({"Id": "", "SystemModstamp": "2026-11-23T10:00:00.000+0000"}),
+            serde_json::json!({"Id": "006A", "Name": "no stamp"}),
+            serde_json::json!({"Id": "006B", "SystemModstamp": "last tuesday"}),
+            serde_json::json!({"Id": "006C", "SystemModstamp": 12}),
+        ];
+        for r in bad {
+            let problem = to_change(&pairing, &mut seen, &mut cursor, &row(r.clone()));
+            assert!(problem.is_err(), "{r} should be a problem");
+        }
+        assert!(cursor.is_none() && seen.is_empty());
+
+        let good = row(serde_json::json!({
+            "Id": "006D", "SystemModstamp": "2026-11-23T10:00:00.000+0000",
+            "IsDeleted": false, "Name": "Deal", "Amount": 10.5, "Unmapped__c": "x"
+        }));
+        let change = to_change(&pairing, &mut seen, &mut cursor, &good)
+            .expect("a good row")
+            .expect("not seen before");
+        assert_eq!(change.kind, ChangeKind::Update);
+        let names: Vec<_> = change.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Name", "Amount"],
+            "mapped fields present in the row, only"
+        );
+        assert_eq!(
+            to_change(&pairing, &mut seen, &mut cursor, &good),
+            Ok(None),
+            "the same (Id, SystemModstamp) is reported once"
+        );
+    }
+
+    #[test]
+    fn soql_selects_mapped_and_extra_fields_from_the_lookback() {
+        let mut pairing = opportunity();
+        pairing.extra_crm_fields.push("AccountId".into());
+        let at = Utc
+            .timestamp_millis_opt(1_795_000_000_123)
+            .single()
+            .unwrap_or_default();
+        let soql = poll_soql(&pairing, Some(at), Duration::from_secs(60));
+        assert_eq!(
+            soql,
+            format!(
+                "SELECT Id, SystemModstamp, IsDeleted, Name, Amount, StageName, CloseDate, \
+                 Forecast_Override__c, Probability, AccountId FROM Opportunity \
+                 WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
+                soql_datetime(at - TimeDelta::seconds(60))
+            )
+        );
+        assert!(
+            poll_soql(&pairing, None, Duration::ZERO).contains("WHERE IsDeleted = false ORDER BY")
+        );
     }
 }
