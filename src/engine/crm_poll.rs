@@ -2,8 +2,11 @@
 //! pairing's object ordered by `(SystemModstamp, Id)` from a stored cursor.
 //!
 //! Why a cursor *and* a lookback *and* a dedupe set:
-//! - `(SystemModstamp, Id)` is a total order, and the query uses `>=`, so records that share
-//!   the watermark's millisecond but sort after it are read, never skipped.
+//! - The query filters on `SystemModstamp >=` (never `>`) and orders by `(SystemModstamp, Id)`,
+//!   so records that share the watermark's millisecond but sort after it are read, never
+//!   skipped. The watermark's Id records where a poll stopped; it is not part of the filter,
+//!   because SOQL orders Ids by its own text collation and a tie-break computed here could
+//!   disagree with it.
 //! - `SystemModstamp` is stamped when a transaction writes, but the row becomes visible when it
 //!   commits; a long transaction can therefore surface a record *older* than a watermark we
 //!   already passed. Each poll re-reads `lookback` before the cursor to catch those.
@@ -100,8 +103,8 @@ impl RecentSeen {
 pub struct PollOutcome {
     /// One change per record not reported before, in `(SystemModstamp, Id)` order.
     pub changes: Vec<Change>,
-    /// The new watermark: the greatest `(SystemModstamp, Id)` read, or the old cursor when the
-    /// poll read nothing. Store it in the same transaction as what the changes caused.
+    /// The new watermark: the last record read at the greatest `SystemModstamp` (the Id breaks
+    /// ties in the server's order), or the old cursor when the poll read nothing newer. Store it in the same transaction as what the changes caused.
     pub cursor: Option<Position>,
     /// Rows read, repeats inside the lookback included.
     pub records: usize,
@@ -115,7 +118,7 @@ pub struct PollOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollBatch {
     pub changes: Vec<Change>,
-    /// The greatest `(SystemModstamp, Id)` read so far in this poll (or the starting cursor).
+    /// The furthest `(SystemModstamp, Id)` read so far in this poll (or the starting cursor).
     pub cursor: Option<Position>,
     pub records: usize,
     pub problems: Vec<String>,
@@ -279,11 +282,11 @@ fn to_change(
             .ok_or_else(|| format!("{object} {id}: unreadable SystemModstamp `{raw}`"))?,
         _ => return Err(format!("{object} {id}: no SystemModstamp: skipped")),
     };
-    let key = (at, id);
-    if cursor
-        .as_ref()
-        .is_none_or(|(c_at, c_id)| key > (*c_at, c_id.as_str()))
-    {
+    // Rows come in the server's `(SystemModstamp, Id)` order, so the last row at the greatest
+    // stamp is the furthest point read. Ids are never compared here: SOQL sorts text its own
+    // way (case-insensitively), and correctness rests on `>=` plus the dedupe, not on where
+    // an Id falls.
+    if cursor.as_ref().is_none_or(|(c_at, _)| at >= *c_at) {
         *cursor = Some((at, id.to_string()));
     }
     if seen.contains(id, at) {
