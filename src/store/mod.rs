@@ -15,6 +15,7 @@ mod open;
 mod resolve;
 mod rows;
 mod schema;
+mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ pub use rows::{
     OutboxState, RecordMapEntry, RecordState, ResolutionKind, ShadowState,
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use snapshot::AnaplanSeen;
 
 use crate::model::{Position, RecordKey, Side};
 use codec::{corrupt, parse_enum, parse_kind, parse_opt_ts, parse_ts, parse_value};
