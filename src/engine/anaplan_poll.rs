@@ -376,3 +376,216 @@ fn change(
         position: Position::PollRun { at },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anaplan::ViewRow;
+    use crate::model::ValueKind;
+    use chrono::TimeZone;
+
+    fn opportunity() -> Pairing {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/opportunity.toml");
+        crate::rules::load_file(&path).expect("the example rule file compiles")
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 10, 15, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn item(code: Option<&str>, name: &str, opp_name: &str) -> ListItem {
+        ListItem {
+            id: format!("id-{name}"),
+            name: name.into(),
+            code: code.map(str::to_string),
+            parent: None,
+            parent_id: None,
+            properties: [("Opportunity Name".to_string(), opp_name.to_string())].into(),
+        }
+    }
+
+    const LINE_ITEMS: [&str; 7] = [
+        "Amount",
+        "Stage",
+        "Close Date",
+        "Forecast Override",
+        "Probability",
+        "Approved",
+        "CRM Deleted",
+    ];
+
+    /// A default view in the simulator's column order; `cells` in `LINE_ITEMS` order.
+    fn view(rows: &[(&str, [&str; 7])]) -> ViewData {
+        ViewData {
+            pages: Vec::new(),
+            columns: LINE_ITEMS.iter().map(|l| vec![l.to_string()]).collect(),
+            rows: rows
+                .iter()
+                .map(|(name, cells)| ViewRow {
+                    coordinates: vec![name.to_string()],
+                    cells: cells.iter().map(|c| c.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn v(kind: ValueKind, raw: &str) -> Value {
+        Value::from_text(kind, raw).expect("a valid value")
+    }
+
+    /// What the shadow would hold after seeing `A` with these values.
+    fn seen_a() -> HashMap<String, HashMap<String, Value>> {
+        let n2 = ValueKind::Number { scale: 2 };
+        let fields: HashMap<String, Value> = [
+            ("Name", v(ValueKind::Text, "Acme")),
+            // Stored at scale 0 under an earlier rule: 125000 is still 125000.00.
+            ("Amount", v(ValueKind::Number { scale: 0 }, "125000")),
+            ("StageName", v(ValueKind::Picklist, "Closed Won")),
+            ("CloseDate", v(ValueKind::Date, "2026-12-18")),
+            ("Forecast_Override__c", v(n2, "0")),
+            ("Probability", v(ValueKind::Number { scale: 0 }, "40")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        [("A".to_string(), fields)].into()
+    }
+
+    #[test]
+    fn equal_values_in_anaplan_spelling_are_no_change() {
+        let pairing = opportunity();
+        let items = [item(Some("A"), "OPP-A", "Acme")];
+        let grid = view(&[(
+            "OPP-A",
+            ["125000", "Won", "2026-12-18", "0", "40", "true", "false"],
+        )]);
+        let out = diff(&pairing, &items, &grid, &seen_a(), at()).expect("diff");
+        assert_eq!(out.changes, [], "{:?}", out.problems);
+        assert_eq!(out.problems, []);
+        assert_eq!(out.new_items, Vec::<String>::new());
+        assert_eq!(out.flags["A"]["Approved"], true);
+    }
+
+    #[test]
+    fn only_differing_fields_are_reported_normalised() {
+        let pairing = opportunity();
+        let items = [item(Some("A"), "OPP-A", "Acme Corp")];
+        let grid = view(&[(
+            "OPP-A",
+            ["125000.004", "Lost", "2026-12-18", "12.5", "40", "", ""],
+        )]);
+        let out = diff(&pairing, &items, &grid, &seen_a(), at()).expect("diff");
+        assert_eq!(out.changes.len(), 1);
+        let c = &out.changes[0];
+        assert_eq!(
+            (c.side, c.kind, c.source, c.ours),
+            (Side::Anaplan, ChangeKind::Update, Source::Poll, false)
+        );
+        assert_eq!(c.record.crm_id, "A");
+        assert_eq!(c.position, Position::PollRun { at: at() });
+        assert_eq!(c.committed_at, at());
+        let got: Vec<(&str, &Json)> = c
+            .fields
+            .iter()
+            .map(|f| (f.field.as_str(), &f.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Name", &Json::from("Acme Corp")),
+                ("StageName", &Json::from("Closed Lost")),
+                ("Forecast_Override__c", &Json::from("12.50")),
+            ],
+            "Amount rounds to the same cents, so it is unchanged"
+        );
+        assert_eq!(out.flags["A"]["Approved"], false, "blank is false");
+    }
+
+    #[test]
+    fn gone_new_codeless_and_bad_values() {
+        let pairing = opportunity();
+        let mut seen = seen_a();
+        seen.insert("Z".into(), HashMap::new());
+        let items = [
+            item(Some("A"), "OPP-A", "Acme"),
+            item(Some("N"), "OPP-N", "New"),
+            item(None, "loose", "x"),
+        ];
+        let grid = view(&[
+            (
+                "OPP-A",
+                ["12a", "Closed Won", "31/12/2026", "0", "40", "maybe", ""],
+            ),
+            ("OPP-N", ["1", "Mystery", "", "", "", "", ""]),
+            ("loose", ["", "", "", "", "", "", ""]),
+        ]);
+        let out = diff(&pairing, &items, &grid, &seen, at()).expect("diff");
+        assert_eq!(out.new_items, ["N"], "a new item is not diffed");
+        let kinds: Vec<_> = out
+            .changes
+            .iter()
+            .map(|c| (c.record.crm_id.as_str(), c.kind))
+            .collect();
+        // "Closed Won" is the CRM spelling and is accepted as is: unchanged.
+        assert_eq!(kinds, [("Z", ChangeKind::Delete)]);
+        assert!(out.changes[0].fields.is_empty());
+        let probs: Vec<_> = out
+            .problems
+            .iter()
+            .map(|p| (p.code.as_str(), p.field.as_deref(), p.raw.as_str(), p.kind))
+            .collect();
+        assert_eq!(
+            probs,
+            [
+                ("", None, "loose", ExceptionKind::Unmapped),
+                ("A", Some("Approved"), "maybe", ExceptionKind::Validation),
+                ("A", Some("Amount"), "12a", ExceptionKind::Validation),
+                (
+                    "A",
+                    Some("CloseDate"),
+                    "31/12/2026",
+                    ExceptionKind::Validation
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn unmapped_picklist_value_and_missing_line_item() {
+        let pairing = opportunity();
+        let items = [item(Some("A"), "OPP-A", "Acme")];
+        let grid = view(&[(
+            "OPP-A",
+            ["125000", "Mystery", "2026-12-18", "0", "40", "", ""],
+        )]);
+        let out = diff(&pairing, &items, &grid, &seen_a(), at()).expect("diff");
+        assert_eq!(out.changes, []);
+        assert_eq!(out.problems.len(), 1);
+        assert_eq!(out.problems[0].kind, ExceptionKind::Unmapped);
+        assert_eq!(out.problems[0].raw, "Mystery");
+
+        let mut narrow = grid.clone();
+        narrow.columns.remove(1);
+        let err = diff(&pairing, &items, &narrow, &seen_a(), at()).expect_err("no Stage column");
+        assert!(
+            matches!(err, AnaplanPollError::MissingLineItem { ref line_item, .. } if line_item == "Stage")
+        );
+    }
+
+    #[test]
+    fn a_field_never_seen_is_reported_once() {
+        let pairing = opportunity();
+        let mut seen = seen_a();
+        if let Some(a) = seen.get_mut("A") {
+            a.remove("Probability");
+        }
+        let items = [item(Some("A"), "OPP-A", "Acme")];
+        let grid = view(&[("OPP-A", ["125000", "Won", "2026-12-18", "0", "40", "", ""])]);
+        let out = diff(&pairing, &items, &grid, &seen, at()).expect("diff");
+        assert_eq!(out.changes.len(), 1);
+        assert_eq!(out.changes[0].fields[0].field, "Probability");
+        assert_eq!(out.changes[0].fields[0].value, Json::from("40"));
+    }
+}
