@@ -1,0 +1,417 @@
+//! The Anaplan poller (`plansync::engine::anaplan_poll`) against the Anaplan simulator over
+//! real loopback sockets, with the shadow in a temporary SQLite store. Edits are made the way
+//! a planner's would arrive (cell and list item writes through the API); each test checks the
+//! poll's report against the simulator's own state and the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use plansync::anaplan::{
+    AnaplanClient, AnaplanConfig, AuthMethod, CellValue, CellWrite, DimRef, ItemRef, LineItemRef,
+    ListItemWrite, RetryPolicy,
+};
+use plansync::engine::anaplan_poll::{AnaplanPollOutcome, poll_anaplan};
+use plansync::model::{ChangeKind, Decimal, ExceptionKind, Side, Source, Value, ValueKind};
+use plansync::rules::Pairing;
+use plansync::rules::ruleset::AnaplanField;
+use plansync::secret::Secret;
+use plansync::sim::anaplan::{self as sim, AnaplanSim, Seed, SimConfig, SimHandle};
+use plansync::store::{Batch, FieldKey, Observed, ShadowUpsert, Store};
+use serde_json::Value as Json;
+use tokio::net::TcpListener;
+
+const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
+const OPP: &str = "OPP01 Opportunity Data";
+const OPPS: &str = "Opportunities";
+const LONG: Duration = Duration::from_secs(60);
+
+fn opp(n: u32) -> String {
+    format!("006{n:012}AAA")
+}
+
+fn t(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 10, 15, minute, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn pairing() -> Pairing {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/opportunity.toml");
+    plansync::rules::load_file(&path).expect("the example rule file compiles")
+}
+
+async fn start(seed: Seed) -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    AnaplanSim::start(config, listener).await.unwrap()
+}
+
+fn client(sim: &SimHandle) -> AnaplanClient {
+    let auth = AuthMethod::Basic {
+        user: sim::DEFAULT_USER.into(),
+        password: Secret::new(sim::DEFAULT_PASSWORD),
+    };
+    let mut c = AnaplanConfig::new(sim.auth_url(), sim.api_url(), auth);
+    c.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(300),
+        max_elapsed: Duration::from_secs(30),
+    };
+    c.request_timeout = Duration::from_secs(20);
+    AnaplanClient::new(c).unwrap()
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LONG, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {LONG:?}"))
+}
+
+fn open_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("plansync.db")).unwrap();
+    (dir, store)
+}
+
+/// What the simulator holds now for every mapped field, read through its introspection (not
+/// through the client), normalised by the rules: the shadow after a sync that saw all of it.
+/// Unset cells show 0 (number line items), false (booleans) or blank, as Anaplan shows them;
+/// `text_items` are line items this model formats as text although the rule reads a number.
+fn sim_values_with(
+    sim: &SimHandle,
+    pairing: &Pairing,
+    text_items: &[&str],
+) -> HashMap<String, HashMap<String, Value>> {
+    let cells = sim.cells(MODEL, OPP).unwrap();
+    let mut out = HashMap::new();
+    for item in sim.list_items(MODEL, OPPS).unwrap() {
+        let code = item.code.clone().unwrap();
+        let row = cells.get(&code).cloned().unwrap_or_default();
+        let mut fields = HashMap::new();
+        for rule in &pairing.fields {
+            let raw = match &rule.anaplan {
+                AnaplanField::ListProperty(p) => {
+                    item.properties.get(p).cloned().unwrap_or_default()
+                }
+                AnaplanField::LineItem(li) => match (row.get(li), rule.kind) {
+                    (Some(v), _) => v.to_string(),
+                    (None, ValueKind::Number { .. }) if !text_items.contains(&li.as_str()) => {
+                        "0".into()
+                    }
+                    (None, _) => String::new(),
+                },
+            };
+            let value = rule
+                .normalise(Side::Anaplan, &Json::String(raw))
+                .expect("the seed's values are mapped");
+            fields.insert(rule.crm.clone(), value);
+        }
+        out.insert(code, fields);
+    }
+    out
+}
+
+fn sim_values(sim: &SimHandle, pairing: &Pairing) -> HashMap<String, HashMap<String, Value>> {
+    sim_values_with(sim, pairing, &[])
+}
+
+/// Stores `values` as the values seen in Anaplan (and agreed), through the store's batch API.
+fn seed_shadow(
+    store: &mut Store,
+    pairing: &Pairing,
+    values: &HashMap<String, HashMap<String, Value>>,
+    at: DateTime<Utc>,
+) {
+    let mut batch = Batch::new(at);
+    for (code, fields) in values {
+        for (field, value) in fields {
+            let rule = pairing.field(field).unwrap();
+            let seen = Some(Observed {
+                value: value.clone(),
+                at,
+                source: Source::Poll,
+            });
+            batch.upsert_shadow(ShadowUpsert {
+                key: FieldKey::new(&pairing.name, code, field),
+                kind: rule.kind,
+                base: seen.clone(),
+                seen_crm: seen.clone(),
+                seen_anaplan: seen,
+                in_flight: None,
+                held: None,
+                last_ack: None,
+            });
+        }
+    }
+    store.commit(&batch).unwrap();
+}
+
+async fn poll(client: &AnaplanClient, store: &Store, at: DateTime<Utc>) -> AnaplanPollOutcome {
+    let pairing = pairing();
+    let seen = store.anaplan_seen(&pairing.name).unwrap();
+    within("poll", poll_anaplan(client, &pairing, &seen, at))
+        .await
+        .unwrap()
+}
+
+fn cell(code: &str, line_item: &str, value: CellValue) -> CellWrite {
+    CellWrite {
+        line_item: LineItemRef::Name(line_item.into()),
+        dimensions: vec![(DimRef::Name(OPPS.into()), ItemRef::Code(code.into()))],
+        value,
+    }
+}
+
+/// (code, field, value) of every changed field, in the poll's order.
+fn changed(out: &AnaplanPollOutcome) -> Vec<(String, String, Json)> {
+    out.changes
+        .iter()
+        .flat_map(|c| {
+            c.fields
+                .iter()
+                .map(|f| (c.record.crm_id.clone(), f.field.clone(), f.value.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unchanged_model_reports_nothing_and_the_store_holds_what_was_seeded() {
+    let sim = start(Seed::default_seed()).await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    let values = sim_values(&sim, &pairing);
+    seed_shadow(&mut store, &pairing, &values, t(0));
+    assert_eq!(store.anaplan_seen(&pairing.name).unwrap(), values);
+
+    sim.clear_request_log();
+    let out = poll(&c, &store, t(5)).await;
+    assert_eq!(out.changes, [], "problems: {:?}", out.problems);
+    assert_eq!(out.problems, []);
+    assert_eq!(out.new_items, Vec::<String>::new());
+    assert_eq!(out.items, 5);
+    // Two name resolutions, the list read, the view read: and nothing else went to the API.
+    assert_eq!(out.calls, 4);
+    let api_calls = sim
+        .request_log()
+        .iter()
+        .filter(|r| r.path.starts_with("/2/0/"))
+        .count();
+    assert_eq!(api_calls, 4, "{:?}", sim.request_log());
+    // Flags as the simulator holds them: only OPP-0002 is approved.
+    let approved: BTreeMap<String, bool> = out
+        .flags
+        .iter()
+        .map(|(code, f)| (code.clone(), f["Approved"]))
+        .collect();
+    let expected: BTreeMap<String, bool> = (1..=5).map(|n| (opp(n), n == 2)).collect();
+    assert_eq!(approved, expected);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn written_cells_come_back_as_exactly_those_fields_normalised() {
+    let sim = start(Seed::default_seed()).await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    seed_shadow(&mut store, &pairing, &sim_values(&sim, &pairing), t(0));
+
+    let cells = [
+        cell(&opp(3), "Stage", CellValue::Text("Won".into())),
+        cell(
+            &opp(1),
+            "Amount",
+            CellValue::Number(Decimal::parse("33000.125", 3).unwrap()),
+        ),
+        cell(
+            &opp(2),
+            "Forecast Override",
+            CellValue::Number(Decimal::parse("450000", 0).unwrap()),
+        ),
+    ];
+    let module = within("module id", c.module_id(MODEL, OPP)).await.unwrap();
+    let wrote = within("write", c.write_cells(MODEL, &module, &cells))
+        .await
+        .unwrap();
+    assert_eq!(wrote.failures, []);
+    let list = within("list id", c.list_id(MODEL, OPPS)).await.unwrap();
+    let rename = ListItemWrite {
+        code: opp(5),
+        properties: [("Opportunity Name".to_string(), "Hooli AI".to_string())].into(),
+        ..ListItemWrite::default()
+    };
+    let renamed = within("rename", c.update_list_items(MODEL, &list, &[rename]))
+        .await
+        .unwrap();
+    assert_eq!(renamed.failures, []);
+
+    // The simulator holds what was written.
+    let held = sim.cells(MODEL, OPP).unwrap();
+    assert_eq!(held[&opp(3)]["Stage"], sim::CellValue::Item("Won".into()));
+    assert_eq!(held[&opp(1)]["Amount"], sim::CellValue::Number(33000.125));
+
+    let out = poll(&c, &store, t(5)).await;
+    assert_eq!(out.problems, []);
+    // The forecast override was written with the value it already had: no change.
+    assert_eq!(
+        changed(&out),
+        [
+            (opp(1), "Amount".into(), Json::from("33000.13")),
+            (opp(3), "StageName".into(), Json::from("Closed Won")),
+            (opp(5), "Name".into(), Json::from("Hooli AI")),
+        ]
+    );
+    for ch in &out.changes {
+        assert_eq!(ch.kind, ChangeKind::Update);
+        assert_eq!(ch.side, Side::Anaplan);
+        assert_eq!(ch.source, Source::Poll);
+        assert_eq!(ch.committed_at, t(5));
+        assert!(!ch.ours);
+    }
+
+    // Once the engine records what it saw, the same model polls clean.
+    seed_shadow(&mut store, &pairing, &sim_values(&sim, &pairing), t(6));
+    let seen = store.anaplan_seen(&pairing.name).unwrap();
+    assert_eq!(
+        seen[&opp(3)]["StageName"],
+        Value::Text("Closed Won".into()),
+        "the shadow keeps the CRM vocabulary"
+    );
+    let again = poll(&c, &store, t(10)).await;
+    assert_eq!(again.changes, []);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_item_is_a_delete_and_a_new_item_is_reported_as_new() {
+    let sim = start(Seed::default_seed()).await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    seed_shadow(&mut store, &pairing, &sim_values(&sim, &pairing), t(0));
+
+    let list = within("list id", c.list_id(MODEL, OPPS)).await.unwrap();
+    let deleted = within("delete", c.delete_list_items(MODEL, &list, &[opp(4)]))
+        .await
+        .unwrap();
+    assert_eq!((deleted.deleted, deleted.failures.len()), (1, 0));
+    let new = ListItemWrite {
+        code: opp(9),
+        name: Some("OPP-0009".into()),
+        properties: [("Opportunity Name".to_string(), "Planner's idea".to_string())].into(),
+        ..ListItemWrite::default()
+    };
+    let added = within("add", c.add_list_items(MODEL, &list, &[new]))
+        .await
+        .unwrap();
+    assert_eq!((added.added, added.failures.len()), (1, 0));
+    let codes: Vec<String> = sim
+        .list_items(MODEL, OPPS)
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| i.code)
+        .collect();
+    assert!(!codes.contains(&opp(4)) && codes.contains(&opp(9)));
+
+    let out = poll(&c, &store, t(5)).await;
+    assert_eq!(out.problems, []);
+    assert_eq!(out.new_items, [opp(9)]);
+    assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
+    let gone = &out.changes[0];
+    assert_eq!(
+        (gone.record.crm_id.as_str(), gone.kind),
+        (opp(4).as_str(), ChangeKind::Delete)
+    );
+    assert!(gone.fields.is_empty());
+    assert!(out.flags.contains_key(&opp(9)) && !out.flags.contains_key(&opp(4)));
+    // The poll only reports: the shadow still knows the deleted item.
+    assert!(
+        store
+            .anaplan_seen(&pairing.name)
+            .unwrap()
+            .contains_key(&opp(4))
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn values_that_cannot_be_normalised_are_problems_not_changes() {
+    // A model where someone made Forecast Override a text line item: a planner can type
+    // anything there.
+    let toml = sim::DEFAULT_SEED_TOML.replace(
+        r#"{ name = "Forecast Override", format = "number" }"#,
+        r#"{ name = "Forecast Override", format = "text" }"#,
+    );
+    assert_ne!(toml, sim::DEFAULT_SEED_TOML);
+    let seed = Seed::from_toml_str(&toml, "test").unwrap();
+    let sim = start(seed).await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    seed_shadow(
+        &mut store,
+        &pairing,
+        &sim_values_with(&sim, &pairing, &["Forecast Override"]),
+        t(0),
+    );
+
+    // A stage the rules have no mapping for.
+    let stages = within("stages id", c.list_id(MODEL, "Stages"))
+        .await
+        .unwrap();
+    let on_hold = ListItemWrite {
+        code: "HOLD".into(),
+        name: Some("On Hold".into()),
+        ..ListItemWrite::default()
+    };
+    let added = within("add stage", c.add_list_items(MODEL, &stages, &[on_hold]))
+        .await
+        .unwrap();
+    assert_eq!(added.failures, []);
+    let cells = [
+        cell(&opp(2), "Stage", CellValue::Text("On Hold".into())),
+        cell(&opp(3), "Forecast Override", CellValue::Text("n/a".into())),
+        cell(&opp(3), "Close Date", CellValue::Text("".into())),
+    ];
+    let module = within("module id", c.module_id(MODEL, OPP)).await.unwrap();
+    let wrote = within("write", c.write_cells(MODEL, &module, &cells))
+        .await
+        .unwrap();
+    assert_eq!(wrote.failures, []);
+
+    let out = poll(&c, &store, t(5)).await;
+    let problems: Vec<_> = out
+        .problems
+        .iter()
+        .map(|p| (p.code.clone(), p.field.clone(), p.raw.clone(), p.kind))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            (
+                opp(2),
+                Some("StageName".into()),
+                "On Hold".into(),
+                ExceptionKind::Unmapped
+            ),
+            (
+                opp(3),
+                Some("Forecast_Override__c".into()),
+                "n/a".into(),
+                ExceptionKind::Validation
+            ),
+        ]
+    );
+    // The bad fields are left out; the good edit on the same item still comes through.
+    assert_eq!(
+        changed(&out),
+        [(opp(3), "CloseDate".into(), Json::Null)],
+        "a cleared date is a change to null"
+    );
+    sim.shutdown().await;
+}
