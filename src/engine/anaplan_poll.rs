@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(out.changes, [], "{:?}", out.problems);
         assert_eq!(out.problems, []);
         assert_eq!(out.new_items, Vec::<String>::new());
-        assert_eq!(out.flags["A"]["Approved"], true);
+        assert!(out.flags["A"]["Approved"]);
     }
 
     #[test]
@@ -500,7 +500,7 @@ mod tests {
             ],
             "Amount rounds to the same cents, so it is unchanged"
         );
-        assert_eq!(out.flags["A"]["Approved"], false, "blank is false");
+        assert!(!out.flags["A"]["Approved"], "blank is false");
     }
 
     #[test]
