@@ -36,3 +36,65 @@ impl Store {
         Ok(seen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::{Source, ValueKind};
+    use crate::store::{Batch, FieldKey, Observed, ShadowUpsert};
+
+    fn upsert(crm_id: &str, field: &str, kind: ValueKind, anaplan: Option<&str>) -> ShadowUpsert {
+        let at = Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).unwrap();
+        let observed = |raw: &str| Observed {
+            value: Value::from_text(kind, raw).unwrap(),
+            at,
+            source: Source::Poll,
+        };
+        ShadowUpsert {
+            key: FieldKey::new("opportunity", crm_id, field),
+            kind,
+            base: None,
+            seen_crm: Some(observed("1")),
+            seen_anaplan: anaplan.map(observed),
+            in_flight: None,
+            held: None,
+            last_ack: None,
+        }
+    }
+
+    #[test]
+    fn seen_values_of_one_pairing_in_their_stored_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("plansync.db")).unwrap();
+        let mut batch = Batch::new(Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).unwrap());
+        let n2 = ValueKind::Number { scale: 2 };
+        batch.upsert_shadow(upsert("A", "Amount", n2, Some("12.5")));
+        batch.upsert_shadow(upsert("A", "StageName", ValueKind::Picklist, Some("")));
+        // Seen only in the CRM: not part of the Anaplan snapshot.
+        batch.upsert_shadow(upsert(
+            "A",
+            "Probability",
+            ValueKind::Number { scale: 0 },
+            None,
+        ));
+        batch.upsert_shadow(upsert("B", "Amount", n2, None));
+        let mut other = upsert("C", "Amount", n2, Some("3"));
+        other.key.record.pairing = "territory".into();
+        batch.upsert_shadow(other);
+        store.commit(&batch).unwrap();
+
+        let seen = store.anaplan_seen("opportunity").unwrap();
+        assert_eq!(
+            seen.len(),
+            1,
+            "B was never seen in Anaplan, C is another pairing"
+        );
+        let a = &seen["A"];
+        assert_eq!(a.len(), 2);
+        assert_eq!(a["Amount"], Value::from_text(n2, "12.50").unwrap());
+        assert_eq!(a["StageName"], Value::Null);
+        assert!(store.anaplan_seen("nobody").unwrap().is_empty());
+    }
+}
