@@ -458,7 +458,8 @@ pub struct AckedWrite {
 /// One field's new value as reported by a source, before the rules have looked at it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldChange {
-    /// The field's name on the side that reported it (CRM API name or Anaplan line item).
+    /// The field's CRM API name, whichever side reported it (the pollers and the CDC listener
+    /// translate Anaplan line items and compound parts to it).
     pub field: String,
     pub value: serde_json::Value,
 }

@@ -588,30 +588,4 @@ mod tests {
         assert_eq!(out.changes[0].fields[0].field, "Probability");
         assert_eq!(out.changes[0].fields[0].value, Json::from("40"));
     }
-
-    #[test]
-    #[ignore = "timing probe; run with --ignored --nocapture"]
-    fn timing_probe_a_million_cells() {
-        let pairing = opportunity();
-        let n = 170_000;
-        let mut items = Vec::with_capacity(n);
-        let mut rows = Vec::with_capacity(n);
-        let mut seen = HashMap::with_capacity(n);
-        for i in 0..n {
-            let code = format!("006{i:012}AAA");
-            let name = format!("OPP-{i}");
-            items.push(item(Some(&code), &name, "Acme"));
-            rows.push((
-                name,
-                ["125000", "Won", "2026-12-18", "0", "40", "true", "false"],
-            ));
-            seen.insert(code, seen_a().remove("A").unwrap_or_default());
-        }
-        let rows: Vec<(&str, [&str; 7])> = rows.iter().map(|(n, c)| (n.as_str(), *c)).collect();
-        let grid = view(&rows);
-        let started = std::time::Instant::now();
-        let out = diff(&pairing, &items, &grid, &seen, at()).expect("diff");
-        eprintln!("{} items, {} cells: {:?}", n, n * 7, started.elapsed());
-        assert_eq!(out.changes, []);
-    }
 }
