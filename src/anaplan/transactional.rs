@@ -466,9 +466,11 @@ impl AnaplanClient {
         let (update, add): (Vec<usize>, Vec<usize>) =
             (0..items.len()).partition(|&i| existing.contains(&items[i].code));
         let mut outcome = self
-            .update_list_items_at(model, list, items, &update)
+            .write_list_items_at(model, list, items, &update, false)
             .await?;
-        let added = self.add_list_items_at(model, list, items, &add).await?;
+        let added = self
+            .write_list_items_at(model, list, items, &add, true)
+            .await?;
         outcome.calls += 1 + added.calls;
         outcome.added = added.added;
         outcome.ignored += added.ignored;
@@ -485,7 +487,8 @@ impl AnaplanClient {
         items: &[ListItemWrite],
     ) -> Result<ListWriteOutcome, AnaplanError> {
         let all: Vec<usize> = (0..items.len()).collect();
-        self.add_list_items_at(model, list, items, &all).await
+        self.write_list_items_at(model, list, items, &all, true)
+            .await
     }
 
     /// Updates items by code (`PUT …/items`).
@@ -496,52 +499,34 @@ impl AnaplanClient {
         items: &[ListItemWrite],
     ) -> Result<ListWriteOutcome, AnaplanError> {
         let all: Vec<usize> = (0..items.len()).collect();
-        self.update_list_items_at(model, list, items, &all).await
+        self.write_list_items_at(model, list, items, &all, false)
+            .await
     }
 
-    async fn add_list_items_at(
+    /// Adds (`POST …/items?action=add`) or updates (`PUT …/items`) the items at `which`,
+    /// chunked; failures come back at the caller's indexes. Only updates are safe to resend.
+    async fn write_list_items_at(
         &self,
         model: &str,
         list: &str,
         items: &[ListItemWrite],
         which: &[usize],
+        add: bool,
     ) -> Result<ListWriteOutcome, AnaplanError> {
-        let encoded: Vec<Vec<u8>> = which
-            .iter()
-            .map(|&i| encode_item(&items[i], true))
-            .collect();
+        let encoded: Vec<Vec<u8>> = which.iter().map(|&i| encode_item(&items[i], add)).collect();
         let path = format!("/models/{}/lists/{}/items", seg(model), seg(list));
+        let (method, action, idempotent) = if add {
+            (Method::POST, Some("add"), false)
+        } else {
+            (Method::PUT, None, true)
+        };
         let mut outcome = ListWriteOutcome::default();
         for (range, r) in self
-            .list_calls(&path, Method::POST, Some("add"), &encoded, false)
+            .list_calls(&path, method, action, &encoded, idempotent)
             .await?
         {
             outcome.calls += 1;
             outcome.added += r.added.unwrap_or(0);
-            outcome.ignored += r.ignored.unwrap_or(0);
-            push_item_failures(&mut outcome.failures, r.failures, &range, which)?;
-        }
-        Ok(outcome)
-    }
-
-    async fn update_list_items_at(
-        &self,
-        model: &str,
-        list: &str,
-        items: &[ListItemWrite],
-        which: &[usize],
-    ) -> Result<ListWriteOutcome, AnaplanError> {
-        let encoded: Vec<Vec<u8>> = which
-            .iter()
-            .map(|&i| encode_item(&items[i], false))
-            .collect();
-        let path = format!("/models/{}/lists/{}/items", seg(model), seg(list));
-        let mut outcome = ListWriteOutcome::default();
-        for (range, r) in self
-            .list_calls(&path, Method::PUT, None, &encoded, true)
-            .await?
-        {
-            outcome.calls += 1;
             outcome.updated += r.updated.unwrap_or(0);
             outcome.ignored += r.ignored.unwrap_or(0);
             push_item_failures(&mut outcome.failures, r.failures, &range, which)?;
