@@ -70,6 +70,10 @@ pub enum Source {
     Reconcile,
     /// A person resolving an exception.
     Resolution,
+    /// Our own write, acknowledged by the side it went to. A value seen this way is dated
+    /// by when we sent it (the APIs return no commit time), so it is never used to call a
+    /// later-arriving CRM event stale.
+    Write,
 }
 
 impl Source {
@@ -79,6 +83,7 @@ impl Source {
             Source::Poll => "poll",
             Source::Reconcile => "reconcile",
             Source::Resolution => "resolution",
+            Source::Write => "write",
         }
     }
 }

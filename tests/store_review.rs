@@ -1442,6 +1442,7 @@ fn a_failing_statement_leaves_nothing_of_its_batch() {
         value: num("1"),
         reason: OutboxReason::Decision,
         exception: Some(e),
+        replaced: Value::Null,
     });
     for n in 0..3_000 {
         batch.upsert_shadow(ShadowUpsert {
@@ -1491,6 +1492,7 @@ fn a_failing_statement_leaves_nothing_of_its_batch() {
         value: num("1"),
         reason: OutboxReason::Decision,
         exception: Some(e),
+        replaced: Value::Null,
     });
     store.commit(&good).unwrap();
     let after = counts(&path);
@@ -1544,6 +1546,7 @@ fn resolve_uses_current_values_and_waits_for_a_write_in_flight() {
         value: num("12"),
         reason: OutboxReason::Decision,
         exception: None,
+        replaced: Value::Null,
     });
     batch.upsert_shadow(ShadowUpsert {
         key,

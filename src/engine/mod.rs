@@ -1,6 +1,7 @@
 //! The sync engine: the sources that feed it changes (the CRM watermark poller and the
-//! Anaplan diff poller so far), and later the router, the shards and the scheduler that runs
-//! the pollers.
+//! Anaplan diff poller so far), the contract with the sinks that write, and later the router,
+//! the shards and the scheduler that runs the pollers.
 
 pub mod anaplan_poll;
 pub mod crm_poll;
+pub mod write;

@@ -125,6 +125,7 @@ mod tests {
             last_error: None,
             created_at: at,
             updated_at: at,
+            replaced: Value::Null,
         };
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.serialize(OutboxRow::from(&record)).unwrap();

@@ -97,6 +97,8 @@ pub struct NewOutbox {
     pub value: Value,
     pub reason: OutboxReason,
     pub exception: Option<ExceptionRef>,
+    /// What `target` showed when the write was decided (`Null` for nothing).
+    pub replaced: Value,
 }
 
 /// A queued write moving on: sent, acknowledged, or refused.
@@ -170,6 +172,7 @@ pub struct Batch {
     shadow: Vec<ShadowUpsert>,
     audit: Vec<NewAudit>,
     checkpoints: Vec<(String, Position)>,
+    metrics: Vec<(String, i64)>,
 }
 
 impl Batch {
@@ -187,6 +190,7 @@ impl Batch {
             shadow: Vec::new(),
             audit: Vec::new(),
             checkpoints: Vec::new(),
+            metrics: Vec::new(),
         }
     }
 
@@ -238,6 +242,11 @@ impl Batch {
         self.checkpoints.push((source.into(), position));
     }
 
+    /// Stores the current value of an engine counter (see the `metrics` table).
+    pub fn set_metric(&mut self, name: impl Into<String>, value: i64) {
+        self.metrics.push((name.into(), value));
+    }
+
     /// How many rows the batch will write.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -248,6 +257,7 @@ impl Batch {
             + self.shadow.len()
             + self.audit.len()
             + self.checkpoints.len()
+            + self.metrics.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,8 +324,12 @@ WHERE id = ?1 AND status = 'open'";
 
 const INSERT_OUTBOX: &str = "\
 INSERT INTO outbox (pairing, crm_id, field, target, value, value_kind, reason, exception_id,
-    state, attempts, created_at, updated_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9)";
+    state, attempts, created_at, updated_at, replaced_value)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9, ?10)";
+
+const UPSERT_METRIC: &str = "\
+INSERT INTO metrics (name, value, updated_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
 
 const UPDATE_OUTBOX: &str = "\
 UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
@@ -469,6 +483,7 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
                 o.reason.as_str(),
                 exception,
                 now,
+                o.replaced.to_text(),
             ])?;
             receipt.outbox_ids.push(tx.last_insert_rowid());
         }
@@ -565,6 +580,13 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
                 StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
             })?;
             stmt.execute(params![source, json, now])?;
+        }
+    }
+
+    if !batch.metrics.is_empty() {
+        let mut stmt = tx.prepare_cached(UPSERT_METRIC)?;
+        for (name, value) in &batch.metrics {
+            stmt.execute(params![name, value, now])?;
         }
     }
 

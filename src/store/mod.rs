@@ -212,6 +212,7 @@ fn parse_source(
         "poll" => Ok(Source::Poll),
         "reconcile" => Ok(Source::Reconcile),
         "resolution" => Ok(Source::Resolution),
+        "write" => Ok(Source::Write),
         _ => Err(corrupt(table, column, raw, "a source")),
     }
 }
@@ -229,7 +230,7 @@ fn load_outbox(conn: &Connection, id: i64) -> Result<Option<OutboxRecord>, Store
 }
 
 const OUTBOX_COLUMNS: &str = "id, pairing, crm_id, field, target, value, value_kind, reason, \
-     exception_id, state, attempts, last_error, created_at, updated_at";
+     exception_id, state, attempts, last_error, created_at, updated_at, replaced_value";
 
 fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
     let kind = parse_kind("outbox", "value_kind", row.get(6)?)?;
@@ -250,6 +251,7 @@ fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
         last_error: row.get(11)?,
         created_at: parse_ts("outbox", "created_at", row.get(12)?)?,
         updated_at: parse_ts("outbox", "updated_at", row.get(13)?)?,
+        replaced: parse_value("outbox", "replaced_value", kind, row.get(14)?)?,
     })
 }
 

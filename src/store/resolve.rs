@@ -126,8 +126,8 @@ impl Store {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO outbox (pairing, crm_id, field, target, value, value_kind, reason,
-                     exception_id, state, attempts, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9)",
+                     exception_id, state, attempts, created_at, updated_at, replaced_value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9, ?10)",
             )?;
             for side in Side::BOTH {
                 if field.value(side) == value {
@@ -143,6 +143,7 @@ impl Store {
                     OutboxReason::Resolution.as_str(),
                     id,
                     at,
+                    field.value(side).to_text(),
                 ])?;
                 queued_ids.push(tx.last_insert_rowid());
             }

@@ -229,6 +229,8 @@ pub struct OutboxRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the target showed when the write was decided (`Null` for nothing).
+    pub replaced: Value,
 }
 
 /// One row of the `audit` table: a decision about an observed value.

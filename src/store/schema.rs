@@ -10,7 +10,8 @@
 //!   `value_kind` tag (`text`, `number:2`, `boolean`, `date`, `picklist`) so the value can be
 //!   parsed back without the rule files.
 //! - **Enumerations** are lowercase snake_case text: sides `crm` / `anaplan`; sources
-//!   `stream` / `poll` / `reconcile` / `resolution`; exception kinds and statuses as in
+//!   `stream` / `poll` / `reconcile` / `resolution` / `write` (our acknowledged write);
+//!   exception kinds and statuses as in
 //!   `ExceptionKind` and `ExceptionStatus`.
 //!
 //! The file is marked with `PRAGMA application_id = 0x706C7379` ("plsy") and its schema version
@@ -61,11 +62,21 @@
 //!   `failed` (refused for good; a `write_failed` exception says why).
 //! - `attempts`: how many times it was sent; `last_error`: the last remote error, or NULL.
 //! - `created_at`, `updated_at`.
+//! - `replaced_value` (v2): what the target side showed when the write was decided (the value
+//!   it deliberately replaces); NULL for none. Kept so that, after the acknowledgement, an
+//!   edit our write overwrote can be told from the value we meant to replace.
 //!
 //! ## `checkpoints`: how far each source has been durably consumed
 //! - `source`: the source's name (a CDC channel, a poller), primary key.
 //! - `position`: JSON of `model::Position`, e.g. `{"kind":"replay","channel":…,"replay_id":…}`.
 //! - `updated_at`.
+//! - A source split over shards stores one row per shard, `<source>#<shard>`; it resumes
+//!   from the oldest of them.
+//!
+//! ## `metrics` (v2): the running engine's counters, for `plansync status`
+//! - `name`: e.g. `anaplan.calls`, `anaplan.rate_limited`, `crm.calls`; primary key.
+//! - `value`: the counter's value (cumulative over the engine's life unless the name says).
+//! - `updated_at`: when the engine last stored it.
 //!
 //! ## `exceptions`: every value plansync did not propagate, and why
 //! - `id`: increasing integer, the handle used by `plansync exceptions show/resolve`.
@@ -122,13 +133,32 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first; `version` counts up from 1 without gaps.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: V1_INITIAL,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: V1_INITIAL,
+    },
+    Migration {
+        version: 2,
+        sql: V2_ENGINE,
+    },
+];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What the running engine needs beyond the first schema: the value a queued write replaces
+/// (so a later edit can be told from the value we deliberately overwrote, after a restart
+/// too) and the engine's counters for `plansync status`.
+const V2_ENGINE: &str = r#"
+ALTER TABLE outbox ADD COLUMN replaced_value TEXT;  -- what the target showed when decided
+
+CREATE TABLE metrics (
+    name       TEXT PRIMARY KEY,  -- e.g. anaplan.calls, crm.calls, anaplan.rate_limited
+    value      INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#;
 
 /// The initial schema. Column meanings are documented at the top of this module; the short
 /// SQL comments are kept because `sqlite3`'s `.schema` shows them to an admin.

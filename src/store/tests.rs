@@ -81,6 +81,7 @@ fn a_batch_stores_rows_that_refer_to_each_other() {
         value: num("10"),
         reason: OutboxReason::Revert,
         exception: Some(exception),
+        replaced: Value::Null,
     });
     let upsert = ShadowUpsert {
         key: key(),
@@ -275,6 +276,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         value: num("7"),
         reason: OutboxReason::Decision,
         exception: None,
+        replaced: Value::Null,
     });
     batch.update_outbox(OutboxUpdate {
         id: write,

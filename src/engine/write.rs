@@ -1,0 +1,85 @@
+//! What the engine asks a sink to write, and what the sink answers: the contract between the
+//! shards (which decide and own the per-field state) and the two sinks (which only talk to
+//! their remote side).
+//!
+//! A sink gets a batch of [`WriteRequest`]s (at most one per field: the shards keep one
+//! write in flight per field) and answers one [`WriteOutcome`] per request, by outbox id. It
+//! never touches the store: the owning shard applies the outcome (shadow, outbox state,
+//! `write_failed` exception) in its own transaction.
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{RecordKey, Value};
+
+/// A pseudo field naming a record lifecycle operation instead of a synced field. Lifecycle
+/// writes travel through the same outbox and sinks as field writes, so they are as durable.
+pub mod lifecycle {
+    /// Delete the record's Anaplan list item (`crm_delete = "delete"`). Value: `Null`.
+    pub const DELETE_ITEM: &str = "$delete_item";
+    /// Set the pairing's `deleted_flag` boolean line item for the record's item
+    /// (`crm_delete = "flag"` with `true`, `crm_undelete = "restore"` with `false`).
+    pub const DELETED_FLAG: &str = "$deleted_flag";
+    /// Make sure the record's Anaplan list item exists (code = CRM id), before any of its
+    /// cells is written. Value: `Null`. Sinks also do this implicitly for any cell write.
+    pub const ENSURE_ITEM: &str = "$ensure_item";
+
+    /// Whether `field` names a lifecycle operation rather than a synced field.
+    pub fn is_lifecycle(field: &str) -> bool {
+        field.starts_with('$')
+    }
+}
+
+/// One write to make: put `value` into `field` of `record` on the sink's side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRequest {
+    /// The outbox row this write carries; the answer is keyed by it.
+    pub outbox_id: i64,
+    pub record: RecordKey,
+    /// The CRM field API name (the pairing's rule maps it to the Anaplan line item or list
+    /// property), or a [`lifecycle`] pseudo field.
+    pub field: String,
+    /// In the CRM's vocabulary and the rule's kind; the sink converts it for its side
+    /// (`FieldRule::to_side`).
+    pub value: Value,
+}
+
+/// What became of one [`WriteRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The remote accepted it. `at` is the best known time it was committed there: the
+    /// time the call that carried it was sent (neither API returns a commit time).
+    Acked { at: DateTime<Utc> },
+    /// The remote refused this write for good (a per-cell or per-record failure, a record
+    /// whose list item could not be created, an unknown field): a `write_failed` exception
+    /// with `message`, the remote's own words.
+    Rejected { message: String },
+    /// The call failed as a whole after the client's own retries (remote down, rate limited
+    /// past the retry budget): nothing is known to be written; send it again later.
+    Retry { message: String },
+}
+
+/// A sink's answer for a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// One outcome per request, by outbox id, in the order of the requests.
+    pub outcomes: Vec<(i64, WriteOutcome)>,
+    /// Anaplan list items the sink created or found, with their Anaplan item ids
+    /// (for `record_map`).
+    pub items: Vec<(RecordKey, String)>,
+    /// API calls made for the batch, by kind (e.g. `cells`, `list_items`, `import`,
+    /// `collections`, `bulk`), for the status and the demo's summary.
+    pub calls: Vec<(&'static str, u64)>,
+}
+
+impl WriteReport {
+    /// Every request answered with the same outcome (e.g. a whole call that failed).
+    pub fn all(requests: &[WriteRequest], outcome: WriteOutcome) -> WriteReport {
+        WriteReport {
+            outcomes: requests
+                .iter()
+                .map(|r| (r.outbox_id, outcome.clone()))
+                .collect(),
+            ..WriteReport::default()
+        }
+    }
+}
