@@ -4,4 +4,5 @@
 
 pub mod anaplan_poll;
 pub mod crm_poll;
+pub mod sink;
 pub mod write;

@@ -22,6 +22,8 @@ pub mod lifecycle {
     /// Make sure the record's Anaplan list item exists (code = CRM id), before any of its
     /// cells is written. Value: `Null`. Sinks also do this implicitly for any cell write.
     pub const ENSURE_ITEM: &str = "$ensure_item";
+    /// Delete the CRM record (`anaplan_delete = "delete_record"`). Value: `Null`.
+    pub const DELETE_RECORD: &str = "$delete_record";
 
     /// Whether `field` names a lifecycle operation rather than a synced field.
     pub fn is_lifecycle(field: &str) -> bool {

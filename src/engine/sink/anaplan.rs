@@ -1,0 +1,1 @@
+//! The Anaplan sink (being built).
