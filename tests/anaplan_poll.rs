@@ -321,8 +321,20 @@ async fn a_deleted_item_is_a_delete_and_a_new_item_is_reported_as_new() {
     let out = poll(&c, &store, t(5)).await;
     assert_eq!(out.problems, []);
     assert_eq!(out.new_items, [opp(9)]);
-    assert_eq!(out.changes.len(), 1, "{:?}", out.changes);
-    let gone = &out.changes[0];
+    assert_eq!(out.changes.len(), 2, "{:?}", out.changes);
+    let added = &out.changes[0];
+    assert_eq!(
+        (added.record.crm_id.as_str(), added.kind),
+        (opp(9).as_str(), ChangeKind::Create)
+    );
+    assert!(
+        added
+            .fields
+            .iter()
+            .any(|f| f.field == "Name" && f.value == "Planner's idea"),
+        "{added:?}"
+    );
+    let gone = &out.changes[1];
     assert_eq!(
         (gone.record.crm_id.as_str(), gone.kind),
         (opp(4).as_str(), ChangeKind::Delete)

@@ -13,8 +13,9 @@
 //!   means is the pairing's `anaplan_delete` lifecycle rule (an exception by default), never a
 //!   silent CRM delete.
 //! - an item in the list the shadow has never seen → its code in
-//!   [`AnaplanPollOutcome::new_items`], not a change: it may be an item plansync itself just
-//!   created, or a planner's new row with no CRM record behind it; the engine decides which.
+//!   [`AnaplanPollOutcome::new_items`] and a [`ChangeKind::Create`] carrying all its mapped
+//!   values: it may be an item plansync itself just created, one the first reconciliation
+//!   meets, or a planner's new row with no CRM record behind it; the engine decides which.
 //! - a value that cannot be normalised → an [`AnaplanPollProblem`] (with the exception kind
 //!   the rule says: `validation` for a malformed value, `unmapped` for a picklist value with no
 //!   mapping); that field is left out of the item's change, the others still go.
@@ -78,8 +79,9 @@ pub struct AnaplanPollProblem {
 /// The result of one poll.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnaplanPollOutcome {
-    /// One change per known item whose values differ from the shadow (in code order), then
-    /// one `Delete` per known item gone from the list (in code order).
+    /// One change per item whose values differ from the shadow (`Create` with every mapped
+    /// value for an item the shadow has never seen), in code order, then one `Delete` per
+    /// known item gone from the list (in code order).
     pub changes: Vec<Change>,
     /// Codes of list items the shadow has never seen, in code order.
     pub new_items: Vec<String>,
@@ -243,10 +245,10 @@ pub fn diff(
             cells.and_then(|c| c.get(*column)).map(String::as_str)
         };
         read_flags(pairing, code, &cell, &mut outcome);
-        let Some(known) = seen.get(code) else {
+        let known = seen.get(code);
+        if known.is_none() {
             outcome.new_items.push(code.to_string());
-            continue;
-        };
+        }
         let mut fields = Vec::new();
         for rule in &pairing.fields {
             let raw = match &rule.anaplan {
@@ -282,7 +284,7 @@ pub fn diff(
             // A value stored under an earlier rule (another scale) is compared in the current
             // kind; one that no longer fits it counts as different.
             let unchanged = known
-                .get(&rule.crm)
+                .and_then(|k| k.get(&rule.crm))
                 .is_some_and(|old| old.to_kind(rule.kind).is_ok_and(|old| old == value));
             if !unchanged {
                 fields.push(FieldChange {
@@ -292,9 +294,14 @@ pub fn diff(
             }
         }
         if !fields.is_empty() {
+            let kind = if known.is_some() {
+                ChangeKind::Update
+            } else {
+                ChangeKind::Create
+            };
             outcome
                 .changes
-                .push(change(pairing, code, ChangeKind::Update, fields, at));
+                .push(change(pairing, code, kind, fields, at));
         }
     }
     let mut gone: Vec<&str> = seen
@@ -522,15 +529,28 @@ mod tests {
             ("loose", ["", "", "", "", "", "", ""]),
         ]);
         let out = diff(&pairing, &items, &grid, &seen, at()).expect("diff");
-        assert_eq!(out.new_items, ["N"], "a new item is not diffed");
+        assert_eq!(out.new_items, ["N"]);
         let kinds: Vec<_> = out
             .changes
             .iter()
             .map(|c| (c.record.crm_id.as_str(), c.kind))
             .collect();
-        // "Closed Won" is the CRM spelling and is accepted as is: unchanged.
-        assert_eq!(kinds, [("Z", ChangeKind::Delete)]);
-        assert!(out.changes[0].fields.is_empty());
+        // "Closed Won" is the CRM spelling and is accepted as is: unchanged. The new item
+        // reports every value that could be read.
+        assert_eq!(
+            kinds,
+            [("N", ChangeKind::Create), ("Z", ChangeKind::Delete)]
+        );
+        let new_fields: Vec<&str> = out.changes[0]
+            .fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert!(
+            new_fields.contains(&"Amount") && new_fields.contains(&"Name"),
+            "{new_fields:?}"
+        );
+        assert!(out.changes[1].fields.is_empty());
         let probs: Vec<_> = out
             .problems
             .iter()
@@ -548,6 +568,7 @@ mod tests {
                     "31/12/2026",
                     ExceptionKind::Validation
                 ),
+                ("N", Some("StageName"), "Mystery", ExceptionKind::Unmapped),
             ]
         );
     }
