@@ -3,6 +3,14 @@
 //! the shards and the scheduler that runs the pollers.
 
 pub mod anaplan_poll;
+pub mod counters;
 pub mod crm_poll;
+pub mod db;
+pub mod dispatch;
+pub mod router;
+pub mod run;
+pub mod shard;
 pub mod sink;
+pub mod sources;
+mod state;
 pub mod write;

@@ -131,4 +131,9 @@ pub enum StoreError {
 
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    /// A store call from the engine's async tasks did not complete (its thread panicked or
+    /// the runtime is shutting down).
+    #[error("internal: {0}")]
+    Internal(String),
 }

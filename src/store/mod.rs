@@ -12,6 +12,7 @@ mod codec;
 mod error;
 mod exceptions;
 mod open;
+mod queue;
 mod resolve;
 mod rows;
 mod schema;
@@ -143,7 +144,7 @@ impl Store {
     }
 }
 
-fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> {
+pub(crate) fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> {
     let kind = parse_kind("shadow", "value_kind", row.get(0)?)?;
     let observed = |first: usize,
                     value_col: &'static str,
@@ -229,10 +230,10 @@ fn load_outbox(conn: &Connection, id: i64) -> Result<Option<OutboxRecord>, Store
         .transpose()
 }
 
-const OUTBOX_COLUMNS: &str = "id, pairing, crm_id, field, target, value, value_kind, reason, \
+pub(crate) const OUTBOX_COLUMNS: &str = "id, pairing, crm_id, field, target, value, value_kind, reason, \
      exception_id, state, attempts, last_error, created_at, updated_at, replaced_value";
 
-fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
+pub(crate) fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
     let kind = parse_kind("outbox", "value_kind", row.get(6)?)?;
     Ok(OutboxRecord {
         id: row.get(0)?,

@@ -1,0 +1,504 @@
+//! Starting and stopping the engine: the shards (one OS thread each, since their work is
+//! SQLite), the sources, the two write loops, the claimer of resolution writes, and the
+//! counters' flusher, all joined by bounded channels.
+//!
+//! Start order matters for "nothing lost": sent-but-unanswered writes from a previous run are
+//! queued again first; on an empty store the first reconciliation reads Anaplan, then the
+//! CRM, before the stream starts (from the tip: the pollers' next run covers the moments
+//! between); otherwise every source resumes from its oldest per-shard checkpoint.
+//!
+//! Stop order: sources stop taking input, the write loops finish the batch in hand, every
+//! shard commits what it holds, the counters are stored, and the shard threads end when
+//! their channels close.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::counters::Counters;
+use super::db::Db;
+use super::dispatch::{self, DispatchSettings, Sink};
+use super::router::Router;
+use super::shard::{ShardCore, ShardMsg};
+use super::sources::{
+    self, PollerCtx, Trigger, anaplan_poll_once, cdc_source, crm_poll_once, resume_position,
+};
+use crate::anaplan::AnaplanClient;
+use crate::crm::CrmClient;
+use crate::crm::cdc::{CdcConfig, ReplayFrom, Transport};
+use crate::model::{Position, Side};
+use crate::rules::RuleSet;
+use crate::store::{Batch, Store, StoreError};
+
+/// The stream's settings; `None` in [`EngineOptions::stream`] runs on the pollers alone.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub api_version: String,
+    pub channels: Vec<String>,
+    pub transport: Transport,
+    /// Our writes' `Sforce-Call-Options` client id, to recognise their events.
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub store: PathBuf,
+    pub shards: usize,
+    /// Messages a shard's channel holds before its senders wait.
+    pub channel_capacity: usize,
+    pub batch_window: Duration,
+    /// The most writes handed to a sink at once.
+    pub max_batch: usize,
+    pub crm_poll: Duration,
+    pub anaplan_poll: Duration,
+    pub lookback: Duration,
+    pub stream: Option<StreamOptions>,
+}
+
+impl EngineOptions {
+    pub fn new(store: impl Into<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            store: store.into(),
+            shards: 4,
+            channel_capacity: 4096,
+            batch_window: Duration::from_millis(100),
+            max_batch: 100_000,
+            crm_poll: Duration::from_secs(300),
+            anaplan_poll: Duration::from_secs(300),
+            lookback: Duration::from_secs(120),
+            stream: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the engine stopped: {0}")]
+    Failed(String),
+}
+
+/// The engine's two sinks, built by the caller (the CLI from the configuration; tests may
+/// bring their own).
+pub struct Sinks {
+    pub anaplan: Box<dyn Sink>,
+    pub crm: Box<dyn Sink>,
+}
+
+/// A running engine.
+pub struct EngineHandle {
+    router: Router,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    shard_threads: Vec<std::thread::JoinHandle<()>>,
+    crm_triggers: Vec<Arc<Trigger>>,
+    anaplan_triggers: Vec<Arc<Trigger>>,
+    counters: Arc<Counters>,
+    db: Db,
+    failure: Arc<Mutex<Option<String>>>,
+    failed: Arc<Notify>,
+    stream_connected: Arc<AtomicBool>,
+    crm: CrmClient,
+    anaplan: AnaplanClient,
+}
+
+/// The most messages a shard takes into one round (one transaction).
+const ROUND_MAX: usize = 4096;
+
+fn run_shard(
+    mut core: ShardCore,
+    mut rx: mpsc::Receiver<ShardMsg>,
+    rules: watch::Receiver<Arc<RuleSet>>,
+    wake: [Arc<Notify>; 2],
+    counters: Arc<Counters>,
+    failure: Arc<Mutex<Option<String>>>,
+    failed: Arc<Notify>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut msgs = Vec::with_capacity(64);
+        msgs.push(first);
+        while msgs.len() < ROUND_MAX {
+            match rx.try_recv() {
+                Ok(m) => msgs.push(m),
+                Err(_) => break,
+            }
+        }
+        let current = rules.borrow().clone();
+        match core.round(&current, msgs, Utc::now()) {
+            Ok(summary) => {
+                counters
+                    .writes_queued
+                    .fetch_add(summary.writes_queued as u64, Ordering::Relaxed);
+                counters
+                    .exceptions
+                    .fetch_add(summary.exceptions as u64, Ordering::Relaxed);
+                if summary.writes_queued > 0 {
+                    for w in &wake {
+                        w.notify_one();
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of the round was stored: its changes are not checkpointed and its
+                // answers leave their writes `in_flight`, so a restart redoes all of it. Going
+                // on would decide later changes on a state that misses this round.
+                let message = format!("shard {} could not store a round: {e}", core.index);
+                tracing::error!(target: "plansync::engine", "{message}");
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                failed.notify_waiters();
+                return;
+            }
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Starts the engine on `rules` (a watch, so a reloaded rule set takes effect at the next
+    /// round of each shard and poll).
+    pub async fn start(
+        options: EngineOptions,
+        rules: watch::Receiver<Arc<RuleSet>>,
+        crm: CrmClient,
+        anaplan: AnaplanClient,
+        sinks: Sinks,
+    ) -> Result<EngineHandle, EngineError> {
+        let mut main = Store::open(&options.store)?;
+        let requeued = main.requeue_sent_outbox(Utc::now())?;
+        if requeued > 0 {
+            tracing::info!(target: "plansync::engine", requeued, "writes sent before a stop are sent again");
+        }
+        let first_run = !main.has_checkpoints()?;
+        let counters = Arc::new(Counters::default());
+        let failure = Arc::new(Mutex::new(None));
+        let failed = Arc::new(Notify::new());
+        let wake = [Arc::new(Notify::new()), Arc::new(Notify::new())];
+
+        let mut senders = Vec::with_capacity(options.shards);
+        let mut shard_threads = Vec::with_capacity(options.shards);
+        for index in 0..options.shards.max(1) {
+            let store = Store::open(&options.store)?;
+            let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
+            senders.push(tx);
+            let core = ShardCore::new(index, store);
+            let (rules, wake, counters) = (rules.clone(), wake.clone(), counters.clone());
+            let (failure, failed) = (failure.clone(), failed.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("plansync-shard-{index}"))
+                .spawn(move || run_shard(core, rx, rules, wake, counters, failure, failed))
+                .map_err(|e| EngineError::Failed(format!("cannot start a shard thread: {e}")))?;
+            shard_threads.push(thread);
+        }
+        let router = Router::new(senders);
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let db = Db::new(main);
+        let mut tasks = Vec::new();
+
+        let settings = DispatchSettings {
+            batch_window: options.batch_window,
+            max_batch: options.max_batch.max(1),
+            max_backoff: Duration::from_secs(60),
+        };
+        let [wake_anaplan, wake_crm] = wake;
+        for (sink, wake) in [(sinks.anaplan, wake_anaplan), (sinks.crm, wake_crm)] {
+            let db = Db::new(Store::open(&options.store)?);
+            tasks.push(tokio::spawn(dispatch::run(
+                sink,
+                db,
+                router.clone(),
+                rules.clone(),
+                wake,
+                settings,
+                counters.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(run_claimer(
+            db.clone(),
+            router.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(run_metrics(
+            db.clone(),
+            counters.clone(),
+            crm.clone(),
+            anaplan.clone(),
+            shutdown.clone(),
+        )));
+
+        let ctx = PollerCtx {
+            db: db.clone(),
+            router: router.clone(),
+            rules: rules.clone(),
+            counters: counters.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let pairings: Vec<(String, String)> = rules
+            .borrow()
+            .pairings
+            .iter()
+            .map(|p| (p.name.clone(), p.crm_object.clone()))
+            .collect();
+
+        if first_run {
+            reconcile(&ctx, &crm, &anaplan, &pairings, options.lookback).await;
+        }
+
+        let mut crm_triggers = Vec::new();
+        let mut anaplan_triggers = Vec::new();
+        let mut by_object = HashMap::new();
+        for (name, object) in &pairings {
+            let t = Arc::new(Trigger::default());
+            by_object.insert(object.clone(), t.clone());
+            crm_triggers.push(t.clone());
+            tasks.push(tokio::spawn(sources::run_crm_poller(
+                ctx.clone(),
+                crm.clone(),
+                name.clone(),
+                options.crm_poll,
+                options.lookback,
+                t,
+            )));
+            let t = Arc::new(Trigger::default());
+            anaplan_triggers.push(t.clone());
+            tasks.push(tokio::spawn(sources::run_anaplan_poller(
+                ctx.clone(),
+                anaplan.clone(),
+                name.clone(),
+                options.anaplan_poll,
+                t,
+            )));
+        }
+
+        let stream_connected = Arc::new(AtomicBool::new(false));
+        if let Some(stream) = &options.stream {
+            let mut channels = Vec::new();
+            for channel in &stream.channels {
+                let from = match resume_position(&ctx.db, &cdc_source(channel)).await {
+                    Some(Position::Replay { replay_id, .. }) => match replay_id.parse::<i64>() {
+                        Ok(id) => ReplayFrom::After(id),
+                        Err(_) => ReplayFrom::Tip,
+                    },
+                    _ => ReplayFrom::Tip,
+                };
+                tracing::info!(target: "plansync::engine", %channel, ?from, "stream resumes");
+                channels.push((channel.clone(), from));
+            }
+            let config = CdcConfig::new(
+                stream.api_version.clone(),
+                channels,
+                stream.transport,
+                stream.client_id.clone(),
+            );
+            tasks.push(tokio::spawn(sources::run_cdc(
+                ctx.clone(),
+                crm.clone(),
+                config,
+                by_object,
+                stream_connected.clone(),
+            )));
+        }
+
+        Ok(EngineHandle {
+            router,
+            shutdown: shutdown_tx,
+            tasks,
+            shard_threads,
+            crm_triggers,
+            anaplan_triggers,
+            counters,
+            db,
+            failure,
+            failed,
+            stream_connected,
+            crm,
+            anaplan,
+        })
+    }
+
+    /// Runs the pollers of `side` (both with `None`) now instead of at their next tick.
+    pub fn poll_now(&self, side: Option<Side>) {
+        if side != Some(Side::Anaplan) {
+            self.crm_triggers.iter().for_each(|t| t.poll_now());
+        }
+        if side != Some(Side::Crm) {
+            self.anaplan_triggers.iter().for_each(|t| t.poll_now());
+        }
+    }
+
+    /// Waits until every shard has committed what was routed to it before this call.
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        self.router
+            .flush()
+            .await
+            .map_err(|e| EngineError::Failed(e.to_string()))
+    }
+
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        remote_stats(&self.counters, &self.crm, &self.anaplan);
+        self.counters.snapshot()
+    }
+
+    pub fn stream_connected(&self) -> bool {
+        self.stream_connected.load(Ordering::SeqCst)
+    }
+
+    /// How many writes are queued or sent and not yet answered.
+    pub async fn outbox_depth(&self) -> Result<u64, EngineError> {
+        Ok(self.db.call(|s| s.open_outbox_count()).await?)
+    }
+
+    /// Completes when the engine has failed for good (a shard could not store a round).
+    pub async fn failed(&self) -> String {
+        loop {
+            let notified = self.failed.notified();
+            if let Some(m) = self
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return m;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops taking input, finishes the work in hand, and closes the store.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(target: "plansync::engine", "a task did not stop within 30 s");
+            }
+        }
+        let flushed = self.router.flush().await;
+        remote_stats(&self.counters, &self.crm, &self.anaplan);
+        store_metrics(&self.db, &self.counters).await;
+        drop(self.router);
+        for thread in self.shard_threads {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(m) = self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(EngineError::Failed(m));
+        }
+        flushed.map_err(|e| EngineError::Failed(e.to_string()))
+    }
+}
+
+/// The first run: Anaplan's values are recorded first, so that each CRM value read next is
+/// decided against them (equal values settle as the base without a write).
+async fn reconcile(
+    ctx: &PollerCtx,
+    crm: &CrmClient,
+    anaplan: &AnaplanClient,
+    pairings: &[(String, String)],
+    lookback: Duration,
+) {
+    tracing::info!(target: "plansync::engine", event = "reconcile", pairings = pairings.len(), "first run: reconciling both sides");
+    for (name, _) in pairings {
+        let mut target = None;
+        let mut flagged = Default::default();
+        if let Err(e) = anaplan_poll_once(ctx, anaplan, name, &mut target, &mut flagged, true).await
+        {
+            tracing::warn!(target: "plansync::engine", pairing = %name, error = %e, "reading Anaplan for the reconciliation failed; the poller will retry");
+        }
+    }
+    if ctx.router.flush().await.is_err() {
+        return;
+    }
+    for (name, _) in pairings {
+        let mut recent = Default::default();
+        if let Err(e) = crm_poll_once(ctx, crm, name, lookback, &mut recent, true).await {
+            tracing::warn!(target: "plansync::engine", pairing = %name, error = %e, "reading the CRM for the reconciliation failed; the poller will retry");
+        }
+    }
+    let _ = ctx.router.flush().await;
+}
+
+/// Hands writes queued by `plansync exceptions resolve` to their shards to claim.
+async fn run_claimer(db: Db, router: Router, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let rows = match db.call(|s| s.unclaimed_outbox(1000)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(target: "plansync::engine", error = %e, "reading resolution writes failed");
+                continue;
+            }
+        };
+        for row in rows {
+            let msg = ShardMsg::Claim { outbox_id: row.id };
+            if router.send(&row.key.record, msg).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Stores the counters every few seconds, for `plansync status` in another process.
+async fn run_metrics(
+    db: Db,
+    counters: Arc<Counters>,
+    crm: CrmClient,
+    anaplan: AnaplanClient,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+        remote_stats(&counters, &crm, &anaplan);
+        store_metrics(&db, &counters).await;
+    }
+}
+
+/// The clients' own counters: every call they made (polls, writes, auth, retries), not only
+/// the sinks'.
+fn remote_stats(counters: &Counters, crm: &CrmClient, anaplan: &AnaplanClient) {
+    let a = anaplan.stats();
+    counters.set_remote("anaplan.calls", a.total());
+    counters.set_remote("anaplan.rate_limited", a.throttled);
+    counters.set_remote("anaplan.retries", a.retries);
+    let c = crm.stats();
+    counters.set_remote("crm.calls", c.total_calls);
+    counters.set_remote("crm.retries", c.retries);
+    if let Some((used, max)) = c.api_usage {
+        counters.set_remote("crm.api_used", used);
+        counters.set_remote("crm.api_max", max);
+    }
+}
+
+async fn store_metrics(db: &Db, counters: &Counters) {
+    let snapshot = counters.snapshot();
+    let result = db
+        .call(move |s| {
+            let mut batch = Batch::new(Utc::now());
+            for (name, value) in snapshot {
+                batch.set_metric(name, i64::try_from(value).unwrap_or(i64::MAX));
+            }
+            s.commit(&batch).map(|_| ())
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(target: "plansync::engine", error = %e, "storing the counters failed");
+    }
+}

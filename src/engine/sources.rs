@@ -1,0 +1,471 @@
+//! The tasks that feed the shards: the CDC stream, the CRM watermark poller and the Anaplan
+//! diff poller, one poller task per pairing and side. Each routes its changes to the owning
+//! shards and then marks its position, so the checkpoint is stored by the same shard
+//! transactions that store what the changes caused.
+//!
+//! The stream reports holes it cannot fill itself (gap events, overflow, a replay id the org
+//! no longer has, an event it could not read): the CRM poller is woken to re-read, since a
+//! watermark poll returns every record changed since its cursor, a superset of what the hole
+//! lost. An invalid replay id also re-reads the whole object from the beginning.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::anaplan_poll::{ResolvedTarget, poll_resolved, resolve_target};
+use super::counters::Counters;
+use super::crm_poll::{CrmPoll, RecentSeen};
+use super::db::Db;
+use super::router::{Router, ShardGone};
+use super::shard::ShardMsg;
+use crate::anaplan::AnaplanClient;
+use crate::crm::CrmClient;
+use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener};
+use crate::model::{Change, Position, RecordKey, Source};
+use crate::rules::RuleSet;
+
+/// The checkpoint name of a pairing's CRM poller.
+pub fn crm_poll_source(pairing: &str) -> String {
+    format!("crm_poll:{pairing}")
+}
+
+/// The checkpoint name of a pairing's Anaplan poller.
+pub fn anaplan_poll_source(pairing: &str) -> String {
+    format!("anaplan_poll:{pairing}")
+}
+
+/// The checkpoint name of a CDC channel.
+pub fn cdc_source(channel: &str) -> String {
+    format!("cdc:{channel}")
+}
+
+/// How a poller is asked to run now rather than at its next tick.
+#[derive(Debug, Default)]
+pub struct Trigger {
+    notify: Notify,
+    /// Set when the next run must read everything, not only what changed since the cursor.
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl Trigger {
+    pub fn poll_now(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn read_all(&self) {
+        self.full.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
+
+/// The oldest of a source's per-shard positions: where it resumes.
+pub async fn resume_position(db: &Db, source: &str) -> Option<Position> {
+    let name = source.to_string();
+    let rows = match db.call(move |s| s.checkpoints_of(&name)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(target: "plansync::engine", source, error = %e, "reading checkpoints failed");
+            return None;
+        }
+    };
+    rows.into_iter().map(|(_, p)| p).min_by(position_order)
+}
+
+fn position_order(a: &Position, b: &Position) -> std::cmp::Ordering {
+    use std::cmp::Ordering as O;
+    match (a, b) {
+        (Position::Replay { replay_id: x, .. }, Position::Replay { replay_id: y, .. }) => {
+            match (x.parse::<i64>(), y.parse::<i64>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                _ => x.cmp(y),
+            }
+        }
+        (Position::Watermark { at: x, id: i }, Position::Watermark { at: y, id: j }) => {
+            x.cmp(y).then_with(|| i.cmp(j))
+        }
+        (Position::PollRun { at: x }, Position::PollRun { at: y }) => x.cmp(y),
+        _ => O::Equal,
+    }
+}
+
+async fn route_change(
+    router: &Router,
+    counters: &Counters,
+    mut change: Change,
+    source: Source,
+) -> Result<(), ShardGone> {
+    change.source = source;
+    let counter = match (source, change.side) {
+        (Source::Stream, _) => &counters.changes_stream,
+        (Source::Reconcile, _) => &counters.changes_reconcile,
+        (_, crate::model::Side::Crm) => &counters.changes_crm_poll,
+        (_, crate::model::Side::Anaplan) => &counters.changes_anaplan_poll,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    let record = change.record.clone();
+    router.send(&record, ShardMsg::Change(change)).await
+}
+
+/// Everything a poller task needs.
+#[derive(Clone)]
+pub struct PollerCtx {
+    pub db: Db,
+    pub router: Router,
+    pub rules: watch::Receiver<Arc<RuleSet>>,
+    pub counters: Arc<Counters>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Waits for the next run: the interval, a trigger, or shutdown (false).
+async fn next_tick(
+    interval: Duration,
+    trigger: &Trigger,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(interval) => true,
+        () = trigger.notify.notified() => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// One CRM poll of `pairing`: from the stored watermark (or everything, for the first run and
+/// for a full re-read), page by page, each page's changes routed then its watermark marked.
+pub async fn crm_poll_once(
+    ctx: &PollerCtx,
+    client: &CrmClient,
+    pairing_name: &str,
+    lookback: Duration,
+    recent: &mut RecentSeen,
+    full: bool,
+) -> Result<usize, String> {
+    let rules = ctx.rules.borrow().clone();
+    let Some(pairing) = rules.pairing(pairing_name) else {
+        return Ok(0);
+    };
+    let source = crm_poll_source(pairing_name);
+    let stored = resume_position(&ctx.db, &source).await;
+    let since = if full { None } else { stored.clone() };
+    let kind = if since.is_none() {
+        Source::Reconcile
+    } else {
+        Source::Poll
+    };
+    let mut poll = CrmPoll::start(client, pairing, since.as_ref(), lookback, recent)
+        .map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while let Some(batch) = poll.next_batch().await.map_err(|e| e.to_string())? {
+        for problem in &batch.problems {
+            tracing::warn!(target: "plansync::engine", pairing = pairing_name, problem = %problem, "CRM poll skipped a row");
+        }
+        for change in batch.changes {
+            n += 1;
+            route_change(&ctx.router, &ctx.counters, change, kind)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // A full re-read must not move the regular cursor back.
+        let advance = match (&batch.cursor, &stored) {
+            (Some(c), Some(s)) => position_order(c, s).is_gt(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if advance && let Some(cursor) = &batch.cursor {
+            ctx.router
+                .mark(&source, cursor)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(n)
+}
+
+/// The CRM poller of one pairing: every `interval`, or when triggered.
+pub async fn run_crm_poller(
+    mut ctx: PollerCtx,
+    client: CrmClient,
+    pairing: String,
+    interval: Duration,
+    lookback: Duration,
+    trigger: Arc<Trigger>,
+) {
+    let mut recent = RecentSeen::new();
+    let mut shutdown = ctx.shutdown.clone();
+    while next_tick(interval, &trigger, &mut shutdown).await {
+        let full = trigger.full.swap(false, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        match crm_poll_once(&ctx, &client, &pairing, lookback, &mut recent, full).await {
+            Ok(n) => tracing::info!(
+                target: "plansync::engine",
+                event = "poll",
+                side = "crm",
+                pairing = %pairing,
+                changes = n,
+                full,
+                ms = started.elapsed().as_millis() as u64,
+            ),
+            Err(e) => {
+                if full {
+                    trigger.full.store(true, Ordering::SeqCst);
+                }
+                tracing::warn!(target: "plansync::engine", side = "crm", pairing = %pairing, error = %e, "CRM poll failed; next at the next tick");
+            }
+        }
+        ctx.rules.borrow_and_update();
+    }
+}
+
+/// One Anaplan poll of `pairing`: read the list and module, diff against the shadow, route
+/// flags first (so conditions see them), then the changes and problems, then mark the run.
+pub async fn anaplan_poll_once(
+    ctx: &PollerCtx,
+    client: &AnaplanClient,
+    pairing_name: &str,
+    target: &mut Option<ResolvedTarget>,
+    flagged: &mut HashSet<String>,
+    reconcile: bool,
+) -> Result<usize, String> {
+    let rules = ctx.rules.borrow().clone();
+    let Some(pairing) = rules.pairing(pairing_name) else {
+        return Ok(0);
+    };
+    if target.is_none() {
+        *target = Some(
+            resolve_target(client, pairing)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let Some(resolved) = target.as_ref() else {
+        return Ok(0);
+    };
+    let name = pairing_name.to_string();
+    let seen = ctx
+        .db
+        .call(move |s| s.anaplan_seen(&name))
+        .await
+        .map_err(|e| e.to_string())?;
+    let at = Utc::now();
+    let outcome = match poll_resolved(client, pairing, resolved, &seen, at).await {
+        Ok(o) => o,
+        Err(e) => {
+            // Ids may have changed (a model rebuilt): resolve again next time.
+            *target = None;
+            return Err(e.to_string());
+        }
+    };
+    drop(seen);
+    let record = |code: &str| RecordKey {
+        pairing: pairing_name.to_string(),
+        crm_id: code.to_string(),
+    };
+    let router = &ctx.router;
+    let gone = |e: ShardGone| e.to_string();
+    for (code, flags) in outcome.flags {
+        let any = flags.values().any(|b| *b);
+        // Only flags that are, or were, set are worth a message: most rows carry none.
+        if any || flagged.contains(&code) {
+            if any {
+                flagged.insert(code.clone());
+            } else {
+                flagged.remove(&code);
+            }
+            router
+                .send(
+                    &record(&code),
+                    ShardMsg::Flags {
+                        record: record(&code),
+                        flags,
+                    },
+                )
+                .await
+                .map_err(gone)?;
+        }
+    }
+    let n = outcome.changes.len();
+    let kind = if reconcile {
+        Source::Reconcile
+    } else {
+        Source::Poll
+    };
+    for change in outcome.changes {
+        route_change(router, &ctx.counters, change, kind)
+            .await
+            .map_err(gone)?;
+    }
+    for p in outcome.problems {
+        if p.code.is_empty() {
+            tracing::warn!(target: "plansync::engine", pairing = pairing_name, message = %p.message, "Anaplan poll skipped an item");
+            continue;
+        }
+        let msg = ShardMsg::Problem {
+            record: record(&p.code),
+            field: p.field,
+            kind: p.kind,
+            message: p.message,
+        };
+        router.send(&record(&p.code), msg).await.map_err(gone)?;
+    }
+    router
+        .mark(
+            &anaplan_poll_source(pairing_name),
+            &Position::PollRun { at },
+        )
+        .await
+        .map_err(gone)?;
+    Ok(n)
+}
+
+/// The Anaplan poller of one pairing: every `interval`, or when triggered.
+pub async fn run_anaplan_poller(
+    ctx: PollerCtx,
+    client: AnaplanClient,
+    pairing: String,
+    interval: Duration,
+    trigger: Arc<Trigger>,
+) {
+    let mut target = None;
+    let mut flagged = HashSet::new();
+    let mut shutdown = ctx.shutdown.clone();
+    while next_tick(interval, &trigger, &mut shutdown).await {
+        trigger.full.store(false, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        match anaplan_poll_once(&ctx, &client, &pairing, &mut target, &mut flagged, false).await {
+            Ok(n) => tracing::info!(
+                target: "plansync::engine",
+                event = "poll",
+                side = "anaplan",
+                pairing = %pairing,
+                changes = n,
+                ms = started.elapsed().as_millis() as u64,
+            ),
+            Err(e) => {
+                tracing::warn!(target: "plansync::engine", side = "anaplan", pairing = %pairing, error = %e, "Anaplan poll failed; next at the next tick")
+            }
+        }
+    }
+}
+
+/// The CDC stream: runs the listener and routes what it delivers. `crm_triggers` are the CRM
+/// pollers by CRM object name, woken to cover holes in the stream.
+pub async fn run_cdc(
+    ctx: PollerCtx,
+    client: CrmClient,
+    config: CdcConfig,
+    crm_triggers: HashMap<String, Arc<Trigger>>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (tx, mut rx) = mpsc::channel::<CdcItem>(1024);
+    let listener = match CdcListener::new(client, config) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(target: "plansync::engine", error = %e, "the CDC listener cannot start; the pollers carry on alone");
+            return;
+        }
+    };
+    let mut stop = ctx.shutdown.clone();
+    let listen = tokio::spawn(async move {
+        let stopped = async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if let Err(e) = listener.run(tx, stopped).await {
+            tracing::error!(target: "plansync::engine", error = %e, "the CDC stream stopped for good; the pollers carry on alone");
+        }
+    });
+    let wake = |entity: &str, full: bool| {
+        if let Some(t) = crm_triggers.get(entity) {
+            if full { t.read_all() } else { t.poll_now() }
+        } else {
+            for t in crm_triggers.values() {
+                if full { t.read_all() } else { t.poll_now() }
+            }
+        }
+    };
+    while let Some(item) = rx.recv().await {
+        match item {
+            CdcItem::Event(event) => {
+                let rules = ctx.rules.borrow().clone();
+                let source = cdc_source(&event.channel);
+                let position = event.replay().to_position();
+                if let Some(pairing) = rules.find(&event.entity) {
+                    for change in event.to_changes(&pairing.name) {
+                        if route_change(&ctx.router, &ctx.counters, change, Source::Stream)
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                } else {
+                    tracing::debug!(target: "plansync::engine", entity = %event.entity, "an event for an object no rule maps");
+                }
+                if ctx.router.mark(&source, &position).await.is_err() {
+                    break;
+                }
+            }
+            CdcItem::Gap {
+                entity,
+                record_ids,
+                change_type,
+                ..
+            } => {
+                tracing::warn!(target: "plansync::engine", event = "gap", %entity, records = record_ids.len(), %change_type, "the stream sent a gap; re-reading");
+                wake(&entity, false);
+            }
+            CdcItem::Overflow { entity, .. } => {
+                tracing::warn!(target: "plansync::engine", event = "gap", %entity, "the stream overflowed; re-reading the object");
+                wake(&entity, false);
+            }
+            CdcItem::ReplayInvalid {
+                channel,
+                replay_id,
+                message,
+            } => {
+                tracing::warn!(target: "plansync::engine", event = "gap", %channel, replay_id, %message, "the stored replay id is no longer valid; reconciling in full");
+                // `/data/OpportunityChangeEvent` → Opportunity,
+                // `/data/Territory__ChangeEvent` → Territory__c.
+                let stem = channel
+                    .trim_start_matches("/data/")
+                    .trim_end_matches("ChangeEvent");
+                let entity = if stem.ends_with("__") {
+                    format!("{stem}c")
+                } else {
+                    stem.to_string()
+                };
+                wake(&entity, true);
+            }
+            CdcItem::Problem {
+                channel,
+                reason,
+                entity,
+                record_ids,
+                ..
+            } => {
+                tracing::warn!(target: "plansync::engine", %channel, %reason, "the stream sent an event that could not be used; re-reading");
+                if !record_ids.is_empty() || entity.is_some() {
+                    wake(entity.as_deref().unwrap_or(""), false);
+                }
+            }
+            CdcItem::Connected { transport } => {
+                connected.store(true, Ordering::SeqCst);
+                tracing::info!(target: "plansync::engine", event = "stream_connected", ?transport);
+            }
+            CdcItem::Disconnected { reason } => {
+                connected.store(false, Ordering::SeqCst);
+                tracing::warn!(target: "plansync::engine", event = "stream_disconnected", %reason);
+            }
+        }
+    }
+    let _ = listen.await;
+}
