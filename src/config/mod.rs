@@ -95,6 +95,8 @@ pub struct EngineSettings {
     pub transactional_max_cells: usize,
     /// At or above this many records a CRM update uses a Bulk API 2.0 job.
     pub crm_bulk_threshold: usize,
+    /// Pairing name → the import definition that loads its module from a CSV.
+    pub bulk_imports: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a config file could not be used.

@@ -2,11 +2,12 @@
 //! there, every value against its range, every secret looked up; all problems collected with
 //! their spans, none stops the walk.
 
+use std::collections::BTreeMap;
 use std::env::VarError;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 use crate::anaplan::{AuthMethod, CertFormat};
 use crate::crm::AuthConfig;
@@ -69,6 +70,7 @@ const ENGINE_KEYS: &[&str] = &[
     "batch_window",
     "transactional_max_cells",
     "crm_bulk_threshold",
+    "bulk_imports",
 ];
 /// Keys that would hold a secret in the file itself.
 const INLINE_SECRETS: &[&str] = &["client_secret", "private_key", "password", "token"];
@@ -502,7 +504,36 @@ impl Walk<'_> {
                 1,
                 100_000_000,
             ),
+            bulk_imports: self.bulk_imports(t),
         }
+    }
+
+    /// `bulk_imports = { <pairing> = "<import name>" }`: the import definition that loads a
+    /// pairing's module from a CSV, for batches above `transactional_max_cells`.
+    fn bulk_imports(&mut self, t: &Table<'_, '_>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(map) = t.map(self.p, "bulk_imports") else {
+            return out;
+        };
+        for (pairing, value) in map.entries() {
+            match value.get_ref() {
+                DeValue::String(name) if !name.trim().is_empty() => {
+                    out.insert(pairing.value, name.to_string());
+                }
+                _ => self.p.push(
+                    Problem::new(
+                        value.span(),
+                        format!(
+                            "`bulk_imports.{}` must be the name of an import definition",
+                            pairing.value
+                        ),
+                    )
+                    .label("expected a non-empty string")
+                    .help("e.g. bulk_imports = { opportunity = \"Load Opportunities\" }"),
+                ),
+            }
+        }
+        out
     }
 
     // ---- value helpers ----
@@ -879,6 +910,7 @@ fn default_engine() -> EngineSettings {
         batch_window: Duration::from_millis(100),
         transactional_max_cells: 50_000,
         crm_bulk_threshold: 2_000,
+        bulk_imports: BTreeMap::new(),
     }
 }
 

@@ -1,0 +1,164 @@
+//! `plansync run --config plansync.toml`: the sync engine as a long-running process.
+//!
+//! Signals: SIGINT / SIGTERM stop it cleanly (intake stops, the batch in hand is finished,
+//! SQLite is closed); SIGHUP reloads the rule files, taken only if every file compiles and
+//! every `[[test]]` case passes (otherwise the running rules stay and the error is logged);
+//! SIGUSR1 runs both pollers now.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+
+use plansync::anaplan::AnaplanClient;
+use plansync::config::{Config, ConfigError};
+use plansync::crm::CrmClient;
+use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use plansync::engine::sink::crm::CrmSink;
+use plansync::rules::{self, LoadError, RuleSet, cases, diagnostic};
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The configuration file (see examples/plansync.toml).
+    #[arg(long, default_value = "plansync.toml", env = "PLANSYNC_CONFIG")]
+    pub config: PathBuf,
+    /// Run on the pollers alone, without the CDC stream.
+    #[arg(long)]
+    pub no_stream: bool,
+}
+
+/// Loads the rule set and checks its test cases: the gate for starting and for a reload.
+fn load_rules(dir: &Path) -> Result<RuleSet, String> {
+    let rules = rules::load(&[dir.to_path_buf()]).map_err(|errors| {
+        errors
+            .iter()
+            .flat_map(|e| match e {
+                LoadError::Invalid(file) => file.one_line_each(),
+                other => vec![other.to_string()],
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let mut failures = Vec::new();
+    for pairing in &rules.pairings {
+        for outcome in cases::run(pairing) {
+            if !outcome.passed() {
+                failures.push(format!(
+                    "{}: test `{}` fails",
+                    pairing.path.display(),
+                    outcome.name
+                ));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(rules)
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(errors)) => {
+            eprint!("{}", diagnostic::render(&errors, false));
+            for line in errors.one_line_each() {
+                eprintln!("error: {line}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rules = match load_rules(&config.rules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the rules in {} cannot be used:\n{e}", config.rules.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, rules, args.no_stream))
+}
+
+async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Result<ExitCode> {
+    let anaplan = AnaplanClient::new(config.anaplan_client_config())
+        .context("configuring the Anaplan client")?;
+    let crm = CrmClient::new(config.crm_client_config()).context("configuring the CRM client")?;
+    let objects: Vec<String> = rules.pairings.iter().map(|p| p.crm_object.clone()).collect();
+    let stream = (!no_stream).then(|| StreamOptions {
+        api_version: config.crm.api_version.clone(),
+        channels: config.cdc_channels(objects.iter().map(String::as_str)),
+        transport: config.crm.streaming,
+        client_id: config.crm.call_client_id.clone(),
+    });
+    let mut options = EngineOptions::new(&config.store);
+    options.shards = config.engine.shards;
+    options.batch_window = config.engine.batch_window;
+    options.crm_poll = config.schedule.crm_poll;
+    options.anaplan_poll = config.schedule.anaplan_poll;
+    options.lookback = config.schedule.lookback;
+    options.stream = stream;
+    let sinks = Sinks {
+        anaplan: Box::new(AnaplanSink::new(
+            anaplan.clone(),
+            AnaplanSinkSettings {
+                transactional_max_cells: config.engine.transactional_max_cells,
+                bulk_imports: config.engine.bulk_imports.clone(),
+            },
+        )),
+        crm: Box::new(CrmSink::new(crm.clone())),
+    };
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
+    let engine = EngineHandle::start(options, rules_rx, crm, anaplan, sinks)
+        .await
+        .with_context(|| format!("starting the engine on {}", config.store.display()))?;
+    tracing::info!(target: "plansync::engine", store = %config.store.display(), "plansync is running");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let failure = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break None,
+            _ = term.recv() => break None,
+            _ = hup.recv() => match load_rules(&config.rules) {
+                Ok(new) => {
+                    let hashes: Vec<String> =
+                        new.pairings.iter().map(|p| format!("{} {}", p.name, p.short_hash())).collect();
+                    tracing::info!(target: "plansync::engine", event = "rules_reloaded", rules = %hashes.join(", "));
+                    let _ = rules_tx.send(Arc::new(new));
+                }
+                Err(e) => tracing::error!(
+                    target: "plansync::engine",
+                    event = "rules_reload_refused",
+                    "the new rules were not taken (the running ones stay):\n{e}"
+                ),
+            },
+            _ = usr1.recv() => engine.poll_now(None),
+            message = engine.failed() => break Some(message),
+        }
+    };
+    tracing::info!(target: "plansync::engine", "stopping");
+    let stopped = engine.shutdown().await;
+    match (failure, stopped) {
+        (None, Ok(())) => Ok(ExitCode::SUCCESS),
+        (Some(m), _) => {
+            eprintln!("error: {m}");
+            Ok(ExitCode::from(2))
+        }
+        (None, Err(e)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
