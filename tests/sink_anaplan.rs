@@ -259,6 +259,11 @@ async fn values_of_every_kind_land_mapped_in_one_cell_write_per_module() {
         3,
         "two list reads and one update"
     );
+    assert_eq!(
+        calls(&report, "metadata"),
+        6,
+        "list, module and line items of each pairing"
+    );
     // Every record's item is reported with its Anaplan id.
     let one_id = item(&sim, OPPS, &opp(1)).unwrap().id;
     assert!(report.items.contains(&(
@@ -472,6 +477,32 @@ async fn a_large_batch_goes_by_import_and_lands_as_the_transactional_one_does() 
         Some(CellValue::Item("Won".into())),
         "the refused value did not land"
     );
+}
+
+#[tokio::test]
+async fn an_import_name_the_model_lacks_falls_back_to_cell_writes() {
+    let sim = start().await;
+    let rules = rules();
+    // "Load Opportunities" is a process in the default seed, not an import.
+    let settings = AnaplanSinkSettings {
+        transactional_max_cells: 5,
+        bulk_imports: BTreeMap::from([(
+            "opportunity".to_string(),
+            "Load Opportunities".to_string(),
+        )]),
+    };
+    let mut sink = sink(&sim, settings);
+    let batch = big_batch();
+    sim.clear_request_log();
+    let report = write(&mut sink, &rules, &batch).await;
+    assert_all_acked(&report, &batch);
+    assert_eq!(
+        cell(&sim, OPP, &opp(3), "Amount"),
+        Some(CellValue::Number(3000.53))
+    );
+    let log = sim.request_log();
+    assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
+    assert!(!log.iter().any(|r| r.path.contains("/tasks")), "{log:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
