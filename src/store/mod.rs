@@ -17,6 +17,7 @@ mod resolve;
 mod rows;
 mod schema;
 mod snapshot;
+mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,7 @@ pub use rows::{
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::AnaplanSeen;
+pub use status::{Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
 
 use crate::model::{Position, RecordKey, Side};
 use codec::{corrupt, parse_enum, parse_kind, parse_opt_ts, parse_ts, parse_value};
