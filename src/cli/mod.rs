@@ -3,8 +3,10 @@
 
 mod exceptions;
 mod rules;
+mod run;
 mod sim_anaplan;
 mod sim_crm;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +74,10 @@ pub enum Command {
     /// Local simulators of the remote systems.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Run the sync engine: stream and pollers in, rules, batched writes out.
+    Run(run::RunArgs),
+    /// Where the sync stands: lag per source, queued writes, open exceptions, API counters.
+    Status(status::StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,5 +240,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Sim(SimCommand::Anaplan(args)) => sim_anaplan::run(args),
         Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => status::run(&args),
     }
 }
