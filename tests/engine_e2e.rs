@@ -1,0 +1,271 @@
+//! The engine end to end: both simulators on loopback sockets, the engine in-process with its
+//! real clients, sinks and SQLite file, and assertions on the final state of both systems and
+//! of the store. (The crash test, which needs a separate process, is `engine_crash.rs`.)
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plansync::anaplan::{
+    AnaplanClient, AnaplanConfig, AuthMethod, CellValue as Cell, CellWrite, DimRef, ItemRef,
+    LineItemRef, RetryPolicy,
+};
+use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
+use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use plansync::engine::sink::crm::CrmSink;
+use plansync::model::{Decimal, ExceptionKind, ExceptionStatus};
+use plansync::crm::cdc::Transport;
+use plansync::rules::{self, RuleSet};
+use plansync::secret::Secret;
+use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
+use plansync::sim::crm::{self as csim, CrmSimConfig, CrmSimHandle};
+use plansync::store::{ExceptionFilter, ExceptionRecord, Resolution, ResolutionHow, Store};
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
+const OPP_MODULE: &str = "OPP01 Opportunity Data";
+const OPP_LIST: &str = "Opportunities";
+const API_VERSION: &str = "59.0";
+
+fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
+}
+
+struct Env {
+    crm: CrmSimHandle,
+    anaplan: SimHandle,
+    engine: Option<EngineHandle>,
+    rules: RuleSet,
+    db: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn crm_client(sim: &CrmSimHandle) -> CrmClient {
+    let auth = AuthConfig::ClientCredentials {
+        client_id: csim::DEFAULT_CLIENT_ID.into(),
+        client_secret: Secret::new(csim::DEFAULT_CLIENT_SECRET),
+    };
+    let mut config = CrmConfig::new(sim.instance_url(), API_VERSION, auth);
+    config.call_client_id = "plansync-e2e".into();
+    config.request_timeout = Duration::from_secs(20);
+    CrmClient::new(config).expect("CRM client")
+}
+
+fn anaplan_client(sim: &SimHandle) -> AnaplanClient {
+    let auth = AuthMethod::Basic {
+        user: asim::DEFAULT_USER.into(),
+        password: Secret::new(asim::DEFAULT_PASSWORD),
+    };
+    let mut c = AnaplanConfig::new(sim.auth_url(), sim.api_url(), auth);
+    c.retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(300),
+        max_elapsed: Duration::from_secs(20),
+    };
+    c.request_timeout = Duration::from_secs(20);
+    AnaplanClient::new(c).expect("Anaplan client")
+}
+
+impl Env {
+    async fn new(rules_dir: &Path) -> Env {
+        Env::with(rules_dir, CrmSimConfig::default(), SimConfig::default()).await
+    }
+
+    async fn with(rules_dir: &Path, crm: CrmSimConfig, anaplan: SimConfig) -> Env {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let crm = csim::start(crm, listener).await.expect("CRM sim");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let anaplan = AnaplanSim::start(anaplan, listener)
+            .await
+            .expect("Anaplan sim");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("plansync.db");
+        Env {
+            crm,
+            anaplan,
+            engine: None,
+            rules: rules::load(&[rules_dir.to_path_buf()]).expect("rules load"),
+            db,
+            _dir: dir,
+        }
+    }
+
+    async fn start(&mut self, stream: bool) {
+        let mut options = EngineOptions::new(&self.db);
+        options.shards = 2;
+        options.batch_window = Duration::from_millis(20);
+        // Pollers run when a test asks (`poll`), not on their own.
+        options.crm_poll = Duration::from_secs(3600);
+        options.anaplan_poll = Duration::from_secs(3600);
+        options.lookback = Duration::from_secs(60);
+        options.stream = stream.then(|| StreamOptions {
+            api_version: API_VERSION.into(),
+            channels: vec![
+                "/data/OpportunityChangeEvent".into(),
+                "/data/Territory__ChangeEvent".into(),
+            ],
+            transport: Transport::WebSocket,
+            client_id: "plansync-e2e".into(),
+        });
+        let crm = crm_client(&self.crm);
+        let anaplan = anaplan_client(&self.anaplan);
+        let sinks = Sinks {
+            anaplan: Box::new(AnaplanSink::new(
+                anaplan.clone(),
+                AnaplanSinkSettings {
+                    transactional_max_cells: 50_000,
+                    bulk_imports: Default::default(),
+                },
+            )),
+            crm: Box::new(CrmSink::new(crm.clone())),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(self.rules.clone()));
+        // The sender is dropped: these tests do not reload rules, and a closed watch keeps
+        // its last value.
+        let engine = EngineHandle::start(options, rx, crm, anaplan, sinks)
+            .await
+            .expect("engine starts");
+        if stream {
+            let e = &engine;
+            wait_for("the stream to connect", || async { e.stream_connected() }).await;
+        }
+        self.engine = Some(engine);
+    }
+
+    async fn stop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    fn engine(&self) -> &EngineHandle {
+        self.engine.as_ref().expect("engine running")
+    }
+
+    /// Runs both pollers and waits until the store has taken everything and no write is open.
+    async fn settle(&self) {
+        let engine = self.engine();
+        wait_for("the engine to settle", || async {
+            engine.flush().await.expect("flush");
+            engine.outbox_depth().await.expect("depth") == 0
+        })
+        .await;
+    }
+
+    async fn poll(&self) {
+        self.engine().poll_now(None);
+        // A poll is quick against the simulators; give it time, then settle.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.settle().await;
+    }
+
+    fn store(&self) -> Store {
+        Store::open_read_only(&self.db).expect("store")
+    }
+
+    fn exceptions(&self, kind: Option<ExceptionKind>) -> Vec<ExceptionRecord> {
+        let filter = ExceptionFilter {
+            kind,
+            ..ExceptionFilter::default()
+        };
+        self.store().list_exceptions(&filter).expect("exceptions")
+    }
+
+    fn cell(&self, code: &str, line_item: &str) -> Option<String> {
+        let cells = self.anaplan.cells(MODEL, OPP_MODULE).expect("module");
+        cells
+            .get(code)
+            .and_then(|row| row.get(line_item))
+            .map(|v| v.to_string())
+    }
+
+    /// The CRM's opportunity ids, by name.
+    async fn opportunities(&self) -> Vec<String> {
+        let rows = crm_client(&self.crm)
+            .query("SELECT Id FROM Opportunity ORDER BY Name")
+            .await
+            .expect("query");
+        let ids: Vec<String> = rows
+            .records
+            .iter()
+            .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+            .collect();
+        assert!(!ids.is_empty(), "the CRM seed has opportunities");
+        ids
+    }
+
+    fn crm_field(&self, id: &str, field: &str) -> Json {
+        self.crm.record(id).expect("record")[field].clone()
+    }
+
+    /// A planner's edit, through the API as any other Anaplan client would make it.
+    async fn planner_sets(&self, code: &str, line_item: &str, value: Cell) {
+        let planner = anaplan_client(&self.anaplan);
+        let cell = CellWrite {
+            line_item: LineItemRef::Name(line_item.into()),
+            dimensions: vec![(DimRef::Name(OPP_LIST.into()), ItemRef::Code(code.into()))],
+            value,
+        };
+        let module = planner.module_id(MODEL, OPP_MODULE).await.expect("module id");
+        let outcome = planner
+            .write_cells(MODEL, &module, &[cell])
+            .await
+            .expect("planner write");
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    }
+
+    fn rep_edits(&self, id: &str, fields: Json) {
+        self.crm
+            .user_edit("Opportunity", id, fields, None)
+            .expect("rep edit");
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn number(v: &str) -> Cell {
+    Cell::Number(Decimal::parse(v, 2).expect("number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let id = env.opportunities().await[0].clone();
+    // The first reconciliation created the item and wrote the CRM-owned values.
+    assert_eq!(
+        env.cell(&id, "Amount").and_then(|c| c.parse::<f64>().ok()),
+        env.crm_field(&id, "Amount").as_f64()
+    );
+
+    let started = Instant::now();
+    env.rep_edits(&id, json!({ "Amount": 133000.5 }));
+    wait_for("the amount in Anaplan", || async {
+        env.cell(&id, "Amount").as_deref() == Some("133000.5")
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("CRM commit → Anaplan cell: {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    env.settle().await;
+    assert!(env.exceptions(Some(ExceptionKind::WriteFailed)).is_empty());
+    env.stop().await;
+}
