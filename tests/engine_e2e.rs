@@ -269,3 +269,4 @@ async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
     assert!(env.exceptions(Some(ExceptionKind::WriteFailed)).is_empty());
     env.stop().await;
 }
+

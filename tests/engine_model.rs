@@ -319,6 +319,22 @@ impl World {
                         7 => WriteOutcome::Retry {
                             message: "503".into(),
                         },
+                        _ if side == Side::Anaplan
+                            && matches!(FIELDS[f], "Forecast_Override__c" | "Probability")
+                            && text(f, &self.anaplan[&(r, f)])
+                                != row.replaced.to_text().unwrap_or_default() =>
+                        {
+                            // The sink's read-before-write of fields planners may edit.
+                            let rules = rules();
+                            let rule = rules
+                                .pairing("opportunity")
+                                .and_then(|p| p.field(FIELDS[f]))
+                                .expect("rule");
+                            let current = rule
+                                .normalise(Side::Anaplan, &self.anaplan[&(r, f)])
+                                .expect("a value the model wrote");
+                            WriteOutcome::Stale { current }
+                        }
                         _ => {
                             let value = match &row.value {
                                 Value::Null => serde_json::Value::Null,

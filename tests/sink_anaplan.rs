@@ -106,6 +106,7 @@ impl Batch {
             },
             field: field.into(),
             value,
+            expect: None,
         });
         self
     }
@@ -789,4 +790,43 @@ async fn a_record_whose_item_cannot_be_created_is_rejected_whole() {
     assert!(!report.items.iter().any(|(k, _)| k.crm_id == clash));
     let log = sim.request_log();
     assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. A write that expects a value: not written when a planner changed the cell since.
+
+#[tokio::test]
+async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
+    let sim = start().await;
+    let rules = rules();
+    let mut sink = sink(&sim, AnaplanSinkSettings::default());
+    // Seed: opportunity 1 shows Probability 40; opportunity 3 shows 20.
+    let mut batch = Batch::default()
+        .opp(&opp(1), "Probability", num("55", 0))
+        .opp(&opp(3), "Probability", num("35", 0));
+    batch.0[0].expect = Some(num("40", 0)); // still true: written
+    batch.0[1].expect = Some(num("25", 0)); // a planner has moved it to 20: not written
+    sim.clear_request_log();
+    let report = write(&mut sink, &rules, &batch).await;
+    assert!(
+        matches!(outcome(&report, 1), WriteOutcome::Acked { .. }),
+        "{report:?}"
+    );
+    match outcome(&report, 2) {
+        WriteOutcome::Stale { current } => assert_eq!(*current, num("20", 0)),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert_eq!(
+        cell(&sim, OPP, &opp(1), "Probability"),
+        Some(CellValue::Number(55.0))
+    );
+    assert_eq!(
+        cell(&sim, OPP, &opp(3), "Probability"),
+        Some(CellValue::Number(20.0)),
+        "the unexpected value is left alone"
+    );
+    // The check costs a list read and a view read; the write is still one call.
+    let log = sim.request_log();
+    assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
+    assert!(calls(&report, "view") == 1, "{:?}", report.calls);
 }

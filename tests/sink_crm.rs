@@ -93,6 +93,7 @@ fn request(outbox_id: i64, pairing: &str, id: &str, field: &str, value: Value) -
         },
         field: field.into(),
         value,
+        expect: None,
     }
 }
 

@@ -89,20 +89,26 @@ pub async fn run(
                 tracing::error!(target: "plansync::engine", %side, error = %e, "marking writes as sent failed");
                 break;
             }
+            let current = rules.borrow().clone();
             let requests: Vec<WriteRequest> = rows
                 .into_iter()
-                .map(|r| WriteRequest {
-                    outbox_id: r.id,
-                    record: r.key.record,
-                    field: r.key.field,
-                    value: r.value,
+                .map(|r| {
+                    let expect = (side == Side::Anaplan
+                        && may_be_edited_in_anaplan(&current, &r.key.record.pairing, &r.key.field))
+                    .then(|| r.replaced.clone());
+                    WriteRequest {
+                        outbox_id: r.id,
+                        record: r.key.record,
+                        field: r.key.field,
+                        value: r.value,
+                        expect,
+                    }
                 })
                 .collect();
             let records: HashMap<i64, RecordKey> = requests
                 .iter()
                 .map(|r| (r.outbox_id, r.record.clone()))
                 .collect();
-            let current = rules.borrow().clone();
             tracing::debug!(
                 target: "plansync::engine",
                 event = "write_batched",
@@ -117,7 +123,7 @@ pub async fn run(
                 match &outcome {
                     WriteOutcome::Retry { .. } => retry = true,
                     WriteOutcome::Acked { .. } => acked += 1,
-                    WriteOutcome::Rejected { .. } => {}
+                    WriteOutcome::Rejected { .. } | WriteOutcome::Stale { .. } => {}
                 }
                 let Some(record) = records.get(&id) else {
                     continue;
@@ -169,6 +175,18 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Whether planners may edit `field` in Anaplan under some policy of its rule (shared, or
+/// owned by Anaplan): then a write there must not replace an edit the poller has not seen.
+fn may_be_edited_in_anaplan(rules: &RuleSet, pairing: &str, field: &str) -> bool {
+    use crate::rules::ruleset::Owner;
+    let Some(rule) = rules.pairing(pairing).and_then(|p| p.field(field)) else {
+        return false;
+    };
+    std::iter::once(&rule.policy)
+        .chain(rule.overrides.iter().map(|o| &o.policy))
+        .any(|p| p.owner != Owner::Crm)
 }
 
 /// 1 s, 2 s, 4 s … up to `max`, with a little jitter so two engines do not beat in step.

@@ -600,6 +600,16 @@ impl Round<'_> {
                 add_attempts: 1,
                 last_error: Some(message.clone()),
             }),
+            WriteOutcome::Stale { current } => self.batch.update_outbox(OutboxUpdate {
+                id,
+                state: OutboxState::Failed,
+                add_attempts: 1,
+                last_error: Some(format!(
+                    "not written: {} had changed to {} since it was last read",
+                    row.target,
+                    current.to_text().unwrap_or_else(|| "null".into())
+                )),
+            }),
         }
         tracing::debug!(
             target: "plansync::engine",
@@ -695,7 +705,7 @@ impl Round<'_> {
                     message = %message,
                 );
             }
-            WriteOutcome::Retry { .. } => {}
+            WriteOutcome::Retry { .. } | WriteOutcome::Stale { .. } => {}
         }
 
         // Observations that waited for this write are decided now, against the new state:
@@ -708,6 +718,19 @@ impl Round<'_> {
         };
         if self.store.other_open_write(&row.key, outbox_id)? {
             return Ok(());
+        }
+        // The target had moved on: its new value is an edit the engine has not decided yet.
+        // It goes first, so a concurrent edit is held as a conflict rather than overwritten.
+        if let WriteOutcome::Stale { current } = &outcome {
+            let ctx = self.context(pairing, &row.key.record, &[]);
+            let obs = Obs {
+                side: target,
+                value: current.clone(),
+                at: self.now,
+                ours: false,
+                source: Source::Poll,
+            };
+            self.observe(pairing, rule, &row.key.record, obs, &ctx, false)?;
         }
         let source_side = target.other();
         let mut pending = Vec::new();

@@ -43,6 +43,11 @@ pub struct WriteRequest {
     /// In the CRM's vocabulary and the rule's kind; the sink converts it for its side
     /// (`FieldRule::to_side`).
     pub value: Value,
+    /// Write only if the target still shows this value (CRM vocabulary, the rule's kind);
+    /// otherwise answer [`WriteOutcome::Stale`]. Set for shared fields written to Anaplan,
+    /// whose edits are seen only by polling: without the check, a planner's edit made since
+    /// the last poll would be overwritten without a trace. `None`: write unconditionally.
+    pub expect: Option<Value>,
 }
 
 /// What became of one [`WriteRequest`].
@@ -58,6 +63,10 @@ pub enum WriteOutcome {
     /// The call failed as a whole after the client's own retries (remote down, rate limited
     /// past the retry budget): nothing is known to be written; send it again later.
     Retry { message: String },
+    /// Not written: the target no longer shows the [`WriteRequest::expect`]ed value but
+    /// `current` (CRM vocabulary, the rule's kind), an edit the engine has not seen yet. The
+    /// engine decides that edit first.
+    Stale { current: Value },
 }
 
 /// A sink's answer for a batch.

@@ -545,13 +545,16 @@ impl AnaplanSink {
             }
         }
 
-        // 4. Properties of existing items.
+        // 4. Writes that must not replace an edit not yet polled.
+        self.check_expectations(pairing, batch, &mut records, run).await;
+
+        // 5. Properties of existing items.
         self.update_properties(pairing, &records, run).await;
 
-        // 5. Cells.
+        // 6. Cells.
         self.write_cells(pairing, &records, run).await;
 
-        // 6. Deletes.
+        // 7. Deletes.
         self.delete_items(pairing, &records, run).await;
 
         // Items the batch's records have (for `record_map`).
@@ -564,6 +567,120 @@ impl AnaplanSink {
                 if let (Some(key), Some(id)) = (plan.key, items.get(*code)) {
                     run.items.push((key.clone(), id.clone()));
                 }
+            }
+        }
+    }
+
+    /// Reads what Anaplan shows now for the requests that carry an expectation (two reads:
+    /// the list, for item names, and the module's default view) and answers `Stale` for
+    /// each whose cell or property no longer holds the expected value; those are not
+    /// written. The window between this read and the write is a call long; it cannot be
+    /// closed, as Anaplan has no conditional write.
+    async fn check_expectations(
+        &mut self,
+        pairing: &Pairing,
+        batch: &[WriteRequest],
+        records: &mut BTreeMap<&str, RecordPlan<'_>>,
+        run: &mut Run,
+    ) {
+        let checked: Vec<usize> = records
+            .values()
+            .flat_map(|p| p.ops.iter())
+            .filter(|(i, op)| {
+                run.pending(*i)
+                    && matches!(op, Op::Cell { .. } | Op::Property { .. })
+                    && batch.get(*i).is_some_and(|r| {
+                        r.expect.is_some() && !lifecycle::is_lifecycle(&r.field)
+                    })
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        if checked.is_empty() {
+            return;
+        }
+        let Some(target) = self.targets.get(&pairing.name) else {
+            return;
+        };
+        run.count("list_items", 1);
+        let items = match self
+            .client
+            .list_items(&target.names.model, &target.list_id)
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                run.failed_call(checked, "reading the list before a checked write", &e);
+                return;
+            }
+        };
+        run.count("view", 1);
+        let view = match self
+            .client
+            .read_view_json(&target.names.model, &target.module_id, &[])
+            .await
+        {
+            Ok(view) => view,
+            Err(e) => {
+                run.failed_call(checked, "reading the module before a checked write", &e);
+                return;
+            }
+        };
+        let by_code: HashMap<&str, &crate::anaplan::ListItem> = items
+            .iter()
+            .filter_map(|i| i.code.as_deref().map(|c| (c, i)))
+            .collect();
+        let columns: HashMap<&str, usize> = view
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, labels)| labels.last().map(|l| (l.as_str(), i)))
+            .collect();
+        let rows: HashMap<&str, &[String]> = view
+            .rows
+            .iter()
+            .filter_map(|r| r.coordinates.last().map(|n| (n.as_str(), r.cells.as_slice())))
+            .collect();
+        let mut stale = std::collections::HashSet::new();
+        for i in checked {
+            let Some(req) = batch.get(i) else { continue };
+            let (Some(rule), Some(expect)) = (pairing.field(&req.field), &req.expect) else {
+                continue;
+            };
+            // An item that does not exist yet shows nothing.
+            let Some(item) = by_code.get(req.record.crm_id.as_str()) else {
+                continue;
+            };
+            let raw = match &rule.anaplan {
+                AnaplanField::LineItem(name) => rows
+                    .get(item.name.as_str())
+                    .zip(columns.get(name.as_str()))
+                    .and_then(|(cells, c)| cells.get(*c))
+                    .cloned()
+                    .unwrap_or_default(),
+                AnaplanField::ListProperty(name) => {
+                    item.properties.get(name).cloned().unwrap_or_default()
+                }
+            };
+            let Ok(current) = rule.normalise(Side::Anaplan, &serde_json::Value::String(raw))
+            else {
+                // What Anaplan shows cannot even be read as the field's type: not the
+                // expected value, and the poller will report it as a problem.
+                continue;
+            };
+            let expected = expect.to_kind(rule.kind).unwrap_or_else(|_| expect.clone());
+            if current != expected {
+                debug!(
+                    record = %req.record.crm_id,
+                    field = %req.field,
+                    "Anaplan sink: the cell changed since it was last read; not written"
+                );
+                run.set(i, WriteOutcome::Stale { current });
+                stale.insert(i);
+            }
+        }
+        if !stale.is_empty() {
+            for plan in records.values_mut() {
+                plan.ops.retain(|(i, _)| !stale.contains(i));
             }
         }
     }
