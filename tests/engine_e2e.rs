@@ -29,6 +29,8 @@ use tokio::sync::watch;
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP_MODULE: &str = "OPP01 Opportunity Data";
 const OPP_LIST: &str = "Opportunities";
+const TER_MODULE: &str = "TER01 Territory Quotas";
+const TER_LIST: &str = "Territories";
 const API_VERSION: &str = "59.0";
 
 fn rules_dir() -> PathBuf {
@@ -203,19 +205,48 @@ impl Env {
     }
 
     /// A planner's edit, through the API as any other Anaplan client would make it.
-    async fn planner_sets(&self, code: &str, line_item: &str, value: Cell) {
+    async fn planner_sets(&self, module: &str, list: &str, code: &str, line_item: &str, value: Cell) {
         let planner = anaplan_client(&self.anaplan);
         let cell = CellWrite {
             line_item: LineItemRef::Name(line_item.into()),
-            dimensions: vec![(DimRef::Name(OPP_LIST.into()), ItemRef::Code(code.into()))],
+            dimensions: vec![(DimRef::Name(list.into()), ItemRef::Code(code.into()))],
             value,
         };
-        let module = planner.module_id(MODEL, OPP_MODULE).await.expect("module id");
+        let module = planner.module_id(MODEL, module).await.expect("module id");
         let outcome = planner
             .write_cells(MODEL, &module, &[cell])
             .await
             .expect("planner write");
         assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    }
+
+    async fn ids(&self, object: &str) -> Vec<String> {
+        let rows = crm_client(&self.crm)
+            .query(&format!("SELECT Id FROM {object} ORDER BY Name"))
+            .await
+            .expect("query");
+        rows.records
+            .iter()
+            .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+            .collect()
+    }
+
+    fn cell_in(&self, module: &str, code: &str, line_item: &str) -> Option<String> {
+        let cells = self.anaplan.cells(MODEL, module).expect("module");
+        cells
+            .get(code)
+            .and_then(|row| row.get(line_item))
+            .map(|v| v.to_string())
+    }
+
+    fn open_exceptions_for(&self, id: &str, field: &str) -> Vec<ExceptionRecord> {
+        let filter = ExceptionFilter {
+            status: Some(ExceptionStatus::Open),
+            crm_id: Some(id.into()),
+            field: Some(field.into()),
+            ..ExceptionFilter::default()
+        };
+        self.store().list_exceptions(&filter).expect("exceptions")
     }
 
     fn rep_edits(&self, id: &str, fields: Json) {
@@ -270,3 +301,121 @@ async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
     env.stop().await;
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anaplan_edit_reaches_the_crm_at_the_next_poll() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    env.poll().await;
+    let territory = env.ids("Territory__c").await[0].clone();
+
+    env.planner_sets(TER_MODULE, TER_LIST, &territory, "Annual Quota", number("5100000"))
+        .await;
+    // Nothing moves before the poll: Anaplan has no change feed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_ne!(env.crm_field(&territory, "Annual_Quota__c").as_f64(), Some(5_100_000.0));
+    env.poll().await;
+    assert_eq!(env.crm_field(&territory, "Annual_Quota__c").as_f64(), Some(5_100_000.0));
+    let store = env.store();
+    let shadow = store
+        .shadow(&plansync::store::FieldKey::new("territory", &territory, "Annual_Quota__c"))
+        .expect("shadow")
+        .expect("a shadow row");
+    assert_eq!(
+        shadow.base.map(|b| b.value.to_text()),
+        Some(Some("5100000.00".into())),
+        "the acknowledged write is the new base"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_typing_over_a_crm_owned_amount_is_reverted_with_an_exception() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let id = env.opportunities().await[0].clone();
+    let crm_amount = env.crm_field(&id, "Amount").as_f64();
+
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Amount", number("1")).await;
+    env.poll().await;
+    // Anaplan is set back to the CRM's amount; the CRM is untouched.
+    assert_eq!(env.cell(&id, "Amount").and_then(|c| c.parse::<f64>().ok()), crm_amount);
+    assert_eq!(env.crm_field(&id, "Amount").as_f64(), crm_amount);
+    let open = env.open_exceptions_for(&id, "Amount");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let e = &open[0];
+    assert_eq!(e.kind, ExceptionKind::OwnershipViolation);
+    let f = e.field.as_ref().expect("field");
+    assert_eq!(f.anaplan_value.to_text().as_deref(), Some("1.00"));
+    assert!(e.rule_hash.is_some() && e.rule_id.is_some());
+    // Another poll finds Anaplan as the revert left it: nothing new.
+    env.poll().await;
+    assert_eq!(env.open_exceptions_for(&id, "Amount").len(), 1);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    env.poll().await;
+    // An open deal (the `closed` override would give the field to the CRM).
+    let ids = env.opportunities().await;
+    let id = ids
+        .iter()
+        .find(|id| env.crm_field(id, "StageName") == json!("Negotiation"))
+        .expect("a deal in negotiation")
+        .clone();
+    let base = env.crm_field(&id, "Forecast_Override__c").as_f64();
+
+    // A planner edits the override in Anaplan (not polled yet) while a rep edits it in the
+    // CRM: the rep's change arrives first, through the stream.
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Forecast Override", number("115000"))
+        .await;
+    env.rep_edits(&id, json!({ "Forecast_Override__c": 120000 }));
+    wait_for("the conflict to be recorded", || async {
+        !env.open_exceptions_for(&id, "Forecast_Override__c").is_empty()
+    })
+    .await;
+    env.settle().await;
+    env.poll().await;
+
+    // Neither side was overwritten.
+    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
+    assert_eq!(env.cell(&id, "Forecast Override").as_deref(), Some("115000"));
+    let open = env.open_exceptions_for(&id, "Forecast_Override__c");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let e = &open[0];
+    assert_eq!(e.kind, ExceptionKind::Conflict);
+    let f = e.field.as_ref().expect("field");
+    assert_eq!(f.crm_value.to_text().as_deref(), Some("120000.00"));
+    assert_eq!(f.anaplan_value.to_text().as_deref(), Some("115000.00"));
+    assert_eq!(
+        f.base_value.to_text().and_then(|t| t.parse::<f64>().ok()),
+        base,
+        "the base is the last agreed value"
+    );
+
+    // A reviewer takes the CRM's value: it flows to Anaplan through the engine's sinks.
+    let mut writer = Store::open(&env.db).expect("store");
+    let resolution = Resolution {
+        how: ResolutionHow::TakeCrm,
+        by: "reviewer@example.com".into(),
+        note: Some("the rep's number is the committed one".into()),
+        at: chrono::Utc::now(),
+    };
+    writer.resolve(e.id, &resolution).expect("resolve");
+    drop(writer);
+    wait_for("the resolution to reach Anaplan", || async {
+        env.cell(&id, "Forecast Override").as_deref() == Some("120000")
+    })
+    .await;
+    env.settle().await;
+    env.poll().await;
+    assert!(env.open_exceptions_for(&id, "Forecast_Override__c").is_empty());
+    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
+    env.stop().await;
+}

@@ -93,7 +93,10 @@ pub async fn run(
             let requests: Vec<WriteRequest> = rows
                 .into_iter()
                 .map(|r| {
+                    // Nothing seen there yet (a new item, or a cell never read): nothing to
+                    // protect, and a blank Anaplan number reads as 0, not as "no value".
                     let expect = (side == Side::Anaplan
+                        && !r.replaced.is_null()
                         && may_be_edited_in_anaplan(&current, &r.key.record.pairing, &r.key.field))
                     .then(|| r.replaced.clone());
                     WriteRequest {
