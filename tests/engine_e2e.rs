@@ -419,3 +419,138 @@ async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
     assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
     env.stop().await;
 }
+
+/// The outbox rows of one field, oldest first: (id, state, created_at, updated_at, value).
+fn outbox_rows(db: &Path, id: &str, field: &str) -> Vec<(i64, String, String, String, Option<String>)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, state, created_at, updated_at, value FROM outbox
+             WHERE crm_id = ?1 AND field = ?2 ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([id, field], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn decisions(db: &Path, id: &str, field: &str) -> Vec<(String, String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT source, decision, coalesce(value, '') FROM audit
+             WHERE crm_id = ?1 AND field = ?2 ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([id, field], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rapid_changes_never_have_two_writes_in_flight_and_the_last_wins() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let id = env.opportunities().await[0].clone();
+    // Slow Anaplan down so that the first write is still in flight when the second edit
+    // arrives.
+    env.anaplan.set_faults(asim::Faults {
+        latency_ms: 400,
+        ..asim::Faults::default()
+    });
+    env.rep_edits(&id, json!({ "Amount": 50001 }));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    env.rep_edits(&id, json!({ "Amount": 50002 }));
+    wait_for("the last amount in Anaplan", || async {
+        env.cell(&id, "Amount").as_deref() == Some("50002")
+    })
+    .await;
+    env.settle().await;
+    env.anaplan.set_faults(asim::Faults::default());
+
+    let rows = outbox_rows(&env.db, &id, "Amount");
+    let last_two = &rows[rows.len() - 2..];
+    assert_eq!(last_two[0].4.as_deref(), Some("50001.00"), "{rows:?}");
+    assert_eq!(last_two[1].4.as_deref(), Some("50002.00"), "{rows:?}");
+    assert!(rows.iter().all(|r| r.1 == "done"), "{rows:?}");
+    // The second write was decided only once the first was acknowledged.
+    assert!(
+        last_two[1].2 >= last_two[0].3,
+        "the second write ({}) was queued before the first was done ({})",
+        last_two[1].2,
+        last_two[0].3
+    );
+    let log = decisions(&env.db, &id, "Amount");
+    assert!(
+        log.iter().any(|(_, d, v)| d == "wait" && v == "50002.00"),
+        "the second change waited: {log:?}"
+    );
+    env.stop().await;
+}
+
+fn is_write(method: &str, path: &str) -> bool {
+    let method_writes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
+    method_writes && !path.contains("/token/") && !path.contains("oauth2") && !path.contains("cometd")
+        && !path.contains("/query")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_and_quiescence_nothing_more_is_written() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    env.poll().await;
+    let ids = env.opportunities().await;
+    // A burst on both sides: reps through the stream, planners through the poll.
+    for (n, id) in ids.iter().enumerate() {
+        env.rep_edits(id, json!({ "Amount": 70000 + n, "Probability": 30 + n }));
+        env.rep_edits(id, json!({ "CloseDate": "2027-01-15" }));
+    }
+    let territories = env.ids("Territory__c").await;
+    for (n, t) in territories.iter().enumerate() {
+        env.planner_sets(TER_MODULE, TER_LIST, t, "Quarterly Quota", number(&format!("{}", 900000 + n)))
+            .await;
+    }
+    env.settle().await;
+    env.poll().await;
+    env.poll().await;
+
+    // The logs do show writes (so the filter below can see them)...
+    assert!(env.anaplan.request_log().iter().any(|r| is_write(&r.method, &r.path)));
+    assert!(env.crm.request_log().iter().any(|r| is_write(&r.method, &r.path)));
+    // ...but quiet now: more polls and time write nothing anywhere.
+    env.anaplan.clear_request_log();
+    env.crm.reset_request_log();
+    for _ in 0..3 {
+        env.poll().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.settle().await;
+    let anaplan_writes: Vec<_> = env
+        .anaplan
+        .request_log()
+        .into_iter()
+        .filter(|r| is_write(&r.method, &r.path))
+        .collect();
+    let crm_writes: Vec<_> = env
+        .crm
+        .request_log()
+        .into_iter()
+        .filter(|r| is_write(&r.method, &r.path))
+        .collect();
+    assert!(anaplan_writes.is_empty(), "Anaplan writes after quiescence: {anaplan_writes:?}");
+    assert!(crm_writes.is_empty(), "CRM writes after quiescence: {crm_writes:?}");
+    // And the burst landed.
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(env.cell(id, "Amount"), Some(format!("{}", 70000 + n)));
+    }
+    for (n, t) in territories.iter().enumerate() {
+        assert_eq!(env.crm_field(t, "Quarterly_Quota__c").as_f64(), Some((900000 + n) as f64));
+    }
+    env.stop().await;
+}
