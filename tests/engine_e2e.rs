@@ -554,3 +554,114 @@ async fn after_a_burst_and_quiescence_nothing_more_is_written() {
     }
     env.stop().await;
 }
+
+/// The example rules with the quarter-end window stretched over the whole quarter, so that
+/// "now" is inside it.
+fn rules_in_quarter_end() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["opportunity.toml", "territory.toml"] {
+        let text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
+        let text = text.replace("last_business_days = 5", "last_business_days = 60");
+        std::fs::write(dir.path().join(file), text).expect("write rule file");
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
+    let rules = rules_in_quarter_end();
+    let mut env = Env::new(rules.path()).await;
+    env.start(true).await;
+    env.settle().await;
+    env.poll().await;
+    let ids = env.opportunities().await;
+    let id = ids
+        .iter()
+        .find(|id| env.crm_field(id, "StageName") == json!("Negotiation"))
+        .expect("a deal in negotiation")
+        .clone();
+
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Forecast Override", number("115000"))
+        .await;
+    env.rep_edits(&id, json!({ "Forecast_Override__c": 120000 }));
+    wait_for("the rep's override in Anaplan", || async {
+        env.cell(&id, "Forecast Override").as_deref() == Some("120000")
+    })
+    .await;
+    env.settle().await;
+    env.poll().await;
+    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
+    assert!(env.open_exceptions_for(&id, "Forecast_Override__c").is_empty());
+    // The planner's value is not lost: an auto-resolved conflict records it and the rule.
+    let conflicts: Vec<_> = env
+        .exceptions(Some(ExceptionKind::Conflict))
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let c = &conflicts[0];
+    assert_eq!(c.status, ExceptionStatus::AutoResolved);
+    assert_eq!(
+        c.rule_id.as_deref(),
+        Some("Opportunity.Forecast_Override__c.when.quarter_end")
+    );
+    let f = c.field.as_ref().expect("field");
+    assert_eq!(f.anaplan_value.to_text().as_deref(), Some("115000.00"));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let ids = env.opportunities().await;
+    // One change through the stream, so the stream has a durable position.
+    env.rep_edits(&ids[0], json!({ "Amount": 61000 }));
+    wait_for("the streamed change", || async {
+        env.cell(&ids[0], "Amount").as_deref() == Some("61000")
+    })
+    .await;
+    env.settle().await;
+    env.stop().await;
+
+    // The stream is down (the engine runs on its pollers) while reps keep working.
+    for (n, id) in ids.iter().enumerate() {
+        env.rep_edits(id, json!({ "Amount": 62000 + n }));
+        env.rep_edits(id, json!({ "Amount": 63000 + n }));
+    }
+    env.start(false).await;
+    env.poll().await;
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(env.cell(id, "Amount"), Some(format!("{}", 63000 + n)));
+    }
+    env.stop().await;
+    let writes_before: usize = ids.iter().map(|id| outbox_rows(&env.db, id, "Amount").len()).sum();
+    let anaplan_cells_before = env
+        .anaplan
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/data"))
+        .count();
+
+    // The stream comes back and replays what it missed from its checkpoint: every event is
+    // older than what the poller already applied.
+    env.start(true).await;
+    env.settle().await;
+    let writes_after: usize = ids.iter().map(|id| outbox_rows(&env.db, id, "Amount").len()).sum();
+    assert_eq!(writes_before, writes_after, "a replayed event caused a write");
+    let anaplan_cells_after = env
+        .anaplan
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/data"))
+        .count();
+    assert_eq!(anaplan_cells_before, anaplan_cells_after);
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(env.cell(id, "Amount"), Some(format!("{}", 63000 + n)));
+    }
+    // The replay did reach the engine (it was not simply lost).
+    let counters = env.engine().counters();
+    assert!(counters["changes.stream"] >= 2 * ids.len() as u64, "{counters:?}");
+    env.stop().await;
+}

@@ -381,10 +381,15 @@ impl Round<'_> {
                 return Ok(());
             }
             // An older CRM commit arriving after a newer one was seen (the stream replaying
-            // what the poller already caught): applying it would go back in time. Times of
-            // our own acknowledged writes are send times, not commit times, so they do not
-            // count here.
-            if obs.side == Side::Crm && obs.at < seen.at && seen.source != Source::Write {
+            // what the poller already caught): applying it would go back in time. A polled
+            // value reflects every commit up to its SystemModstamp, so a streamed event of
+            // the same millisecond is covered too (two streamed events of one millisecond
+            // are not: the later one is newer). Times of our own acknowledged writes are
+            // send times, not commit times, so they do not count here.
+            let polled = matches!(seen.source, Source::Poll | Source::Reconcile);
+            let covered = obs.at < seen.at
+                || (obs.at == seen.at && polled && obs.source == Source::Stream);
+            if obs.side == Side::Crm && covered && seen.source != Source::Write {
                 tracing::debug!(
                     target: "plansync::engine",
                     event = "stale_skipped",
