@@ -11,12 +11,12 @@ use plansync::anaplan::{
     AnaplanClient, AnaplanConfig, AuthMethod, CellValue as Cell, CellWrite, DimRef, ItemRef,
     LineItemRef, RetryPolicy,
 };
+use plansync::crm::cdc::Transport;
 use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
 use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
 use plansync::model::{Decimal, ExceptionKind, ExceptionStatus};
-use plansync::crm::cdc::Transport;
 use plansync::rules::{self, RuleSet};
 use plansync::secret::Secret;
 use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
@@ -205,7 +205,14 @@ impl Env {
     }
 
     /// A planner's edit, through the API as any other Anaplan client would make it.
-    async fn planner_sets(&self, module: &str, list: &str, code: &str, line_item: &str, value: Cell) {
+    async fn planner_sets(
+        &self,
+        module: &str,
+        list: &str,
+        code: &str,
+        line_item: &str,
+        value: Cell,
+    ) {
         let planner = anaplan_client(&self.anaplan);
         let cell = CellWrite {
             line_item: LineItemRef::Name(line_item.into()),
@@ -229,14 +236,6 @@ impl Env {
             .iter()
             .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
             .collect()
-    }
-
-    fn cell_in(&self, module: &str, code: &str, line_item: &str) -> Option<String> {
-        let cells = self.anaplan.cells(MODEL, module).expect("module");
-        cells
-            .get(code)
-            .and_then(|row| row.get(line_item))
-            .map(|v| v.to_string())
     }
 
     fn open_exceptions_for(&self, id: &str, field: &str) -> Vec<ExceptionRecord> {
@@ -301,7 +300,6 @@ async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
     env.stop().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anaplan_edit_reaches_the_crm_at_the_next_poll() {
     let mut env = Env::new(&rules_dir()).await;
@@ -310,16 +308,32 @@ async fn an_anaplan_edit_reaches_the_crm_at_the_next_poll() {
     env.poll().await;
     let territory = env.ids("Territory__c").await[0].clone();
 
-    env.planner_sets(TER_MODULE, TER_LIST, &territory, "Annual Quota", number("5100000"))
-        .await;
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        &territory,
+        "Annual Quota",
+        number("5100000"),
+    )
+    .await;
     // Nothing moves before the poll: Anaplan has no change feed.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_ne!(env.crm_field(&territory, "Annual_Quota__c").as_f64(), Some(5_100_000.0));
+    assert_ne!(
+        env.crm_field(&territory, "Annual_Quota__c").as_f64(),
+        Some(5_100_000.0)
+    );
     env.poll().await;
-    assert_eq!(env.crm_field(&territory, "Annual_Quota__c").as_f64(), Some(5_100_000.0));
+    assert_eq!(
+        env.crm_field(&territory, "Annual_Quota__c").as_f64(),
+        Some(5_100_000.0)
+    );
     let store = env.store();
     let shadow = store
-        .shadow(&plansync::store::FieldKey::new("territory", &territory, "Annual_Quota__c"))
+        .shadow(&plansync::store::FieldKey::new(
+            "territory",
+            &territory,
+            "Annual_Quota__c",
+        ))
         .expect("shadow")
         .expect("a shadow row");
     assert_eq!(
@@ -338,10 +352,14 @@ async fn a_planner_typing_over_a_crm_owned_amount_is_reverted_with_an_exception(
     let id = env.opportunities().await[0].clone();
     let crm_amount = env.crm_field(&id, "Amount").as_f64();
 
-    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Amount", number("1")).await;
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Amount", number("1"))
+        .await;
     env.poll().await;
     // Anaplan is set back to the CRM's amount; the CRM is untouched.
-    assert_eq!(env.cell(&id, "Amount").and_then(|c| c.parse::<f64>().ok()), crm_amount);
+    assert_eq!(
+        env.cell(&id, "Amount").and_then(|c| c.parse::<f64>().ok()),
+        crm_amount
+    );
     assert_eq!(env.crm_field(&id, "Amount").as_f64(), crm_amount);
     let open = env.open_exceptions_for(&id, "Amount");
     assert_eq!(open.len(), 1, "{open:?}");
@@ -373,19 +391,32 @@ async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
 
     // A planner edits the override in Anaplan (not polled yet) while a rep edits it in the
     // CRM: the rep's change arrives first, through the stream.
-    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Forecast Override", number("115000"))
-        .await;
+    env.planner_sets(
+        OPP_MODULE,
+        OPP_LIST,
+        &id,
+        "Forecast Override",
+        number("115000"),
+    )
+    .await;
     env.rep_edits(&id, json!({ "Forecast_Override__c": 120000 }));
     wait_for("the conflict to be recorded", || async {
-        !env.open_exceptions_for(&id, "Forecast_Override__c").is_empty()
+        !env.open_exceptions_for(&id, "Forecast_Override__c")
+            .is_empty()
     })
     .await;
     env.settle().await;
     env.poll().await;
 
     // Neither side was overwritten.
-    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
-    assert_eq!(env.cell(&id, "Forecast Override").as_deref(), Some("115000"));
+    assert_eq!(
+        env.crm_field(&id, "Forecast_Override__c").as_f64(),
+        Some(120000.0)
+    );
+    assert_eq!(
+        env.cell(&id, "Forecast Override").as_deref(),
+        Some("115000")
+    );
     let open = env.open_exceptions_for(&id, "Forecast_Override__c");
     assert_eq!(open.len(), 1, "{open:?}");
     let e = &open[0];
@@ -415,30 +446,44 @@ async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
     .await;
     env.settle().await;
     env.poll().await;
-    assert!(env.open_exceptions_for(&id, "Forecast_Override__c").is_empty());
-    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
+    assert!(
+        env.open_exceptions_for(&id, "Forecast_Override__c")
+            .is_empty()
+    );
+    assert_eq!(
+        env.crm_field(&id, "Forecast_Override__c").as_f64(),
+        Some(120000.0)
+    );
     env.stop().await;
 }
 
 /// The outbox rows of one field, oldest first: (id, state, created_at, updated_at, value).
-fn outbox_rows(db: &Path, id: &str, field: &str) -> Vec<(i64, String, String, String, Option<String>)> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open");
+fn outbox_rows(
+    db: &Path,
+    id: &str,
+    field: &str,
+) -> Vec<(i64, String, String, String, Option<String>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
     let mut stmt = conn
         .prepare(
             "SELECT id, state, created_at, updated_at, value FROM outbox
              WHERE crm_id = ?1 AND field = ?2 ORDER BY id",
         )
         .expect("prepare");
-    stmt.query_map([id, field], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    stmt.query_map([id, field], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
 }
 
 fn decisions(db: &Path, id: &str, field: &str) -> Vec<(String, String, String)> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open");
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
     let mut stmt = conn
         .prepare(
             "SELECT source, decision, coalesce(value, '') FROM audit
@@ -495,7 +540,10 @@ async fn two_rapid_changes_never_have_two_writes_in_flight_and_the_last_wins() {
 
 fn is_write(method: &str, path: &str) -> bool {
     let method_writes = matches!(method, "POST" | "PUT" | "PATCH" | "DELETE");
-    method_writes && !path.contains("/token/") && !path.contains("oauth2") && !path.contains("cometd")
+    method_writes
+        && !path.contains("/token/")
+        && !path.contains("oauth2")
+        && !path.contains("cometd")
         && !path.contains("/query")
 }
 
@@ -513,16 +561,32 @@ async fn after_a_burst_and_quiescence_nothing_more_is_written() {
     }
     let territories = env.ids("Territory__c").await;
     for (n, t) in territories.iter().enumerate() {
-        env.planner_sets(TER_MODULE, TER_LIST, t, "Quarterly Quota", number(&format!("{}", 900000 + n)))
-            .await;
+        env.planner_sets(
+            TER_MODULE,
+            TER_LIST,
+            t,
+            "Quarterly Quota",
+            number(&format!("{}", 900000 + n)),
+        )
+        .await;
     }
     env.settle().await;
     env.poll().await;
     env.poll().await;
 
     // The logs do show writes (so the filter below can see them)...
-    assert!(env.anaplan.request_log().iter().any(|r| is_write(&r.method, &r.path)));
-    assert!(env.crm.request_log().iter().any(|r| is_write(&r.method, &r.path)));
+    assert!(
+        env.anaplan
+            .request_log()
+            .iter()
+            .any(|r| is_write(&r.method, &r.path))
+    );
+    assert!(
+        env.crm
+            .request_log()
+            .iter()
+            .any(|r| is_write(&r.method, &r.path))
+    );
     // ...but quiet now: more polls and time write nothing anywhere.
     env.anaplan.clear_request_log();
     env.crm.reset_request_log();
@@ -543,14 +607,23 @@ async fn after_a_burst_and_quiescence_nothing_more_is_written() {
         .into_iter()
         .filter(|r| is_write(&r.method, &r.path))
         .collect();
-    assert!(anaplan_writes.is_empty(), "Anaplan writes after quiescence: {anaplan_writes:?}");
-    assert!(crm_writes.is_empty(), "CRM writes after quiescence: {crm_writes:?}");
+    assert!(
+        anaplan_writes.is_empty(),
+        "Anaplan writes after quiescence: {anaplan_writes:?}"
+    );
+    assert!(
+        crm_writes.is_empty(),
+        "CRM writes after quiescence: {crm_writes:?}"
+    );
     // And the burst landed.
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(env.cell(id, "Amount"), Some(format!("{}", 70000 + n)));
     }
     for (n, t) in territories.iter().enumerate() {
-        assert_eq!(env.crm_field(t, "Quarterly_Quota__c").as_f64(), Some((900000 + n) as f64));
+        assert_eq!(
+            env.crm_field(t, "Quarterly_Quota__c").as_f64(),
+            Some((900000 + n) as f64)
+        );
     }
     env.stop().await;
 }
@@ -581,8 +654,14 @@ async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
         .expect("a deal in negotiation")
         .clone();
 
-    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Forecast Override", number("115000"))
-        .await;
+    env.planner_sets(
+        OPP_MODULE,
+        OPP_LIST,
+        &id,
+        "Forecast Override",
+        number("115000"),
+    )
+    .await;
     env.rep_edits(&id, json!({ "Forecast_Override__c": 120000 }));
     wait_for("the rep's override in Anaplan", || async {
         env.cell(&id, "Forecast Override").as_deref() == Some("120000")
@@ -590,8 +669,14 @@ async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
     .await;
     env.settle().await;
     env.poll().await;
-    assert_eq!(env.crm_field(&id, "Forecast_Override__c").as_f64(), Some(120000.0));
-    assert!(env.open_exceptions_for(&id, "Forecast_Override__c").is_empty());
+    assert_eq!(
+        env.crm_field(&id, "Forecast_Override__c").as_f64(),
+        Some(120000.0)
+    );
+    assert!(
+        env.open_exceptions_for(&id, "Forecast_Override__c")
+            .is_empty()
+    );
     // The planner's value is not lost: an auto-resolved conflict records it and the rule.
     let conflicts: Vec<_> = env
         .exceptions(Some(ExceptionKind::Conflict))
@@ -636,7 +721,10 @@ async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice(
         assert_eq!(env.cell(id, "Amount"), Some(format!("{}", 63000 + n)));
     }
     env.stop().await;
-    let writes_before: usize = ids.iter().map(|id| outbox_rows(&env.db, id, "Amount").len()).sum();
+    let writes_before: usize = ids
+        .iter()
+        .map(|id| outbox_rows(&env.db, id, "Amount").len())
+        .sum();
     let anaplan_cells_before = env
         .anaplan
         .request_log()
@@ -648,8 +736,14 @@ async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice(
     // older than what the poller already applied.
     env.start(true).await;
     env.settle().await;
-    let writes_after: usize = ids.iter().map(|id| outbox_rows(&env.db, id, "Amount").len()).sum();
-    assert_eq!(writes_before, writes_after, "a replayed event caused a write");
+    let writes_after: usize = ids
+        .iter()
+        .map(|id| outbox_rows(&env.db, id, "Amount").len())
+        .sum();
+    assert_eq!(
+        writes_before, writes_after,
+        "a replayed event caused a write"
+    );
     let anaplan_cells_after = env
         .anaplan
         .request_log()
@@ -662,6 +756,9 @@ async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice(
     }
     // The replay did reach the engine (it was not simply lost).
     let counters = env.engine().counters();
-    assert!(counters["changes.stream"] >= 2 * ids.len() as u64, "{counters:?}");
+    assert!(
+        counters["changes.stream"] >= 2 * ids.len() as u64,
+        "{counters:?}"
+    );
     env.stop().await;
 }

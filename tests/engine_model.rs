@@ -86,6 +86,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A CDC event: record, (field, raw value)s, commit time, made by plansync.
+type Event = (usize, Vec<(usize, serde_json::Value)>, DateTime<Utc>, bool);
+
 /// Both remote systems, as plain maps of (record, field) → raw value.
 struct World {
     rules: RuleSet,
@@ -94,7 +97,7 @@ struct World {
     crm: BTreeMap<(usize, usize), serde_json::Value>,
     anaplan: BTreeMap<(usize, usize), serde_json::Value>,
     /// CDC events not yet delivered: (record, fields, commit time, ours).
-    stream: VecDeque<(usize, Vec<(usize, serde_json::Value)>, DateTime<Utc>, bool)>,
+    stream: VecDeque<Event>,
     /// Each CRM record's last commit time (its SystemModstamp).
     modstamp: BTreeMap<usize, DateTime<Utc>>,
     clock: DateTime<Utc>,
@@ -465,7 +468,7 @@ impl World {
     /// Every field agrees on both sides, or an open exception or a held conflict says why.
     fn check_agreement(&self) {
         for r in 0..RECORDS {
-            for f in 0..FIELDS.len() {
+            for (f, name) in FIELDS.iter().enumerate() {
                 let (c, a) = (text(f, &self.crm[&(r, f)]), text(f, &self.anaplan[&(r, f)]));
                 if c == a {
                     continue;
@@ -473,7 +476,7 @@ impl World {
                 let filter = ExceptionFilter {
                     status: Some(plansync::model::ExceptionStatus::Open),
                     crm_id: Some(id(r)),
-                    field: Some(FIELDS[f].into()),
+                    field: Some((*name).into()),
                     ..ExceptionFilter::default()
                 };
                 let open = self.reviewer.count_exceptions(&filter).expect("count");
@@ -481,7 +484,7 @@ impl World {
                     open > 0,
                     "{}.{} differs (crm {c}, anaplan {a}) with no open exception",
                     id(r),
-                    FIELDS[f]
+                    name
                 );
             }
         }

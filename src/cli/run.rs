@@ -77,7 +77,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let rules = match load_rules(&config.rules) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: the rules in {} cannot be used:\n{e}", config.rules.display());
+            eprintln!(
+                "error: the rules in {} cannot be used:\n{e}",
+                config.rules.display()
+            );
             return Ok(ExitCode::from(2));
         }
     };
@@ -93,7 +96,11 @@ async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Resul
     let anaplan = AnaplanClient::new(config.anaplan_client_config())
         .context("configuring the Anaplan client")?;
     let crm = CrmClient::new(config.crm_client_config()).context("configuring the CRM client")?;
-    let objects: Vec<String> = rules.pairings.iter().map(|p| p.crm_object.clone()).collect();
+    let objects: Vec<String> = rules
+        .pairings
+        .iter()
+        .map(|p| p.crm_object.clone())
+        .collect();
     let stream = (!no_stream).then(|| StreamOptions {
         api_version: config.crm.api_version.clone(),
         channels: config.cdc_channels(objects.iter().map(String::as_str)),

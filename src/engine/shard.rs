@@ -387,8 +387,8 @@ impl Round<'_> {
             // are not: the later one is newer). Times of our own acknowledged writes are
             // send times, not commit times, so they do not count here.
             let polled = matches!(seen.source, Source::Poll | Source::Reconcile);
-            let covered = obs.at < seen.at
-                || (obs.at == seen.at && polled && obs.source == Source::Stream);
+            let covered =
+                obs.at < seen.at || (obs.at == seen.at && polled && obs.source == Source::Stream);
             if obs.side == Side::Crm && covered && seen.source != Source::Write {
                 tracing::debug!(
                     target: "plansync::engine",

@@ -546,7 +546,8 @@ impl AnaplanSink {
         }
 
         // 4. Writes that must not replace an edit not yet polled.
-        self.check_expectations(pairing, batch, &mut records, run).await;
+        self.check_expectations(pairing, batch, &mut records, run)
+            .await;
 
         // 5. Properties of existing items.
         self.update_properties(pairing, &records, run).await;
@@ -589,9 +590,9 @@ impl AnaplanSink {
             .filter(|(i, op)| {
                 run.pending(*i)
                     && matches!(op, Op::Cell { .. } | Op::Property { .. })
-                    && batch.get(*i).is_some_and(|r| {
-                        r.expect.is_some() && !lifecycle::is_lifecycle(&r.field)
-                    })
+                    && batch
+                        .get(*i)
+                        .is_some_and(|r| r.expect.is_some() && !lifecycle::is_lifecycle(&r.field))
             })
             .map(|(i, _)| *i)
             .collect();
@@ -638,7 +639,11 @@ impl AnaplanSink {
         let rows: HashMap<&str, &[String]> = view
             .rows
             .iter()
-            .filter_map(|r| r.coordinates.last().map(|n| (n.as_str(), r.cells.as_slice())))
+            .filter_map(|r| {
+                r.coordinates
+                    .last()
+                    .map(|n| (n.as_str(), r.cells.as_slice()))
+            })
             .collect();
         let mut stale = std::collections::HashSet::new();
         for i in checked {
@@ -661,8 +666,7 @@ impl AnaplanSink {
                     item.properties.get(name).cloned().unwrap_or_default()
                 }
             };
-            let Ok(current) = rule.normalise(Side::Anaplan, &serde_json::Value::String(raw))
-            else {
+            let Ok(current) = rule.normalise(Side::Anaplan, &serde_json::Value::String(raw)) else {
                 // What Anaplan shows cannot even be read as the field's type: not the
                 // expected value, and the poller will report it as a problem.
                 continue;

@@ -1,0 +1,314 @@
+//! `plansync run` as a real process, killed with SIGKILL in the middle of a burst and started
+//! again: no change is lost, no exception is recorded twice, and both systems end as they
+//! would have without the crash. Also: a clean stop on SIGTERM, and a config error reported
+//! in one line naming the file and key before anything starts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
+use plansync::secret::Secret;
+use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
+use plansync::sim::crm::{self as csim, CrmSimConfig, CrmSimHandle};
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+
+const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
+const OPP_MODULE: &str = "OPP01 Opportunity Data";
+
+/// The engine process; killed when the test ends, however it ends.
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(dir: &Path, crm: &CrmSimHandle, anaplan: &SimHandle) -> PathBuf {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let text = format!(
+        r#"rules = "{rules}"
+store = "plansync.db"
+
+[crm]
+login_url = "{crm}"
+api_version = "59.0"
+streaming = "websocket"
+client_id_for_call_options = "plansync-crash"
+
+[crm.auth]
+method = "client_credentials"
+client_id = "{client}"
+client_secret_env = "PLANSYNC_TEST_CRM_SECRET"
+
+[anaplan]
+auth_url = "{auth}"
+api_url = "{api}"
+
+[anaplan.auth]
+method = "basic"
+user = "{user}"
+password_env = "PLANSYNC_TEST_ANAPLAN_PASSWORD"
+
+[schedule]
+crm_poll = "30s"
+anaplan_poll = "30s"
+lookback = "2m"
+
+[engine]
+shards = 2
+batch_window = "20ms"
+"#,
+        rules = rules.display(),
+        crm = crm.instance_url(),
+        client = csim::DEFAULT_CLIENT_ID,
+        auth = anaplan.auth_url(),
+        api = anaplan.api_url(),
+        user = asim::DEFAULT_USER,
+    );
+    let path = dir.join("plansync.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn spawn(config: &Path, log: &Path) -> Engine {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("PLANSYNC_TEST_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
+        .env("PLANSYNC_TEST_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD)
+        .env("PLANSYNC_LOG", "plansync=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start plansync run");
+    Engine(child)
+}
+
+fn signal(engine: &Engine, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(engine.0.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn crm_client(sim: &CrmSimHandle) -> CrmClient {
+    let auth = AuthConfig::ClientCredentials {
+        client_id: csim::DEFAULT_CLIENT_ID.into(),
+        client_secret: Secret::new(csim::DEFAULT_CLIENT_SECRET),
+    };
+    CrmClient::new(CrmConfig::new(sim.instance_url(), "59.0", auth)).expect("client")
+}
+
+fn amount_cell(anaplan: &SimHandle, code: &str) -> Option<f64> {
+    anaplan
+        .cells(MODEL, OPP_MODULE)
+        .and_then(|c| {
+            c.get(code)
+                .and_then(|r| r.get("Amount"))
+                .map(|v| v.to_string())
+        })
+        .and_then(|v| v.parse().ok())
+}
+
+fn open_exceptions(db: &Path) -> Vec<(String, String, String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT kind, coalesce(crm_id, ''), coalesce(field, ''), message FROM exceptions
+             WHERE status = 'open' ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn stream_checkpoints(db: &Path) -> usize {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM checkpoints WHERE source LIKE 'crm_poll:%'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_in_the_middle_of_a_burst_loses_nothing_and_duplicates_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let crm = csim::start(CrmSimConfig::default(), listener)
+        .await
+        .expect("CRM sim");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let anaplan = AnaplanSim::start(SimConfig::default(), listener)
+        .await
+        .expect("Anaplan sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    let log = dir.path().join("engine.log");
+    let ids: Vec<String> = crm_client(&crm)
+        .query("SELECT Id FROM Opportunity ORDER BY Name")
+        .await
+        .expect("query")
+        .records
+        .iter()
+        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+        .collect();
+
+    let mut engine = spawn(&config, &log);
+    // Running: reconciled (the pollers' checkpoints exist) and subscribed to the stream.
+    wait_for("the first reconciliation", || stream_checkpoints(&db) >= 2).await;
+    wait_for("the stream", || crm.streaming_sessions() > 0).await;
+    wait_for("the reconciliation's writes", || {
+        ids.iter().all(|id| {
+            amount_cell(&anaplan, id) == crm.record(id).expect("record")["Amount"].as_f64()
+        })
+    })
+    .await;
+    let before = amount_cell(&anaplan, &ids[0]);
+
+    // A burst of rep edits: amounts going up. One deal's amount is set negative (invalid)
+    // once, part-way, and left there, so exactly one validation exception must exist at the
+    // end. (Values superseded while a write of the field is in flight are not decided one by
+    // one: the field's latest value is. So the invalid deal gets no other edit here.)
+    let rounds = 60;
+    let poisoned = 20;
+    for round in 0..rounds {
+        for (n, id) in ids.iter().enumerate() {
+            if n == 0 && round != poisoned {
+                continue;
+            }
+            let amount = if round == poisoned && n == 0 {
+                -5.0
+            } else {
+                (100_000 + round * 10 + n) as f64
+            };
+            crm.user_edit("Opportunity", id, json!({ "Amount": amount }), None)
+                .expect("edit");
+        }
+        if round == 30 {
+            // SIGKILL: no chance to finish anything.
+            engine.0.kill().expect("kill -9");
+            let _ = engine.0.wait();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(engine);
+
+    // The restarted engine resumes the stream from its durable replay id: every event after
+    // it is delivered again, and those it had already stored are recognised.
+    let log = dir.path().join("engine-restarted.log");
+    let engine = spawn(&config, &log);
+    wait_for("the stream after the restart", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("stream_connected"))
+    })
+    .await;
+    // Deal 0 keeps its amount from before the burst in Anaplan; the CRM shows the invalid one.
+    let last = |n: usize| {
+        if n == 0 {
+            before.unwrap_or_default()
+        } else {
+            (100_000 + (rounds - 1) * 10 + n) as f64
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ids
+        .iter()
+        .enumerate()
+        .all(|(n, id)| amount_cell(&anaplan, id) == Some(last(n)))
+    {
+        if Instant::now() > deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let cells: Vec<_> = ids.iter().map(|id| amount_cell(&anaplan, id)).collect();
+            panic!(
+                "timed out waiting for every last amount in Anaplan: {cells:?}\nopen: {:#?}\nlog:\n{text}",
+                open_exceptions(&db)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A clean stop: SIGTERM, exit 0.
+    signal(&engine, "TERM");
+    let mut engine = engine;
+    let status = engine.0.wait().expect("wait");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status:?}; log:\n{text}");
+
+    for (n, id) in ids.iter().enumerate() {
+        let crm_amount = crm.record(id).expect("record")["Amount"].as_f64();
+        assert_eq!(crm_amount, Some(if n == 0 { -5.0 } else { last(n) }));
+        assert_eq!(amount_cell(&anaplan, id), Some(last(n)), "{id}");
+    }
+    let open = open_exceptions(&db);
+    let mut seen = std::collections::HashSet::new();
+    for e in &open {
+        assert!(
+            seen.insert(e.clone()),
+            "recorded twice: {e:?}\nall: {open:#?}"
+        );
+    }
+    let negative: Vec<_> = open
+        .iter()
+        .filter(|e| e.0 == "validation" && e.1 == ids[0] && e.2 == "Amount")
+        .collect();
+    assert_eq!(
+        negative.len(),
+        1,
+        "the invalid amount is recorded once: {open:#?}"
+    );
+    assert!(text.contains("plansync is running"), "{text}");
+}
+
+#[test]
+fn a_bad_config_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("plansync.toml");
+    std::fs::write(
+        &config,
+        "store = \"x.db\"\n[crm]\nlogin_url = \"https://example.my.salesforce.com\"\nclient_secret = \"inline\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let named = format!("{}:", config.display());
+    assert!(stderr.contains(&named), "{stderr}");
+    assert!(stderr.contains("client_secret"), "{stderr}");
+    assert!(
+        !dir.path().join("x.db").exists(),
+        "nothing may start on a bad config"
+    );
+}
