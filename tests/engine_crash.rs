@@ -29,6 +29,10 @@ impl Drop for Engine {
 
 fn write_config(dir: &Path, crm: &CrmSimHandle, anaplan: &SimHandle) -> PathBuf {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    write_config_with(dir, &rules, crm, anaplan)
+}
+
+fn write_config_with(dir: &Path, rules: &Path, crm: &CrmSimHandle, anaplan: &SimHandle) -> PathBuf {
     let text = format!(
         r#"rules = "{rules}"
 store = "plansync.db"
@@ -311,4 +315,72 @@ fn a_bad_config_is_refused_before_anything_starts() {
         !dir.path().join("x.db").exists(),
         "nothing may start on a bad config"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_only_when_they_pass_their_checks() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let crm = csim::start(CrmSimConfig::default(), listener)
+        .await
+        .expect("CRM sim");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let anaplan = AnaplanSim::start(SimConfig::default(), listener)
+        .await
+        .expect("Anaplan sim");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for file in ["opportunity.toml", "territory.toml"] {
+        std::fs::copy(source.join(file), rules.join(file)).expect("copy");
+    }
+    let config = write_config_with(dir.path(), &rules, &crm, &anaplan);
+    let log = dir.path().join("engine.log");
+    let logged = |what: &str| std::fs::read_to_string(&log).is_ok_and(|t| t.contains(what));
+    let engine = spawn(&config, &log);
+    wait_for("the engine", || logged("stream_connected")).await;
+
+    // A rule file that does not compile: refused, the running rules stay.
+    std::fs::write(rules.join("broken.toml"), "[pairing]\ncrm = 42\n").expect("write");
+    signal(&engine, "HUP");
+    wait_for("the refusal", || logged("rules_reload_refused")).await;
+    std::fs::remove_file(rules.join("broken.toml")).expect("remove");
+
+    // A valid edit: taken, and the next decision records the new file's hash.
+    let opp = rules.join("opportunity.toml");
+    let text = std::fs::read_to_string(&opp).expect("read");
+    std::fs::write(&opp, format!("# reviewed for Q4\n{text}")).expect("write");
+    let new_hash = plansync::rules::load_file(&opp).expect("compiles").hash;
+    signal(&engine, "HUP");
+    wait_for("the reload", || logged("rules_reloaded")).await;
+    let id = crm_client(&crm)
+        .query("SELECT Id FROM Opportunity ORDER BY Name")
+        .await
+        .expect("query")
+        .records[0]["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    crm.user_edit("Opportunity", &id, json!({ "Amount": 46000 }), None)
+        .expect("edit");
+    let db = dir.path().join("plansync.db");
+    let hash_of_last_decision = || {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
+        conn.query_row(
+            "SELECT rule_hash FROM audit WHERE crm_id = ?1 AND field = 'Amount' ORDER BY id DESC LIMIT 1",
+            [&id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .ok()
+        .flatten()
+    };
+    wait_for("a decision under the new rules", || {
+        hash_of_last_decision().as_deref() == Some(new_hash.as_str())
+    })
+    .await;
+    signal(&engine, "TERM");
+    let mut engine = engine;
+    assert!(engine.0.wait().expect("wait").success());
 }

@@ -762,3 +762,87 @@ async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice(
     );
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+
+    // A new deal in the CRM: its Anaplan item (code = CRM id) is created before its cells.
+    let id = env
+        .crm
+        .create(
+            "Opportunity",
+            json!({ "Name": "Initech renewal", "Amount": 77000, "StageName": "Prospecting",
+                    "CloseDate": "2027-02-26", "Probability": 10,
+                    "AccountId": null }),
+            None,
+        )
+        .expect("create");
+    wait_for("the new item and its amount", || async {
+        env.cell(&id, "Amount").as_deref() == Some("77000")
+    })
+    .await;
+    let item = env
+        .anaplan
+        .list_items(MODEL, OPP_LIST)
+        .expect("list")
+        .into_iter()
+        .find(|i| i.code.as_deref() == Some(id.as_str()))
+        .expect("the item exists");
+    assert_eq!(
+        item.properties.get("Opportunity Name").map(String::as_str),
+        Some("Initech renewal")
+    );
+    let log = env.anaplan.request_log();
+    let add = log
+        .iter()
+        .position(|r| {
+            r.method == "POST" && r.path.ends_with("/items") && r.path.contains("/lists/")
+        })
+        .expect("an item add");
+    let cells = log
+        .iter()
+        .rposition(|r| r.method == "POST" && r.path.ends_with("/data"))
+        .expect("a cell write");
+    assert!(
+        add < cells,
+        "the item is added before its cells are written"
+    );
+    env.settle().await;
+
+    // Deleted in the CRM: the pairing flags the item (its plan data stays).
+    env.crm.delete(&id, None).expect("delete");
+    wait_for("the deleted flag", || async {
+        env.cell(&id, "CRM Deleted").as_deref() == Some("true")
+    })
+    .await;
+    assert_eq!(env.cell(&id, "Amount").as_deref(), Some("77000"));
+    // Restored in the CRM: the flag is cleared.
+    env.crm.undelete(&id, None).expect("undelete");
+    wait_for("the flag cleared", || async {
+        env.cell(&id, "CRM Deleted").as_deref() == Some("false")
+    })
+    .await;
+    env.settle().await;
+
+    // A planner removes an item: an exception, never a CRM delete.
+    let other = env.opportunities().await[0].clone();
+    let planner = anaplan_client(&env.anaplan);
+    let list = planner.list_id(MODEL, OPP_LIST).await.expect("list id");
+    planner
+        .delete_list_items(MODEL, &list, std::slice::from_ref(&other))
+        .await
+        .expect("planner delete");
+    env.poll().await;
+    env.poll().await;
+    let lifecycle: Vec<_> = env
+        .exceptions(Some(ExceptionKind::Lifecycle))
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(other.as_str()))
+        .collect();
+    assert_eq!(lifecycle.len(), 1, "{lifecycle:?}");
+    assert!(env.crm.record(&other).is_some(), "the CRM record is kept");
+    env.stop().await;
+}
