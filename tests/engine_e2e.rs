@@ -846,3 +846,74 @@ async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
     assert!(env.crm.record(&other).is_some(), "the CRM record is kept");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gap_and_overflow_events_are_covered_by_a_re_read() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let ids = env.opportunities().await;
+
+    // A change made below the API (no values in the event): the poller re-reads the record.
+    env.crm
+        .inject_gap(
+            "Opportunity",
+            std::slice::from_ref(&ids[0]),
+            "GAP_UPDATE",
+            json!({ "Amount": 88000 }),
+        )
+        .expect("gap");
+    wait_for("the gap's change in Anaplan", || async {
+        env.cell(&ids[0], "Amount").as_deref() == Some("88000")
+    })
+    .await;
+    env.settle().await;
+    let gaps = env.exceptions(Some(ExceptionKind::Gap));
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].crm_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(gaps[0].status, ExceptionStatus::AutoResolved);
+
+    // Too many changes to send one by one: the object is re-read.
+    env.crm
+        .inject_gap(
+            "Opportunity",
+            &ids[1..],
+            "GAP_UPDATE",
+            json!({ "Probability": 65 }),
+        )
+        .expect("silent change");
+    env.crm.inject_overflow("Opportunity").expect("overflow");
+    wait_for("every silent change in Anaplan", || async {
+        ids[1..]
+            .iter()
+            .all(|id| env.cell(id, "Probability").as_deref() == Some("65"))
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_replay_id_makes_the_engine_reconcile_the_object() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let ids = env.opportunities().await;
+    env.rep_edits(&ids[0], json!({ "Amount": 51000 }));
+    wait_for("the streamed change", || async {
+        env.cell(&ids[0], "Amount").as_deref() == Some("51000")
+    })
+    .await;
+    env.settle().await;
+    env.stop().await;
+
+    // While the engine is down, a change is made and the org's event retention passes it.
+    env.rep_edits(&ids[1], json!({ "Amount": 52000 }));
+    env.crm.purge_events(None);
+    env.start(true).await;
+    wait_for("the change found by the full re-read", || async {
+        env.cell(&ids[1], "Amount").as_deref() == Some("52000")
+    })
+    .await;
+    env.settle().await;
+    env.stop().await;
+}

@@ -64,6 +64,13 @@ pub enum ShardMsg {
         kind: ExceptionKind,
         message: String,
     },
+    /// Something that happened to a record and was handled (e.g. a CDC gap event: the record
+    /// was re-read), recorded once as an auto-resolved exception for the audit trail.
+    Notice {
+        record: RecordKey,
+        kind: ExceptionKind,
+        message: String,
+    },
     /// Answer when everything sent before has been committed.
     Flush(oneshot::Sender<()>),
 }
@@ -116,6 +123,7 @@ impl ShardCore {
             fields: HashMap::new(),
             loaded: HashSet::new(),
             mapped: HashMap::new(),
+            raised: HashSet::new(),
             summary: RoundSummary::default(),
             now,
         };
@@ -142,6 +150,11 @@ impl ShardCore {
                     kind,
                     message,
                 } => round.problem(&record, field.as_deref(), kind, message)?,
+                ShardMsg::Notice {
+                    record,
+                    kind,
+                    message,
+                } => round.notice(&record, kind, message)?,
                 ShardMsg::Flush(tx) => flushes.push(tx),
             }
         }
@@ -193,6 +206,9 @@ struct Round<'a> {
     loaded: HashSet<RecordKey>,
     /// Whether each record touched has a `record_map` row (stored or added this round).
     mapped: HashMap<RecordKey, bool>,
+    /// Exceptions raised once per occurrence that this round already raised (not yet
+    /// stored, so the store's check cannot see them): kind, record, field, message.
+    raised: HashSet<(ExceptionKind, RecordKey, Option<String>, String)>,
     summary: RoundSummary,
     now: DateTime<Utc>,
 }
@@ -1047,15 +1063,24 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> Result<(), StoreError> {
-        if self.store.open_exception_exists(
+        let once = (
             kind,
-            &record.pairing,
-            &record.crm_id,
-            Some(&rule.crm),
-            &message,
-        )? {
+            record.clone(),
+            Some(rule.crm.clone()),
+            message.clone(),
+        );
+        if self.raised.contains(&once)
+            || self.store.open_exception_exists(
+                kind,
+                &record.pairing,
+                &record.crm_id,
+                Some(&rule.crm),
+                &message,
+            )?
+        {
             return Ok(());
         }
+        self.raised.insert(once);
         let key = FieldKey {
             record: record.clone(),
             field: rule.crm.clone(),
@@ -1086,16 +1111,60 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> Result<(), StoreError> {
-        if self.store.open_exception_exists(
-            kind,
-            &record.pairing,
-            &record.crm_id,
-            None,
-            &message,
-        )? {
+        let once = (kind, record.clone(), None, message.clone());
+        if self.raised.contains(&once)
+            || self.store.open_exception_exists(
+                kind,
+                &record.pairing,
+                &record.crm_id,
+                None,
+                &message,
+            )?
+        {
             return Ok(());
         }
+        self.raised.insert(once);
         self.lifecycle_exception(record, object, pairing, kind, message);
+        Ok(())
+    }
+
+    /// A handled event, on record once (whatever became of an earlier copy).
+    fn notice(
+        &mut self,
+        record: &RecordKey,
+        kind: ExceptionKind,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let once = (kind, record.clone(), None, message.clone());
+        if self.raised.contains(&once)
+            || self.store.exception_exists(
+                kind,
+                &record.pairing,
+                &record.crm_id,
+                None,
+                &message,
+                false,
+            )?
+        {
+            return Ok(());
+        }
+        self.raised.insert(once);
+        let rules = self.rules;
+        let pairing = rules.pairing(&record.pairing);
+        let object = pairing.map_or(record.pairing.clone(), |p| p.crm_object.clone());
+        self.summary.exceptions += 1;
+        self.batch.add_exception(NewException {
+            kind,
+            status: ExceptionStatus::AutoResolved,
+            pairing: record.pairing.clone(),
+            object,
+            crm_id: Some(record.crm_id.clone()),
+            field: None,
+            rule_id: None,
+            rule_hash: pairing.map(|p| p.hash.clone()),
+            message,
+            at: self.now,
+        });
         Ok(())
     }
 

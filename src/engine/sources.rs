@@ -421,6 +421,26 @@ pub async fn run_cdc(
                 ..
             } => {
                 tracing::warn!(target: "plansync::engine", event = "gap", %entity, records = record_ids.len(), %change_type, "the stream sent a gap; re-reading");
+                let rules = ctx.rules.borrow().clone();
+                if let Some(pairing) = rules.find(&entity) {
+                    for id in &record_ids {
+                        let record = RecordKey {
+                            pairing: pairing.name.clone(),
+                            crm_id: id.clone(),
+                        };
+                        let msg = ShardMsg::Notice {
+                            record: record.clone(),
+                            kind: crate::model::ExceptionKind::Gap,
+                            message: format!(
+                                "the change stream sent {change_type} for this {entity} record \
+                                 without its values; the CRM poller re-read it"
+                            ),
+                        };
+                        if ctx.router.send(&record, msg).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 wake(&entity, false);
             }
             CdcItem::Overflow { entity, .. } => {

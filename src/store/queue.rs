@@ -162,15 +162,28 @@ impl Store {
         field: Option<&str>,
         message: &str,
     ) -> Result<bool, StoreError> {
+        self.exception_exists(kind, pairing, crm_id, field, message, true)
+    }
+
+    /// Whether the same exception exists (only open ones with `open_only`).
+    pub fn exception_exists(
+        &self,
+        kind: ExceptionKind,
+        pairing: &str,
+        crm_id: &str,
+        field: Option<&str>,
+        message: &str,
+        open_only: bool,
+    ) -> Result<bool, StoreError> {
         let found: i64 = self
             .conn
             .prepare_cached(
                 "SELECT count(*) FROM exceptions
-                 WHERE status = 'open' AND kind = ?1 AND pairing = ?2 AND crm_id = ?3
-                   AND field IS ?4 AND message = ?5",
+                 WHERE (status = 'open' OR NOT ?6) AND kind = ?1 AND pairing = ?2
+                   AND crm_id = ?3 AND field IS ?4 AND message = ?5",
             )?
             .query_row(
-                params![kind.as_str(), pairing, crm_id, field, message],
+                params![kind.as_str(), pairing, crm_id, field, message, open_only],
                 |row| row.get(0),
             )?;
         Ok(found > 0)
