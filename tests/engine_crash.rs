@@ -78,6 +78,18 @@ batch_window = "20ms"
     path
 }
 
+async fn simulators() -> (CrmSimHandle, SimHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let crm = csim::start(CrmSimConfig::default(), listener)
+        .await
+        .expect("CRM sim");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let anaplan = AnaplanSim::start(SimConfig::default(), listener)
+        .await
+        .expect("Anaplan sim");
+    (crm, anaplan)
+}
+
 fn spawn(config: &Path, log: &Path) -> Engine {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -166,14 +178,7 @@ fn stream_checkpoints(db: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_in_the_middle_of_a_burst_loses_nothing_and_duplicates_nothing() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let crm = csim::start(CrmSimConfig::default(), listener)
-        .await
-        .expect("CRM sim");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let anaplan = AnaplanSim::start(SimConfig::default(), listener)
-        .await
-        .expect("Anaplan sim");
+    let (crm, anaplan) = simulators().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &crm, &anaplan);
     let db = dir.path().join("plansync.db");
@@ -319,14 +324,7 @@ fn a_bad_config_is_refused_before_anything_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_rules_only_when_they_pass_their_checks() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let crm = csim::start(CrmSimConfig::default(), listener)
-        .await
-        .expect("CRM sim");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let anaplan = AnaplanSim::start(SimConfig::default(), listener)
-        .await
-        .expect("Anaplan sim");
+    let (crm, anaplan) = simulators().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).expect("rules dir");

@@ -138,6 +138,31 @@ impl Env {
         self.engine = Some(engine);
     }
 
+    /// Both simulators, and the engine started on them and settled.
+    async fn running(rules_dir: &Path) -> Env {
+        let mut env = Env::new(rules_dir).await;
+        env.start(true).await;
+        env.settle().await;
+        env
+    }
+
+    /// Waits until Anaplan's opportunity cell shows `value`.
+    async fn wait_cell(&self, id: &str, line_item: &str, value: &str) {
+        wait_for(
+            &format!("{line_item} of {id} to be {value} in Anaplan"),
+            || async { self.cell(id, line_item).as_deref() == Some(value) },
+        )
+        .await;
+    }
+
+    /// An open deal in `stage` (so the `closed` override does not apply).
+    async fn deal_in(&self, stage: &str) -> String {
+        let ids = self.opportunities().await;
+        ids.into_iter()
+            .find(|id| self.crm_field(id, "StageName") == json!(stage))
+            .unwrap_or_else(|| panic!("a deal in {stage}"))
+    }
+
     async fn stop(&mut self) {
         if let Some(engine) = self.engine.take() {
             engine.shutdown().await.expect("clean shutdown");
@@ -276,9 +301,7 @@ fn number(v: &str) -> Cell {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let id = env.opportunities().await[0].clone();
     // The first reconciliation created the item and wrote the CRM-owned values.
     assert_eq!(
@@ -288,10 +311,7 @@ async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
 
     let started = Instant::now();
     env.rep_edits(&id, json!({ "Amount": 133000.5 }));
-    wait_for("the amount in Anaplan", || async {
-        env.cell(&id, "Amount").as_deref() == Some("133000.5")
-    })
-    .await;
+    env.wait_cell(&id, "Amount", "133000.5").await;
     let took = started.elapsed();
     eprintln!("CRM commit → Anaplan cell: {took:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
@@ -302,9 +322,7 @@ async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anaplan_edit_reaches_the_crm_at_the_next_poll() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     env.poll().await;
     let territory = env.ids("Territory__c").await[0].clone();
 
@@ -346,9 +364,7 @@ async fn an_anaplan_edit_reaches_the_crm_at_the_next_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planner_typing_over_a_crm_owned_amount_is_reverted_with_an_exception() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let id = env.opportunities().await[0].clone();
     let crm_amount = env.crm_field(&id, "Amount").as_f64();
 
@@ -376,17 +392,10 @@ async fn a_planner_typing_over_a_crm_owned_amount_is_reverted_with_an_exception(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     env.poll().await;
     // An open deal (the `closed` override would give the field to the CRM).
-    let ids = env.opportunities().await;
-    let id = ids
-        .iter()
-        .find(|id| env.crm_field(id, "StageName") == json!("Negotiation"))
-        .expect("a deal in negotiation")
-        .clone();
+    let id = env.deal_in("Negotiation").await;
     let base = env.crm_field(&id, "Forecast_Override__c").as_f64();
 
     // A planner edits the override in Anaplan (not polled yet) while a rep edits it in the
@@ -440,10 +449,7 @@ async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
     };
     writer.resolve(e.id, &resolution).expect("resolve");
     drop(writer);
-    wait_for("the resolution to reach Anaplan", || async {
-        env.cell(&id, "Forecast Override").as_deref() == Some("120000")
-    })
-    .await;
+    env.wait_cell(&id, "Forecast Override", "120000").await;
     env.settle().await;
     env.poll().await;
     assert!(
@@ -498,9 +504,7 @@ fn decisions(db: &Path, id: &str, field: &str) -> Vec<(String, String, String)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rapid_changes_never_have_two_writes_in_flight_and_the_last_wins() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let id = env.opportunities().await[0].clone();
     // Slow Anaplan down so that the first write is still in flight when the second edit
     // arrives.
@@ -511,10 +515,7 @@ async fn two_rapid_changes_never_have_two_writes_in_flight_and_the_last_wins() {
     env.rep_edits(&id, json!({ "Amount": 50001 }));
     tokio::time::sleep(Duration::from_millis(150)).await;
     env.rep_edits(&id, json!({ "Amount": 50002 }));
-    wait_for("the last amount in Anaplan", || async {
-        env.cell(&id, "Amount").as_deref() == Some("50002")
-    })
-    .await;
+    env.wait_cell(&id, "Amount", "50002").await;
     env.settle().await;
     env.anaplan.set_faults(asim::Faults::default());
 
@@ -549,9 +550,7 @@ fn is_write(method: &str, path: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_burst_and_quiescence_nothing_more_is_written() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     env.poll().await;
     let ids = env.opportunities().await;
     // A burst on both sides: reps through the stream, planners through the poll.
@@ -643,16 +642,9 @@ fn rules_in_quarter_end() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
     let rules = rules_in_quarter_end();
-    let mut env = Env::new(rules.path()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(rules.path()).await;
     env.poll().await;
-    let ids = env.opportunities().await;
-    let id = ids
-        .iter()
-        .find(|id| env.crm_field(id, "StageName") == json!("Negotiation"))
-        .expect("a deal in negotiation")
-        .clone();
+    let id = env.deal_in("Negotiation").await;
 
     env.planner_sets(
         OPP_MODULE,
@@ -663,10 +655,7 @@ async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
     )
     .await;
     env.rep_edits(&id, json!({ "Forecast_Override__c": 120000 }));
-    wait_for("the rep's override in Anaplan", || async {
-        env.cell(&id, "Forecast Override").as_deref() == Some("120000")
-    })
-    .await;
+    env.wait_cell(&id, "Forecast Override", "120000").await;
     env.settle().await;
     env.poll().await;
     assert_eq!(
@@ -697,16 +686,11 @@ async fn inside_the_quarter_end_window_the_crm_wins_a_concurrent_edit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let ids = env.opportunities().await;
     // One change through the stream, so the stream has a durable position.
     env.rep_edits(&ids[0], json!({ "Amount": 61000 }));
-    wait_for("the streamed change", || async {
-        env.cell(&ids[0], "Amount").as_deref() == Some("61000")
-    })
-    .await;
+    env.wait_cell(&ids[0], "Amount", "61000").await;
     env.settle().await;
     env.stop().await;
 
@@ -765,9 +749,7 @@ async fn the_poller_covers_a_stream_outage_and_the_replay_applies_nothing_twice(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
 
     // A new deal in the CRM: its Anaplan item (code = CRM id) is created before its cells.
     let id = env
@@ -780,10 +762,7 @@ async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
             None,
         )
         .expect("create");
-    wait_for("the new item and its amount", || async {
-        env.cell(&id, "Amount").as_deref() == Some("77000")
-    })
-    .await;
+    env.wait_cell(&id, "Amount", "77000").await;
     let item = env
         .anaplan
         .list_items(MODEL, OPP_LIST)
@@ -814,17 +793,11 @@ async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
 
     // Deleted in the CRM: the pairing flags the item (its plan data stays).
     env.crm.delete(&id, None).expect("delete");
-    wait_for("the deleted flag", || async {
-        env.cell(&id, "CRM Deleted").as_deref() == Some("true")
-    })
-    .await;
+    env.wait_cell(&id, "CRM Deleted", "true").await;
     assert_eq!(env.cell(&id, "Amount").as_deref(), Some("77000"));
     // Restored in the CRM: the flag is cleared.
     env.crm.undelete(&id, None).expect("undelete");
-    wait_for("the flag cleared", || async {
-        env.cell(&id, "CRM Deleted").as_deref() == Some("false")
-    })
-    .await;
+    env.wait_cell(&id, "CRM Deleted", "false").await;
     env.settle().await;
 
     // A planner removes an item: an exception, never a CRM delete.
@@ -849,9 +822,7 @@ async fn record_lifecycle_create_delete_undelete_and_an_anaplan_item_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gap_and_overflow_events_are_covered_by_a_re_read() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let ids = env.opportunities().await;
 
     // A change made below the API (no values in the event): the poller re-reads the record.
@@ -863,10 +834,7 @@ async fn gap_and_overflow_events_are_covered_by_a_re_read() {
             json!({ "Amount": 88000 }),
         )
         .expect("gap");
-    wait_for("the gap's change in Anaplan", || async {
-        env.cell(&ids[0], "Amount").as_deref() == Some("88000")
-    })
-    .await;
+    env.wait_cell(&ids[0], "Amount", "88000").await;
     env.settle().await;
     let gaps = env.exceptions(Some(ExceptionKind::Gap));
     assert_eq!(gaps.len(), 1, "{gaps:?}");
@@ -894,15 +862,10 @@ async fn gap_and_overflow_events_are_covered_by_a_re_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_replay_id_makes_the_engine_reconcile_the_object() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(true).await;
-    env.settle().await;
+    let mut env = Env::running(&rules_dir()).await;
     let ids = env.opportunities().await;
     env.rep_edits(&ids[0], json!({ "Amount": 51000 }));
-    wait_for("the streamed change", || async {
-        env.cell(&ids[0], "Amount").as_deref() == Some("51000")
-    })
-    .await;
+    env.wait_cell(&ids[0], "Amount", "51000").await;
     env.settle().await;
     env.stop().await;
 
@@ -910,10 +873,7 @@ async fn an_expired_replay_id_makes_the_engine_reconcile_the_object() {
     env.rep_edits(&ids[1], json!({ "Amount": 52000 }));
     env.crm.purge_events(None);
     env.start(true).await;
-    wait_for("the change found by the full re-read", || async {
-        env.cell(&ids[1], "Amount").as_deref() == Some("52000")
-    })
-    .await;
+    env.wait_cell(&ids[1], "Amount", "52000").await;
     env.settle().await;
     env.stop().await;
 }

@@ -2,6 +2,8 @@
 //! offers: JSON with `format=v1`, or CSV. Both become one `ViewData` grid of text cells, which
 //! the poller compares against what it last synced.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 use super::error::{AnaplanError, excerpt};
@@ -15,6 +17,31 @@ pub struct ViewData {
     /// Per column, its item on each column dimension.
     pub columns: Vec<Vec<String>>,
     pub rows: Vec<ViewRow>,
+}
+
+impl ViewData {
+    /// Each column's index by its innermost label: the line item, when line items are on
+    /// columns (with more column dimensions the line item is the innermost).
+    pub fn column_index(&self) -> HashMap<&str, usize> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, labels)| labels.last().map(|l| (l.as_str(), i)))
+            .collect()
+    }
+
+    /// Each row's cells by its innermost label: the list item's name, for a module
+    /// dimensioned by one list.
+    pub fn row_index(&self) -> HashMap<&str, &[String]> {
+        self.rows
+            .iter()
+            .filter_map(|r| {
+                r.coordinates
+                    .last()
+                    .map(|n| (n.as_str(), r.cells.as_slice()))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -161,12 +161,7 @@ pub async fn poll_resolved(
 fn columns(pairing: &Pairing, view: &ViewData) -> Result<HashMap<String, usize>, AnaplanPollError> {
     // A module view with line items on columns has one label per column; with more column
     // dimensions the line item is the innermost, i.e. the last label.
-    let by_name: HashMap<&str, usize> = view
-        .columns
-        .iter()
-        .enumerate()
-        .filter_map(|(i, labels)| labels.last().map(|l| (l.as_str(), i)))
-        .collect();
+    let by_name = view.column_index();
     let wanted = pairing
         .fields
         .iter()
@@ -201,15 +196,7 @@ pub fn diff(
     let columns = columns(pairing, view)?;
     // The view's rows are labelled by item name (unique within a list); the records are keyed
     // by code, so names join the two.
-    let rows: HashMap<&str, &[String]> = view
-        .rows
-        .iter()
-        .filter_map(|r| {
-            r.coordinates
-                .last()
-                .map(|n| (n.as_str(), r.cells.as_slice()))
-        })
-        .collect();
+    let rows = view.row_index();
     let mut outcome = AnaplanPollOutcome {
         changes: Vec::new(),
         new_items: Vec::new(),

@@ -1054,6 +1054,38 @@ impl Round<'_> {
         }
     }
 
+    /// Whether this exception was raised already (this round, or in the store: while open,
+    /// or ever with `open_only` false); if not, it is noted as raised now.
+    fn already_raised(
+        &mut self,
+        kind: ExceptionKind,
+        record: &RecordKey,
+        field: Option<&str>,
+        message: &str,
+        open_only: bool,
+    ) -> Result<bool, StoreError> {
+        let once = (
+            kind,
+            record.clone(),
+            field.map(str::to_string),
+            message.to_string(),
+        );
+        if self.raised.contains(&once)
+            || self.store.exception_exists(
+                kind,
+                &record.pairing,
+                &record.crm_id,
+                field,
+                message,
+                open_only,
+            )?
+        {
+            return Ok(true);
+        }
+        self.raised.insert(once);
+        Ok(false)
+    }
+
     /// An exception about one field's value, raised once while the same one is open.
     fn field_exception(
         &mut self,
@@ -1063,24 +1095,9 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> Result<(), StoreError> {
-        let once = (
-            kind,
-            record.clone(),
-            Some(rule.crm.clone()),
-            message.clone(),
-        );
-        if self.raised.contains(&once)
-            || self.store.open_exception_exists(
-                kind,
-                &record.pairing,
-                &record.crm_id,
-                Some(&rule.crm),
-                &message,
-            )?
-        {
+        if self.already_raised(kind, record, Some(&rule.crm), &message, true)? {
             return Ok(());
         }
-        self.raised.insert(once);
         let key = FieldKey {
             record: record.clone(),
             field: rule.crm.clone(),
@@ -1111,19 +1128,9 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> Result<(), StoreError> {
-        let once = (kind, record.clone(), None, message.clone());
-        if self.raised.contains(&once)
-            || self.store.open_exception_exists(
-                kind,
-                &record.pairing,
-                &record.crm_id,
-                None,
-                &message,
-            )?
-        {
+        if self.already_raised(kind, record, None, &message, true)? {
             return Ok(());
         }
-        self.raised.insert(once);
         self.lifecycle_exception(record, object, pairing, kind, message);
         Ok(())
     }
@@ -1135,20 +1142,9 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> Result<(), StoreError> {
-        let once = (kind, record.clone(), None, message.clone());
-        if self.raised.contains(&once)
-            || self.store.exception_exists(
-                kind,
-                &record.pairing,
-                &record.crm_id,
-                None,
-                &message,
-                false,
-            )?
-        {
+        if self.already_raised(kind, record, None, &message, false)? {
             return Ok(());
         }
-        self.raised.insert(once);
         let rules = self.rules;
         let pairing = rules.pairing(&record.pairing);
         let object = pairing.map_or(record.pairing.clone(), |p| p.crm_object.clone());

@@ -15,6 +15,15 @@ use super::rows::{FieldKey, OutboxRecord, ShadowState};
 use super::{OUTBOX_COLUMNS, Store, StoreError, outbox_from_row, shadow_from_row};
 use crate::model::{ExceptionKind, Position, RecordKey, Side};
 
+/// The outbox columns, qualified by a table alias (for joins).
+fn outbox_columns_of(alias: &str) -> String {
+    OUTBOX_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     /// Every stored field of one record, by CRM field name: what a shard loads before it
     /// decides a change to the record (the other fields are the `when` conditions' context).
@@ -43,11 +52,7 @@ impl Store {
         target: Side,
         limit: usize,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
-        let columns = OUTBOX_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = outbox_columns_of("o");
         let sql = format!(
             "SELECT {columns} FROM outbox o
              LEFT JOIN shadow s ON s.pairing = o.pairing AND s.crm_id = o.crm_id
@@ -64,11 +69,7 @@ impl Store {
 
     /// Pending writes queued by resolutions that no shard has claimed yet, oldest first.
     pub fn unclaimed_outbox(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let columns = OUTBOX_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = outbox_columns_of("o");
         let sql = format!(
             "SELECT {columns} FROM outbox o
              LEFT JOIN shadow s ON s.pairing = o.pairing AND s.crm_id = o.crm_id
@@ -152,20 +153,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether the same exception (kind, record, field and message) is already open: a
-    /// source that reports the same bad value at every poll raises it once.
-    pub fn open_exception_exists(
-        &self,
-        kind: ExceptionKind,
-        pairing: &str,
-        crm_id: &str,
-        field: Option<&str>,
-        message: &str,
-    ) -> Result<bool, StoreError> {
-        self.exception_exists(kind, pairing, crm_id, field, message, true)
-    }
-
-    /// Whether the same exception exists (only open ones with `open_only`).
+    /// Whether the same exception (kind, record, field and message) exists, only open ones
+    /// with `open_only`: a source that reports the same bad value at every poll raises it
+    /// once.
     pub fn exception_exists(
         &self,
         kind: ExceptionKind,

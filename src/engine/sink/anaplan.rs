@@ -630,21 +630,8 @@ impl AnaplanSink {
             .iter()
             .filter_map(|i| i.code.as_deref().map(|c| (c, i)))
             .collect();
-        let columns: HashMap<&str, usize> = view
-            .columns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, labels)| labels.last().map(|l| (l.as_str(), i)))
-            .collect();
-        let rows: HashMap<&str, &[String]> = view
-            .rows
-            .iter()
-            .filter_map(|r| {
-                r.coordinates
-                    .last()
-                    .map(|n| (n.as_str(), r.cells.as_slice()))
-            })
-            .collect();
+        let columns = view.column_index();
+        let rows = view.row_index();
         let mut stale = std::collections::HashSet::new();
         for i in checked {
             let Some(req) = batch.get(i) else { continue };
