@@ -4,6 +4,7 @@
 pub mod anaplan;
 pub mod config;
 pub mod crm;
+pub mod demo;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch. Exit codes: 0 success, 1 the check or the tests
 //! failed (rule errors, failing cases), 2 the command itself could not run.
 
+mod demo;
 mod exceptions;
 mod rules;
 mod run;
@@ -74,6 +75,8 @@ pub enum Command {
     /// Local simulators of the remote systems.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Run the whole loop on local simulators: a scripted quarter-end day, then a summary.
+    Demo(demo::DemoArgs),
     /// Run the sync engine: stream and pollers in, rules, batched writes out.
     Run(run::RunArgs),
     /// Where the sync stands: lag per source, queued writes, open exceptions, API counters.
@@ -240,6 +243,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Sim(SimCommand::Anaplan(args)) => sim_anaplan::run(args),
         Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(&args),
     }

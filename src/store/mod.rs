@@ -11,6 +11,7 @@ mod batch;
 mod codec;
 mod error;
 mod exceptions;
+mod latency;
 mod open;
 mod queue;
 mod resolve;

@@ -1,0 +1,286 @@
+//! `plansync demo`: the whole loop with no account. Both simulators start in-process on
+//! loopback ports with a realistic sales-planning model (`world.rs`), the engine runs on them
+//! with its real clients, sinks and SQLite file, a scripted quarter-end day plays out
+//! (`script.rs`), and the summary (`report.rs`) says what happened and checks that both
+//! systems agree on every synced field, or that an open exception says why not.
+
+mod report;
+mod script;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+pub use report::DemoReport;
+use world::World;
+
+use crate::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use crate::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use crate::engine::sink::crm::CrmSink;
+use crate::rules::decide::{Context, effective};
+use crate::rules::{self, RuleSet};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo setup: {0}")]
+    Setup(String),
+    #[error("demo script: {0}")]
+    Script(String),
+    #[error("the rules in {}: {message}", path.display())]
+    Rules { path: PathBuf, message: String },
+    #[error(transparent)]
+    Engine(#[from] crate::engine::run::EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Opportunities in the CRM (territories: one per hundred, 6 to 60).
+    pub records: usize,
+    /// How long the scripted day's edits are paced over (the burst and the settling come on
+    /// top).
+    pub duration: Duration,
+    /// Picks the data and the script.
+    pub seed: u64,
+    /// The SQLite file the engine writes and the demo leaves behind.
+    pub db: PathBuf,
+    /// The rule files (the repository's `rules/`).
+    pub rules: PathBuf,
+}
+
+/// Where the demo is, for a progress display.
+pub trait Progress: Send + Sync {
+    fn phase(&self, name: &str);
+}
+
+/// Both simulators and the engine, left running for `--keep-running`.
+pub struct Running {
+    pub world: World,
+    pub engine: EngineHandle,
+    /// Keeps the engine's rules channel open.
+    pub rules: watch::Sender<Arc<RuleSet>>,
+}
+
+/// The Anaplan import that loads the opportunity module (default simulator seed).
+const OPPORTUNITY_IMPORT: &str = "OPP01 Opportunity Data from opportunities.csv";
+
+/// Runs the demo: start, reconcile, the scripted day, quiescence, the summary.
+pub async fn run(
+    options: &DemoOptions,
+    progress: &dyn Progress,
+) -> Result<(DemoReport, Running), DemoError> {
+    let started = Instant::now();
+    let rules =
+        rules::load(std::slice::from_ref(&options.rules)).map_err(|errors| DemoError::Rules {
+            path: options.rules.clone(),
+            message: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+    fresh_store(&options.db)?;
+
+    progress.phase("starting the simulators");
+    let world = world::start(&rules, options.records, options.seed).await?;
+    let crm = world::crm_client(&world.crm)?;
+    let anaplan = world::anaplan_client(&world.anaplan)?;
+
+    let mut engine_options = EngineOptions::new(&options.db);
+    engine_options.shards = 4;
+    engine_options.batch_window = Duration::from_millis(100);
+    // The day is compressed: the "5-minute" polls come every few seconds.
+    engine_options.crm_poll = Duration::from_secs(5);
+    engine_options.anaplan_poll = Duration::from_secs(3);
+    engine_options.lookback = Duration::from_secs(60);
+    engine_options.stream = Some(StreamOptions {
+        api_version: world::API_VERSION.into(),
+        channels: rules
+            .pairings
+            .iter()
+            .map(|p| match p.crm_object.strip_suffix("__c") {
+                Some(stem) => format!("/data/{stem}__ChangeEvent"),
+                None => format!("/data/{}ChangeEvent", p.crm_object),
+            })
+            .collect(),
+        transport: crate::crm::cdc::Transport::WebSocket,
+        client_id: world::CLIENT_ID.into(),
+    });
+    let sinks = Sinks {
+        anaplan: Box::new(AnaplanSink::new(
+            anaplan.clone(),
+            AnaplanSinkSettings {
+                transactional_max_cells: 1_000,
+                bulk_imports: BTreeMap::from([(
+                    "opportunity".to_string(),
+                    OPPORTUNITY_IMPORT.to_string(),
+                )]),
+            },
+        )),
+        crm: Box::new(CrmSink::new(crm.clone())),
+    };
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(rules.clone()));
+    progress.phase("first reconciliation");
+    let engine = EngineHandle::start(engine_options, rules_rx, crm, anaplan, sinks).await?;
+    settle(&engine, Duration::from_secs(120)).await?;
+
+    let quarter_end = async {
+        let rules = quarter_end_rules(&options.rules, &options.db)?;
+        let _ = rules_tx.send(Arc::new(rules));
+        Ok(())
+    };
+    let done = script::run(
+        &world,
+        &engine,
+        options.seed,
+        options.duration,
+        progress,
+        quarter_end,
+    )
+    .await?;
+
+    progress.phase("settling");
+    for _ in 0..2 {
+        engine.poll_now(None);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        settle(&engine, Duration::from_secs(300)).await?;
+    }
+
+    progress.phase("checking for echoes");
+    world.anaplan.clear_request_log();
+    world.crm.reset_request_log();
+    for _ in 0..2 {
+        engine.poll_now(None);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        settle(&engine, Duration::from_secs(60)).await?;
+    }
+    let writes_after_quiescence = report::write_requests(&world);
+
+    progress.phase("checking both systems");
+    let current = rules_tx.borrow().clone();
+    let report = report::build(report::Inputs {
+        rules: &current,
+        world: &world,
+        engine: &engine,
+        db: &options.db,
+        done,
+        writes_after_quiescence,
+        records: options.records,
+        seconds: started.elapsed().as_secs_f64(),
+    })?;
+    Ok((
+        report,
+        Running {
+            world,
+            engine,
+            rules: rules_tx,
+        },
+    ))
+}
+
+/// Waits until every shard has committed and no write is queued or unanswered.
+async fn settle(engine: &EngineHandle, limit: Duration) -> Result<(), DemoError> {
+    let deadline = Instant::now() + limit;
+    let mut quiet = 0;
+    while quiet < 2 {
+        engine.flush().await?;
+        if engine.outbox_depth().await? == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+        }
+        if Instant::now() > deadline {
+            return Err(DemoError::Script(format!(
+                "the engine did not settle within {limit:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// A previous demo's store is replaced (the demo starts from an empty store); any other
+/// file is left alone and refused.
+fn fresh_store(db: &Path) -> Result<(), DemoError> {
+    if !db.exists() {
+        return Ok(());
+    }
+    match Store::open_read_only(db) {
+        Ok(store) => drop(store),
+        Err(e) => {
+            return Err(DemoError::Setup(format!(
+                "{} exists and is not a plansync store ({e}); choose another --db",
+                db.display()
+            )));
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| DemoError::Setup(format!("cannot replace {}: {e}", path.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// The rules with the quarter-end window moved over today, as an admin switching on the
+/// quarter-end rules for the last day would. Written next to the store (for review) and
+/// checked: the forecast override of an open deal must now be decided by `when.quarter_end`.
+fn quarter_end_rules(dir: &Path, db: &Path) -> Result<RuleSet, DemoError> {
+    let out = db.with_extension("quarter-end-rules");
+    std::fs::create_dir_all(&out)
+        .map_err(|e| DemoError::Setup(format!("creating {}: {e}", out.display())))?;
+    let files = rules::rule_files(&[dir.to_path_buf()]).map_err(|e| DemoError::Rules {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let now = Utc::now();
+    for window in ["last_business_days = 60", "first_business_days = 60"] {
+        for file in &files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| DemoError::Setup(format!("reading {}: {e}", file.display())))?;
+            let text = text.replace("last_business_days = 5", window);
+            let name = file.file_name().unwrap_or_default();
+            std::fs::write(out.join(name), text)
+                .map_err(|e| DemoError::Setup(format!("writing {}: {e}", out.display())))?;
+        }
+        let rules = rules::load(std::slice::from_ref(&out)).map_err(|errors| DemoError::Rules {
+            path: out.clone(),
+            message: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
+        let inside = rules.pairing("opportunity").is_some_and(|p| {
+            p.field("Forecast_Override__c").is_some_and(|f| {
+                let ctx = Context {
+                    record: BTreeMap::from([(
+                        "StageName".to_string(),
+                        crate::model::Value::Text("Negotiation".into()),
+                    )]),
+                    flags: BTreeMap::new(),
+                };
+                effective(p, f, now, &ctx, false)
+                    .rule_id
+                    .ends_with("when.quarter_end")
+            })
+        });
+        if inside {
+            return Ok(rules);
+        }
+    }
+    Err(DemoError::Setup(
+        "no quarter-end window could be placed over today".into(),
+    ))
+}
