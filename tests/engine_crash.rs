@@ -382,3 +382,135 @@ async fn sighup_reloads_rules_only_when_they_pass_their_checks() {
     let mut engine = engine;
     assert!(engine.0.wait().expect("wait").success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_is_applied_once_without_a_running_engine() {
+    use plansync::anaplan::{
+        AnaplanClient, AnaplanConfig, AuthMethod, CellValue, CellWrite, DimRef, ItemRef,
+        LineItemRef,
+    };
+    let (crm, anaplan) = simulators().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    let log = dir.path().join("engine.log");
+    let logged = |what: &str| std::fs::read_to_string(&log).is_ok_and(|t| t.contains(what));
+    let engine = spawn(&config, &log);
+    wait_for("the engine", || logged("stream_connected")).await;
+    let ids: Vec<String> = crm_client(&crm)
+        .query("SELECT Id, StageName FROM Opportunity ORDER BY Name")
+        .await
+        .expect("query")
+        .records
+        .iter()
+        .filter(|r| r.get("StageName").and_then(Json::as_str) == Some("Negotiation"))
+        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+        .collect();
+    let id = ids.first().expect("a deal in negotiation").clone();
+    wait_for("the deal in Anaplan", || {
+        anaplan
+            .cells(MODEL, OPP_MODULE)
+            .is_some_and(|c| c.contains_key(&id))
+    })
+    .await;
+
+    // A planner and a rep change the forecast override at once: held for review.
+    let planner = AnaplanClient::new(AnaplanConfig::new(
+        anaplan.auth_url(),
+        anaplan.api_url(),
+        AuthMethod::Basic {
+            user: asim::DEFAULT_USER.into(),
+            password: Secret::new(asim::DEFAULT_PASSWORD),
+        },
+    ))
+    .expect("planner client");
+    let module = planner.module_id(MODEL, OPP_MODULE).await.expect("module");
+    planner
+        .write_cells(
+            MODEL,
+            &module,
+            &[CellWrite {
+                line_item: LineItemRef::Name("Forecast Override".into()),
+                dimensions: vec![(
+                    DimRef::Name("Opportunities".into()),
+                    ItemRef::Code(id.clone()),
+                )],
+                value: CellValue::Number(plansync::model::Decimal::parse("99000", 2).expect("n")),
+            }],
+        )
+        .await
+        .expect("planner edit");
+    crm.user_edit(
+        "Opportunity",
+        &id,
+        json!({ "Forecast_Override__c": 123000 }),
+        None,
+    )
+    .expect("rep edit");
+    let conflict = || {
+        open_exceptions(&db)
+            .iter()
+            .any(|e| e.0 == "conflict" && e.1 == id && e.2 == "Forecast_Override__c")
+    };
+    wait_for("the held conflict", conflict).await;
+    signal(&engine, "TERM");
+    let mut engine = engine;
+    assert!(engine.0.wait().expect("wait").success());
+
+    // Resolved while no engine runs, then applied once.
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let exception_id: i64 = conn
+        .query_row(
+            "SELECT id FROM exceptions WHERE status = 'open' AND kind = 'conflict' AND crm_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .expect("the conflict");
+    drop(conn);
+    let resolved = Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args([
+            "exceptions",
+            "resolve",
+            &exception_id.to_string(),
+            "--take",
+            "crm",
+        ])
+        .args([
+            "--note",
+            "the rep's number is committed",
+            "--by",
+            "reviewer",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .expect("resolve");
+    assert!(
+        resolved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolved.stderr)
+    );
+    let applied = Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["exceptions", "apply", "--config"])
+        .arg(&config)
+        .env("PLANSYNC_TEST_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
+        .env("PLANSYNC_TEST_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD)
+        .output()
+        .expect("apply");
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        applied.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert!(stdout.contains("1 queued write(s) sent"), "{stdout}");
+    let cell = anaplan.cells(MODEL, OPP_MODULE).and_then(|c| {
+        c.get(&id)
+            .and_then(|r| r.get("Forecast Override"))
+            .map(|v| v.to_string())
+    });
+    assert_eq!(cell.as_deref(), Some("123000"));
+    assert!(!conflict(), "the conflict is resolved");
+}

@@ -110,6 +110,13 @@ pub enum ExceptionsCommand {
     Resolve(ResolveArgs),
     /// Counts by status and kind, open ones by object and field, the oldest open.
     Stats(FilterArgs),
+    /// Send the writes that resolutions queued, once, without a running engine (the store
+    /// and the connections come from the configuration).
+    Apply {
+        /// The configuration file (see examples/plansync.toml).
+        #[arg(long, default_value = "plansync.toml", env = "PLANSYNC_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -240,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExceptionsCommand::Show { id } => exceptions::show(&db, id, format),
             ExceptionsCommand::Resolve(args) => exceptions::resolve(&db, &args, format),
             ExceptionsCommand::Stats(args) => exceptions::stats(&db, &args, format),
+            ExceptionsCommand::Apply { config } => run::apply(&config),
         },
         Command::Sim(SimCommand::Anaplan(args)) => sim_anaplan::run(args),
         Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),

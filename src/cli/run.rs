@@ -62,17 +62,33 @@ fn load_rules(dir: &Path) -> Result<RuleSet, String> {
     }
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
+/// The configuration, or the exit code after reporting why it cannot be used.
+fn load_config(path: &Path) -> anyhow::Result<Result<Config, ExitCode>> {
+    match Config::load(path) {
+        Ok(c) => Ok(Ok(c)),
         Err(ConfigError::Invalid(errors)) => {
             eprint!("{}", diagnostic::render(&errors, false));
             for line in errors.one_line_each() {
                 eprintln!("error: {line}");
             }
-            return Ok(ExitCode::from(2));
+            Ok(Err(ExitCode::from(2)))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match load_config(&args.config)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
     };
     let rules = match load_rules(&config.rules) {
         Ok(r) => r,
@@ -84,15 +100,62 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(serve(config, rules, args.no_stream))
+    runtime()?.block_on(serve(config, rules, args.no_stream))
 }
 
-async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Result<ExitCode> {
+/// `plansync exceptions apply --config`: sends the writes resolutions queued, once, without
+/// the sources (no poll, no stream), then stops.
+pub fn apply(config: &Path) -> anyhow::Result<ExitCode> {
+    let config = match load_config(config)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let rules = match load_rules(&config.rules) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "error: the rules in {} cannot be used:\n{e}",
+                config.rules.display()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    runtime()?.block_on(async {
+        let (mut options, sinks, crm, anaplan) = engine_parts(&config, &rules, true)?;
+        options.sources = false;
+        let (_rules_tx, rules_rx) = watch::channel(Arc::new(rules));
+        let engine = EngineHandle::start(options, rules_rx, crm, anaplan, sinks)
+            .await
+            .with_context(|| format!("opening {}", config.store.display()))?;
+        let queued = engine.outbox_depth().await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            engine.flush().await?;
+            let depth = engine.outbox_depth().await?;
+            if depth == 0 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "error: {depth} write(s) still unanswered after 5 minutes; run again later"
+                );
+                engine.shutdown().await?;
+                return Ok(ExitCode::from(1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        engine.shutdown().await?;
+        println!("{queued} queued write(s) sent; refusals are recorded as write_failed exceptions");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The engine's options, sinks and clients as the configuration describes them.
+fn engine_parts(
+    config: &Config,
+    rules: &RuleSet,
+    no_stream: bool,
+) -> anyhow::Result<(EngineOptions, Sinks, CrmClient, AnaplanClient)> {
     let anaplan = AnaplanClient::new(config.anaplan_client_config())
         .context("configuring the Anaplan client")?;
     let crm = CrmClient::new(config.crm_client_config()).context("configuring the CRM client")?;
@@ -124,6 +187,11 @@ async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Resul
         )),
         crm: Box::new(CrmSink::new(crm.clone())),
     };
+    Ok((options, sinks, crm, anaplan))
+}
+
+async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Result<ExitCode> {
+    let (options, sinks, crm, anaplan) = engine_parts(&config, &rules, no_stream)?;
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     let engine = EngineHandle::start(options, rules_rx, crm, anaplan, sinks)
         .await

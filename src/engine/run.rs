@@ -59,6 +59,9 @@ pub struct EngineOptions {
     pub anaplan_poll: Duration,
     pub lookback: Duration,
     pub stream: Option<StreamOptions>,
+    /// Run the sources (first reconciliation, pollers, and the stream when configured).
+    /// Off, the engine only sends what is queued, e.g. resolutions (`exceptions apply`).
+    pub sources: bool,
 }
 
 impl EngineOptions {
@@ -73,6 +76,7 @@ impl EngineOptions {
             anaplan_poll: Duration::from_secs(300),
             lookback: Duration::from_secs(120),
             stream: None,
+            sources: true,
         }
     }
 }
@@ -246,14 +250,14 @@ impl EngineHandle {
             .map(|p| (p.name.clone(), p.crm_object.clone()))
             .collect();
 
-        if first_run {
+        if first_run && options.sources {
             reconcile(&ctx, &crm, &anaplan, &pairings, options.lookback).await;
         }
 
         let mut crm_triggers = Vec::new();
         let mut anaplan_triggers = Vec::new();
         let mut by_object = HashMap::new();
-        for (name, object) in &pairings {
+        for (name, object) in pairings.iter().filter(|_| options.sources) {
             let t = Arc::new(Trigger::default());
             by_object.insert(object.clone(), t.clone());
             crm_triggers.push(t.clone());
@@ -277,7 +281,7 @@ impl EngineHandle {
         }
 
         let stream_connected = Arc::new(AtomicBool::new(false));
-        if let Some(stream) = &options.stream {
+        if let Some(stream) = options.stream.as_ref().filter(|_| options.sources) {
             let mut channels = Vec::new();
             for channel in &stream.channels {
                 let from = match resume_position(&ctx.db, &cdc_source(channel)).await {
