@@ -102,3 +102,74 @@ fn a_small_demo_agrees_and_reports_in_json() {
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+#[test]
+fn keep_running_leaves_both_systems_up_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("demo.db");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut child = plansync()
+        .args([
+            "demo",
+            "--records",
+            "60",
+            "--duration",
+            "1",
+            "--json",
+            "--keep-running",
+            "--db",
+        ])
+        .arg(&db)
+        .arg("--rules")
+        .arg(&rules)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut urls = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        if let Some(url) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://127.0.0.1:"))
+        {
+            urls.push(url.to_string());
+        }
+        if line.trim_start().starts_with("store") {
+            break;
+        }
+    }
+    assert_eq!(urls.len(), 2, "the CRM and Anaplan URLs: {urls:?}");
+    // The CRM simulator still answers, as any client would reach it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let code = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/services/oauth2/token", urls[0]))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "plansync-demo"),
+                    ("client_secret", "demo-secret"),
+                ])
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+        .expect("the CRM simulator answers");
+    assert_eq!(code, 200);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        child.wait().expect("wait").success(),
+        "exits 0 after Ctrl-C"
+    );
+}
