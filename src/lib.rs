@@ -2,6 +2,7 @@
 //! ownership rules written by an admin. See `ARCHITECTURE.md` for the map of the code.
 
 pub mod anaplan;
+pub mod bench;
 pub mod config;
 pub mod crm;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch. Exit codes: 0 success, 1 the check or the tests
 //! failed (rule errors, failing cases), 2 the command itself could not run.
 
+mod bench;
 mod demo;
 mod exceptions;
 mod rules;
@@ -75,6 +76,8 @@ pub enum Command {
     /// Local simulators of the remote systems.
     #[command(subcommand)]
     Sim(SimCommand),
+    /// Measure the engine end to end on local simulators (burst, steady).
+    Bench(bench::BenchArgs),
     /// Run the whole loop on local simulators: a scripted quarter-end day, then a summary.
     Demo(demo::DemoArgs),
     /// Run the sync engine: stream and pollers in, rules, batched writes out.
@@ -251,6 +254,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Sim(SimCommand::Anaplan(args)) => sim_anaplan::run(args),
         Command::Sim(SimCommand::Crm(args)) => sim_crm::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(&args),

@@ -1,0 +1,223 @@
+//! `plansync bench`: the engine measured end to end on the local simulators, so a team can
+//! size its own deployment. Each scenario starts both simulators (with an optional per-call
+//! latency on Anaplan, e.g. a WAN's 80 ms), the engine with a real SQLite file, drives load,
+//! and reports figures; nothing here is a pass/fail test.
+//!
+//! Scenarios so far:
+//! - `burst`: N records × F fields changed at once in the CRM, arriving on the stream; the
+//!   time until Anaplan has acknowledged every write, the Anaplan calls it took (by kind), the
+//!   429s, and a naive integration's figures (one call per change under the same rate limit),
+//!   extrapolated from a timed sample, with the ratio of calls;
+//! - `steady`: a fixed rate of CRM events for a while; the commit → acknowledgement latency
+//!   percentiles and the outbox depth over time.
+
+mod burst;
+mod steady;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::demo::world::{self, World};
+use crate::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use crate::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use crate::engine::sink::crm::CrmSink;
+use crate::rules::{self, RuleSet};
+
+pub use burst::BurstReport;
+pub use steady::SteadyReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench setup: {0}")]
+    Setup(String),
+    #[error("bench: {0}")]
+    Run(String),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::run::EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub rules: PathBuf,
+    /// Where the engine's SQLite files go (one per scenario).
+    pub dir: PathBuf,
+    /// Added to every Anaplan call by the simulator.
+    pub anaplan_latency: Duration,
+    pub burst_records: usize,
+    pub burst_fields: usize,
+    pub steady_rate: u32,
+    pub steady_seconds: u64,
+    pub seed: u64,
+}
+
+impl BenchOptions {
+    /// The issue's sizes: 20,000 records × 5 fields; 2,000 events/s for 60 s.
+    pub fn full(rules: PathBuf, dir: PathBuf) -> BenchOptions {
+        BenchOptions {
+            rules,
+            dir,
+            anaplan_latency: Duration::ZERO,
+            burst_records: 20_000,
+            burst_fields: 5,
+            steady_rate: 2_000,
+            steady_seconds: 60,
+            seed: 7,
+        }
+    }
+
+    /// Small sizes that run in seconds (what CI checks).
+    pub fn quick(rules: PathBuf, dir: PathBuf) -> BenchOptions {
+        BenchOptions {
+            burst_records: 1_000,
+            steady_rate: 200,
+            steady_seconds: 3,
+            ..BenchOptions::full(rules, dir)
+        }
+    }
+}
+
+/// Everything `--json` prints.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<BurstReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady: Option<SteadyReport>,
+    /// Scenarios of the issue not built yet, named so a reader knows they were not run.
+    pub not_run: Vec<&'static str>,
+}
+
+/// Both simulators and the engine, started and settled (the first reconciliation done).
+pub(crate) struct Rig {
+    pub world: World,
+    pub engine: EngineHandle,
+    pub _rules: watch::Sender<Arc<RuleSet>>,
+    pub db: PathBuf,
+}
+
+impl Rig {
+    pub async fn start(
+        options: &BenchOptions,
+        name: &str,
+        records: usize,
+    ) -> Result<Rig, BenchError> {
+        let rules = rules::load(std::slice::from_ref(&options.rules)).map_err(|e| {
+            BenchError::Setup(format!("the rules do not load: {} problem(s)", e.len()))
+        })?;
+        std::fs::create_dir_all(&options.dir)
+            .map_err(|e| BenchError::Setup(format!("{}: {e}", options.dir.display())))?;
+        let db = options.dir.join(format!("bench-{name}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = db.as_os_str().to_owned();
+            path.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(path));
+        }
+        let world = world::start(&rules, records, options.seed).await?;
+        if !options.anaplan_latency.is_zero() {
+            world.anaplan.set_faults(crate::sim::anaplan::Faults {
+                latency_ms: u64::try_from(options.anaplan_latency.as_millis()).unwrap_or(u64::MAX),
+                ..crate::sim::anaplan::Faults::default()
+            });
+        }
+        let crm = world::crm_client(&world.crm)?;
+        let anaplan = world::anaplan_client(&world.anaplan)?;
+        let mut engine_options = EngineOptions::new(&db);
+        engine_options.shards = 4;
+        engine_options.batch_window = Duration::from_millis(100);
+        // Only the stream feeds a bench: pollers would add noise.
+        engine_options.crm_poll = Duration::from_secs(24 * 3600);
+        engine_options.anaplan_poll = Duration::from_secs(24 * 3600);
+        engine_options.stream = Some(StreamOptions {
+            api_version: world::API_VERSION.into(),
+            channels: vec!["/data/OpportunityChangeEvent".into()],
+            transport: crate::crm::cdc::Transport::WebSocket,
+            client_id: world::CLIENT_ID.into(),
+        });
+        let sinks = Sinks {
+            anaplan: Box::new(AnaplanSink::new(
+                anaplan.clone(),
+                AnaplanSinkSettings {
+                    transactional_max_cells: 50_000,
+                    bulk_imports: Default::default(),
+                },
+            )),
+            crm: Box::new(CrmSink::new(crm.clone())),
+        };
+        let (tx, rx) = watch::channel(Arc::new(rules));
+        let engine = EngineHandle::start(engine_options, rx, crm, anaplan, sinks).await?;
+        let rig = Rig {
+            world,
+            engine,
+            _rules: tx,
+            db,
+        };
+        rig.settle(Duration::from_secs(3600)).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !rig.engine.stream_connected() {
+            if Instant::now() > deadline {
+                return Err(BenchError::Setup("the stream did not connect".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(rig)
+    }
+
+    /// Waits until every shard has committed and no write is open.
+    pub async fn settle(&self, limit: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.engine.flush().await?;
+            if self.engine.outbox_depth().await? == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Run(format!("not settled within {limit:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) -> Result<(), BenchError> {
+        self.engine.shutdown().await?;
+        self.world.crm.shutdown().await;
+        self.world.anaplan.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Runs the named scenario (`None`: all that exist).
+pub async fn run(
+    options: &BenchOptions,
+    scenario: Option<&str>,
+) -> Result<BenchReport, BenchError> {
+    let mut report = BenchReport::default();
+    let want = |name: &str| scenario.is_none_or(|s| s == name);
+    if want("burst") {
+        report.burst = Some(burst::run(options).await?);
+    }
+    if want("steady") {
+        report.steady = Some(steady::run(options).await?);
+    }
+    for name in ["reconcile", "poll_diff", "reverse"] {
+        if want(name) {
+            report.not_run.push(name);
+        }
+    }
+    Ok(report)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

@@ -1,0 +1,117 @@
+//! `plansync bench`: runs the end-to-end scenarios on the local simulators and prints a
+//! table, or one JSON object with `--json`. Figures, not verdicts: the exit code says only
+//! whether the scenarios ran.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use plansync::bench::{self, BenchOptions, BenchReport};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Run one scenario: burst or steady (default: all).
+    #[arg(long, value_parser = ["burst", "steady", "reconcile", "poll_diff", "reverse"])]
+    pub scenario: Option<String>,
+    /// Small sizes that finish in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Simulated Anaplan latency per call: 0 (loopback) or e.g. 80 for a WAN.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Records changed in the burst (default 20,000; 1,000 with --quick).
+    #[arg(long)]
+    pub records: Option<usize>,
+    /// Fields changed per record in the burst (1 to 5).
+    #[arg(long, default_value_t = 5)]
+    pub fields: usize,
+    /// CRM commits per second in the steady scenario (default 2,000; 200 with --quick).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// How long the steady scenario runs, in seconds (default 60; 3 with --quick).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Where the engine's SQLite files go.
+    #[arg(long, default_value = "plansync-bench")]
+    pub dir: PathBuf,
+    /// The rule files.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut options = if args.quick {
+        BenchOptions::quick(args.rules.clone(), args.dir.clone())
+    } else {
+        BenchOptions::full(args.rules.clone(), args.dir.clone())
+    };
+    options.anaplan_latency = Duration::from_millis(args.latency_ms);
+    options.burst_fields = args.fields;
+    if let Some(n) = args.records {
+        options.burst_records = n;
+    }
+    if let Some(r) = args.rate {
+        options.steady_rate = r;
+    }
+    if let Some(s) = args.seconds {
+        options.steady_seconds = s;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(bench::run(&options, args.scenario.as_deref()))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report, &options));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(report: &BenchReport, options: &BenchOptions) -> String {
+    let mut out = String::new();
+    let latency = if options.anaplan_latency.is_zero() {
+        "loopback".to_string()
+    } else {
+        format!(
+            "{} ms per Anaplan call",
+            options.anaplan_latency.as_millis()
+        )
+    };
+    out.push_str(&format!("plansync bench ({latency})\n"));
+    if let Some(b) = &report.burst {
+        out.push_str(&format!(
+            "\nburst: {} field changes ({} records)\n  plansync  {:>10.1} s  {:>8} Anaplan calls  {} rate-limited\n  naive     {:>10.1} s  {:>8} Anaplan calls (extrapolated from {} timed calls)\n  calls ratio naive / plansync: {:.0}x\n",
+            b.field_changes,
+            b.records,
+            b.seconds,
+            b.anaplan_calls,
+            b.rate_limited,
+            b.naive_seconds,
+            b.naive_calls,
+            b.naive_sample,
+            b.calls_ratio
+        ));
+        for (kind, n) in &b.anaplan_calls_by_kind {
+            out.push_str(&format!("    {kind:<14} {n}\n"));
+        }
+    }
+    if let Some(s) = &report.steady {
+        out.push_str(&format!(
+            "\nsteady: {} commits/s for {} s ({} commits, {} writes measured)\n  commit → Anaplan ack  p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n  outbox depth per second: {:?}\n",
+            s.rate_per_second, s.seconds, s.events, s.samples, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.outbox_depth
+        ));
+    }
+    if !report.not_run.is_empty() {
+        out.push_str(&format!("\nnot built yet: {}\n", report.not_run.join(", ")));
+    }
+    out
+}
