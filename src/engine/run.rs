@@ -294,12 +294,16 @@ impl EngineHandle {
                 tracing::info!(target: "plansync::engine", %channel, ?from, "stream resumes");
                 channels.push((channel.clone(), from));
             }
-            let config = CdcConfig::new(
+            let mut config = CdcConfig::new(
                 stream.api_version.clone(),
                 channels,
                 stream.transport,
                 stream.client_id.clone(),
             );
+            // One `/meta/connect` answer carries every event the org had ready: at a
+            // quarter-end burst that is megabytes. A frame over the cap is dropped (and the
+            // pollers re-read), so the cap is generous; the transport still bounds memory.
+            config.max_frame_bytes = 64 << 20;
             tasks.push(tokio::spawn(sources::run_cdc(
                 ctx.clone(),
                 crm.clone(),

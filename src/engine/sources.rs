@@ -469,13 +469,11 @@ pub async fn run_cdc(
                 channel,
                 reason,
                 entity,
-                record_ids,
                 ..
             } => {
                 tracing::warn!(target: "plansync::engine", %channel, %reason, "the stream sent an event that could not be used; re-reading");
-                if !record_ids.is_empty() || entity.is_some() {
-                    wake(entity.as_deref().unwrap_or(""), false);
-                }
+                // Without an entity the hole could be anywhere: every poller re-reads.
+                wake(entity.as_deref().unwrap_or(""), false);
             }
             CdcItem::Connected { transport } => {
                 connected.store(true, Ordering::SeqCst);
