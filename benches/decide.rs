@@ -1,5 +1,5 @@
 //! Measures the decision engine, `plansync::rules::decide`, on one thread over the rules of
-//! `rules/opportunity.toml`: a mix of 20 cases weighted like a quarter-end stream (mostly
+//! `rules/opportunity.toml`: a mix of 21 cases weighted like a quarter-end stream (mostly
 //! unchanged fields and echoes of our own writes, then writes, and a few waits, conflicts held
 //! or won by `crm_wins` inside the `quarter_end` window, reverts, newest-wins and validation
 //! failures), plus each kind of case on its own to show which paths cost most.
