@@ -198,17 +198,20 @@ pub fn effective<'r>(
         if chosen.is_some() && !full_trace {
             break;
         }
-        let mut conditions = Vec::with_capacity(over.conditions.len());
+        // Filled only for a trace: deciding need not clone each condition (a `record`
+        // condition's set is a whole BTreeSet) on every observation.
+        let mut conditions = Vec::new();
         let mut all = true;
         for cond in &over.conditions {
             let (holds, why) = condition_holds(pairing, cond, at, ctx, full_trace);
             all &= holds;
-            conditions.push(ConditionTrace {
-                condition: cond.clone(),
-                holds,
-                why,
-            });
-            if !all && !full_trace {
+            if full_trace {
+                conditions.push(ConditionTrace {
+                    condition: cond.clone(),
+                    holds,
+                    why,
+                });
+            } else if !all {
                 break;
             }
         }
