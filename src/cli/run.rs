@@ -85,20 +85,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match load_config(&args.config)? {
+/// The configuration and its rules, both checked, or the exit code after saying why not.
+fn checked(path: &Path) -> anyhow::Result<Result<(Config, RuleSet), ExitCode>> {
+    let config = match load_config(path)? {
         Ok(c) => c,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok(Err(code)),
     };
-    let rules = match load_rules(&config.rules) {
-        Ok(r) => r,
+    match load_rules(&config.rules) {
+        Ok(rules) => Ok(Ok((config, rules))),
         Err(e) => {
             eprintln!(
                 "error: the rules in {} cannot be used:\n{e}",
                 config.rules.display()
             );
-            return Ok(ExitCode::from(2));
+            Ok(Err(ExitCode::from(2)))
         }
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (config, rules) = match checked(&args.config)? {
+        Ok(both) => both,
+        Err(code) => return Ok(code),
     };
     runtime()?.block_on(serve(config, rules, args.no_stream))
 }
@@ -106,19 +114,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `plansync exceptions apply --config`: sends the writes resolutions queued, once, without
 /// the sources (no poll, no stream), then stops.
 pub fn apply(config: &Path) -> anyhow::Result<ExitCode> {
-    let config = match load_config(config)? {
-        Ok(c) => c,
+    let (config, rules) = match checked(config)? {
+        Ok(both) => both,
         Err(code) => return Ok(code),
-    };
-    let rules = match load_rules(&config.rules) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "error: the rules in {} cannot be used:\n{e}",
-                config.rules.display()
-            );
-            return Ok(ExitCode::from(2));
-        }
     };
     runtime()?.block_on(async {
         let (mut options, sinks, crm, anaplan) = engine_parts(&config, &rules, true)?;
