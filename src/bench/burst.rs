@@ -89,10 +89,9 @@ pub async fn run(options: &BenchOptions) -> Result<BurstReport, BenchError> {
             .copied()
             .unwrap_or(0)
     };
-    let streamed_before = streamed_at_start;
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        if streamed(&rig) - streamed_before >= ids.len() as u64 {
+        if streamed(&rig) - streamed_at_start >= ids.len() as u64 {
             rig.engine.flush().await?;
             if rig.engine.outbox_depth().await? == 0 {
                 break;

@@ -214,7 +214,9 @@ pub async fn run(
     Ok(report)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The value at percentile `p` (0–100) of `sorted`, nearest rank; 0 for no values.
+/// Shared with the demo's summary.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -131,14 +131,6 @@ pub fn write_requests(world: &World) -> u64 {
     (anaplan + crm) as u64
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 pub fn build(inputs: Inputs<'_>) -> Result<DemoReport, super::DemoError> {
     let Inputs {
         rules,
@@ -191,8 +183,8 @@ pub fn build(inputs: Inputs<'_>) -> Result<DemoReport, super::DemoError> {
         },
         rate_limited: count("anaplan.rate_limited"),
         latency_ms: Latency {
-            p50: percentile(&latencies, 50.0),
-            p99: percentile(&latencies, 99.0),
+            p50: crate::bench::percentile(&latencies, 50.0),
+            p99: crate::bench::percentile(&latencies, 99.0),
             max: latencies.last().copied().unwrap_or(0.0),
             samples: latencies.len(),
         },
