@@ -182,7 +182,8 @@ impl Store {
     /// Writes queued or sent and not yet answered.
     pub fn open_outbox_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM outbox WHERE state IN ('pending', 'in_flight')",
+            "SELECT count(*) FROM outbox
+             WHERE target IN ('crm', 'anaplan') AND state IN ('pending', 'in_flight')",
             [],
             |row| row.get(0),
         )?;

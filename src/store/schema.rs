@@ -142,10 +142,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: V2_ENGINE,
     },
+    Migration {
+        version: 3,
+        sql: V3_OPEN_OUTBOX,
+    },
 ];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The running engine asks about open writes (per field, and the unclaimed ones) many times a
+/// second, while `done` rows pile up for the audit trail: partial indexes keep those questions
+/// proportional to the open writes, not to the outbox's history (a quarter-end burst of 100k
+/// writes made them quadratic).
+const V3_OPEN_OUTBOX: &str = r#"
+CREATE INDEX outbox_open_by_field ON outbox (pairing, crm_id, field)
+    WHERE state IN ('pending', 'in_flight');
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+"#;
 
 /// What the running engine needs beyond the first schema: the value a queued write replaces
 /// (so a later edit can be told from the value we deliberately overwrote, after a restart
