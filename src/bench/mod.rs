@@ -9,9 +9,12 @@
 //!   429s, and a naive integration's figures (one call per change under the same rate limit),
 //!   extrapolated from a timed sample, with the ratio of calls;
 //! - `steady`: a fixed rate of CRM events for a while; the commit → acknowledgement latency
-//!   percentiles and the outbox depth over time.
+//!   percentiles and the outbox depth over time;
+//! - `poll_diff`: one Anaplan poll of a module of a million cells with a planner's edits in
+//!   it, from the trigger until the edits are decided and committed.
 
 mod burst;
+mod poll_diff;
 mod steady;
 
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ use crate::engine::sink::crm::CrmSink;
 use crate::rules::{self, RuleSet};
 
 pub use burst::BurstReport;
+pub use poll_diff::PollDiffReport;
 pub use steady::SteadyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub struct BenchOptions {
     pub burst_fields: usize,
     pub steady_rate: u32,
     pub steady_seconds: u64,
+    /// Cells (list items × line items) of the module the poll-diff scenario reads.
+    pub poll_diff_cells: usize,
     pub seed: u64,
 }
 
@@ -69,6 +75,7 @@ impl BenchOptions {
             burst_fields: 5,
             steady_rate: 2_000,
             steady_seconds: 60,
+            poll_diff_cells: 1_000_000,
             seed: 7,
         }
     }
@@ -79,6 +86,7 @@ impl BenchOptions {
             burst_records: 1_000,
             steady_rate: 200,
             steady_seconds: 3,
+            poll_diff_cells: 20_000,
             ..BenchOptions::full(rules, dir)
         }
     }
@@ -91,6 +99,8 @@ pub struct BenchReport {
     pub burst: Option<BurstReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steady: Option<SteadyReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_diff: Option<PollDiffReport>,
     /// Scenarios of the issue not built yet, named so a reader knows they were not run.
     pub not_run: Vec<&'static str>,
 }
@@ -206,7 +216,10 @@ pub async fn run(
     if want("steady") {
         report.steady = Some(steady::run(options).await?);
     }
-    for name in ["reconcile", "poll_diff", "reverse"] {
+    if want("poll_diff") {
+        report.poll_diff = Some(poll_diff::run(options).await?);
+    }
+    for name in ["reconcile", "reverse"] {
         if want(name) {
             report.not_run.push(name);
         }

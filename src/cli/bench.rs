@@ -13,7 +13,7 @@ use plansync::bench::{self, BenchOptions, BenchReport};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Run one scenario: burst or steady (default: all).
+    /// Run one scenario (default: all).
     #[arg(long, value_parser = ["burst", "steady", "reconcile", "poll_diff", "reverse"])]
     pub scenario: Option<String>,
     /// Small sizes that finish in seconds.
@@ -108,6 +108,12 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
         out.push_str(&format!(
             "\nsteady: {} commits/s for {} s ({} commits, {} writes measured)\n  commit → Anaplan ack  p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  max {:.0} ms\n  outbox depth per second: {:?}\n",
             s.rate_per_second, s.seconds, s.events, s.samples, s.p50_ms, s.p95_ms, s.p99_ms, s.max_ms, s.outbox_depth
+        ));
+    }
+    if let Some(p) = &report.poll_diff {
+        out.push_str(&format!(
+            "\npoll_diff: one Anaplan poll of {} cells ({} items), {} planner edits in it\n  poll → edits decided and committed  {:.1} s   (first reconciliation of the model: {:.1} s)\n",
+            p.cells, p.records, p.edits, p.seconds, p.setup_seconds
         ));
     }
     if !report.not_run.is_empty() {
