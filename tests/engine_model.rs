@@ -450,19 +450,31 @@ impl World {
         false
     }
 
-    fn fingerprint(&self) -> (usize, String) {
-        let rows = self.outbox_count();
-        (rows, format!("{:?}{:?}", self.crm, self.anaplan))
+    /// What must stop changing for the system to count as quiet. The open writes are named
+    /// by id, not counted: one write failing while the next is queued leaves the count alone.
+    fn fingerprint(&self) -> (Vec<i64>, String) {
+        (
+            self.open_writes(),
+            format!("{:?}{:?}", self.crm, self.anaplan),
+        )
     }
 
-    fn outbox_count(&self) -> usize {
+    fn open_writes(&self) -> Vec<i64> {
         let store = self.shard.store();
-        store.sendable_outbox(Side::Crm, 10_000).expect("crm").len()
-            + store
-                .sendable_outbox(Side::Anaplan, 10_000)
-                .expect("anaplan")
-                .len()
-            + store.unclaimed_outbox(10_000).expect("unclaimed").len()
+        let mut ids: Vec<i64> = store
+            .sendable_outbox(Side::Crm, 10_000)
+            .expect("crm")
+            .into_iter()
+            .chain(
+                store
+                    .sendable_outbox(Side::Anaplan, 10_000)
+                    .expect("anaplan"),
+            )
+            .chain(store.unclaimed_outbox(10_000).expect("unclaimed"))
+            .map(|row| row.id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Every field agrees on both sides, or an open exception or a held conflict says why.
@@ -512,7 +524,7 @@ proptest! {
     #[test]
     fn the_core_keeps_its_invariants(ops in proptest::collection::vec(op(), 1..40)) {
         let mut world = World::new();
-        prop_assert_eq!(world.outbox_count(), 0, "equal sides need no write at reconciliation");
+        prop_assert!(world.open_writes().is_empty(), "equal sides need no write at reconciliation");
         for op in &ops {
             world.apply(op);
         }
@@ -530,4 +542,25 @@ proptest! {
         prop_assert!(again.settle());
         prop_assert_eq!(world.state(), again.state(), "the same inputs must end the same way");
     }
+}
+
+/// Found by the model test: a planner's edit to a CRM-owned field, polled while a CRM edit of
+/// another field of the same record was being streamed.
+#[test]
+fn a_reverted_planner_edit_settles_in_one_pass() {
+    let ops = [
+        Op::CrmEdit { r: 1, f: 1, v: 2 },
+        Op::AnaplanEdit { r: 1, f: 1, v: 2 },
+        Op::Stream { n: 1 },
+        Op::AnaplanEdit { r: 0, f: 0, v: 2 },
+    ];
+    let mut world = World::new();
+    for op in &ops {
+        world.apply(op);
+    }
+    assert!(world.settle());
+    world.check_agreement();
+    let before = world.fingerprint();
+    assert!(world.settle());
+    assert_eq!(before, world.fingerprint());
 }
