@@ -113,8 +113,22 @@ pub struct EngineHandle {
     anaplan: AnaplanClient,
 }
 
+/// How long an engine connection waits for the write lock. Shards, sinks and the pollers
+/// take turns on one file; at a quarter-end burst a turn can take a while, and a shard that
+/// gave up would stop the engine.
+const ENGINE_BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn engine_store(path: &std::path::Path) -> Result<Store, EngineError> {
+    let mut store = Store::open(path)?;
+    store.set_busy_timeout(ENGINE_BUSY_TIMEOUT)?;
+    Ok(store)
+}
+
 /// The most messages a shard takes into one round (one transaction).
 const ROUND_MAX: usize = 4096;
+
+/// A round slower than this is logged.
+const SLOW_ROUND: Duration = Duration::from_secs(2);
 
 fn run_shard(
     mut core: ShardCore,
@@ -135,7 +149,14 @@ fn run_shard(
             }
         }
         let current = rules.borrow().clone();
-        match core.round(&current, msgs, Utc::now()) {
+        let took = std::time::Instant::now();
+        let n = msgs.len();
+        let result = core.round(&current, msgs, Utc::now());
+        if took.elapsed() > SLOW_ROUND {
+            // Other connections wait for the write lock meanwhile: worth knowing.
+            tracing::warn!(target: "plansync::engine", shard = core.index, messages = n, ms = took.elapsed().as_millis() as u64, "slow round");
+        }
+        match result {
             Ok(summary) => {
                 counters
                     .writes_queued
@@ -173,7 +194,7 @@ impl EngineHandle {
         anaplan: AnaplanClient,
         sinks: Sinks,
     ) -> Result<EngineHandle, EngineError> {
-        let mut main = Store::open(&options.store)?;
+        let mut main = engine_store(&options.store)?;
         let requeued = main.requeue_sent_outbox(Utc::now())?;
         if requeued > 0 {
             tracing::info!(target: "plansync::engine", requeued, "writes sent before a stop are sent again");
@@ -187,7 +208,7 @@ impl EngineHandle {
         let mut senders = Vec::with_capacity(options.shards);
         let mut shard_threads = Vec::with_capacity(options.shards);
         for index in 0..options.shards.max(1) {
-            let store = Store::open(&options.store)?;
+            let store = engine_store(&options.store)?;
             let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
             senders.push(tx);
             let core = ShardCore::new(index, store);
@@ -211,7 +232,7 @@ impl EngineHandle {
         };
         let [wake_anaplan, wake_crm] = wake;
         for (sink, wake) in [(sinks.anaplan, wake_anaplan), (sinks.crm, wake_crm)] {
-            let db = Db::new(Store::open(&options.store)?);
+            let db = Db::new(engine_store(&options.store)?);
             tasks.push(tokio::spawn(dispatch::run(
                 sink,
                 db,

@@ -55,6 +55,13 @@ pub struct Store {
 }
 
 impl Store {
+    /// How long a statement of this connection waits for another connection's write lock.
+    /// The engine's connections wait long: its shards and sinks take turns on one file, and
+    /// a shard that gave up would stop the engine.
+    pub fn set_busy_timeout(&mut self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn.busy_timeout(wait)?)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

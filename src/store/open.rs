@@ -14,6 +14,7 @@ use super::{Store, StoreError};
 
 /// How long a statement waits for another connection's lock before giving up. Long enough to
 /// ride out a checkpoint or a reviewer's resolution, short enough to surface a stuck process.
+/// The engine raises it for its own connections ([`Store::set_busy_timeout`]).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every SQLite file starts with these 16 bytes.
