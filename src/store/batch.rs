@@ -387,6 +387,7 @@ impl Store {
     /// Applies `batch` in one transaction: all of it is stored, or (on any error) none of it.
     pub fn commit(&mut self, batch: &Batch) -> Result<CommitReceipt, StoreError> {
         self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
         // IMMEDIATE takes the write lock up front, so a busy database is waited for at BEGIN
         // (under busy_timeout) instead of failing halfway when a read would become a write.
         let tx = self

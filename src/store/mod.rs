@@ -52,9 +52,47 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     read_only: bool,
+    /// Shared by the connections of one process that write (the engine's shards and sinks):
+    /// they take turns here, woken the moment the writer before them is done, instead of
+    /// sleeping in SQLite's busy handler (which backs off up to 100 ms a try).
+    write_gate: Option<WriteGate>,
+}
+
+/// A turn at writing, shared by the connections of one process (see [`Store::set_write_gate`]).
+pub type WriteGate = std::sync::Arc<std::sync::Mutex<()>>;
+
+/// Waits for this process's turn to write, if the connection shares a gate.
+fn take_turn(gate: &Option<WriteGate>) -> Option<std::sync::MutexGuard<'_, ()>> {
+    // A writer that panicked held no SQLite transaction open past its drop: the gate is free.
+    gate.as_ref()
+        .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 impl Store {
+    /// Makes this connection's writes take turns with the other connections given `gate`.
+    pub fn set_write_gate(&mut self, gate: WriteGate) {
+        self.write_gate = Some(gate);
+    }
+
+    /// Leaves WAL checkpoints to [`Store::checkpoint_wal`] called elsewhere, so a commit never
+    /// waits for one (a checkpoint copies pages and syncs the file twice).
+    pub fn disable_auto_checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Copies committed pages from the WAL into the database without blocking writers
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the WAL frames left to copy.
+    pub fn checkpoint_wal(&mut self) -> Result<i64, StoreError> {
+        self.ensure_writable()?;
+        let (log, copied): (i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    Ok((row.get(1)?, row.get(2)?))
+                })?;
+        Ok((log - copied).max(0))
+    }
+
     /// How long a statement of this connection waits for another connection's write lock.
     /// The engine's connections wait long: its shards and sinks take turns on one file, and
     /// a shard that gave up would stop the engine.

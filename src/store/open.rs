@@ -78,6 +78,7 @@ impl Store {
             conn,
             path,
             read_only: true,
+            write_gate: None,
         })
     }
 }
@@ -182,6 +183,7 @@ fn open_read_write(path: &Path) -> Result<Store, StoreError> {
         conn,
         path: path.to_path_buf(),
         read_only: false,
+        write_gate: None,
     })
 }
 

@@ -108,6 +108,7 @@ impl Store {
     /// Marks writes as handed to a sink (`pending` → `in_flight`).
     pub fn mark_outbox_sent(&mut self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
         self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -127,6 +128,7 @@ impl Store {
     /// remote may or may not have applied them, and writing a value twice is harmless.
     pub fn requeue_sent_outbox(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
         self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
         Ok(self.conn.execute(
             "UPDATE outbox SET state = 'pending', updated_at = ?1 WHERE state = 'in_flight'",
             [ts(at)],

@@ -56,6 +56,7 @@ impl Store {
         if resolution.by.trim().is_empty() {
             return Err(StoreError::MissingResolver);
         }
+        let _turn = super::take_turn(&self.write_gate);
         // IMMEDIATE: the open-status check and the update happen under the write lock, so two
         // reviewers resolving the same exception cannot both succeed.
         let tx = self

@@ -198,6 +198,18 @@ impl Store {
         .collect()
     }
 
+    /// One engine counter as last stored, without building the whole status report.
+    pub fn metric(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM metrics WHERE name = ?1")?;
+        let mut rows = stmt.query([name])?;
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    }
+
     fn metrics(&self) -> Result<Vec<Metric>, StoreError> {
         let mut stmt = self
             .conn
