@@ -11,10 +11,13 @@
 //! - `steady`: a fixed rate of CRM events for a while; the commit → acknowledgement latency
 //!   percentiles and the outbox depth over time;
 //! - `poll_diff`: one Anaplan poll of a module of a million cells with a planner's edits in
-//!   it, from the trigger until the edits are decided and committed.
+//!   it, from the trigger until the edits are decided and committed;
+//! - `reconcile`: the engine's first run (as its own process, `plansync run`) against a
+//!   million records seeded on both sides; the time and the engine's peak memory.
 
 mod burst;
 mod poll_diff;
+mod reconcile;
 mod steady;
 
 use std::path::PathBuf;
@@ -32,6 +35,7 @@ use crate::rules::{self, RuleSet};
 
 pub use burst::BurstReport;
 pub use poll_diff::PollDiffReport;
+pub use reconcile::ReconcileReport;
 pub use steady::SteadyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,10 @@ pub struct BenchOptions {
     pub steady_seconds: u64,
     /// Cells (list items × line items) of the module the poll-diff scenario reads.
     pub poll_diff_cells: usize,
+    /// Records seeded on both sides for the reconcile scenario.
+    pub reconcile_records: usize,
+    /// The `plansync` executable the reconcile scenario runs the engine with.
+    pub engine_exe: PathBuf,
     pub seed: u64,
 }
 
@@ -76,6 +84,8 @@ impl BenchOptions {
             steady_rate: 2_000,
             steady_seconds: 60,
             poll_diff_cells: 1_000_000,
+            reconcile_records: 1_000_000,
+            engine_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("plansync")),
             seed: 7,
         }
     }
@@ -87,6 +97,7 @@ impl BenchOptions {
             steady_rate: 200,
             steady_seconds: 3,
             poll_diff_cells: 20_000,
+            reconcile_records: 2_000,
             ..BenchOptions::full(rules, dir)
         }
     }
@@ -101,8 +112,30 @@ pub struct BenchReport {
     pub steady: Option<SteadyReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_diff: Option<PollDiffReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileReport>,
     /// Scenarios of the issue not built yet, named so a reader knows they were not run.
     pub not_run: Vec<&'static str>,
+}
+
+/// The path of scenario `name`'s SQLite file in `dir`, with any earlier run's file removed:
+/// every run starts from an empty store (a first run).
+pub(crate) fn fresh_db(dir: &std::path::Path, name: &str) -> Result<PathBuf, BenchError> {
+    let db = dir.join(format!("bench-{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        match std::fs::remove_file(PathBuf::from(&path)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BenchError::Setup(format!(
+                    "removing the last run's {}: {e}",
+                    PathBuf::from(path).display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(db)
 }
 
 /// Both simulators and the engine, started and settled (the first reconciliation done).
@@ -124,12 +157,7 @@ impl Rig {
         })?;
         std::fs::create_dir_all(&options.dir)
             .map_err(|e| BenchError::Setup(format!("{}: {e}", options.dir.display())))?;
-        let db = options.dir.join(format!("bench-{name}.db"));
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = db.as_os_str().to_owned();
-            path.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(path));
-        }
+        let db = fresh_db(&options.dir, name)?;
         let world = world::start(&rules, records, options.seed).await?;
         if !options.anaplan_latency.is_zero() {
             world.anaplan.set_faults(crate::sim::anaplan::Faults {
@@ -219,7 +247,10 @@ pub async fn run(
     if want("poll_diff") {
         report.poll_diff = Some(poll_diff::run(options).await?);
     }
-    for name in ["reconcile", "reverse"] {
+    if want("reconcile") {
+        report.reconcile = Some(reconcile::run(options).await?);
+    }
+    for name in ["reverse"] {
         if want(name) {
             report.not_run.push(name);
         }

@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Records changed in the burst (default 20,000; 1,000 with --quick).
     #[arg(long)]
     pub records: Option<usize>,
+    /// Records seeded on both sides for reconcile (default 1,000,000; 2,000 with --quick).
+    #[arg(long)]
+    pub reconcile_records: Option<usize>,
     /// Fields changed per record in the burst (1 to 5).
     #[arg(long, default_value_t = 5)]
     pub fields: usize,
@@ -56,6 +59,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     options.burst_fields = args.fields;
     if let Some(n) = args.records {
         options.burst_records = n;
+    }
+    if let Some(n) = args.reconcile_records {
+        options.reconcile_records = n;
     }
     if let Some(r) = args.rate {
         options.steady_rate = r;
@@ -114,6 +120,19 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
         out.push_str(&format!(
             "\npoll_diff: one Anaplan poll of {} cells ({} items), {} planner edits in it\n  poll → edits decided and committed  {:.1} s   (first reconciliation of the model: {:.1} s)\n",
             p.cells, p.records, p.edits, p.seconds, p.setup_seconds
+        ));
+    }
+    if let Some(r) = &report.reconcile {
+        out.push_str(&format!(
+            "\nreconcile: the engine's first run (its own process) over {} records on each side\n  start → reconciliation committed  {:.1} s   (the engine's own timing: {:.1} s)\n  engine peak RSS  {:.0} MiB   {} values decided, {} writes queued, {} exceptions\n  (seeding both simulators: {:.1} s)\n",
+            r.records,
+            r.seconds,
+            r.engine_seconds,
+            r.peak_rss_mb,
+            r.changes,
+            r.writes_queued,
+            r.exceptions_raised,
+            r.setup_seconds
         ));
     }
     if !report.not_run.is_empty() {
