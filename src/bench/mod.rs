@@ -11,13 +11,17 @@
 //! - `steady`: a fixed rate of CRM events for a while; the commit → acknowledgement latency
 //!   percentiles and the outbox depth over time;
 //! - `poll_diff`: one Anaplan poll of a module of a million cells with a planner's edits in
-//!   it, from the trigger until the edits are decided and committed.
+//!   it, from the trigger until the edits are decided and committed;
+//! - `reverse`: N records × F fields changed by a planner in Anaplan, found by one poll and
+//!   written to the CRM (Collections or Bulk API 2.0); the time until every write is
+//!   acknowledged and reads back from the CRM, the calls on both sides, mismatches.
 
 mod burst;
 mod poll_diff;
+mod reverse;
 mod steady;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,7 @@ use crate::rules::{self, RuleSet};
 
 pub use burst::BurstReport;
 pub use poll_diff::PollDiffReport;
+pub use reverse::ReverseReport;
 pub use steady::SteadyReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,9 @@ pub struct BenchOptions {
     pub steady_seconds: u64,
     /// Cells (list items × line items) of the module the poll-diff scenario reads.
     pub poll_diff_cells: usize,
+    /// Records a planner changes in the reverse scenario, and fields per record (1 to 5).
+    pub reverse_records: usize,
+    pub reverse_fields: usize,
     pub seed: u64,
 }
 
@@ -76,6 +84,8 @@ impl BenchOptions {
             steady_rate: 2_000,
             steady_seconds: 60,
             poll_diff_cells: 1_000_000,
+            reverse_records: 20_000,
+            reverse_fields: 5,
             seed: 7,
         }
     }
@@ -87,6 +97,7 @@ impl BenchOptions {
             steady_rate: 200,
             steady_seconds: 3,
             poll_diff_cells: 20_000,
+            reverse_records: 1_000,
             ..BenchOptions::full(rules, dir)
         }
     }
@@ -101,6 +112,8 @@ pub struct BenchReport {
     pub steady: Option<SteadyReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_diff: Option<PollDiffReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<ReverseReport>,
     /// Scenarios of the issue not built yet, named so a reader knows they were not run.
     pub not_run: Vec<&'static str>,
 }
@@ -119,7 +132,17 @@ impl Rig {
         name: &str,
         records: usize,
     ) -> Result<Rig, BenchError> {
-        let rules = rules::load(std::slice::from_ref(&options.rules)).map_err(|e| {
+        Rig::start_with_rules(options, name, records, &options.rules).await
+    }
+
+    /// As [`Rig::start`], under the rule files at `rules_path` instead of the options'.
+    pub async fn start_with_rules(
+        options: &BenchOptions,
+        name: &str,
+        records: usize,
+        rules_path: &Path,
+    ) -> Result<Rig, BenchError> {
+        let rules = rules::load(&[rules_path.to_path_buf()]).map_err(|e| {
             BenchError::Setup(format!("the rules do not load: {} problem(s)", e.len()))
         })?;
         std::fs::create_dir_all(&options.dir)
@@ -219,10 +242,11 @@ pub async fn run(
     if want("poll_diff") {
         report.poll_diff = Some(poll_diff::run(options).await?);
     }
-    for name in ["reconcile", "reverse"] {
-        if want(name) {
-            report.not_run.push(name);
-        }
+    if want("reverse") {
+        report.reverse = Some(reverse::run(options).await?);
+    }
+    if want("reconcile") {
+        report.not_run.push("reconcile");
     }
     Ok(report)
 }
