@@ -49,6 +49,10 @@ pub struct ReverseReport {
     /// From the poll's trigger until every write was acknowledged and every changed field
     /// read back from the CRM simulator as the planner wrote it.
     pub seconds: f64,
+    /// Of which: until the poll had reported every changed record to the shards,
+    pub poll_seconds: f64,
+    /// and until the shards had decided and committed them (writes queued).
+    pub decided_seconds: f64,
     /// How long the planner's own writes took (before the clock starts).
     pub planner_seconds: f64,
     /// Calls the CRM simulator answered while the clock ran (the engine's), and by kind.
@@ -112,11 +116,27 @@ fn write_rules(dir: &Path) -> Result<PathBuf, BenchError> {
     Ok(rules_dir)
 }
 
-/// A field's value as the CRM simulator holds it, in the rule's canonical form.
-fn crm_value(rig: &Rig, rule: &FieldRule, id: &str) -> Option<Value> {
-    let record = rig.world.crm.record(id)?;
-    rule.normalise(Side::Crm, record.get(&rule.crm).unwrap_or(&Json::Null))
-        .ok()
+/// A field's value in a record as the CRM simulator holds it, in the rule's canonical form.
+fn crm_value(record: Option<&Json>, rule: &FieldRule) -> Option<Value> {
+    let raw = record?.get(&rule.crm).unwrap_or(&Json::Null);
+    rule.normalise(Side::Crm, raw).ok()
+}
+
+/// The fields planned for each record, by index into the record ids.
+type Expected<'r> = Vec<(usize, Vec<(&'r FieldRule, Value)>)>;
+
+/// Fields whose CRM value is not the planned one (one read of each record).
+fn count_mismatches(rig: &Rig, ids: &[String], expected: &Expected<'_>) -> usize {
+    expected
+        .iter()
+        .map(|(i, fields)| {
+            let record = rig.world.crm.record(&ids[*i]);
+            fields
+                .iter()
+                .filter(|(rule, want)| crm_value(record.as_ref(), rule).as_ref() != Some(want))
+                .count()
+        })
+        .sum()
 }
 
 pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
@@ -135,8 +155,10 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
 
     // The planner's cells, and what each changed field must read in the CRM afterwards.
     let mut cells = Vec::with_capacity(ids.len() * fields);
-    let mut expected: Vec<(usize, &FieldRule, Value)> = Vec::new();
+    let mut expected: Expected<'_> = Vec::new();
     for (i, id) in ids.iter().enumerate() {
+        let record = rig.world.crm.record(id);
+        let mut of_record = Vec::new();
         for (crm, line_item) in &FIELDS[..fields] {
             let rule = pairing
                 .field(crm)
@@ -145,8 +167,8 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
             let want = rule
                 .normalise(Side::Anaplan, &read)
                 .map_err(|e| BenchError::Setup(format!("a planned value: {}", e.message)))?;
-            if crm_value(&rig, rule, id).as_ref() != Some(&want) {
-                expected.push((i, rule, want));
+            if crm_value(record.as_ref(), rule).as_ref() != Some(&want) {
+                of_record.push((rule, want));
             }
             cells.push(CellWrite {
                 line_item: LineItemRef::Name((*line_item).into()),
@@ -154,9 +176,11 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
                 value: cell,
             });
         }
+        if !of_record.is_empty() {
+            expected.push((i, of_record));
+        }
     }
-    let mut changed: Vec<usize> = expected.iter().map(|(i, _, _)| *i).collect();
-    changed.dedup();
+    let field_changes: usize = expected.iter().map(|(_, f)| f.len()).sum();
 
     let planner = world::anaplan_client(&rig.world.anaplan)?;
     let planner_started = Instant::now();
@@ -193,18 +217,15 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
     let deadline = started + Duration::from_secs(3600);
     // Done when the poll has reported every changed record, nothing is left to write, and
     // every changed field reads back from the CRM as the planner wrote it.
-    let mut mismatches;
+    let mut polled_at = None;
+    let mut decided_at = None;
     loop {
-        if counter(&rig, "changes.anaplan_poll") - polled_before >= changed.len() as u64 {
+        if counter(&rig, "changes.anaplan_poll") - polled_before >= expected.len() as u64 {
+            polled_at.get_or_insert_with(|| started.elapsed());
             rig.engine.flush().await?;
+            decided_at.get_or_insert_with(|| started.elapsed());
             if rig.engine.outbox_depth().await? == 0 {
-                mismatches = expected
-                    .iter()
-                    .filter(|(i, rule, want)| {
-                        crm_value(&rig, rule, &ids[*i]).as_ref() != Some(want)
-                    })
-                    .count();
-                if mismatches == 0 {
+                if count_mismatches(&rig, &ids, &expected) == 0 {
                     break;
                 }
             }
@@ -223,16 +244,13 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
     // Our writes come back on the stream as change events; wait (bounded) for them, so an
     // echo mistaken for a rep's edit would show as an exception or a revert.
     let echo_deadline = Instant::now() + Duration::from_secs(60);
-    while counter(&rig, "changes.stream") - streamed_before < changed.len() as u64
+    while counter(&rig, "changes.stream") - streamed_before < expected.len() as u64
         && Instant::now() < echo_deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     rig.settle(Duration::from_secs(60)).await?;
-    mismatches = expected
-        .iter()
-        .filter(|(i, rule, want)| crm_value(&rig, rule, &ids[*i]).as_ref() != Some(want))
-        .count();
+    let mismatches = count_mismatches(&rig, &ids, &expected);
 
     let by_kind = BTreeMap::from([
         ("auth".to_string(), crm_after.auth - crm_before.auth),
@@ -250,8 +268,10 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
     ]);
     let report = ReverseReport {
         records: ids.len(),
-        field_changes: expected.len(),
+        field_changes,
         seconds,
+        poll_seconds: polled_at.unwrap_or_default().as_secs_f64(),
+        decided_seconds: decided_at.unwrap_or_default().as_secs_f64(),
         planner_seconds,
         crm_calls: by_kind.values().sum(),
         crm_calls_by_kind: by_kind,
@@ -323,10 +343,9 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_large_batch_goes_through_bulk_and_fewer_fields_write_less() {
+    async fn many_records_take_few_crm_calls_and_fewer_fields_write_less() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        // Past the CRM client's bulk threshold (2,000 records a batch).
         let report = run(&options(dir.path(), 2_500, 2))
             .await
             .expect("the scenario runs");
@@ -334,6 +353,8 @@ mod tests {
         assert_eq!(report.mismatches, 0);
         assert_eq!(report.writes_acked, report.field_changes as u64);
         assert_eq!(report.exceptions, 0);
-        assert!(report.crm_calls_by_kind["bulk"] >= 1, "{report:?}");
+        // Collections carry 200 records a call and a bulk job any number; how the shards'
+        // rounds split the writes into batches varies, so only the order of magnitude holds.
+        assert!(report.crm_calls <= report.records as u64 / 50, "{report:?}");
     }
 }

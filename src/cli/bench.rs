@@ -121,10 +121,12 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
     }
     if let Some(r) = &report.reverse {
         out.push_str(&format!(
-            "\nreverse: {} field changes ({} records) made by a planner in Anaplan, found by one poll, written to the CRM\n  poll → all acknowledged and read back from the CRM  {:.1} s   (the planner's writes: {:.1} s, {} Anaplan calls)\n  {} CRM calls  {} Anaplan calls  {} writes acknowledged  {} exceptions  {} mismatches  {} echoes\n",
+            "\nreverse: {} field changes ({} records) made by a planner in Anaplan, found by one poll, written to the CRM\n  poll → all acknowledged and read back from the CRM  {:.1} s   (poll done {:.1} s, decided {:.1} s; the planner's writes: {:.1} s, {} Anaplan calls)\n  {} CRM calls  {} Anaplan calls  {} writes acknowledged  {} exceptions  {} mismatches  {} echoes\n",
             r.field_changes,
             r.records,
             r.seconds,
+            r.poll_seconds,
+            r.decided_seconds,
             r.planner_seconds,
             r.planner_calls,
             r.crm_calls,
