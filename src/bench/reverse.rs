@@ -224,10 +224,9 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
             polled_at.get_or_insert_with(|| started.elapsed());
             rig.engine.flush().await?;
             decided_at.get_or_insert_with(|| started.elapsed());
-            if rig.engine.outbox_depth().await? == 0 {
-                if count_mismatches(&rig, &ids, &expected) == 0 {
-                    break;
-                }
+            if rig.engine.outbox_depth().await? == 0 && count_mismatches(&rig, &ids, &expected) == 0
+            {
+                break;
             }
         }
         if Instant::now() > deadline {
