@@ -22,13 +22,14 @@ pub struct BenchArgs {
     /// Simulated Anaplan latency per call: 0 (loopback) or e.g. 80 for a WAN.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
-    /// Records changed in the burst (default 20,000; 1,000 with --quick).
+    /// Records changed in the burst and in the reverse scenario (default 20,000; 1,000 with
+    /// --quick).
     #[arg(long)]
     pub records: Option<usize>,
     /// Records seeded on both sides for reconcile (default 1,000,000; 2,000 with --quick).
     #[arg(long)]
     pub reconcile_records: Option<usize>,
-    /// Fields changed per record in the burst (1 to 5).
+    /// Fields changed per record in the burst and in the reverse scenario (1 to 5).
     #[arg(long, default_value_t = 5)]
     pub fields: usize,
     /// CRM commits per second in the steady scenario (default 2,000; 200 with --quick).
@@ -57,8 +58,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     options.anaplan_latency = Duration::from_millis(args.latency_ms);
     options.burst_fields = args.fields;
+    options.reverse_fields = args.fields;
     if let Some(n) = args.records {
         options.burst_records = n;
+        options.reverse_records = n;
     }
     if let Some(n) = args.reconcile_records {
         options.reconcile_records = n;
@@ -135,8 +138,26 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
             r.setup_seconds
         ));
     }
-    if !report.not_run.is_empty() {
-        out.push_str(&format!("\nnot built yet: {}\n", report.not_run.join(", ")));
+    if let Some(r) = &report.reverse {
+        out.push_str(&format!(
+            "\nreverse: {} field changes ({} records) made by a planner in Anaplan, found by one poll, written to the CRM\n  poll → all acknowledged and read back from the CRM  {:.1} s   (poll done {:.1} s, decided {:.1} s; the planner's writes: {:.1} s, {} Anaplan calls)\n  {} CRM calls  {} Anaplan calls  {} writes acknowledged  {} exceptions  {} mismatches  {} echoes\n",
+            r.field_changes,
+            r.records,
+            r.seconds,
+            r.poll_seconds,
+            r.decided_seconds,
+            r.planner_seconds,
+            r.planner_calls,
+            r.crm_calls,
+            r.anaplan_calls,
+            r.writes_acked,
+            r.exceptions,
+            r.mismatches,
+            r.echoes
+        ));
+        for (kind, n) in &r.crm_calls_by_kind {
+            out.push_str(&format!("    {kind:<14} {n}\n"));
+        }
     }
     out
 }
