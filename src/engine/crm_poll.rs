@@ -57,11 +57,22 @@ pub struct RecentSeen {
     /// Record id → the newest `SystemModstamp` reported for it. One entry per record: a newer
     /// stamp replaces the older, which can never be returned again.
     by_id: HashMap<String, DateTime<Utc>>,
+    /// Off for a one-off full read (the first run's): one paged query returns each record
+    /// once, and keeping a million ids would only cost memory.
+    off: bool,
 }
 
 impl RecentSeen {
     pub fn new() -> Self {
         RecentSeen::default()
+    }
+
+    /// A set that remembers nothing: every row is reported.
+    pub fn off() -> Self {
+        RecentSeen {
+            off: true,
+            ..RecentSeen::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -83,6 +94,9 @@ impl RecentSeen {
     }
 
     fn insert(&mut self, id: &str, at: DateTime<Utc>) {
+        if self.off {
+            return;
+        }
         match self.by_id.get_mut(id) {
             Some(seen) => *seen = (*seen).max(at),
             None => {
@@ -400,6 +414,18 @@ mod tests {
         assert!(!seen.contains("a", t0));
         assert!(seen.contains("b", t0 + TimeDelta::seconds(10)));
         assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn a_set_that_is_off_remembers_nothing() {
+        let t0 = Utc
+            .timestamp_millis_opt(1_000_000)
+            .single()
+            .unwrap_or_default();
+        let mut seen = RecentSeen::off();
+        seen.insert("a", t0);
+        assert!(!seen.contains("a", t0));
+        assert!(seen.is_empty());
     }
 
     fn opportunity() -> Pairing {

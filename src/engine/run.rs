@@ -22,6 +22,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::counters::Counters;
+use super::crm_poll::RecentSeen;
 use super::db::Db;
 use super::dispatch::{self, DispatchSettings, Sink};
 use super::router::Router;
@@ -478,7 +479,7 @@ async fn reconcile(
         return;
     }
     for (name, _) in pairings {
-        let mut recent = Default::default();
+        let mut recent = RecentSeen::off();
         if let Err(e) = crm_poll_once(ctx, crm, name, lookback, &mut recent, true).await {
             tracing::warn!(target: "plansync::engine", pairing = %name, error = %e, "reading the CRM for the reconciliation failed; the poller will retry");
         }
