@@ -877,3 +877,40 @@ async fn an_expired_replay_id_makes_the_engine_reconcile_the_object() {
     env.settle().await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_over_the_view_read_limit_is_polled_through_read_requests() {
+    // The opportunity module (5 items × 8 line items) is over a 20-cell read limit, and its
+    // read request comes in pages of a few rows.
+    let anaplan = SimConfig {
+        max_read: 20,
+        read_page_bytes: 150,
+        read_request_step: Duration::from_millis(50),
+        ..SimConfig::default()
+    };
+    let mut env = Env::with(&rules_dir(), CrmSimConfig::default(), anaplan).await;
+    env.start(true).await;
+    env.settle().await;
+    env.poll().await;
+    let id = env.opportunities().await[0].clone();
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Probability", number("97"))
+        .await;
+    env.poll().await;
+    wait_for("the planner's probability in the CRM", || async {
+        env.crm_field(&id, "Probability").as_f64() == Some(97.0)
+    })
+    .await;
+    let log = env.anaplan.request_log();
+    let refused = log
+        .iter()
+        .filter(|r| r.path.ends_with("/data") && r.method == "GET" && r.status == 400)
+        .count();
+    assert!(refused >= 1, "the plain view read was tried and refused");
+    let pages = log
+        .iter()
+        .filter(|r| r.path.contains("/readRequests/") && r.path.contains("/pages/"))
+        .count();
+    assert!(pages >= 2, "{pages} pages read");
+    assert_eq!(env.anaplan.read_requests(), 0, "every read request deleted");
+    env.stop().await;
+}

@@ -1782,3 +1782,208 @@ async fn the_cli_serves_the_simulator_and_prints_its_urls() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+async fn get_text(c: &Client, sim: &SimHandle, token: &str, path: &str) -> (StatusCode, String) {
+    let resp = c
+        .get(format!("{}{path}", sim.api_url()))
+        .header("Authorization", auth(token))
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn read_requests_snapshot_views_and_lists_into_csv_pages() {
+    let sim = start(SimConfig {
+        max_read: 20,
+        read_page_bytes: 120,
+        read_request_step: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let c = client();
+    let t = login(&c, &sim).await;
+    let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
+
+    // 5 items × 8 line items is over the configured 20 cells.
+    let (status, body) = get(
+        &c,
+        &sim,
+        &t,
+        &format!("/models/{MODEL}/views/{module}/data?format=v1"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["status"]["message"], "The view has more than 20 cells");
+
+    let base = model_path(&format!("/views/{module}/readRequests"));
+    let (status, body) = send(
+        &c,
+        &sim,
+        &t,
+        reqwest::Method::POST,
+        &base,
+        json!({"exportType": "TABULAR_MULTI_COLUMN"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created = &body["viewReadRequest"];
+    let id = created["requestId"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert_eq!(created["requestState"], "IN_PROGRESS");
+    assert!(
+        created["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{base}/{id}"))
+    );
+    assert_eq!(sim.read_requests(), 1);
+
+    // A second request of the same model waits for the first.
+    let (_, second) = send(&c, &sim, &t, reqwest::Method::POST, &base, Value::Null).await;
+    assert_eq!(second["viewReadRequest"]["requestState"], "NOT_STARTED");
+    let second_id = second["viewReadRequest"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The snapshot is taken at creation: a later write does not show in it.
+    let (status, _) = send(&c, &sim, &t, reqwest::Method::POST, &model_path(&format!("/modules/{module}/data")),
+        json!([{"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemName": "OPP-0001"}], "value": 1}])).await;
+    assert_eq!(status, 200);
+
+    let status_path = format!("{base}/{id}");
+    let deadline = Instant::now() + LONG;
+    let done = loop {
+        let (status, body) = get(&c, &sim, &t, &status_path).await;
+        assert_eq!(status, 200, "{body}");
+        let r = body["viewReadRequest"].clone();
+        if r["requestState"] == "COMPLETE" {
+            break r;
+        }
+        assert_eq!(r["successful"], false);
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["successful"], true);
+    let pages = done["availablePages"].as_u64().unwrap();
+    assert!(pages >= 2, "{done}");
+    let mut rows = Vec::new();
+    for n in 0..pages {
+        let (status, text) = get_text(&c, &sim, &t, &format!("{status_path}/pages/{n}")).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.len() <= 120 || text.lines().count() == 2, "{text}");
+        let mut lines = text.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("Opportunities,Amount,Stage")
+        );
+        rows.extend(lines.map(str::to_string));
+    }
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows[0].starts_with("OPP-0001,125000,Proposal,2026-12-18"),
+        "{}",
+        rows[0]
+    );
+
+    // Page numbers: not a number, not available.
+    let (status, _) = get_text(&c, &sim, &t, &format!("{status_path}/pages/x")).await;
+    assert_eq!(status, 400);
+    let (status, text) = get_text(&c, &sim, &t, &format!("{status_path}/pages/{pages}")).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("is not available"), "{text}");
+    // The request belongs to its view: another path does not find it.
+    let (status, _) = get(
+        &c,
+        &sim,
+        &t,
+        &model_path(&format!("/views/1/readRequests/{id}")),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // DELETE cancels: the status says so, the pages are gone.
+    let (status, body) = send(
+        &c,
+        &sim,
+        &t,
+        reqwest::Method::DELETE,
+        &status_path,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["viewReadRequest"]["requestState"], "CANCELLED");
+    let (_, body) = get(&c, &sim, &t, &status_path).await;
+    assert_eq!(body["viewReadRequest"]["requestState"], "CANCELLED");
+    let (status, _) = get_text(&c, &sim, &t, &format!("{status_path}/pages/0")).await;
+    assert_eq!(status, 404);
+    assert_eq!(sim.read_requests(), 1);
+    let (status, _) = send(
+        &c,
+        &sim,
+        &t,
+        reqwest::Method::DELETE,
+        &format!("/models/{MODEL}/views/{module}/readRequests/{second_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "the workspace-less form serves too");
+    assert_eq!(sim.read_requests(), 0);
+
+    // A list read request: one row per item, with ids and properties.
+    let list = id_of(&c, &sim, &t, "lists", "Opportunities").await;
+    let lbase = model_path(&format!("/lists/{list}/readRequests"));
+    let (status, body) = send(&c, &sim, &t, reqwest::Method::POST, &lbase, Value::Null).await;
+    assert_eq!(status, 200, "{body}");
+    let lid = body["listReadRequest"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + LONG;
+    let pages = loop {
+        let (_, body) = get(&c, &sim, &t, &format!("{lbase}/{lid}")).await;
+        if body["listReadRequest"]["requestState"] == "COMPLETE" {
+            break body["listReadRequest"]["availablePages"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, text) = get_text(&c, &sim, &t, &format!("{lbase}/{lid}/pages/0")).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.starts_with("id,name,code,parent,parentId,listId,listName,Opportunity Name\n"),
+        "{text}"
+    );
+    assert!(pages >= 2);
+}
+
+#[tokio::test]
+async fn read_requests_expire_when_not_accessed() {
+    let sim = start(SimConfig {
+        read_request_step: Duration::ZERO,
+        read_request_ttl: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let c = client();
+    let t = login(&c, &sim).await;
+    let list = id_of(&c, &sim, &t, "lists", "Opportunities").await;
+    let base = model_path(&format!("/lists/{list}/readRequests"));
+    let (_, body) = send(&c, &sim, &t, reqwest::Method::POST, &base, Value::Null).await;
+    assert_eq!(body["listReadRequest"]["requestState"], "COMPLETE");
+    let id = body["listReadRequest"]["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sim.read_requests(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.read_requests(), 0);
+    let (status, _) = get(&c, &sim, &t, &format!("{base}/{id}")).await;
+    assert_eq!(status, 404);
+}

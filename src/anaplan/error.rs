@@ -123,6 +123,15 @@ pub enum AnaplanError {
     )]
     UnknownFile { requested: String, created: String },
 
+    /// A large-volume read request failed, was cancelled or deleted, or its next page did not
+    /// become available in time.
+    #[error("Anaplan read request {request_id} of {object}: {detail}")]
+    ReadRequest {
+        object: String,
+        request_id: String,
+        detail: String,
+    },
+
     /// A task ended cancelled, or did not end in time.
     #[error("Anaplan task {task_id} on {object}: {detail}")]
     Task {

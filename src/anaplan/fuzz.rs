@@ -2,6 +2,7 @@
 //! the same input. None may panic; whatever they return is fine.
 
 use super::dump::parse_dump;
+use super::large_read::{parse_list_page, parse_read_status, parse_view_page};
 use super::view::{CsvLayout, parse_view_csv, parse_view_json};
 use super::wire::{
     LineItem, ListItem, Named, parse_auth, parse_cell_write, parse_file, parse_list_write,
@@ -31,6 +32,12 @@ pub fn fuzz_responses(data: &[u8]) {
         let _ = parse_view_csv(200, "text/csv", data, layout);
     }
     let _ = parse_dump(data);
+    let _ = parse_read_status(200, JSON, data);
+    let header = ["Opportunities".to_string(), "Amount".to_string()];
+    for known in [None, Some(&header[..])] {
+        let _ = parse_view_page(200, "text/csv", data, known);
+        let _ = parse_list_page(200, "text/csv", data, known);
+    }
     // The error path with a non-JSON content type keeps an excerpt of any bytes.
     let _ = parse_task(500, "text/html", data);
 }
@@ -88,6 +95,14 @@ mod tests {
                 .len(),
             2
         );
+        assert!(parse_read_status(200, JSON, &read("view_read_request_complete.json")).is_ok());
+        let (header, page) =
+            parse_view_page(200, "text/csv", &read("view_read_page.csv"), None).unwrap();
+        assert_eq!(page.rows.len(), 3);
+        assert_eq!(header.len(), page.columns.len() + 1);
+        let (_, items) =
+            parse_list_page(200, "text/csv", &read("list_read_page.csv"), None).unwrap();
+        assert_eq!(items.len(), 2);
         assert!(parse_task(200, JSON, &read("truncated_task.json")).is_err());
         assert!(parse_dump(&read("html_gateway.html")).is_err());
     }

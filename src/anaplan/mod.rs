@@ -9,6 +9,7 @@
 //!   bucket; `retry`: classification and backoff; `auth`: tokens; `stats`: call counters.
 //! - `wire`: response types and their parsers; `view`: view grids (JSON and CSV); `dump`:
 //!   import failure dumps; `chunk`: splitting batches under the per-call limits.
+//! - `large_read`: read requests (views and lists over the read limits, page by page).
 //! - `transactional`, `bulk`: the operations, as methods of `AnaplanClient`.
 //! - `fuzz`: every parser of outside bytes, for the fuzz target.
 //!
@@ -24,6 +25,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
+pub mod large_read;
 pub mod rate;
 pub mod retry;
 pub mod stats;
@@ -37,6 +39,7 @@ pub use bulk::{ImportOutcome, ProcessOutcome, TaskKind};
 pub use config::{AnaplanConfig, AuthMethod, CertFormat};
 pub use dump::DumpRowError;
 pub use error::AnaplanError;
+pub use large_read::{ListPages, ReadState, ReadStatus, ViewPages};
 pub use retry::RetryPolicy;
 pub use stats::{CallKind, CallStats};
 pub use transactional::{

@@ -432,7 +432,7 @@ fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
-fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match serde_json::Value::deserialize(d)? {
         serde_json::Value::Null => Ok(None),
         serde_json::Value::String(s) => Ok(Some(s)),
@@ -448,7 +448,7 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     opt_count(d)?.ok_or_else(|| serde::de::Error::custom("expected a count, found null"))
 }
 
-fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     let bad = || serde::de::Error::custom(format!("expected a count, found {v}"));
     match &v {

@@ -38,6 +38,13 @@ pub struct SimAnaplanArgs {
     /// How long each bulk task stays IN_PROGRESS, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub task_step_ms: u64,
+    /// The most cells a view read, or items a list read, returns (Anaplan: 1,000,000); larger
+    /// views and lists must be read with read requests.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_read: usize,
+    /// How long each read request stays IN_PROGRESS, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub read_request_step_ms: u64,
 }
 
 fn parse_user(spec: &str) -> anyhow::Result<(String, Secret)> {
@@ -79,6 +86,8 @@ fn config(args: &SimAnaplanArgs) -> anyhow::Result<SimConfig> {
         rate_per_minute: args.rate_per_minute,
         seed,
         task_step: Duration::from_millis(args.task_step_ms),
+        max_read: args.max_read.max(1),
+        read_request_step: Duration::from_millis(args.read_request_step_ms),
         ..SimConfig::default()
     })
 }

@@ -46,6 +46,9 @@ pub enum AnaplanPollError {
         #[source]
         source: AnaplanError,
     },
+    /// The engine could not take a part of the poll (it is stopping).
+    #[error("Anaplan poll: {0}")]
+    Route(String),
     /// The rule file names a line item the module's default view does not show: every item
     /// would fail, so the poll stops instead of reporting a problem per item.
     #[error("line item `{line_item}` is not in the default view of module `{module}`")]
@@ -76,8 +79,8 @@ pub struct AnaplanPollProblem {
     pub message: String,
 }
 
-/// The result of one poll.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of one poll (or of one part of it, see [`poll_resolved_each`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnaplanPollOutcome {
     /// One change per item whose values differ from the shadow (`Create` with every mapped
     /// value for an item the shadow has never seen), in code order, then one `Delete` per
@@ -94,6 +97,18 @@ pub struct AnaplanPollOutcome {
     /// API operations made: name resolutions, the list read and the view read (a listing the
     /// client pages counts once; retries and auth excluded).
     pub calls: usize,
+}
+
+impl AnaplanPollOutcome {
+    /// Adds a later part of the same poll.
+    pub fn merge(&mut self, part: AnaplanPollOutcome) {
+        self.changes.extend(part.changes);
+        self.new_items.extend(part.new_items);
+        self.flags.extend(part.flags);
+        self.problems.extend(part.problems);
+        self.items += part.items;
+        self.calls += part.calls;
+    }
 }
 
 fn anaplan_err(what: impl Into<String>) -> impl FnOnce(AnaplanError) -> AnaplanPollError {
@@ -137,6 +152,7 @@ pub async fn poll_anaplan(
 }
 
 /// Polls with ids already resolved: two reads, the list items and the module's default view.
+/// The outcome is all of one poll; see [`poll_resolved_each`] to take it page by page.
 pub async fn poll_resolved(
     client: &AnaplanClient,
     pairing: &Pairing,
@@ -144,17 +160,124 @@ pub async fn poll_resolved(
     seen: &HashMap<String, HashMap<String, Value>>,
     at: DateTime<Utc>,
 ) -> Result<AnaplanPollOutcome, AnaplanPollError> {
-    let items = client
-        .list_items(&target.model, &target.list_id)
+    let mut all = AnaplanPollOutcome::default();
+    poll_resolved_each(client, pairing, target, seen, at, &mut all).await?;
+    Ok(all)
+}
+
+/// Where [`poll_resolved_each`] hands each part of a poll (the engine routes it to the shards).
+pub trait PollParts {
+    fn part(
+        &mut self,
+        part: AnaplanPollOutcome,
+    ) -> impl std::future::Future<Output = Result<(), AnaplanPollError>> + Send;
+}
+
+/// Collecting the parts: the whole poll's outcome.
+impl PollParts for AnaplanPollOutcome {
+    async fn part(&mut self, part: AnaplanPollOutcome) -> Result<(), AnaplanPollError> {
+        self.merge(part);
+        Ok(())
+    }
+}
+
+/// The most cells a plain view read returns (Anaplan refuses more with a 400).
+pub const MAX_VIEW_CELLS: usize = 1_000_000;
+
+/// Polls with ids already resolved and hands the outcome to `each` in parts. A module small
+/// enough for a plain view read is one part, in code order. A larger one (the plain read is
+/// refused for size, or the list's items times the line items read exceed
+/// [`MAX_VIEW_CELLS`]) is read with a large-volume read request: one part per page of the
+/// view (the changes of the items on that page, in view order), then a last part with items
+/// no page showed, the deletes, and the count of items. Memory then holds one page of cells,
+/// not the module.
+pub async fn poll_resolved_each(
+    client: &AnaplanClient,
+    pairing: &Pairing,
+    target: &ResolvedTarget,
+    seen: &HashMap<String, HashMap<String, Value>>,
+    at: DateTime<Utc>,
+    each: &mut (impl PollParts + Send),
+) -> Result<(), AnaplanPollError> {
+    let t = &pairing.anaplan;
+    let list_what = || format!("list {}", t.list);
+    let module_what = || format!("module {}", t.module);
+    let mut calls = 1;
+    let items = match client.list_items(&target.model, &target.list_id).await {
+        Ok(items) => items,
+        Err(e) if over_read_limit(&e) => {
+            calls += 1;
+            read_list_paged(client, &t.workspace, target)
+                .await
+                .map_err(anaplan_err(list_what()))?
+        }
+        Err(e) => return Err(anaplan_err(list_what())(e)),
+    };
+    let read = pairing
+        .fields
+        .iter()
+        .filter(|f| matches!(f.anaplan, AnaplanField::LineItem(_)))
+        .count()
+        + pairing.flags.len();
+    if items.len().saturating_mul(read) <= MAX_VIEW_CELLS {
+        calls += 1;
+        match client
+            .read_view_json(&target.model, &target.module_id, &[])
+            .await
+        {
+            Ok(view) => {
+                let mut outcome = diff(pairing, &items, &view, seen, at)?;
+                outcome.calls = calls;
+                return each.part(outcome).await;
+            }
+            Err(e) if over_read_limit(&e) => {
+                tracing::debug!(target: "plansync::engine", module = %t.module, "the module is over the view read limit: reading it in pages");
+            }
+            Err(e) => return Err(anaplan_err(module_what())(e)),
+        }
+    }
+    let mut pages = client
+        .read_view_pages(&t.workspace, &target.model, &target.module_id)
         .await
-        .map_err(anaplan_err(format!("list {}", pairing.anaplan.list)))?;
-    let view = client
-        .read_view_json(&target.model, &target.module_id, &[])
+        .map_err(anaplan_err(module_what()))?;
+    calls += 1;
+    let mut differ = PageDiff::new(pairing, &items, seen, at);
+    while let Some(view) = pages
+        .next_page()
         .await
-        .map_err(anaplan_err(format!("module {}", pairing.anaplan.module)))?;
-    let mut outcome = diff(pairing, &items, &view, seen, at)?;
-    outcome.calls = 2;
-    Ok(outcome)
+        .map_err(anaplan_err(module_what()))?
+    {
+        each.part(differ.page(&view)?).await?;
+    }
+    if let Err(e) = pages.finish().await {
+        // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
+        tracing::debug!(target: "plansync::engine", error = %e, "could not delete a read request");
+    }
+    let mut last = differ.finish();
+    last.calls = calls;
+    each.part(last).await
+}
+
+/// Whether Anaplan refused a read for its size (400 "… has more than 1,000,000 cells/items").
+fn over_read_limit(e: &AnaplanError) -> bool {
+    matches!(e, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
+}
+
+/// Every item of a list too large for a plain read, through a list read request.
+async fn read_list_paged(
+    client: &AnaplanClient,
+    workspace: &str,
+    target: &ResolvedTarget,
+) -> Result<Vec<ListItem>, AnaplanError> {
+    let mut pages = client
+        .read_list_pages(workspace, &target.model, &target.list_id)
+        .await?;
+    let mut items = Vec::new();
+    while let Some(page) = pages.next_page().await? {
+        items.extend(page);
+    }
+    pages.finish().await?;
+    Ok(items)
 }
 
 /// The view's column of each line item the pairing reads (mapped fields and flags).
@@ -185,6 +308,24 @@ fn columns(pairing: &Pairing, view: &ViewData) -> Result<HashMap<String, usize>,
     Ok(out)
 }
 
+/// An item without a code has no CRM record: reported, skipped.
+fn codeless(pairing: &Pairing, item: &ListItem) -> AnaplanPollProblem {
+    AnaplanPollProblem {
+        code: String::new(),
+        field: None,
+        raw: item.name.clone(),
+        kind: ExceptionKind::Unmapped,
+        message: format!(
+            "item `{}` of list {} has no code, so no CRM record: skipped",
+            item.name, pairing.anaplan.list
+        ),
+    }
+}
+
+fn item_code(item: &ListItem) -> Option<&str> {
+    item.code.as_deref().filter(|c| !c.is_empty())
+}
+
 /// The diff itself, on data already read: pure, so it is tested without a server.
 pub fn diff(
     pairing: &Pairing,
@@ -198,99 +339,42 @@ pub fn diff(
     // by code, so names join the two.
     let rows = view.row_index();
     let mut outcome = AnaplanPollOutcome {
-        changes: Vec::new(),
-        new_items: Vec::new(),
-        flags: HashMap::new(),
-        problems: Vec::new(),
         items: items.len(),
-        calls: 0,
+        ..AnaplanPollOutcome::default()
     };
     let mut present: HashSet<&str> = HashSet::with_capacity(items.len());
     let mut sorted: Vec<&ListItem> = items.iter().collect();
     sorted.sort_by(|a, b| a.code.cmp(&b.code));
     for item in sorted {
-        let code = match item.code.as_deref() {
-            Some(code) if !code.is_empty() => code,
-            _ => {
-                outcome.problems.push(AnaplanPollProblem {
-                    code: String::new(),
-                    field: None,
-                    raw: item.name.clone(),
-                    kind: ExceptionKind::Unmapped,
-                    message: format!(
-                        "item `{}` of list {} has no code, so no CRM record: skipped",
-                        item.name, pairing.anaplan.list
-                    ),
-                });
-                continue;
-            }
+        let Some(code) = item_code(item) else {
+            outcome.problems.push(codeless(pairing, item));
+            continue;
         };
         present.insert(code);
         let cells = rows.get(item.name.as_str()).copied();
-        let cell = |line_item: &str| -> Option<&str> {
-            let column = columns.get(line_item)?;
-            cells.and_then(|c| c.get(*column)).map(String::as_str)
-        };
-        read_flags(pairing, code, &cell, &mut outcome);
-        let known = seen.get(code);
-        if known.is_none() {
-            outcome.new_items.push(code.to_string());
-        }
-        let mut fields = Vec::new();
-        for rule in &pairing.fields {
-            let raw = match &rule.anaplan {
-                AnaplanField::LineItem(name) => cell(name),
-                AnaplanField::ListProperty(name) => item.properties.get(name).map(String::as_str),
-            };
-            let Some(raw) = raw else {
-                outcome.problems.push(AnaplanPollProblem {
-                    code: code.to_string(),
-                    field: Some(rule.crm.clone()),
-                    raw: String::new(),
-                    kind: ExceptionKind::Unmapped,
-                    message: format!(
-                        "{} of `{code}` was not returned by Anaplan (no row or property)",
-                        rule.anaplan.name()
-                    ),
-                });
-                continue;
-            };
-            let value = match rule.normalise(Side::Anaplan, &Json::String(raw.to_string())) {
-                Ok(v) => v,
-                Err(e) => {
-                    outcome.problems.push(AnaplanPollProblem {
-                        code: code.to_string(),
-                        field: Some(rule.crm.clone()),
-                        raw: raw.to_string(),
-                        kind: e.kind,
-                        message: format!("`{code}`: {}", e.message),
-                    });
-                    continue;
-                }
-            };
-            // A value stored under an earlier rule (another scale) is compared in the current
-            // kind; one that no longer fits it counts as different.
-            let unchanged = known
-                .and_then(|k| k.get(&rule.crm))
-                .is_some_and(|old| old.to_kind(rule.kind).is_ok_and(|old| old == value));
-            if !unchanged {
-                fields.push(FieldChange {
-                    field: rule.crm.clone(),
-                    value: canonical_json(&value),
-                });
-            }
-        }
-        if !fields.is_empty() {
-            let kind = if known.is_some() {
-                ChangeKind::Update
-            } else {
-                ChangeKind::Create
-            };
-            outcome
-                .changes
-                .push(change(pairing, code, kind, fields, at));
-        }
+        diff_item(
+            pairing,
+            &columns,
+            item,
+            code,
+            cells,
+            seen.get(code),
+            at,
+            &mut outcome,
+        );
     }
+    push_gone(pairing, seen, &present, at, &mut outcome);
+    Ok(outcome)
+}
+
+/// Known items gone from the list: one `Delete` each, in code order.
+fn push_gone(
+    pairing: &Pairing,
+    seen: &HashMap<String, HashMap<String, Value>>,
+    present: &HashSet<&str>,
+    at: DateTime<Utc>,
+    outcome: &mut AnaplanPollOutcome,
+) {
     let mut gone: Vec<&str> = seen
         .keys()
         .map(String::as_str)
@@ -302,7 +386,184 @@ pub fn diff(
             .changes
             .push(change(pairing, code, ChangeKind::Delete, Vec::new(), at));
     }
-    Ok(outcome)
+}
+
+/// One item's flags and changed fields into `outcome`; `cells` is its row (`None`: the view
+/// did not show it).
+#[allow(clippy::too_many_arguments)]
+fn diff_item(
+    pairing: &Pairing,
+    columns: &HashMap<String, usize>,
+    item: &ListItem,
+    code: &str,
+    cells: Option<&[String]>,
+    known: Option<&HashMap<String, Value>>,
+    at: DateTime<Utc>,
+    outcome: &mut AnaplanPollOutcome,
+) {
+    let cell = |line_item: &str| -> Option<&str> {
+        let column = columns.get(line_item)?;
+        cells.and_then(|c| c.get(*column)).map(String::as_str)
+    };
+    read_flags(pairing, code, &cell, outcome);
+    if known.is_none() {
+        outcome.new_items.push(code.to_string());
+    }
+    let mut fields = Vec::new();
+    for rule in &pairing.fields {
+        let raw = match &rule.anaplan {
+            AnaplanField::LineItem(name) => cell(name),
+            AnaplanField::ListProperty(name) => item.properties.get(name).map(String::as_str),
+        };
+        let Some(raw) = raw else {
+            outcome.problems.push(AnaplanPollProblem {
+                code: code.to_string(),
+                field: Some(rule.crm.clone()),
+                raw: String::new(),
+                kind: ExceptionKind::Unmapped,
+                message: format!(
+                    "{} of `{code}` was not returned by Anaplan (no row or property)",
+                    rule.anaplan.name()
+                ),
+            });
+            continue;
+        };
+        let value = match rule.normalise(Side::Anaplan, &Json::String(raw.to_string())) {
+            Ok(v) => v,
+            Err(e) => {
+                outcome.problems.push(AnaplanPollProblem {
+                    code: code.to_string(),
+                    field: Some(rule.crm.clone()),
+                    raw: raw.to_string(),
+                    kind: e.kind,
+                    message: format!("`{code}`: {}", e.message),
+                });
+                continue;
+            }
+        };
+        // A value stored under an earlier rule (another scale) is compared in the current
+        // kind; one that no longer fits it counts as different.
+        let unchanged = known
+            .and_then(|k| k.get(&rule.crm))
+            .is_some_and(|old| old.to_kind(rule.kind).is_ok_and(|old| old == value));
+        if !unchanged {
+            fields.push(FieldChange {
+                field: rule.crm.clone(),
+                value: canonical_json(&value),
+            });
+        }
+    }
+    if !fields.is_empty() {
+        let kind = if known.is_some() {
+            ChangeKind::Update
+        } else {
+            ChangeKind::Create
+        };
+        outcome
+            .changes
+            .push(change(pairing, code, kind, fields, at));
+    }
+}
+
+/// The diff of a view read in pages: each page's rows are diffed as they come, against the
+/// list read whole (the join by item name needs it) and the shadow.
+pub struct PageDiff<'a> {
+    pairing: &'a Pairing,
+    seen: &'a HashMap<String, HashMap<String, Value>>,
+    at: DateTime<Utc>,
+    items: &'a [ListItem],
+    /// Items with a code not yet met on a page, by name (the view's row label).
+    pending: HashMap<&'a str, &'a ListItem>,
+    /// The last page's columns, for items no page showed.
+    columns: HashMap<String, usize>,
+}
+
+impl<'a> PageDiff<'a> {
+    pub fn new(
+        pairing: &'a Pairing,
+        items: &'a [ListItem],
+        seen: &'a HashMap<String, HashMap<String, Value>>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let pending = items
+            .iter()
+            .filter(|i| item_code(i).is_some())
+            .map(|i| (i.name.as_str(), i))
+            .collect();
+        PageDiff {
+            pairing,
+            seen,
+            at,
+            items,
+            pending,
+            columns: HashMap::new(),
+        }
+    }
+
+    /// The changes, flags and problems of the items on one page, in the page's order. A row
+    /// of no known item (added since the list was read) waits for the next poll.
+    pub fn page(&mut self, view: &ViewData) -> Result<AnaplanPollOutcome, AnaplanPollError> {
+        self.columns = columns(self.pairing, view)?;
+        let mut outcome = AnaplanPollOutcome::default();
+        for row in &view.rows {
+            let Some(name) = row.coordinates.last() else {
+                continue;
+            };
+            let Some(item) = self.pending.remove(name.as_str()) else {
+                continue;
+            };
+            let Some(code) = item_code(item) else {
+                continue;
+            };
+            diff_item(
+                self.pairing,
+                &self.columns,
+                item,
+                code,
+                Some(&row.cells),
+                self.seen.get(code),
+                self.at,
+                &mut outcome,
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Items no page showed (their line items are reported missing, their properties still
+    /// diffed), items without a code, known items gone from the list, and the item count.
+    pub fn finish(self) -> AnaplanPollOutcome {
+        let mut outcome = AnaplanPollOutcome {
+            items: self.items.len(),
+            ..AnaplanPollOutcome::default()
+        };
+        let mut left: Vec<&ListItem> = self.pending.into_values().collect();
+        left.sort_by(|a, b| a.code.cmp(&b.code));
+        for item in left {
+            if let Some(code) = item_code(item) {
+                diff_item(
+                    self.pairing,
+                    &self.columns,
+                    item,
+                    code,
+                    None,
+                    self.seen.get(code),
+                    self.at,
+                    &mut outcome,
+                );
+            }
+        }
+        let mut present: HashSet<&str> = HashSet::with_capacity(self.items.len());
+        for item in self.items {
+            match item_code(item) {
+                Some(code) => {
+                    present.insert(code);
+                }
+                None => outcome.problems.push(codeless(self.pairing, item)),
+            }
+        }
+        push_gone(self.pairing, self.seen, &present, self.at, &mut outcome);
+        outcome
+    }
 }
 
 /// Reads the pairing's flag line items of one item into `outcome.flags`.
@@ -495,6 +756,51 @@ mod tests {
             "Amount rounds to the same cents, so it is unchanged"
         );
         assert!(!out.flags["A"]["Approved"], "blank is false");
+    }
+
+    /// Diffing page by page finds what one diff of the whole view finds (in another order),
+    /// including an item no page shows.
+    #[test]
+    fn page_by_page_equals_the_whole_view() {
+        let pairing = opportunity();
+        let mut seen = seen_a();
+        seen.insert("Z".into(), HashMap::new());
+        let items = [
+            item(Some("N"), "OPP-N", "New"),
+            item(Some("A"), "OPP-A", "Acme"),
+            item(None, "loose", "x"),
+            item(Some("M"), "OPP-M", "Missing row"),
+        ];
+        let rows = [
+            (
+                "OPP-A",
+                ["12a", "Closed Won", "31/12/2026", "0", "40", "maybe", ""],
+            ),
+            ("OPP-N", ["1", "Mystery", "", "", "", "true", ""]),
+            ("loose", ["", "", "", "", "", "", ""]),
+        ];
+        let whole = diff(&pairing, &items, &view(&rows), &seen, at()).expect("diff");
+        let mut differ = PageDiff::new(&pairing, &items, &seen, at());
+        let mut paged = AnaplanPollOutcome::default();
+        for page in rows.chunks(2) {
+            paged.merge(differ.page(&view(page)).expect("page"));
+        }
+        paged.merge(differ.finish());
+        let key = |o: &AnaplanPollOutcome| {
+            let mut changes: Vec<String> = o.changes.iter().map(|c| format!("{c:?}")).collect();
+            changes.sort();
+            let mut problems: Vec<String> = o.problems.iter().map(|p| format!("{p:?}")).collect();
+            problems.sort();
+            let mut new_items = o.new_items.clone();
+            new_items.sort();
+            (changes, problems, new_items, o.flags.clone(), o.items)
+        };
+        assert_eq!(key(&paged), key(&whole));
+        assert!(
+            whole.problems.iter().any(|p| p.code == "M"),
+            "{:?}",
+            whole.problems
+        );
     }
 
     #[test]

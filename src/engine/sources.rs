@@ -16,7 +16,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::anaplan_poll::{ResolvedTarget, poll_resolved, resolve_target};
+use super::anaplan_poll::{
+    AnaplanPollError, AnaplanPollOutcome, PollParts, ResolvedTarget, poll_resolved_each,
+    resolve_target,
+};
 use super::counters::Counters;
 use super::crm_poll::{CrmPoll, RecentSeen};
 use super::db::Db;
@@ -223,7 +226,8 @@ pub async fn run_crm_poller(
 }
 
 /// One Anaplan poll of `pairing`: read the list and module, diff against the shadow, route
-/// flags first (so conditions see them), then the changes and problems, then mark the run.
+/// each part of the poll as it comes (a large module is read and diffed page by page): flags
+/// first (so conditions see them), then the changes and problems; then mark the run.
 pub async fn anaplan_poll_once(
     ctx: &PollerCtx,
     client: &AnaplanClient,
@@ -253,74 +257,96 @@ pub async fn anaplan_poll_once(
         .await
         .map_err(|e| e.to_string())?;
     let at = Utc::now();
-    let outcome = match poll_resolved(client, pairing, resolved, &seen, at).await {
-        Ok(o) => o,
-        Err(e) => {
-            // Ids may have changed (a model rebuilt): resolve again next time.
-            *target = None;
-            return Err(e.to_string());
-        }
+    let mut route = RouteParts {
+        router: &ctx.router,
+        counters: &ctx.counters,
+        pairing: pairing_name,
+        flagged,
+        kind: if reconcile {
+            Source::Reconcile
+        } else {
+            Source::Poll
+        },
+        changes: 0,
     };
+    if let Err(e) = poll_resolved_each(client, pairing, resolved, &seen, at, &mut route).await {
+        // Ids may have changed (a model rebuilt): resolve again next time.
+        *target = None;
+        return Err(e.to_string());
+    }
+    let n = route.changes;
     drop(seen);
-    let record = |code: &str| RecordKey {
-        pairing: pairing_name.to_string(),
-        crm_id: code.to_string(),
-    };
-    let router = &ctx.router;
-    let gone = |e: ShardGone| e.to_string();
-    for (code, flags) in outcome.flags {
-        let any = flags.values().any(|b| *b);
-        // Only flags that are, or were, set are worth a message: most rows carry none.
-        if any || flagged.contains(&code) {
-            if any {
-                flagged.insert(code.clone());
-            } else {
-                flagged.remove(&code);
-            }
-            router
-                .send(
-                    &record(&code),
-                    ShardMsg::Flags {
-                        record: record(&code),
-                        flags,
-                    },
-                )
-                .await
-                .map_err(gone)?;
-        }
-    }
-    let n = outcome.changes.len();
-    let kind = if reconcile {
-        Source::Reconcile
-    } else {
-        Source::Poll
-    };
-    for change in outcome.changes {
-        route_change(router, &ctx.counters, change, kind)
-            .await
-            .map_err(gone)?;
-    }
-    for p in outcome.problems {
-        if p.code.is_empty() {
-            tracing::warn!(target: "plansync::engine", pairing = pairing_name, message = %p.message, "Anaplan poll skipped an item");
-            continue;
-        }
-        let msg = ShardMsg::Problem {
-            record: record(&p.code),
-            field: p.field,
-            kind: p.kind,
-            message: p.message,
-        };
-        router.send(&record(&p.code), msg).await.map_err(gone)?;
-    }
-    router
+    ctx.router
         .mark(
             &anaplan_poll_source(pairing_name),
             &Position::PollRun { at },
         )
         .await
-        .map_err(gone)?;
+        .map_err(|e| e.to_string())?;
     Ok(n)
+}
+
+/// Routes each part of an Anaplan poll to the shards.
+struct RouteParts<'a> {
+    router: &'a Router,
+    counters: &'a Arc<Counters>,
+    pairing: &'a str,
+    /// Items whose flags were last seen with one set (so a flag cleared is sent once).
+    flagged: &'a mut HashSet<String>,
+    kind: Source,
+    changes: usize,
+}
+
+impl PollParts for RouteParts<'_> {
+    async fn part(&mut self, outcome: AnaplanPollOutcome) -> Result<(), AnaplanPollError> {
+        let record = |code: &str| RecordKey {
+            pairing: self.pairing.to_string(),
+            crm_id: code.to_string(),
+        };
+        let gone = |e: ShardGone| AnaplanPollError::Route(e.to_string());
+        let router = self.router;
+        for (code, flags) in outcome.flags {
+            let any = flags.values().any(|b| *b);
+            // Only flags that are, or were, set are worth a message: most rows carry none.
+            if any || self.flagged.contains(&code) {
+                if any {
+                    self.flagged.insert(code.clone());
+                } else {
+                    self.flagged.remove(&code);
+                }
+                router
+                    .send(
+                        &record(&code),
+                        ShardMsg::Flags {
+                            record: record(&code),
+                            flags,
+                        },
+                    )
+                    .await
+                    .map_err(gone)?;
+            }
+        }
+        self.changes += outcome.changes.len();
+        for change in outcome.changes {
+            route_change(router, self.counters, change, self.kind)
+                .await
+                .map_err(gone)?;
+        }
+        for p in outcome.problems {
+            if p.code.is_empty() {
+                tracing::warn!(target: "plansync::engine", pairing = self.pairing, message = %p.message, "Anaplan poll skipped an item");
+                continue;
+            }
+            let msg = ShardMsg::Problem {
+                record: record(&p.code),
+                field: p.field,
+                kind: p.kind,
+                message: p.message,
+            };
+            router.send(&record(&p.code), msg).await.map_err(gone)?;
+        }
+        Ok(())
+    }
 }
 
 /// The Anaplan poller of one pairing: every `interval`, or when triggered.

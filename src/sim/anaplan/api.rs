@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::bulk;
+use super::large_read;
 use super::model::{Format, Input, ItemInput, ModelData, ModelSlot, PropFormat};
 use super::scalar::{CellScalar, Scalar};
 use super::server::{Shared, model_lock};
@@ -24,7 +25,7 @@ pub const MAX_CELLS: usize = 100_000;
 pub const MAX_CELL_BODY: usize = 15 * 1024 * 1024;
 /// At most this many list items per add, update or delete.
 pub const MAX_ITEMS: usize = 100_000;
-/// At most this many cells per view read, list items per list read.
+/// At most this many cells per view read, list items per list read, unless configured.
 pub const MAX_READ: usize = 1_000_000;
 
 pub fn handle(sh: &Shared, req: &Req) -> Response {
@@ -94,14 +95,24 @@ fn model_scoped(sh: &Shared, req: &Req, ws: Option<&str>, m: &str, rest: &[&str]
         ["modules", module, "data"] if is(Method::POST) => write_cells(req, slot, module),
         ["lineItems"] if is(Method::GET) => line_items(req, slot, None),
         ["lineItems", li, "dimensions"] if is(Method::GET) => line_item_dimensions(req, slot, li),
-        ["dimensions", d, "items"] if is(Method::GET) => dimension_items(req, slot, d, false),
-        ["dimensions", d, "items"] if is(Method::POST) => dimension_items(req, slot, d, true),
+        ["dimensions", d, "items"] if is(Method::GET) => {
+            dimension_items(req, slot, d, false, sh.max_read)
+        }
+        ["dimensions", d, "items"] if is(Method::POST) => {
+            dimension_items(req, slot, d, true, sh.max_read)
+        }
         ["views"] if is(Method::GET) => views(req, slot, None),
         ["views", v] if is(Method::GET) => view(req, slot, v),
-        ["views", v, "data"] if is(Method::GET) => view_data(req, slot, v),
+        ["views", v, "data"] if is(Method::GET) => view_data(req, slot, v, sh.max_read),
+        [
+            kind @ ("views" | "lists"),
+            object,
+            "readRequests",
+            tail @ ..,
+        ] => large_read::handle(&sh.reads, req, slot, kind, object, tail),
         ["lists"] if is(Method::GET) => lists(req, slot),
         ["lists", l] if is(Method::GET) => list_metadata(req, slot, l),
-        ["lists", l, "items"] if is(Method::GET) => list_items(req, slot, l),
+        ["lists", l, "items"] if is(Method::GET) => list_items(req, slot, l, sh.max_read),
         ["lists", l, "items"] if is(Method::POST) => match req.q("action") {
             Some("add") => write_items(req, slot, l, ItemOp::Add),
             Some("delete") => write_items(req, slot, l, ItemOp::Delete),
@@ -498,13 +509,13 @@ struct Lookup<'a> {
     names: Option<Vec<Scalar<'a>>>,
 }
 
-fn dimension_items(req: &Req, slot: &ModelSlot, d: &str, lookup: bool) -> Response {
+fn dimension_items(req: &Req, slot: &ModelSlot, d: &str, lookup: bool, max: usize) -> Response {
     let md = model_lock(&slot.data);
     let Some(l) = md.lists.iter().position(|l| l.id.to_string() == d) else {
         return wire::not_found(&req.path);
     };
     let list = &md.lists[l];
-    if list.len() > MAX_READ {
+    if list.len() > max {
         return wire::bad_request("Too many items in the dimension", &req.path);
     }
     let item_json = |i: u32| -> Value {
@@ -587,7 +598,7 @@ fn view(req: &Req, slot: &ModelSlot, v: &str) -> Response {
     ok_json(body)
 }
 
-fn view_data(req: &Req, slot: &ModelSlot, v: &str) -> Response {
+fn view_data(req: &Req, slot: &ModelSlot, v: &str, max: usize) -> Response {
     let json_wanted = !req.wants_csv()
         && req
             .header(axum::http::header::ACCEPT)
@@ -616,8 +627,11 @@ fn view_data(req: &Req, slot: &ModelSlot, v: &str) -> Response {
     };
     let view = &md.views[vi];
     let list = &md.lists[md.modules[view.module].list];
-    if list.len().saturating_mul(view.line_items.len()) > MAX_READ {
-        return wire::bad_request("The view has more than 1,000,000 cells", &req.path);
+    if list.len().saturating_mul(view.line_items.len()) > max {
+        return wire::bad_request(
+            &format!("The view has more than {} cells", grouped(max)),
+            &req.path,
+        );
     }
     if json_wanted {
         let cols: Vec<Value> = view
@@ -658,6 +672,19 @@ fn view_data(req: &Req, slot: &ModelSlot, v: &str) -> Response {
         "text/csv",
         w.into_inner().unwrap_or_default(),
     )
+}
+
+/// `1000000` as `1,000,000`, as Anaplan words its limits.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 // ---- cell writes ----
@@ -878,15 +905,18 @@ fn list_metadata(req: &Req, slot: &ModelSlot, l: &str) -> Response {
     )
 }
 
-fn list_items(req: &Req, slot: &ModelSlot, l: &str) -> Response {
+fn list_items(req: &Req, slot: &ModelSlot, l: &str, max: usize) -> Response {
     let md = model_lock(&slot.data);
     let li = match find_list(req, &md, l) {
         Ok(i) => i,
         Err(r) => return r,
     };
     let list = &md.lists[li];
-    if list.len() > MAX_READ {
-        return wire::bad_request("The list has more than 1,000,000 items", &req.path);
+    if list.len() > max {
+        return wire::bad_request(
+            &format!("The list has more than {} items", grouped(max)),
+            &req.path,
+        );
     }
     if req.wants_csv() {
         let mut w = csv::Writer::from_writer(Vec::with_capacity(list.len() * 48 + 64));

@@ -11,7 +11,8 @@
 //! - `auth.rs`: tokens, Basic and CA-certificate authentication.
 //! - `api.rs`: the route table and the transactional API; `bulk.rs`: files, definitions,
 //!   tasks, dumps; `tasks.rs`: the per-model task queue and runner; `actions.rs`: what
-//!   imports, exports and processes do.
+//!   imports, exports and processes do; `large_read.rs`: read requests (large-volume reads
+//!   of views and lists, in CSV pages).
 //! - `model.rs`: the tenant's data; `formula.rs`: calculated line items; `seed.rs`: the seed.
 //! - `wire.rs`, `scalar.rs`: envelope, paging, errors, request parsing.
 //! - `faults.rs`, `conn.rs`, `admin.rs`: limits, injected faults, dropped connections, the
@@ -37,6 +38,7 @@ mod bulk;
 mod conn;
 mod faults;
 mod formula;
+mod large_read;
 mod model;
 mod scalar;
 mod seed;
@@ -82,6 +84,15 @@ pub struct SimConfig {
     pub seed: Seed,
     /// How long a bulk task stays IN_PROGRESS before it is applied.
     pub task_step: Duration,
+    /// At most this many cells per view read and list items per list read (Anaplan:
+    /// 1,000,000); larger views and lists are read with read requests.
+    pub max_read: usize,
+    /// The largest page of a read request, in bytes.
+    pub read_page_bytes: usize,
+    /// How long a read request is IN_PROGRESS before it is COMPLETE.
+    pub read_request_step: Duration,
+    /// A read request not accessed for this long is gone (Anaplan: 30 minutes).
+    pub read_request_ttl: Duration,
 }
 
 impl Default for SimConfig {
@@ -94,6 +105,10 @@ impl Default for SimConfig {
             faults: Faults::default(),
             seed: Seed::default_seed(),
             task_step: server::DEFAULT_TASK_STEP,
+            max_read: api::MAX_READ,
+            read_page_bytes: 10 * 1024 * 1024,
+            read_request_step: Duration::from_millis(200),
+            read_request_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -137,6 +152,12 @@ impl AnaplanSim {
             bucket: Mutex::new(faults::Bucket::new(config.rate_per_minute)),
             log: Mutex::new(faults::RequestLog::default()),
             base: base.clone(),
+            max_read: config.max_read,
+            reads: large_read::ReadRequests::new(large_read::ReadConfig {
+                page_bytes: config.read_page_bytes,
+                step: config.read_request_step,
+                ttl: config.read_request_ttl,
+            }),
         });
         let (stop, stopped) = watch::channel(false);
         let mut runners = Vec::new();
@@ -236,6 +257,11 @@ impl SimHandle {
         let md = model_lock(&slot.data);
         let l = md.find_list(list)?;
         Some(md.lists[l].snapshot())
+    }
+
+    /// Read requests held and not deleted (an expired one is not counted).
+    pub fn read_requests(&self) -> usize {
+        self.shared.reads.live()
     }
 
     pub fn request_counts(&self) -> RequestCounts {

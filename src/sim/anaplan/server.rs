@@ -15,6 +15,7 @@ use axum::response::Response;
 use super::auth::Auth;
 use super::conn::ConnInfo;
 use super::faults::{Bucket, Fault, FaultState, Kind, LoggedRequest, RequestLog};
+use super::large_read::ReadRequests;
 use super::model::{ModelData, Tenant};
 use super::wire::{self, Req};
 use super::{admin, api};
@@ -33,6 +34,10 @@ pub struct Shared {
     pub log: Mutex<RequestLog>,
     /// `http://127.0.0.1:P`.
     pub base: String,
+    /// At most this many cells per view read, list items per list read.
+    pub max_read: usize,
+    /// Large-volume read requests.
+    pub reads: ReadRequests,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data is still consistent, since
