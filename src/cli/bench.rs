@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// How long the steady scenario runs, in seconds (default 60; 3 with --quick).
     #[arg(long)]
     pub seconds: Option<u64>,
+    /// The executable the reconcile scenario runs `run` with (default: this plansync), e.g.
+    /// another build to compare, or a wrapper script that profiles it.
+    #[arg(long)]
+    pub engine_exe: Option<PathBuf>,
     /// Where the engine's SQLite files go.
     #[arg(long, default_value = "plansync-bench")]
     pub dir: PathBuf,
@@ -62,6 +66,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.records {
         options.burst_records = n;
         options.reverse_records = n;
+    }
+    if let Some(exe) = &args.engine_exe {
+        options.engine_exe = exe.clone();
     }
     if let Some(n) = args.reconcile_records {
         options.reconcile_records = n;
