@@ -311,16 +311,9 @@ fn status(
     object: &str,
     id: &str,
 ) -> Response {
-    match with_request(reads, req, slot, kind, object, id, |r, now| {
-        (r.target, r.json(id, now, true))
-    }) {
-        Ok((target, body)) => envelope(
-            req.schema(&format!("objects/{}", schema_name(target))),
-            None,
-            vec![(target.key(), body)],
-        ),
-        Err(resp) => resp,
-    }
+    answer(reads, req, slot, kind, object, id, |r, now| {
+        r.json(id, now, true)
+    })
 }
 
 fn cancel(
@@ -331,10 +324,26 @@ fn cancel(
     object: &str,
     id: &str,
 ) -> Response {
-    match with_request(reads, req, slot, kind, object, id, |r, now| {
+    answer(reads, req, slot, kind, object, id, |r, now| {
         r.cancelled = true;
         r.pages = Vec::new();
-        (r.target, r.json(id, now, false))
+        r.json(id, now, false)
+    })
+}
+
+/// The request's JSON (as `f` leaves it) in the usual envelope, or the lookup's error.
+fn answer(
+    reads: &ReadRequests,
+    req: &Req,
+    slot: &ModelSlot,
+    kind: &str,
+    object: &str,
+    id: &str,
+    f: impl FnOnce(&mut ReadRequest, Instant) -> serde_json::Value,
+) -> Response {
+    match with_request(reads, req, slot, kind, object, id, |r, now| {
+        let body = f(r, now);
+        (r.target, body)
     }) {
         Ok((target, body)) => envelope(
             req.schema(&format!("objects/{}", schema_name(target))),
