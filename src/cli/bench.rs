@@ -39,7 +39,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub seconds: Option<u64>,
     /// The executable the reconcile scenario runs `run` with (default: this plansync), e.g.
-    /// another build to compare, or a wrapper script that profiles it.
+    /// another build to compare, or a wrapper script that profiles it (the scenario stops it
+    /// with SIGTERM: a wrapper must pass that on, or the engine outlives the run).
     #[arg(long)]
     pub engine_exe: Option<PathBuf>,
     /// Where the engine's SQLite files go.

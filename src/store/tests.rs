@@ -344,3 +344,46 @@ fn reopening_keeps_the_data_and_the_schema_version() {
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(table_count(&store, "exceptions"), 1);
 }
+
+#[test]
+fn gated_writers_commit_from_threads_and_the_wal_waits_for_an_explicit_checkpoint() {
+    let (dir, mut first) = open_temp();
+    let path = dir.path().join("plansync.db");
+    let gate = WriteGate::default();
+    let mut second = Store::open(&path).unwrap();
+    for store in [&mut first, &mut second] {
+        store.set_write_gate(gate.clone());
+        store.disable_auto_checkpoint().unwrap();
+    }
+    // Enough commits to pass the default auto-checkpoint (1,000 pages) several times over.
+    let write = |mut store: Store, from: i64| {
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                let mut batch = Batch::new(t(1));
+                for m in 0..20 {
+                    batch.set_metric(format!("m{}", from + i * 20 + m), i);
+                }
+                store.commit(&batch).unwrap();
+            }
+            store
+        })
+    };
+    let (a, b) = (write(first, 0), write(second, 1_000_000));
+    let mut first = a.join().unwrap();
+    b.join().unwrap();
+    assert_eq!(table_count(&first, "metrics"), 2 * 300 * 20);
+    // With auto-checkpoints the WAL would restart after ~1,000 frames and stay near that size.
+    let wal = std::fs::metadata(dir.path().join("plansync.db-wal"))
+        .unwrap()
+        .len();
+    let frames = wal.saturating_sub(32) / (4096 + 24);
+    assert!(
+        frames > 2_000,
+        "no commit checkpointed, so the WAL grew: {frames} frames"
+    );
+    assert_eq!(
+        first.checkpoint_wal().unwrap(),
+        0,
+        "a passive checkpoint copies it all"
+    );
+}

@@ -178,14 +178,32 @@ pub fn handle(
 ) -> Response {
     use axum::http::Method;
     let method = &req.method;
+    let at = At {
+        reads,
+        req,
+        slot,
+        kind,
+        object,
+    };
     match rest {
-        [] if *method == Method::POST => create(reads, req, slot, kind, object),
-        [id] if *method == Method::GET => status(reads, req, slot, kind, object, id),
-        [id] if *method == Method::DELETE => cancel(reads, req, slot, kind, object, id),
-        [id, "pages", n] if *method == Method::GET => page(reads, req, slot, kind, object, id, n),
+        [] if *method == Method::POST => create(at),
+        [id] if *method == Method::GET => status(at, id),
+        [id] if *method == Method::DELETE => cancel(at, id),
+        [id, "pages", n] if *method == Method::GET => page(at, id, n),
         [] | [_] | [_, "pages", _] => wire::method_not_allowed(&req.path),
         _ => wire::not_found(&req.path),
     }
+}
+
+/// What every read request route works from: the registry, the HTTP request, the model, and
+/// the view or list (`kind` is `views` or `lists`, `object` its id).
+#[derive(Clone, Copy)]
+struct At<'a> {
+    reads: &'a ReadRequests,
+    req: &'a Req,
+    slot: &'a ModelSlot,
+    kind: &'a str,
+    object: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -195,7 +213,14 @@ struct CreateBody {
     export_type: Option<String>,
 }
 
-fn create(reads: &ReadRequests, req: &Req, slot: &ModelSlot, kind: &str, object: &str) -> Response {
+fn create(at: At<'_>) -> Response {
+    let At {
+        reads,
+        req,
+        slot,
+        kind,
+        object,
+    } = at;
     let (target, pages) = {
         let md = model_lock(&slot.data);
         let snapshot = if kind == "views" {
@@ -278,14 +303,17 @@ fn request_id(n: u64) -> String {
 /// Finds the request `id` if it belongs to this model and this view or list, and marks it
 /// accessed.
 fn with_request<T>(
-    reads: &ReadRequests,
-    req: &Req,
-    slot: &ModelSlot,
-    kind: &str,
-    object: &str,
+    at: At<'_>,
     id: &str,
     f: impl FnOnce(&mut ReadRequest, Instant) -> T,
 ) -> Result<T, Response> {
+    let At {
+        reads,
+        req,
+        slot,
+        kind,
+        object,
+    } = at;
     let now = Instant::now();
     let mut book = lock(&reads.book);
     reads.expire(&mut book, now);
@@ -303,28 +331,12 @@ fn with_request<T>(
     Ok(f(r, now))
 }
 
-fn status(
-    reads: &ReadRequests,
-    req: &Req,
-    slot: &ModelSlot,
-    kind: &str,
-    object: &str,
-    id: &str,
-) -> Response {
-    answer(reads, req, slot, kind, object, id, |r, now| {
-        r.json(id, now, true)
-    })
+fn status(at: At<'_>, id: &str) -> Response {
+    answer(at, id, |r, now| r.json(id, now, true))
 }
 
-fn cancel(
-    reads: &ReadRequests,
-    req: &Req,
-    slot: &ModelSlot,
-    kind: &str,
-    object: &str,
-    id: &str,
-) -> Response {
-    answer(reads, req, slot, kind, object, id, |r, now| {
+fn cancel(at: At<'_>, id: &str) -> Response {
+    answer(at, id, |r, now| {
         r.cancelled = true;
         r.pages = Vec::new();
         r.json(id, now, false)
@@ -333,15 +345,12 @@ fn cancel(
 
 /// The request's JSON (as `f` leaves it) in the usual envelope, or the lookup's error.
 fn answer(
-    reads: &ReadRequests,
-    req: &Req,
-    slot: &ModelSlot,
-    kind: &str,
-    object: &str,
+    at: At<'_>,
     id: &str,
     f: impl FnOnce(&mut ReadRequest, Instant) -> serde_json::Value,
 ) -> Response {
-    match with_request(reads, req, slot, kind, object, id, |r, now| {
+    let req = at.req;
+    match with_request(at, id, |r, now| {
         let body = f(r, now);
         (r.target, body)
     }) {
@@ -354,19 +363,12 @@ fn answer(
     }
 }
 
-fn page(
-    reads: &ReadRequests,
-    req: &Req,
-    slot: &ModelSlot,
-    kind: &str,
-    object: &str,
-    id: &str,
-    n: &str,
-) -> Response {
+fn page(at: At<'_>, id: &str, n: &str) -> Response {
+    let req = at.req;
     let Ok(n) = n.trim().parse::<usize>() else {
         return wire::bad_request(&format!("Invalid page number {n}"), &req.path);
     };
-    let found = with_request(reads, req, slot, kind, object, id, |r, now| {
+    let found = with_request(at, id, |r, now| {
         let (state, available) = r.progress(now);
         if state == State::Cancelled {
             return Err(wire::not_found(&req.path));
