@@ -15,8 +15,11 @@ fn main() -> ExitCode {
         cli::Command::Demo(_) => "error",
         _ => "warn",
     };
+    // Logs redirected to a file (a service's journal, the bench's engine log) stay plain text.
+    let ansi = args.color.enabled();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLANSYNC_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),

@@ -129,6 +129,18 @@ pub struct BenchReport {
     pub reverse: Option<ReverseReport>,
 }
 
+/// The rule files, or an error naming each problem (file, line, what to do).
+pub(crate) fn load_rules(path: &Path) -> Result<rules::RuleSet, BenchError> {
+    rules::load(&[path.to_path_buf()]).map_err(|errors| {
+        let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        BenchError::Setup(format!(
+            "the rules in {} do not load:\n  {}",
+            path.display(),
+            problems.join("\n  ")
+        ))
+    })
+}
+
 /// The path of scenario `name`'s SQLite file in `dir`, with any earlier run's file removed:
 /// every run starts from an empty store (a first run).
 pub(crate) fn fresh_db(dir: &std::path::Path, name: &str) -> Result<PathBuf, BenchError> {
@@ -173,9 +185,7 @@ impl Rig {
         records: usize,
         rules_path: &Path,
     ) -> Result<Rig, BenchError> {
-        let rules = rules::load(&[rules_path.to_path_buf()]).map_err(|e| {
-            BenchError::Setup(format!("the rules do not load: {} problem(s)", e.len()))
-        })?;
+        let rules = load_rules(rules_path)?;
         std::fs::create_dir_all(&options.dir)
             .map_err(|e| BenchError::Setup(format!("{}: {e}", options.dir.display())))?;
         let db = fresh_db(&options.dir, name)?;

@@ -143,8 +143,7 @@ pub async fn run(options: &BenchOptions) -> Result<ReverseReport, BenchError> {
     let records = options.reverse_records.max(1);
     let fields = options.reverse_fields.clamp(1, FIELDS.len());
     let rules_dir = write_rules(&options.dir)?;
-    let rules = crate::rules::load(std::slice::from_ref(&rules_dir))
-        .map_err(|e| BenchError::Setup(format!("the reverse rules: {} problem(s)", e.len())))?;
+    let rules = super::load_rules(&rules_dir)?;
     let pairing = rules
         .pairings
         .first()

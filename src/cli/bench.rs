@@ -135,12 +135,14 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
     }
     if let Some(r) = &report.reconcile {
         out.push_str(&format!(
-            "\nreconcile: the engine's first run (its own process) over {} records on each side\n  start → reconciliation committed  {:.1} s   (the engine's own timing: {:.1} s)\n  engine peak RSS  {:.0} MiB   {} values decided, {} writes queued, {} exceptions\n  (seeding both simulators: {:.1} s)\n",
+            "\nreconcile: the engine's first run (its own process) over {} records on each side\n  start → reconciliation committed  {:.1} s   (the engine's own timing: {:.1} s)\n  engine peak RSS  {:.0} MiB   engine CPU  {:.1} s\n  {} values decided, {} fields agreeing, {} writes queued, {} exceptions\n  (seeding both simulators: {:.1} s)\n",
             r.records,
             r.seconds,
             r.engine_seconds,
             r.peak_rss_mb,
+            r.engine_cpu_seconds,
             r.changes,
+            r.fields_agreed,
             r.writes_queued,
             r.exceptions_raised,
             r.setup_seconds

@@ -40,7 +40,7 @@ pub enum Color {
 }
 
 impl Color {
-    fn enabled(self) -> bool {
+    pub fn enabled(self) -> bool {
         use std::io::IsTerminal;
         match self {
             Color::Always => true,

@@ -14,6 +14,8 @@ pub struct Counters {
     pub changes_crm_poll: AtomicU64,
     pub changes_anaplan_poll: AtomicU64,
     pub changes_reconcile: AtomicU64,
+    /// Fields the first reconciliation found already agreeing (not audited one by one).
+    pub reconcile_agreed: AtomicU64,
     pub acked_anaplan: AtomicU64,
     pub acked_crm: AtomicU64,
     pub exceptions: AtomicU64,
@@ -61,6 +63,7 @@ impl Counters {
             get(&self.changes_anaplan_poll),
         );
         out.insert("changes.reconcile".into(), get(&self.changes_reconcile));
+        out.insert("reconcile.agreed".into(), get(&self.reconcile_agreed));
         out.insert("writes.acked.anaplan".into(), get(&self.acked_anaplan));
         out.insert("writes.acked.crm".into(), get(&self.acked_crm));
         out.insert("writes.queued".into(), get(&self.writes_queued));

@@ -26,7 +26,7 @@ use super::crm_poll::RecentSeen;
 use super::db::Db;
 use super::dispatch::{self, DispatchSettings, Sink};
 use super::router::Router;
-use super::shard::{ShardCore, ShardMsg};
+use super::shard::{RoundSummary, ShardCore, ShardMsg};
 use super::sources::{
     self, PollerCtx, Trigger, anaplan_poll_once, cdc_source, crm_poll_once, resume_position,
 };
@@ -119,6 +119,10 @@ pub struct EngineHandle {
 /// take turns on one file; at a quarter-end burst a turn can take a while, and a shard that
 /// gave up would stop the engine.
 const ENGINE_BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Page cache per engine connection. A shard's round touches a leaf page per record it
+/// decides; with SQLite's 2 MiB default a 1,024-message round spilled pages to the WAL
+/// before its commit.
+const ENGINE_CACHE_KIB: u32 = 16 * 1024;
 
 /// How often the checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -130,6 +134,7 @@ fn engine_store(path: &std::path::Path, gate: &WriteGate) -> Result<Store, Engin
     store.set_busy_timeout(ENGINE_BUSY_TIMEOUT)?;
     store.set_write_gate(gate.clone());
     store.disable_auto_checkpoint()?;
+    store.set_cache_kib(ENGINE_CACHE_KIB)?;
     Ok(store)
 }
 
@@ -177,19 +182,24 @@ fn run_shard(
         let current = rules.borrow().clone();
         let took = std::time::Instant::now();
         let n = msgs.len();
-        let result = core.round(&current, msgs, Utc::now());
+        let count = |summary: &RoundSummary| {
+            counters
+                .writes_queued
+                .fetch_add(summary.writes_queued as u64, Ordering::Relaxed);
+            counters
+                .exceptions
+                .fetch_add(summary.exceptions as u64, Ordering::Relaxed);
+            counters
+                .reconcile_agreed
+                .fetch_add(summary.agreed as u64, Ordering::Relaxed);
+        };
+        let result = core.round_then(&current, msgs, Utc::now(), count);
         if took.elapsed() > SLOW_ROUND {
             // Other connections wait for the write lock meanwhile: worth knowing.
             tracing::warn!(target: "plansync::engine", shard = core.index, messages = n, ms = took.elapsed().as_millis() as u64, "slow round");
         }
         match result {
             Ok(summary) => {
-                counters
-                    .writes_queued
-                    .fetch_add(summary.writes_queued as u64, Ordering::Relaxed);
-                counters
-                    .exceptions
-                    .fetch_add(summary.exceptions as u64, Ordering::Relaxed);
                 if summary.writes_queued > 0 {
                     for w in &wake {
                         w.notify_one();
@@ -496,7 +506,7 @@ async fn reconcile(
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     ctx.counters.set_remote("reconcile.ms", ms);
     store_metrics(&ctx.db, &ctx.counters).await;
-    tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(std::sync::atomic::Ordering::Relaxed), "first run: reconciliation committed");
+    tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(std::sync::atomic::Ordering::Relaxed), agreed = ctx.counters.reconcile_agreed.load(std::sync::atomic::Ordering::Relaxed), "first run: reconciliation committed");
 }
 
 /// Hands writes queued by `plansync exceptions resolve` to their shards to claim.

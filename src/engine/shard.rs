@@ -83,6 +83,9 @@ pub struct RoundSummary {
     pub writes_queued: usize,
     pub exceptions: usize,
     pub acks: usize,
+    /// Fields the first reconciliation found agreeing on both sides: decided, recorded in
+    /// the shadow, not audited row by row (metric `reconcile.agreed`).
+    pub agreed: usize,
 }
 
 /// A shard's state between rounds: its store connection and the flags last polled.
@@ -112,6 +115,18 @@ impl ShardCore {
         rules: &RuleSet,
         msgs: Vec<ShardMsg>,
         now: DateTime<Utc>,
+    ) -> Result<RoundSummary, StoreError> {
+        self.round_then(rules, msgs, now, |_| {})
+    }
+
+    /// [`ShardCore::round`], calling `committed` with the summary after the commit and before
+    /// any `Flush` is answered: whoever flushed then sees the round in the engine's counters.
+    pub fn round_then(
+        &mut self,
+        rules: &RuleSet,
+        msgs: Vec<ShardMsg>,
+        now: DateTime<Utc>,
+        committed: impl FnOnce(&RoundSummary),
     ) -> Result<RoundSummary, StoreError> {
         let mut flushes = Vec::new();
         let mut round = Round {
@@ -178,6 +193,7 @@ impl ShardCore {
         if !batch.is_empty() {
             self.store.commit(&batch)?;
         }
+        committed(&summary);
         for tx in flushes {
             let _ = tx.send(());
         }
@@ -445,6 +461,10 @@ impl Round<'_> {
             ctx,
         );
         let action = decision.action.name();
+        let first_agreement = obs.source == Source::Reconcile
+            && w.base.is_none()
+            && matches!(decision.action, Action::Converged { .. })
+            && decision.exception.is_none();
         *self.summary.decisions.entry(action).or_default() += 1;
         tracing::debug!(
             target: "plansync::engine",
@@ -563,6 +583,13 @@ impl Round<'_> {
                 self.summary.writes_queued += 1;
             }
             _ => {}
+        }
+        if first_agreement {
+            // The first reconciliation found both sides already agreeing: the shadow's base
+            // (source `reconcile`, with its time) records that, and an audit row per field
+            // would double the first run's writes for nothing a reviewer asks about.
+            self.summary.agreed += 1;
+            return Ok(());
         }
         self.batch.add_audit(NewAudit {
             key,

@@ -373,13 +373,90 @@ const UPSERT_CHECKPOINT: &str = "\
 INSERT INTO checkpoints (source, position, updated_at) VALUES (?1, ?2, ?3)
 ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at";
 
+/// The text columns of a batch's shadow and audit rows, formatted before the write turn.
+struct Rendered {
+    shadow: Vec<RenderedShadow>,
+    audit: Vec<RenderedAudit>,
+}
+
+struct RenderedShadow {
+    /// Base, seen in the CRM, seen in Anaplan.
+    observed: [Columns; 3],
+    ack_value: Option<String>,
+    ack_at: Option<String>,
+    ack_replaced: Option<String>,
+}
+
+struct RenderedAudit {
+    at: String,
+    value: Option<String>,
+}
+
 /// The three columns of an observation: value text, time, source.
-fn observed_columns(
-    o: Option<&Observed>,
-) -> (Option<String>, Option<String>, Option<&'static str>) {
-    match o {
-        None => (None, None, None),
-        Some(o) => (o.value.to_text(), Some(ts(o.at)), Some(o.source.as_str())),
+#[derive(Default)]
+struct Columns {
+    value: Option<String>,
+    at: Option<String>,
+    source: Option<&'static str>,
+}
+
+impl Rendered {
+    fn of(batch: &Batch) -> Rendered {
+        // A round's observations mostly share a few times (one poll's, one commit's).
+        let mut times = TimeText::default();
+        let mut columns = |o: Option<&Observed>| match o {
+            None => Columns::default(),
+            Some(o) => Columns {
+                value: o.value.to_text(),
+                at: Some(times.text(o.at)),
+                source: Some(o.source.as_str()),
+            },
+        };
+        let shadow = batch
+            .shadow
+            .iter()
+            .map(|s| RenderedShadow {
+                observed: [
+                    columns(s.base.as_ref()),
+                    columns(s.seen_crm.as_ref()),
+                    columns(s.seen_anaplan.as_ref()),
+                ],
+                ack_value: s.last_ack.as_ref().and_then(|a| a.value.to_text()),
+                ack_at: s.last_ack.as_ref().map(|a| ts(a.at)),
+                ack_replaced: s
+                    .last_ack
+                    .as_ref()
+                    .and_then(|a| a.replaced.as_ref().and_then(|v| v.to_text())),
+            })
+            .collect();
+        let audit = batch
+            .audit
+            .iter()
+            .map(|a| RenderedAudit {
+                at: times.text(a.at),
+                value: a.value.to_text(),
+            })
+            .collect();
+        Rendered { shadow, audit }
+    }
+}
+
+/// `ts` with the last time's text kept: consecutive rows often carry the same time.
+#[derive(Default)]
+struct TimeText {
+    last: Option<(DateTime<Utc>, String)>,
+}
+
+impl TimeText {
+    fn text(&mut self, at: DateTime<Utc>) -> String {
+        match &self.last {
+            Some((t, text)) if *t == at => text.clone(),
+            _ => {
+                let text = ts(at);
+                self.last = Some((at, text.clone()));
+                text
+            }
+        }
     }
 }
 
@@ -387,6 +464,9 @@ impl Store {
     /// Applies `batch` in one transaction: all of it is stored, or (on any error) none of it.
     pub fn commit(&mut self, batch: &Batch) -> Result<CommitReceipt, StoreError> {
         self.ensure_writable()?;
+        // Formatting values and times is most of a row's cost outside SQLite: done before
+        // the turn, so the other shards' writers wait only for SQLite itself.
+        let rendered = Rendered::of(batch);
         let _turn = super::take_turn(&self.write_gate);
         // IMMEDIATE takes the write lock up front, so a busy database is waited for at BEGIN
         // (under busy_timeout) instead of failing halfway when a read would become a write.
@@ -394,13 +474,17 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // On error `tx` is dropped here, which rolls everything back.
-        let receipt = apply(&tx, batch)?;
+        let receipt = apply(&tx, batch, &rendered)?;
         tx.commit()?;
         Ok(receipt)
     }
 }
 
-fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreError> {
+fn apply(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    rendered: &Rendered,
+) -> Result<CommitReceipt, StoreError> {
     let now = ts(batch.at);
     let mut receipt = CommitReceipt {
         batch: batch.id,
@@ -511,7 +595,7 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
 
     if !batch.shadow.is_empty() {
         let mut stmt = tx.prepare_cached(UPSERT_SHADOW)?;
-        for s in &batch.shadow {
+        for (s, r) in batch.shadow.iter().zip(&rendered.shadow) {
             let in_flight = s
                 .in_flight
                 .map(|r| resolve(batch.id, &receipt.outbox_ids, r.0, "outbox row"))
@@ -520,50 +604,47 @@ fn apply(tx: &Transaction<'_>, batch: &Batch) -> Result<CommitReceipt, StoreErro
                 .held
                 .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
                 .transpose()?;
-            let (base_value, base_at, base_source) = observed_columns(s.base.as_ref());
-            let (crm_value, crm_at, crm_source) = observed_columns(s.seen_crm.as_ref());
-            let (ap_value, ap_at, ap_source) = observed_columns(s.seen_anaplan.as_ref());
-            let ack = s.last_ack.as_ref();
+            let [base, crm, anaplan] = &r.observed;
             stmt.execute(params![
                 s.key.record.pairing,
                 s.key.record.crm_id,
                 s.key.field,
                 s.kind.tag(),
-                base_value,
-                base_at,
-                base_source,
-                crm_value,
-                crm_at,
-                crm_source,
-                ap_value,
-                ap_at,
-                ap_source,
+                base.value,
+                base.at,
+                base.source,
+                crm.value,
+                crm.at,
+                crm.source,
+                anaplan.value,
+                anaplan.at,
+                anaplan.source,
                 in_flight,
                 held,
                 now,
-                ack.map(|a| a.to.as_str()),
-                ack.and_then(|a| a.value.to_text()),
-                ack.map(|a| ts(a.at)),
-                ack.and_then(|a| a.replaced.as_ref().and_then(|v| v.to_text())),
+                s.last_ack.as_ref().map(|a| a.to.as_str()),
+                r.ack_value,
+                r.ack_at,
+                r.ack_replaced,
             ])?;
         }
     }
 
     if !batch.audit.is_empty() {
         let mut stmt = tx.prepare_cached(INSERT_AUDIT)?;
-        for a in &batch.audit {
+        for (a, r) in batch.audit.iter().zip(&rendered.audit) {
             let exception = a
                 .exception
                 .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
                 .transpose()?;
             stmt.execute(params![
-                ts(a.at),
+                r.at,
                 a.key.record.pairing,
                 a.key.record.crm_id,
                 a.key.field,
                 a.side.as_str(),
                 a.source.as_str(),
-                a.value.to_text(),
+                r.value,
                 a.kind.tag(),
                 a.decision,
                 a.rule_id,

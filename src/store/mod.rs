@@ -81,6 +81,15 @@ impl Store {
         Ok(())
     }
 
+    /// Lets this connection keep up to `kib` KiB of database pages in memory (SQLite's
+    /// default is 2 MiB). A writer whose transaction dirties more pages than that spills
+    /// them to the WAL mid-transaction and reads them back.
+    pub fn set_cache_kib(&mut self, kib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -i64::from(kib))?;
+        Ok(())
+    }
+
     /// Copies committed pages from the WAL into the database without blocking writers
     /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the WAL frames left to copy.
     pub fn checkpoint_wal(&mut self) -> Result<i64, StoreError> {
