@@ -1,5 +1,5 @@
 //! Measures CDC event parsing: `plansync::crm::cdc::event::parse_data` on the `data` of a
-//! Bayeux message, then `CdcEvent::to_changes`, which together turn a streamed change event
+//! Bayeux message, then `CdcEvent::into_changes`, which together turn a streamed change event
 //! into the engine's `Change`s. Events are Opportunity change events as the CRM sends them
 //! over CometD: an UPDATE carrying its 5 changed fields (`changedFields` in the header, one a
 //! `nulledFields` entry), the same UPDATE made by plansync itself (our echo), and a CREATE
@@ -126,7 +126,7 @@ fn known_fields() -> HashMap<String, HashSet<String>> {
 fn parse(data: &str, ctx: &ParseContext<'_>) -> usize {
     match parse_data(CHANNEL, data, ctx) {
         Parsed::Event(e) => {
-            let changes = e.to_changes("opportunity");
+            let changes = e.into_changes("opportunity");
             let n = changes.iter().map(|c| c.fields.len()).sum();
             black_box(changes);
             n

@@ -425,7 +425,7 @@ pub async fn run_cdc(
                 let source = cdc_source(&event.channel);
                 let position = event.replay().to_position();
                 if let Some(pairing) = rules.find(&event.entity) {
-                    for change in event.to_changes(&pairing.name) {
+                    for change in event.into_changes(&pairing.name) {
                         if route_change(&ctx.router, &ctx.counters, change, Source::Stream)
                             .await
                             .is_err()

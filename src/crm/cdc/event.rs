@@ -71,23 +71,36 @@ impl CdcEvent {
 
     /// One change per record id, for the engine, under `pairing`.
     pub fn to_changes(&self, pairing: &str) -> Vec<Change> {
+        self.clone().into_changes(pairing)
+    }
+
+    /// [`CdcEvent::to_changes`], moving the fields into the last change instead of copying
+    /// them (a CREATE carries every field of the record).
+    pub fn into_changes(self, pairing: &str) -> Vec<Change> {
         let position = self.replay().to_position();
-        self.record_ids
-            .iter()
-            .map(|id| Change {
-                side: Side::Crm,
-                record: RecordKey {
-                    pairing: pairing.to_string(),
-                    crm_id: id.clone(),
-                },
-                kind: self.change_type,
-                fields: self.fields.clone(),
-                committed_at: self.commit_timestamp,
-                source: Source::Stream,
-                ours: self.ours,
-                position: position.clone(),
-            })
-            .collect()
+        let mut ids = self.record_ids;
+        let Some(last) = ids.pop() else {
+            return Vec::new();
+        };
+        let change = |crm_id: String, fields: Vec<FieldChange>| Change {
+            side: Side::Crm,
+            record: RecordKey {
+                pairing: pairing.to_string(),
+                crm_id,
+            },
+            kind: self.change_type,
+            fields,
+            committed_at: self.commit_timestamp,
+            source: Source::Stream,
+            ours: self.ours,
+            position: position.clone(),
+        };
+        let mut changes: Vec<Change> = ids
+            .into_iter()
+            .map(|id| change(id, self.fields.clone()))
+            .collect();
+        changes.push(change(last, self.fields));
+        changes
     }
 
     /// This event as a Bayeux data message (compact, flattened field names, header fields in
@@ -204,6 +217,14 @@ struct Data<'a> {
     payload: &'a RawValue,
 }
 
+/// The same message read in one pass.
+#[derive(Deserialize)]
+struct WholeData<'a> {
+    event: EventMeta,
+    #[serde(borrow)]
+    payload: Payload<'a>,
+}
+
 #[derive(Deserialize)]
 struct EventMeta {
     #[serde(rename = "replayId")]
@@ -312,35 +333,9 @@ fn problem(
 
 /// Reads the `data` of a message on `channel`. Never fails: trouble is a `Parsed::Problem`.
 pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
-    let data: Data<'_> = match serde_json::from_str(data) {
-        Ok(d) => d,
-        Err(e) => {
-            return problem(
-                ProblemKind::Malformed,
-                None,
-                None,
-                Vec::new(),
-                format!("event envelope: {e}"),
-            );
-        }
-    };
-    let replay_id = data.event.replay_id;
-    let payload: Payload<'_> = match serde_json::from_str(data.payload.get()) {
-        Ok(p) => p,
-        Err(e) => {
-            let kind = if e.classify() == serde_json::error::Category::Data {
-                ProblemKind::BadType
-            } else {
-                ProblemKind::Malformed
-            };
-            return problem(
-                kind,
-                Some(replay_id),
-                None,
-                Vec::new(),
-                format!("event payload: {e}"),
-            );
-        }
+    let (replay_id, payload) = match envelope(data) {
+        Ok(parts) => parts,
+        Err(problem) => return problem,
     };
     let Some(header) = payload.header else {
         return problem(
@@ -541,6 +536,40 @@ pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
         fields,
         diff_fields,
     })
+}
+
+/// The replay id and the payload of a data message. A well-formed message is read in one
+/// pass; only a bad one is read again, envelope first, to say which part is wrong (and with
+/// the replay id when the envelope is fine).
+fn envelope(data: &str) -> Result<(i64, Payload<'_>), Parsed> {
+    if let Ok(whole) = serde_json::from_str::<WholeData<'_>>(data) {
+        return Ok((whole.event.replay_id, whole.payload));
+    }
+    let data: Data<'_> = serde_json::from_str(data).map_err(|e| {
+        problem(
+            ProblemKind::Malformed,
+            None,
+            None,
+            Vec::new(),
+            format!("event envelope: {e}"),
+        )
+    })?;
+    let replay_id = data.event.replay_id;
+    let payload: Payload<'_> = serde_json::from_str(data.payload.get()).map_err(|e| {
+        let kind = if e.classify() == serde_json::error::Category::Data {
+            ProblemKind::BadType
+        } else {
+            ProblemKind::Malformed
+        };
+        problem(
+            kind,
+            Some(replay_id),
+            None,
+            Vec::new(),
+            format!("event payload: {e}"),
+        )
+    })?;
+    Ok((replay_id, payload))
 }
 
 /// Adds a field; a name seen twice (a flat field and a compound part for the same thing,
