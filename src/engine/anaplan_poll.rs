@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData};
+use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData, ViewRow};
 use crate::model::{
     Change, ChangeKind, ExceptionKind, FieldChange, Position, RecordKey, Side, Source, Value,
 };
@@ -324,12 +324,34 @@ pub async fn poll_resolved_each_with(
         .map_err(anaplan_err(module_what()))?;
     calls += 1;
     let mut differ = PageDiff::new(pairing, &index, seen, at);
-    while let Some(view) = pages
-        .next_page()
+    // Rows are diffed as the page is parsed: the page's rows are never held at once.
+    let mut part = AnaplanPollOutcome::default();
+    let mut refused = None;
+    let mut fresh = true;
+    while let Some(shape) = pages
+        .next_page_each(|shape, row| {
+            if fresh {
+                fresh = false;
+                if let Err(e) = differ.set_columns(shape) {
+                    refused = Some(e);
+                }
+            }
+            if refused.is_none() {
+                differ.row(&row, &mut part);
+            }
+        })
         .await
         .map_err(anaplan_err(module_what()))?
     {
-        each.part(differ.page(&view)?).await?;
+        if let Some(e) = refused.take() {
+            return Err(e);
+        }
+        if fresh {
+            // A page without rows still says which columns the view has.
+            differ.set_columns(&shape)?;
+        }
+        fresh = true;
+        each.part(std::mem::take(&mut part)).await?;
     }
     if let Err(e) = pages.finish().await {
         // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
@@ -345,7 +367,7 @@ fn over_read_limit(e: &AnaplanError) -> bool {
     matches!(e, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
 }
 
-/// The list through a list read request, each page folded into the index and dropped.
+/// The list through a list read request, each item folded into the index as it is parsed.
 /// `expected` is the item count if known (0 if not).
 async fn read_list_paged(
     client: &AnaplanClient,
@@ -359,8 +381,23 @@ async fn read_list_paged(
         .await
         .map_err(what())?;
     let mut index = ListIndex::builder(pairing, expected);
-    while let Some(page) = pages.next_page().await.map_err(what())? {
-        index.add_page(page)?;
+    // Items are folded in as the page is parsed: the page's items are never held at once.
+    let mut refused = None;
+    while pages
+        .next_page_each(|item| {
+            if refused.is_none()
+                && let Err(e) = index.add(&item)
+            {
+                refused = Some(e);
+            }
+        })
+        .await
+        .map_err(what())?
+        .is_some()
+    {
+        if let Some(e) = refused.take() {
+            return Err(e);
+        }
     }
     pages.finish().await.map_err(what())?;
     Ok(index.finish())
@@ -586,32 +623,43 @@ impl<'a> PageDiff<'a> {
     /// The changes, flags and problems of the items on one page, in the page's order. A row
     /// of no known item (added since the list was read) waits for the next poll.
     pub fn page(&mut self, view: &ViewData) -> Result<AnaplanPollOutcome, AnaplanPollError> {
-        self.columns = columns(self.pairing, view)?;
+        self.set_columns(view)?;
         let mut outcome = AnaplanPollOutcome::default();
         for row in &view.rows {
-            let Some(name) = row.coordinates.last() else {
-                continue;
-            };
-            let Some(at) = self.index.find_name(name) else {
-                continue;
-            };
-            if !self.met.meet(at) {
-                continue;
-            }
-            let Some(item) = self.index.get(at) else {
-                continue;
-            };
-            diff_item(
-                self.pairing,
-                &self.columns,
-                item,
-                Some(&row.cells),
-                self.seen.get(item.code),
-                self.at,
-                &mut outcome,
-            );
+            self.row(row, &mut outcome);
         }
         Ok(outcome)
+    }
+
+    /// Takes the columns of the page whose rows come next (`view`'s rows are not read).
+    pub fn set_columns(&mut self, view: &ViewData) -> Result<(), AnaplanPollError> {
+        self.columns = columns(self.pairing, view)?;
+        Ok(())
+    }
+
+    /// One row of the current page into `outcome`: see [`PageDiff::page`].
+    pub fn row(&mut self, row: &ViewRow, outcome: &mut AnaplanPollOutcome) {
+        let Some(name) = row.coordinates.last() else {
+            return;
+        };
+        let Some(at) = self.index.find_name(name) else {
+            return;
+        };
+        if !self.met.meet(at) {
+            return;
+        }
+        let Some(item) = self.index.get(at) else {
+            return;
+        };
+        diff_item(
+            self.pairing,
+            &self.columns,
+            item,
+            Some(&row.cells),
+            self.seen.get(item.code),
+            self.at,
+            outcome,
+        );
     }
 
     /// Items no page showed (their line items are reported missing, their properties still

@@ -20,6 +20,9 @@ use super::{AnaplanPollError, AnaplanPollProblem, codeless};
 /// A property value the item does not have (a CSV record shorter than its header).
 const ABSENT: u32 = u32::MAX;
 
+/// Items folded in before the arena is sized for the expected count from their average.
+const SAMPLE: usize = 1024;
+
 /// One kept item: its record is `arena[start..]`, the name first.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -247,6 +250,16 @@ impl ListIndexBuilder<'_> {
             list: self.pairing.anaplan.list.clone(),
         };
         let start = u32::try_from(ix.arena.len()).map_err(|_| too_large())?;
+        if ix.entries.len() >= SAMPLE {
+            // Past the sized estimate, grow by an eighth, not by doubling.
+            let need = item.name.len()
+                + code.len()
+                + ix.properties.len() * 4
+                + item.properties.values().map(String::len).sum::<usize>();
+            if ix.arena.capacity() - ix.arena.len() < need {
+                ix.arena.reserve_exact(need.max(ix.arena.len() / 8));
+            }
+        }
         let name_len = u32::try_from(item.name.len()).map_err(|_| too_large())?;
         ix.arena.extend_from_slice(item.name.as_bytes());
         let code_len = if code == item.name {
@@ -275,22 +288,27 @@ impl ListIndexBuilder<'_> {
             name_len,
             code_len,
         });
+        self.reserve();
         Ok(())
     }
 
     /// Folds a page in and drops it.
     pub fn add_page(&mut self, page: Vec<ListItem>) -> Result<(), AnaplanPollError> {
-        let first = self.index.items == 0;
         for item in &page {
             self.add(item)?;
         }
-        // Size the arena once from the first page, rather than doubling up to twice the need.
-        if first && !page.is_empty() && self.expected > page.len() {
-            let per_item = self.index.arena.len().div_ceil(page.len());
-            let more = per_item.saturating_mul(self.expected - page.len());
-            self.index.arena.reserve_exact(more + more / 16);
-        }
         Ok(())
+    }
+
+    /// Sizes the arena once from the first items, rather than doubling up to twice the need.
+    fn reserve(&mut self) {
+        let ix = &mut self.index;
+        let kept = ix.entries.len();
+        if kept == SAMPLE && self.expected > kept {
+            let per_item = ix.arena.len().div_ceil(kept);
+            let more = per_item.saturating_mul(self.expected - kept);
+            ix.arena.reserve_exact(more + more / 16);
+        }
     }
 
     /// Sorts the entries by name (and by code, if some code differs) and trims spare space.
