@@ -42,7 +42,8 @@ use crate::rules::ruleset::AnaplanField;
 
 pub mod list_index;
 
-pub use list_index::{Item, ListIndex, ListIndexBuilder, Met};
+use list_index::Item;
+pub use list_index::{ListIndex, ListIndexBuilder, Met};
 
 /// Why a poll failed as a whole. A bad cell or item is not an error: it is listed in
 /// [`AnaplanPollOutcome::problems`].

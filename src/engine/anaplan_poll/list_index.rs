@@ -1,9 +1,9 @@
 //! The pairing's list as the poller needs it, and no more: per item with a code, its name (the
 //! view's row label, which joins rows to codes), its code when it differs from the name, and
 //! the values of the pairing's list-property fields. A list of a million items is folded in
-//! page by page from a read request, each page dropped once folded, so the poll holds a few
-//! tens of bytes per item instead of the parsed `ListItem`s (ids, parents, every property, a
-//! map per item).
+//! item by item as a read request's pages are parsed, so the poll holds a few tens of bytes
+//! per item instead of the parsed `ListItem`s (ids, parents, every property, a map per item:
+//! about 770 bytes).
 //!
 //! Layout: one byte arena holding each kept item's record (name, then the code unless it is
 //! the name, then per kept property a little-endian `u32` length, `u32::MAX` for absent, and
@@ -22,6 +22,10 @@ const ABSENT: u32 = u32::MAX;
 
 /// Items folded in before the arena is sized for the expected count from their average.
 const SAMPLE: usize = 1024;
+
+/// The most items space is reserved for up front: the expected count comes from Anaplan, and
+/// a wrong one must not make the poll allocate gigabytes it never fills.
+const MAX_RESERVED: usize = 4_000_000;
 
 /// One kept item: its record is `arena[start..]`, the name first.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +96,7 @@ impl ListIndex {
     /// An index of the list of `pairing`, to be filled with [`ListIndexBuilder::add`].
     /// `expected` is the list's item count if known (space is reserved for it).
     pub fn builder(pairing: &Pairing, expected: usize) -> ListIndexBuilder<'_> {
+        let expected = expected.min(MAX_RESERVED);
         let mut properties: Vec<String> = Vec::new();
         for field in &pairing.fields {
             if let AnaplanField::ListProperty(name) = &field.anaplan
