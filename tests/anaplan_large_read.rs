@@ -324,3 +324,54 @@ fn the_error_names_the_request() {
         "Anaplan read request 0A06 of view 102000000001: the read request was cancelled"
     );
 }
+
+#[tokio::test]
+async fn item_by_item_and_row_by_row_reads_give_what_whole_pages_give() {
+    let sim = start(small_limits()).await;
+    let c = client(&sim);
+    let module = c.module_id(MODEL, OPP).await.unwrap();
+    let list = c.list_id(MODEL, OPPS).await.unwrap();
+    grow(&c, &module, &list, 12).await;
+
+    let (whole, pages) = within("the paged read", read_all(&c, &module)).await;
+    let mut each = c.read_view_pages(WS, MODEL, &module).await.unwrap();
+    let mut rows = Vec::new();
+    let mut n = 0;
+    while let Some(shape) = within(
+        "a view page",
+        each.next_page_each(|shape, row| {
+            assert_eq!(shape.columns, whole.columns);
+            rows.push(row);
+        }),
+    )
+    .await
+    .unwrap()
+    {
+        assert_eq!(shape.columns, whole.columns);
+        assert!(shape.rows.is_empty());
+        n += 1;
+    }
+    each.finish().await.unwrap();
+    assert_eq!((rows, n), (whole.rows, pages));
+
+    let expected = c.list_items(MODEL, &list).await.unwrap();
+    let mut each = c.read_list_pages(WS, MODEL, &list).await.unwrap();
+    let mut items = Vec::new();
+    let mut counts = Vec::new();
+    while let Some(count) = within("a list page", each.next_page_each(|i| items.push(i)))
+        .await
+        .unwrap()
+    {
+        counts.push(count);
+    }
+    each.finish().await.unwrap();
+    assert!(counts.len() >= 2, "{counts:?}");
+    assert_eq!(counts.iter().sum::<usize>(), expected.len());
+    let key =
+        |i: &plansync::anaplan::ListItem| (i.name.clone(), i.code.clone(), i.properties.clone());
+    assert_eq!(
+        items.iter().map(key).collect::<Vec<_>>(),
+        expected.iter().map(key).collect::<Vec<_>>()
+    );
+    assert_eq!(sim.read_requests(), 0);
+}

@@ -11,7 +11,9 @@ use plansync::anaplan::{
     AnaplanClient, AnaplanConfig, AuthMethod, CellValue, CellWrite, DimRef, ItemRef, LineItemRef,
     ListItemWrite, RetryPolicy,
 };
-use plansync::engine::anaplan_poll::{AnaplanPollOutcome, poll_anaplan};
+use plansync::engine::anaplan_poll::{
+    AnaplanPollOutcome, PollLimits, poll_anaplan, poll_resolved_each_with, resolve_target,
+};
 use plansync::model::{ChangeKind, Decimal, ExceptionKind, Side, Source, Value, ValueKind};
 use plansync::rules::Pairing;
 use plansync::rules::ruleset::AnaplanField;
@@ -42,11 +44,15 @@ fn pairing() -> Pairing {
 }
 
 async fn start(seed: Seed) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+    start_with(SimConfig {
         seed,
         ..SimConfig::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(config: SimConfig) -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     AnaplanSim::start(config, listener).await.unwrap()
 }
 
@@ -194,14 +200,15 @@ async fn an_unchanged_model_reports_nothing_and_the_store_holds_what_was_seeded(
     assert_eq!(out.problems, []);
     assert_eq!(out.new_items, Vec::<String>::new());
     assert_eq!(out.items, 5);
-    // Two name resolutions, the list read, the view read: and nothing else went to the API.
-    assert_eq!(out.calls, 4);
+    // Two name resolutions, the list's item count, the list read, the view read: and nothing
+    // else went to the API.
+    assert_eq!(out.calls, 5);
     let api_calls = sim
         .request_log()
         .iter()
         .filter(|r| r.path.starts_with("/2/0/"))
         .count();
-    assert_eq!(api_calls, 4, "{:?}", sim.request_log());
+    assert_eq!(api_calls, 5, "{:?}", sim.request_log());
     // Flags as the simulator holds them: only OPP-0002 is approved.
     let approved: BTreeMap<String, bool> = out
         .flags
@@ -425,5 +432,272 @@ async fn values_that_cannot_be_normalised_are_problems_not_changes() {
         [(opp(3), "CloseDate".into(), Json::Null)],
         "a cleared date is a change to null"
     );
+    sim.shutdown().await;
+}
+
+/// Adds `n` opportunities (codes `006…BBB`, names `OPP-1000`…) with an amount each.
+async fn grow(c: &AnaplanClient, n: u32) {
+    let list = within("list id", c.list_id(MODEL, OPPS)).await.unwrap();
+    let module = within("module id", c.module_id(MODEL, OPP)).await.unwrap();
+    let items: Vec<ListItemWrite> = (0..n)
+        .map(|i| ListItemWrite {
+            code: format!("006{i:012}BBB"),
+            name: Some(format!("OPP-{}", 1000 + i)),
+            properties: [("Opportunity Name".to_string(), format!("Deal, {i}"))].into(),
+            ..ListItemWrite::default()
+        })
+        .collect();
+    let added = within("add", c.add_list_items(MODEL, &list, &items))
+        .await
+        .unwrap();
+    assert_eq!((added.added, added.failures.len()), (u64::from(n), 0));
+    let cells: Vec<CellWrite> = (0..n)
+        .map(|i| {
+            cell(
+                &format!("006{i:012}BBB"),
+                "Amount",
+                CellValue::Number(Decimal::parse(&format!("{}.5", i * 10), 1).unwrap()),
+            )
+        })
+        .collect();
+    let wrote = within("write", c.write_cells(MODEL, &module, &cells))
+        .await
+        .unwrap();
+    assert_eq!(wrote.failures, []);
+}
+
+/// A planner's edits of every kind: a cell, a renamed item, an item deleted, an item added.
+async fn edit(c: &AnaplanClient) {
+    let list = within("list id", c.list_id(MODEL, OPPS)).await.unwrap();
+    let module = within("module id", c.module_id(MODEL, OPP)).await.unwrap();
+    let cells = [
+        cell(&opp(3), "Stage", CellValue::Text("Won".into())),
+        cell(
+            "006000000000007BBB",
+            "Amount",
+            CellValue::Number(Decimal::parse("1234.5", 1).unwrap()),
+        ),
+    ];
+    let wrote = within("write", c.write_cells(MODEL, &module, &cells))
+        .await
+        .unwrap();
+    assert_eq!(wrote.failures, []);
+    let rename = ListItemWrite {
+        code: "006000000000011BBB".into(),
+        properties: [("Opportunity Name".to_string(), "Renamed".to_string())].into(),
+        ..ListItemWrite::default()
+    };
+    let renamed = within("rename", c.update_list_items(MODEL, &list, &[rename]))
+        .await
+        .unwrap();
+    assert_eq!(renamed.failures, []);
+    let deleted = within("delete", c.delete_list_items(MODEL, &list, &[opp(4)]))
+        .await
+        .unwrap();
+    assert_eq!(deleted.deleted, 1);
+    let new = ListItemWrite {
+        code: opp(9),
+        name: Some("OPP-0009".into()),
+        properties: [("Opportunity Name".to_string(), "Planner's idea".to_string())].into(),
+        ..ListItemWrite::default()
+    };
+    let added = within("add", c.add_list_items(MODEL, &list, &[new]))
+        .await
+        .unwrap();
+    assert_eq!(added.failures.len(), 0);
+}
+
+/// One poll with ids resolved and the given limits, all parts collected.
+async fn poll_with(
+    c: &AnaplanClient,
+    store: &Store,
+    at: DateTime<Utc>,
+    limits: PollLimits,
+) -> AnaplanPollOutcome {
+    let pairing = pairing();
+    let target = within("resolve", resolve_target(c, &pairing))
+        .await
+        .unwrap();
+    let seen = store.anaplan_seen(&pairing.name).unwrap();
+    let mut out = AnaplanPollOutcome::default();
+    within(
+        "poll",
+        poll_resolved_each_with(c, &pairing, &target, &seen, at, limits, &mut out),
+    )
+    .await
+    .unwrap();
+    out
+}
+
+/// An outcome without the order of its parts (a paged poll reports in view order).
+fn unordered(o: &AnaplanPollOutcome) -> impl PartialEq + std::fmt::Debug {
+    let mut changes: Vec<String> = o.changes.iter().map(|c| format!("{c:?}")).collect();
+    changes.sort();
+    let mut problems: Vec<String> = o.problems.iter().map(|p| format!("{p:?}")).collect();
+    problems.sort();
+    let mut new_items = o.new_items.clone();
+    new_items.sort();
+    let flags: BTreeMap<String, BTreeMap<String, bool>> = o
+        .flags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (changes, problems, new_items, flags, o.items)
+}
+
+/// (method, path) of the API calls the simulator logged, without the API prefix.
+fn api_log(sim: &SimHandle) -> Vec<(String, String)> {
+    sim.request_log()
+        .into_iter()
+        .filter_map(|r| {
+            let path = r.path.strip_prefix("/2/0")?.to_string();
+            Some((r.method, path))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_outcome() {
+    let sim = start_with(SimConfig {
+        read_page_bytes: 500,
+        read_request_step: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    grow(&c, 40).await;
+    seed_shadow(&mut store, &pairing, &sim_values(&sim, &pairing), t(0));
+    edit(&c).await;
+
+    sim.clear_request_log();
+    let plain = poll_with(&c, &store, t(5), PollLimits::default()).await;
+    // The item count, the list, the view: each read whole.
+    assert_eq!(plain.calls, 3);
+    let log = api_log(&sim);
+    assert_eq!(log.len(), 5, "{log:?}");
+    assert!(log[2].1.ends_with("/lists/101000000002"), "{log:?}");
+    assert!(
+        log[3].1.ends_with("/items") && log[4].1.ends_with("/data"),
+        "{log:?}"
+    );
+
+    sim.clear_request_log();
+    let limits = PollLimits {
+        paged_list_items: 10,
+        ..PollLimits::default()
+    };
+    let paged = poll_with(&c, &store, t(5), limits).await;
+    assert_eq!(
+        paged.calls, 3,
+        "the count, a list read request, a view read request"
+    );
+    let log = api_log(&sim);
+    assert!(
+        !log.iter()
+            .any(|(_, p)| p.ends_with("/items") || p.ends_with("/data")),
+        "no plain read: {log:?}"
+    );
+    let list_pages = log
+        .iter()
+        .filter(|(_, p)| p.contains("/lists/") && p.contains("/pages/"))
+        .count();
+    let view_pages = log
+        .iter()
+        .filter(|(_, p)| p.contains("/views/") && p.contains("/pages/"))
+        .count();
+    assert!(list_pages >= 2 && view_pages >= 2, "{log:?}");
+    assert_eq!(sim.read_requests(), 0, "both read requests deleted");
+
+    assert_eq!(unordered(&paged), unordered(&plain));
+    assert_eq!(plain.items, 45);
+    assert_eq!(plain.problems, []);
+    assert_eq!(plain.new_items, [opp(9)]);
+    let kinds: Vec<(String, ChangeKind)> = plain
+        .changes
+        .iter()
+        .map(|c| (c.record.crm_id.clone(), c.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (opp(3), ChangeKind::Update),
+            ("006000000000007BBB".to_string(), ChangeKind::Update),
+            (opp(9), ChangeKind::Create),
+            ("006000000000011BBB".to_string(), ChangeKind::Update),
+            (opp(4), ChangeKind::Delete),
+        ]
+    );
+    let fields: Vec<(String, String, Json)> = changed(&plain)
+        .into_iter()
+        .filter(|(code, _, _)| code != &opp(9))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (opp(3), "StageName".into(), Json::from("Closed Won")),
+            (
+                "006000000000007BBB".into(),
+                "Amount".into(),
+                Json::from("1234.50")
+            ),
+            (
+                "006000000000011BBB".into(),
+                "Name".into(),
+                Json::from("Renamed")
+            ),
+        ]
+    );
+    assert_eq!(paged.flags.len(), 45);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_count_falls_back_to_read_requests_when_the_plain_reads_are_refused() {
+    // 35 items: within the paging threshold by the count, but over the simulator's 20-item and
+    // 20-cell read limits, so both plain reads are refused with 400 and read in pages instead.
+    let sim = start_with(SimConfig {
+        max_read: 20,
+        read_page_bytes: 400,
+        read_request_step: Duration::from_millis(20),
+        ..SimConfig::default()
+    })
+    .await;
+    let c = client(&sim);
+    let (_dir, mut store) = open_store();
+    let pairing = pairing();
+    grow(&c, 30).await;
+    seed_shadow(&mut store, &pairing, &sim_values(&sim, &pairing), t(0));
+    let module = within("module id", c.module_id(MODEL, OPP)).await.unwrap();
+    let cells = [cell(
+        "006000000000029BBB",
+        "Probability",
+        CellValue::Number(Decimal::parse("97", 0).unwrap()),
+    )];
+    let wrote = within("write", c.write_cells(MODEL, &module, &cells))
+        .await
+        .unwrap();
+    assert_eq!(wrote.failures, []);
+
+    sim.clear_request_log();
+    let out = poll_with(&c, &store, t(5), PollLimits::default()).await;
+    assert_eq!(out.problems, []);
+    assert_eq!(
+        changed(&out),
+        [(
+            "006000000000029BBB".into(),
+            "Probability".into(),
+            Json::from("97")
+        )]
+    );
+    assert_eq!(out.items, 35);
+    assert_eq!(
+        out.calls, 5,
+        "count, refused list read, list pages, refused view, view pages"
+    );
+    let refused = sim.request_log().iter().filter(|r| r.status == 400).count();
+    assert_eq!(refused, 2);
+    assert_eq!(sim.read_requests(), 0);
     sim.shutdown().await;
 }

@@ -5,8 +5,8 @@ use super::dump::parse_dump;
 use super::large_read::{parse_list_page, parse_read_status, parse_view_page};
 use super::view::{CsvLayout, parse_view_csv, parse_view_json};
 use super::wire::{
-    LineItem, ListItem, Named, parse_auth, parse_cell_write, parse_file, parse_list_write,
-    parse_page, parse_task,
+    LineItem, ListItem, Named, parse_auth, parse_cell_write, parse_file, parse_list_metadata,
+    parse_list_write, parse_page, parse_task,
 };
 
 #[doc(hidden)]
@@ -17,6 +17,7 @@ pub fn fuzz_responses(data: &[u8]) {
     let _ = parse_file(200, JSON, data);
     let _ = parse_cell_write(200, JSON, data);
     let _ = parse_list_write(200, JSON, data);
+    let _ = parse_list_metadata(200, JSON, data);
     let _ = parse_page::<Named>("modules", "modules", 200, JSON, data);
     let _ = parse_page::<LineItem>("line items", "items", 200, JSON, data);
     let _ = parse_page::<ListItem>("list items", "listItems", 200, JSON, data);

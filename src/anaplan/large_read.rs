@@ -120,16 +120,18 @@ pub fn parse_read_status(
     })
 }
 
-/// Reads the CSV records of a page. The first line is the header on page 0; on a later page
-/// it is skipped only if it repeats `header` (so both "a header on every page" and "a header
-/// on the first page only" read right). Returns the header and the data records.
-fn page_records(
+/// Reads the CSV records of a page, handing each data record to `row` as it is read (a page
+/// can be 10 MB: it is never held as strings whole). The first line is the header on page 0;
+/// on a later page it is skipped only if it repeats `header` (so both "a header on every page"
+/// and "a header on the first page only" read right). Returns the header.
+fn each_page_record(
     what: &'static str,
     status: u16,
     content_type: &str,
     body: &[u8],
     header: Option<&[String]>,
-) -> Result<(Vec<String>, Vec<Vec<String>>), AnaplanError> {
+    mut row: impl FnMut(&[String], &csv::StringRecord),
+) -> Result<Vec<String>, AnaplanError> {
     let fail = |detail: String| AnaplanError::Decode {
         what,
         status,
@@ -149,29 +151,26 @@ fn page_records(
         .has_headers(false)
         .flexible(true)
         .from_reader(body);
-    let mut first: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for (line, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| fail(format!("line {}: {e}", line + 1)))?;
-        let fields: Vec<String> = record.iter().map(str::to_string).collect();
-        if line == 0 {
-            match header {
-                None => {
-                    first = Some(fields);
-                    continue;
-                }
-                Some(h) if h == fields.as_slice() => continue,
-                Some(_) => {}
-            }
+    let mut known: Option<Vec<String>> = header.map(<[String]>::to_vec);
+    let mut record = csv::StringRecord::new();
+    let mut line = 0;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(fail(format!("line {}: {e}", line + 1))),
         }
-        rows.push(fields);
+        line += 1;
+        match &known {
+            None => {
+                known = Some(record.iter().map(str::to_string).collect());
+                continue;
+            }
+            Some(h) if line == 1 && record.iter().eq(h.iter().map(String::as_str)) => continue,
+            Some(h) => row(h, &record),
+        }
     }
-    let header = match (header, first) {
-        (Some(h), _) => h.to_vec(),
-        (None, Some(f)) => f,
-        (None, None) => return Err(fail("an empty page: no header line".to_string())),
-    };
-    Ok((header, rows))
+    known.ok_or_else(|| fail("an empty page: no header line".to_string()))
 }
 
 /// A page of a view read request: the header (`corner,line item…`) and the rows (`item
@@ -182,22 +181,48 @@ pub fn parse_view_page(
     body: &[u8],
     header: Option<&[String]>,
 ) -> Result<(Vec<String>, ViewData), AnaplanError> {
-    let (header, records) = page_records("view page (CSV)", status, content_type, body, header)?;
+    let mut rows = Vec::new();
+    let header = fold_view_page(status, content_type, body, header, |_, row| rows.push(row))?;
     let data = ViewData {
-        pages: Vec::new(),
-        columns: header.iter().skip(1).map(|l| vec![l.clone()]).collect(),
-        rows: records
-            .into_iter()
-            .map(|mut fields| {
-                let cells = fields.split_off(1.min(fields.len()));
-                ViewRow {
-                    coordinates: fields,
-                    cells,
-                }
-            })
-            .collect(),
+        rows,
+        ..view_shape(&header)
     };
     Ok((header, data))
+}
+
+/// A page of a view read request, handed to `each` row by row as the CSV is read, with the
+/// page's header (see [`parse_view_page`]). Returns the header.
+pub fn fold_view_page(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    header: Option<&[String]>,
+    mut each: impl FnMut(&[String], ViewRow),
+) -> Result<Vec<String>, AnaplanError> {
+    each_page_record(
+        "view page (CSV)",
+        status,
+        content_type,
+        body,
+        header,
+        |h, r| {
+            let mut fields = r.iter();
+            let row = ViewRow {
+                coordinates: fields.next().map(str::to_string).into_iter().collect(),
+                cells: fields.map(str::to_string).collect(),
+            };
+            each(h, row);
+        },
+    )
+}
+
+/// The columns of a page with this header (the first label is the rows' dimension), no rows.
+fn view_shape(header: &[String]) -> ViewData {
+    ViewData {
+        pages: Vec::new(),
+        columns: header.iter().skip(1).map(|l| vec![l.clone()]).collect(),
+        rows: Vec::new(),
+    }
 }
 
 /// A page of a list read request. Columns are found by name (`id`, `name`, `code`, `parent`,
@@ -209,6 +234,21 @@ pub fn parse_list_page(
     body: &[u8],
     header: Option<&[String]>,
 ) -> Result<(Vec<String>, Vec<ListItem>), AnaplanError> {
+    let mut items = Vec::new();
+    let header = fold_list_page(status, content_type, body, header, |item| items.push(item))?;
+    Ok((header, items))
+}
+
+/// A page of a list read request, handed to `each` item by item as the CSV is read (see
+/// [`parse_list_page`] for the columns), so a caller that keeps less than a [`ListItem`] never
+/// holds the page's items at once. Returns the header.
+pub fn fold_list_page(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    header: Option<&[String]>,
+    mut each: impl FnMut(ListItem),
+) -> Result<Vec<String>, AnaplanError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Col {
         Id,
@@ -219,29 +259,37 @@ pub fn parse_list_page(
         Ignored,
         Property(usize),
     }
-    let (header, records) = page_records("list page (CSV)", status, content_type, body, header)?;
-    let mut cols: Vec<Col> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| match h.to_ascii_lowercase().as_str() {
-            "id" => Col::Id,
-            "name" => Col::Name,
-            "code" => Col::Code,
-            "parent" => Col::Parent,
-            "parentid" => Col::ParentId,
-            "listid" | "listname" => Col::Ignored,
-            _ => Col::Property(i),
-        })
-        .collect();
-    if !cols.contains(&Col::Name)
-        && let Some(c) = cols.first_mut()
-    {
-        *c = Col::Name;
-    }
-    let nonempty = |s: &String| (!s.is_empty()).then(|| s.clone());
-    let items = records
-        .into_iter()
-        .map(|fields| {
+    let columns = |header: &[String]| -> Vec<Col> {
+        let mut cols: Vec<Col> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| match h.to_ascii_lowercase().as_str() {
+                "id" => Col::Id,
+                "name" => Col::Name,
+                "code" => Col::Code,
+                "parent" => Col::Parent,
+                "parentid" => Col::ParentId,
+                "listid" | "listname" => Col::Ignored,
+                _ => Col::Property(i),
+            })
+            .collect();
+        if !cols.contains(&Col::Name)
+            && let Some(c) = cols.first_mut()
+        {
+            *c = Col::Name;
+        }
+        cols
+    };
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let mut cols: Option<Vec<Col>> = None;
+    each_page_record(
+        "list page (CSV)",
+        status,
+        content_type,
+        body,
+        header,
+        |header, fields| {
+            let cols = cols.get_or_insert_with(|| columns(header));
             let mut item = ListItem {
                 id: String::new(),
                 name: String::new(),
@@ -250,23 +298,24 @@ pub fn parse_list_page(
                 parent_id: None,
                 properties: BTreeMap::new(),
             };
-            for (col, value) in cols.iter().zip(&fields) {
+            for (col, value) in cols.iter().zip(fields) {
                 match *col {
-                    Col::Id => item.id = value.clone(),
-                    Col::Name => item.name = value.clone(),
+                    Col::Id => item.id = value.to_string(),
+                    Col::Name => item.name = value.to_string(),
                     Col::Code => item.code = nonempty(value),
                     Col::Parent => item.parent = nonempty(value),
                     Col::ParentId => item.parent_id = nonempty(value),
                     Col::Ignored => {}
                     Col::Property(i) => {
-                        item.properties.insert(header[i].clone(), value.clone());
+                        if let Some(name) = header.get(i) {
+                            item.properties.insert(name.clone(), value.to_string());
+                        }
                     }
                 }
             }
-            item
-        })
-        .collect();
-    Ok((header, items))
+            each(item);
+        },
+    )
 }
 
 /// One read request in progress: the pages fetched so far and what the status last said.
@@ -446,6 +495,31 @@ impl ViewPages {
         Ok(Some(data))
     }
 
+    /// The next page row by row: `each` gets the page's shape (its columns, no rows) and each
+    /// row as it is parsed. Returns the page's shape, or `None` after the last page. Memory
+    /// holds the page's body and one row, not its rows.
+    pub async fn next_page_each(
+        &mut self,
+        mut each: impl FnMut(&ViewData, ViewRow),
+    ) -> Result<Option<ViewData>, AnaplanError> {
+        let Some((status, ct, body)) = self.inner.next_body().await? else {
+            return Ok(None);
+        };
+        let mut shape: Option<ViewData> = None;
+        let header = fold_view_page(
+            status,
+            &ct,
+            &body,
+            self.inner.header.as_deref(),
+            |h, row| {
+                each(shape.get_or_insert_with(|| view_shape(h)), row);
+            },
+        )?;
+        let shape = shape.unwrap_or_else(|| view_shape(&header));
+        self.inner.header.get_or_insert(header);
+        Ok(Some(shape))
+    }
+
     /// How many pages the request has, once Anaplan has said it is complete.
     pub fn page_count(&self) -> Option<usize> {
         self.inner.page_count()
@@ -476,6 +550,24 @@ impl ListPages {
         let (header, items) = parse_list_page(status, &ct, &body, self.inner.header.as_deref())?;
         self.inner.header.get_or_insert(header);
         Ok(Some(items))
+    }
+
+    /// The next page's items, each handed to `each` as it is parsed; the page's item count, or
+    /// `None` after the last page. Memory holds the page's body and one item, not its items.
+    pub async fn next_page_each(
+        &mut self,
+        mut each: impl FnMut(ListItem),
+    ) -> Result<Option<usize>, AnaplanError> {
+        let Some((status, ct, body)) = self.inner.next_body().await? else {
+            return Ok(None);
+        };
+        let mut n = 0;
+        let header = fold_list_page(status, &ct, &body, self.inner.header.as_deref(), |item| {
+            n += 1;
+            each(item);
+        })?;
+        self.inner.header.get_or_insert(header);
+        Ok(Some(n))
     }
 
     pub fn page_count(&self) -> Option<usize> {

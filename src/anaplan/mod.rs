@@ -48,7 +48,8 @@ pub use transactional::{
 };
 pub use view::{CsvLayout, ViewData, ViewRow};
 pub use wire::{
-    Definition, FileInfo, LineItem, ListItem, Model, Named, Task, TaskResult, TaskState, Workspace,
+    Definition, FileInfo, LineItem, ListItem, ListMetadata, Model, Named, Task, TaskResult,
+    TaskState, Workspace,
 };
 
 use self::auth::Auth;

@@ -18,8 +18,8 @@ use super::http::Request;
 use super::stats::CallKind;
 use super::view::{CsvLayout, ViewData, parse_view_csv, parse_view_json};
 use super::wire::{
-    LineItem, ListItem, Model, Named, WireFailure, Workspace, parse_cell_write, parse_list_write,
-    parse_page,
+    LineItem, ListItem, Model, Named, WireFailure, Workspace, parse_cell_write,
+    parse_list_metadata, parse_list_write, parse_page,
 };
 use super::{AnaplanClient, seg};
 
@@ -306,6 +306,16 @@ impl AnaplanClient {
     /// Every item of a list, with properties (`includeAll=true`).
     pub async fn list_items(&self, model: &str, list: &str) -> Result<Vec<ListItem>, AnaplanError> {
         self.read_list_items(model, list, true).await
+    }
+
+    /// How many items a list has (`metadata.itemCount` of `GET /models/{m}/lists/{l}`): one
+    /// small call that tells whether the list can be read whole before reading it.
+    pub async fn list_item_count(&self, model: &str, list: &str) -> Result<u64, AnaplanError> {
+        let path = format!("/models/{}/lists/{}", seg(model), seg(list));
+        let r = self
+            .call(Request::new(Method::GET, self.url(&path), CallKind::Read))
+            .await?;
+        parse_list_metadata(r.status, &r.content_type, &r.body).map(|m| m.item_count)
     }
 
     async fn read_list_items(

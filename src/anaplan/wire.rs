@@ -113,6 +113,19 @@ pub struct ListItem {
     pub properties: BTreeMap<String, String>,
 }
 
+/// `metadata` of `GET /models/{m}/lists/{l}`: only what the client uses (the list's size).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMetadata {
+    #[serde(default, deserialize_with = "opt_id")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    /// Required: a guessed size could send a list over the read limit down the plain read.
+    #[serde(deserialize_with = "count")]
+    pub item_count: u64,
+}
+
 /// One per-cell or per-item failure as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -360,6 +373,19 @@ pub fn parse_task(status: u16, content_type: &str, body: &[u8]) -> Result<Task, 
     parse_json::<Envelope>("task", status, content_type, body).map(|e| e.task)
 }
 
+/// `{"metadata":{…}}` of a list.
+pub fn parse_list_metadata(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<ListMetadata, AnaplanError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        metadata: ListMetadata,
+    }
+    parse_json::<Envelope>("list metadata", status, content_type, body).map(|e| e.metadata)
+}
+
 /// `{"file":{…}}`.
 pub fn parse_file(status: u16, content_type: &str, body: &[u8]) -> Result<FileInfo, AnaplanError> {
     #[derive(Deserialize)]
@@ -548,6 +574,27 @@ mod tests {
         assert_eq!(r.failures[0].failure_type, "cellIsCalculated");
         let r = parse_cell_write(200, JSON, br#"{"numberOfCellsChanged":3}"#).unwrap();
         assert!(r.failures.is_empty());
+    }
+
+    #[test]
+    fn list_metadata_item_count_as_documented_and_lenient() {
+        let body = br#"{"meta":{"schema":"x"},"status":{"code":200,"message":"Success"},
+            "metadata":{"id":"101000000001","name":"Opportunities","properties":[],
+            "hasSelectiveAccess":false,"parent":"","managedBy":"","numberedList":false,
+            "useTopLevelAsPageDefault":false,"itemCount":1000005,"nextItemIndex":1000006,
+            "workflowEnabled":false,"permittedItems":999999999,"usedInAppliesTo":"",
+            "productionData":false}}"#;
+        let m = parse_list_metadata(200, JSON, body).unwrap();
+        assert_eq!(m.item_count, 1_000_005);
+        assert_eq!(m.id.as_deref(), Some("101000000001"));
+        let m = parse_list_metadata(200, JSON, br#"{"metadata":{"id":1,"itemCount":"7"}}"#);
+        assert_eq!(m.unwrap().item_count, 7);
+        let m = parse_list_metadata(200, JSON, br#"{"metadata":{"itemCount":3.0}}"#);
+        assert_eq!(m.unwrap().item_count, 3);
+        // Without a count the size is unknown: an error, never a guess of 0.
+        assert!(parse_list_metadata(200, JSON, br#"{"metadata":{"id":"1"}}"#).is_err());
+        assert!(parse_list_metadata(200, JSON, br#"{"metadata":{"itemCount":-1}}"#).is_err());
+        assert!(parse_list_metadata(200, JSON, br#"{"lists":[]}"#).is_err());
     }
 
     #[test]

@@ -22,18 +22,28 @@
 //!
 //! Every change of one poll is dated by the poll (`committed_at = at`): Anaplan cells carry no
 //! timestamp, so the poll time is an upper bound of when the edit was made.
+//!
+//! Memory: the list is held as a [`ListIndex`] (names, codes that differ from them, the mapped
+//! properties; a few tens of bytes an item), built from one plain read for a small list or
+//! page by page from a read request for a large one; a large module is diffed one view page at
+//! a time ([`PageDiff`]). Only the shadow's `seen` map, the caller's, grows with the model.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
-use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData};
+use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData, ViewRow};
 use crate::model::{
     Change, ChangeKind, ExceptionKind, FieldChange, Position, RecordKey, Side, Source, Value,
 };
 use crate::rules::Pairing;
 use crate::rules::ruleset::AnaplanField;
+
+pub mod list_index;
+
+use list_index::Item;
+pub use list_index::{ListIndex, ListIndexBuilder, Met};
 
 /// Why a poll failed as a whole. A bad cell or item is not an error: it is listed in
 /// [`AnaplanPollOutcome::problems`].
@@ -53,6 +63,9 @@ pub enum AnaplanPollError {
     /// would fail, so the poll stops instead of reporting a problem per item.
     #[error("line item `{line_item}` is not in the default view of module `{module}`")]
     MissingLineItem { module: String, line_item: String },
+    /// The list's names, codes and mapped properties pass the index's 4 GiB of offsets.
+    #[error("list {list} is too large to index")]
+    ListTooLarge { list: String },
 }
 
 /// The ids the rule file's names resolve to. Resolve once with [`resolve_target`] and reuse
@@ -94,8 +107,9 @@ pub struct AnaplanPollOutcome {
     pub problems: Vec<AnaplanPollProblem>,
     /// List items read.
     pub items: usize,
-    /// API operations made: name resolutions, the list read and the view read (a listing the
-    /// client pages counts once; retries and auth excluded).
+    /// API operations made: name resolutions, the list's item count, the list read and the
+    /// view read (a listing the client pages, or a read request with its status polls and
+    /// pages, counts once; retries and auth excluded).
     pub calls: usize,
 }
 
@@ -151,7 +165,8 @@ pub async fn poll_anaplan(
     Ok(outcome)
 }
 
-/// Polls with ids already resolved: two reads, the list items and the module's default view.
+/// Polls with ids already resolved: three reads, the list's item count, its items and the
+/// module's default view (read requests for a large list).
 /// The outcome is all of one poll; see [`poll_resolved_each`] to take it page by page.
 pub async fn poll_resolved(
     client: &AnaplanClient,
@@ -184,13 +199,30 @@ impl PollParts for AnaplanPollOutcome {
 /// The most cells a plain view read returns (Anaplan refuses more with a 400).
 pub const MAX_VIEW_CELLS: usize = 1_000_000;
 
-/// Polls with ids already resolved and hands the outcome to `each` in parts. A module small
-/// enough for a plain view read is one part, in code order. A larger one (the plain read is
-/// refused for size, or the list's items times the line items read exceed
-/// [`MAX_VIEW_CELLS`]) is read with a large-volume read request: one part per page of the
-/// view (the changes of the items on that page, in view order), then a last part with items
-/// no page showed, the deletes, and the count of items. Memory then holds one page of cells,
-/// not the module.
+/// A list of more items than this is read with a read request, page by page into a
+/// [`ListIndex`], and its module too: the plain list read would hold every parsed item.
+pub const PAGED_LIST_ITEMS: usize = 50_000;
+
+/// When a poll reads in pages rather than whole (the defaults outside tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollLimits {
+    /// Lists of more items are read in pages ([`PAGED_LIST_ITEMS`]).
+    pub paged_list_items: usize,
+    /// Items × line items read above this are read in pages ([`MAX_VIEW_CELLS`]).
+    pub max_view_cells: usize,
+}
+
+impl Default for PollLimits {
+    fn default() -> Self {
+        PollLimits {
+            paged_list_items: PAGED_LIST_ITEMS,
+            max_view_cells: MAX_VIEW_CELLS,
+        }
+    }
+}
+
+/// Polls with ids already resolved and hands the outcome to `each` in parts, with the default
+/// [`PollLimits`]; see [`poll_resolved_each_with`].
 pub async fn poll_resolved_each(
     client: &AnaplanClient,
     pairing: &Pairing,
@@ -199,34 +231,85 @@ pub async fn poll_resolved_each(
     at: DateTime<Utc>,
     each: &mut (impl PollParts + Send),
 ) -> Result<(), AnaplanPollError> {
+    poll_resolved_each_with(
+        client,
+        pairing,
+        target,
+        seen,
+        at,
+        PollLimits::default(),
+        each,
+    )
+    .await
+}
+
+/// Polls with ids already resolved and hands the outcome to `each` in parts. The list's item
+/// count is read first. A small list and module are read whole (the list's items, then the
+/// view): one part, in code order. A list of more than `limits.paged_list_items` items, or
+/// whose items times the line items read exceed `limits.max_view_cells`, is read with a list
+/// read request folded page by page into a [`ListIndex`], and its module with a view read
+/// request: one part per page of the view (the changes of the items on that page, in view
+/// order), then a last part with items no page showed, items without a code, the deletes and
+/// the count of items. Memory then holds the index (tens of bytes an item) and one page, not
+/// the list and the module. A plain read refused for size (the count was stale) falls back to
+/// the paged read.
+pub async fn poll_resolved_each_with(
+    client: &AnaplanClient,
+    pairing: &Pairing,
+    target: &ResolvedTarget,
+    seen: &HashMap<String, HashMap<String, Value>>,
+    at: DateTime<Utc>,
+    limits: PollLimits,
+    each: &mut (impl PollParts + Send),
+) -> Result<(), AnaplanPollError> {
     let t = &pairing.anaplan;
     let list_what = || format!("list {}", t.list);
     let module_what = || format!("module {}", t.module);
-    let mut calls = 1;
-    let items = match client.list_items(&target.model, &target.list_id).await {
-        Ok(items) => items,
-        Err(e) if over_read_limit(&e) => {
-            calls += 1;
-            read_list_paged(client, &t.workspace, target)
-                .await
-                .map_err(anaplan_err(list_what()))?
-        }
-        Err(e) => return Err(anaplan_err(list_what())(e)),
-    };
     let read = pairing
         .fields
         .iter()
         .filter(|f| matches!(f.anaplan, AnaplanField::LineItem(_)))
         .count()
         + pairing.flags.len();
-    if items.len().saturating_mul(read) <= MAX_VIEW_CELLS {
+    let mut calls = 1;
+    let count = match client.list_item_count(&target.model, &target.list_id).await {
+        Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        // A list whose metadata has no readable count: the plain read (and its 400) decides.
+        Err(e @ AnaplanError::Decode { .. }) => {
+            tracing::debug!(target: "plansync::engine", list = %t.list, error = %e, "no item count: reading the list whole");
+            None
+        }
+        Err(e) => return Err(anaplan_err(list_what())(e)),
+    };
+    let large = count.is_some_and(|n| {
+        n > limits.paged_list_items || n.saturating_mul(read) > limits.max_view_cells
+    });
+    let mut index = None;
+    if !large {
+        calls += 1;
+        match client.list_items(&target.model, &target.list_id).await {
+            Ok(items) => index = Some(ListIndex::from_items(pairing, &items)?),
+            Err(e) if over_read_limit(&e) => {
+                tracing::debug!(target: "plansync::engine", list = %t.list, "the list is over the read limit: reading it in pages");
+            }
+            Err(e) => return Err(anaplan_err(list_what())(e)),
+        }
+    }
+    let index = match index {
+        Some(index) => index,
+        None => {
+            calls += 1;
+            read_list_paged(client, pairing, target, count.unwrap_or(0)).await?
+        }
+    };
+    if !large && index.items().saturating_mul(read) <= limits.max_view_cells {
         calls += 1;
         match client
             .read_view_json(&target.model, &target.module_id, &[])
             .await
         {
             Ok(view) => {
-                let mut outcome = diff(pairing, &items, &view, seen, at)?;
+                let mut outcome = diff_index(pairing, &index, &view, seen, at)?;
                 outcome.calls = calls;
                 return each.part(outcome).await;
             }
@@ -241,13 +324,35 @@ pub async fn poll_resolved_each(
         .await
         .map_err(anaplan_err(module_what()))?;
     calls += 1;
-    let mut differ = PageDiff::new(pairing, &items, seen, at);
-    while let Some(view) = pages
-        .next_page()
+    let mut differ = PageDiff::new(pairing, &index, seen, at);
+    // Rows are diffed as the page is parsed: the page's rows are never held at once.
+    let mut part = AnaplanPollOutcome::default();
+    let mut refused = None;
+    let mut fresh = true;
+    while let Some(shape) = pages
+        .next_page_each(|shape, row| {
+            if fresh {
+                fresh = false;
+                if let Err(e) = differ.set_columns(shape) {
+                    refused = Some(e);
+                }
+            }
+            if refused.is_none() {
+                differ.row(&row, &mut part);
+            }
+        })
         .await
         .map_err(anaplan_err(module_what()))?
     {
-        each.part(differ.page(&view)?).await?;
+        if let Some(e) = refused.take() {
+            return Err(e);
+        }
+        if fresh {
+            // A page without rows still says which columns the view has.
+            differ.set_columns(&shape)?;
+        }
+        fresh = true;
+        each.part(std::mem::take(&mut part)).await?;
     }
     if let Err(e) = pages.finish().await {
         // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
@@ -263,21 +368,40 @@ fn over_read_limit(e: &AnaplanError) -> bool {
     matches!(e, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
 }
 
-/// Every item of a list too large for a plain read, through a list read request.
+/// The list through a list read request, each item folded into the index as it is parsed.
+/// `expected` is the item count if known (0 if not).
 async fn read_list_paged(
     client: &AnaplanClient,
-    workspace: &str,
+    pairing: &Pairing,
     target: &ResolvedTarget,
-) -> Result<Vec<ListItem>, AnaplanError> {
+    expected: usize,
+) -> Result<ListIndex, AnaplanPollError> {
+    let what = || anaplan_err(format!("list {}", pairing.anaplan.list));
     let mut pages = client
-        .read_list_pages(workspace, &target.model, &target.list_id)
-        .await?;
-    let mut items = Vec::new();
-    while let Some(page) = pages.next_page().await? {
-        items.extend(page);
+        .read_list_pages(&pairing.anaplan.workspace, &target.model, &target.list_id)
+        .await
+        .map_err(what())?;
+    let mut index = ListIndex::builder(pairing, expected);
+    // Items are folded in as the page is parsed: the page's items are never held at once.
+    let mut refused = None;
+    while pages
+        .next_page_each(|item| {
+            if refused.is_none()
+                && let Err(e) = index.add(&item)
+            {
+                refused = Some(e);
+            }
+        })
+        .await
+        .map_err(what())?
+        .is_some()
+    {
+        if let Some(e) = refused.take() {
+            return Err(e);
+        }
     }
-    pages.finish().await?;
-    Ok(items)
+    pages.finish().await.map_err(what())?;
+    Ok(index.finish())
 }
 
 /// The view's column of each line item the pairing reads (mapped fields and flags).
@@ -309,27 +433,37 @@ fn columns(pairing: &Pairing, view: &ViewData) -> Result<HashMap<String, usize>,
 }
 
 /// An item without a code has no CRM record: reported, skipped.
-fn codeless(pairing: &Pairing, item: &ListItem) -> AnaplanPollProblem {
+fn codeless(pairing: &Pairing, name: &str) -> AnaplanPollProblem {
     AnaplanPollProblem {
         code: String::new(),
         field: None,
-        raw: item.name.clone(),
+        raw: name.to_string(),
         kind: ExceptionKind::Unmapped,
         message: format!(
-            "item `{}` of list {} has no code, so no CRM record: skipped",
-            item.name, pairing.anaplan.list
+            "item `{name}` of list {} has no code, so no CRM record: skipped",
+            pairing.anaplan.list
         ),
     }
 }
 
-fn item_code(item: &ListItem) -> Option<&str> {
-    item.code.as_deref().filter(|c| !c.is_empty())
-}
-
-/// The diff itself, on data already read: pure, so it is tested without a server.
+/// The diff itself, on data already read: pure, so it is tested without a server. The items
+/// are indexed first, as the poller does; see [`diff_index`].
 pub fn diff(
     pairing: &Pairing,
     items: &[ListItem],
+    view: &ViewData,
+    seen: &HashMap<String, HashMap<String, Value>>,
+    at: DateTime<Utc>,
+) -> Result<AnaplanPollOutcome, AnaplanPollError> {
+    let index = ListIndex::from_items(pairing, items)?;
+    diff_index(pairing, &index, view, seen, at)
+}
+
+/// The diff of a whole view against the indexed list: items without a code first, then the
+/// items in code order, then the deletes.
+pub fn diff_index(
+    pairing: &Pairing,
+    index: &ListIndex,
     view: &ViewData,
     seen: &HashMap<String, HashMap<String, Value>>,
     at: DateTime<Utc>,
@@ -339,31 +473,23 @@ pub fn diff(
     // by code, so names join the two.
     let rows = view.row_index();
     let mut outcome = AnaplanPollOutcome {
-        items: items.len(),
+        items: index.items(),
+        problems: index.problems().to_vec(),
         ..AnaplanPollOutcome::default()
     };
-    let mut present: HashSet<&str> = HashSet::with_capacity(items.len());
-    let mut sorted: Vec<&ListItem> = items.iter().collect();
-    sorted.sort_by(|a, b| a.code.cmp(&b.code));
-    for item in sorted {
-        let Some(code) = item_code(item) else {
-            outcome.problems.push(codeless(pairing, item));
-            continue;
-        };
-        present.insert(code);
-        let cells = rows.get(item.name.as_str()).copied();
+    for item in index.code_order().filter_map(|at| index.get(at)) {
+        let cells = rows.get(item.name).copied();
         diff_item(
             pairing,
             &columns,
             item,
-            code,
             cells,
-            seen.get(code),
+            seen.get(item.code),
             at,
             &mut outcome,
         );
     }
-    push_gone(pairing, seen, &present, at, &mut outcome);
+    push_gone(pairing, seen, index, at, &mut outcome);
     Ok(outcome)
 }
 
@@ -371,14 +497,14 @@ pub fn diff(
 fn push_gone(
     pairing: &Pairing,
     seen: &HashMap<String, HashMap<String, Value>>,
-    present: &HashSet<&str>,
+    index: &ListIndex,
     at: DateTime<Utc>,
     outcome: &mut AnaplanPollOutcome,
 ) {
     let mut gone: Vec<&str> = seen
         .keys()
         .map(String::as_str)
-        .filter(|code| !present.contains(code))
+        .filter(|code| index.find_code(code).is_none())
         .collect();
     gone.sort_unstable();
     for code in gone {
@@ -394,13 +520,13 @@ fn push_gone(
 fn diff_item(
     pairing: &Pairing,
     columns: &HashMap<String, usize>,
-    item: &ListItem,
-    code: &str,
+    item: Item<'_>,
     cells: Option<&[String]>,
     known: Option<&HashMap<String, Value>>,
     at: DateTime<Utc>,
     outcome: &mut AnaplanPollOutcome,
 ) {
+    let code = item.code;
     let cell = |line_item: &str| -> Option<&str> {
         let column = columns.get(line_item)?;
         cells.and_then(|c| c.get(*column)).map(String::as_str)
@@ -413,7 +539,7 @@ fn diff_item(
     for rule in &pairing.fields {
         let raw = match &rule.anaplan {
             AnaplanField::LineItem(name) => cell(name),
-            AnaplanField::ListProperty(name) => item.properties.get(name).map(String::as_str),
+            AnaplanField::ListProperty(name) => item.property(name),
         };
         let Some(raw) = raw else {
             outcome.problems.push(AnaplanPollProblem {
@@ -466,14 +592,14 @@ fn diff_item(
 }
 
 /// The diff of a view read in pages: each page's rows are diffed as they come, against the
-/// list read whole (the join by item name needs it) and the shadow.
+/// indexed list (the join by item name needs it) and the shadow.
 pub struct PageDiff<'a> {
     pairing: &'a Pairing,
     seen: &'a HashMap<String, HashMap<String, Value>>,
     at: DateTime<Utc>,
-    items: &'a [ListItem],
-    /// Items with a code not yet met on a page, by name (the view's row label).
-    pending: HashMap<&'a str, &'a ListItem>,
+    index: &'a ListIndex,
+    /// Items already met on a page (a later row of the same name is skipped).
+    met: Met,
     /// The last page's columns, for items no page showed.
     columns: HashMap<String, usize>,
 }
@@ -481,21 +607,16 @@ pub struct PageDiff<'a> {
 impl<'a> PageDiff<'a> {
     pub fn new(
         pairing: &'a Pairing,
-        items: &'a [ListItem],
+        index: &'a ListIndex,
         seen: &'a HashMap<String, HashMap<String, Value>>,
         at: DateTime<Utc>,
     ) -> Self {
-        let pending = items
-            .iter()
-            .filter(|i| item_code(i).is_some())
-            .map(|i| (i.name.as_str(), i))
-            .collect();
         PageDiff {
             pairing,
             seen,
             at,
-            items,
-            pending,
+            index,
+            met: Met::new(index.len()),
             columns: HashMap::new(),
         }
     }
@@ -503,65 +624,71 @@ impl<'a> PageDiff<'a> {
     /// The changes, flags and problems of the items on one page, in the page's order. A row
     /// of no known item (added since the list was read) waits for the next poll.
     pub fn page(&mut self, view: &ViewData) -> Result<AnaplanPollOutcome, AnaplanPollError> {
-        self.columns = columns(self.pairing, view)?;
+        self.set_columns(view)?;
         let mut outcome = AnaplanPollOutcome::default();
         for row in &view.rows {
-            let Some(name) = row.coordinates.last() else {
-                continue;
-            };
-            let Some(item) = self.pending.remove(name.as_str()) else {
-                continue;
-            };
-            let Some(code) = item_code(item) else {
-                continue;
-            };
-            diff_item(
-                self.pairing,
-                &self.columns,
-                item,
-                code,
-                Some(&row.cells),
-                self.seen.get(code),
-                self.at,
-                &mut outcome,
-            );
+            self.row(row, &mut outcome);
         }
         Ok(outcome)
     }
 
+    /// Takes the columns of the page whose rows come next (`view`'s rows are not read).
+    pub fn set_columns(&mut self, view: &ViewData) -> Result<(), AnaplanPollError> {
+        self.columns = columns(self.pairing, view)?;
+        Ok(())
+    }
+
+    /// One row of the current page into `outcome`: see [`PageDiff::page`].
+    pub fn row(&mut self, row: &ViewRow, outcome: &mut AnaplanPollOutcome) {
+        let Some(name) = row.coordinates.last() else {
+            return;
+        };
+        let Some(at) = self.index.find_name(name) else {
+            return;
+        };
+        if !self.met.meet(at) {
+            return;
+        }
+        let Some(item) = self.index.get(at) else {
+            return;
+        };
+        diff_item(
+            self.pairing,
+            &self.columns,
+            item,
+            Some(&row.cells),
+            self.seen.get(item.code),
+            self.at,
+            outcome,
+        );
+    }
+
     /// Items no page showed (their line items are reported missing, their properties still
-    /// diffed), items without a code, known items gone from the list, and the item count.
+    /// diffed) in code order, items without a code, known items gone from the list, and the
+    /// item count.
     pub fn finish(self) -> AnaplanPollOutcome {
         let mut outcome = AnaplanPollOutcome {
-            items: self.items.len(),
+            items: self.index.items(),
             ..AnaplanPollOutcome::default()
         };
-        let mut left: Vec<&ListItem> = self.pending.into_values().collect();
-        left.sort_by(|a, b| a.code.cmp(&b.code));
+        let left = self
+            .index
+            .code_order()
+            .filter(|&at| !self.met.is_met(at))
+            .filter_map(|at| self.index.get(at));
         for item in left {
-            if let Some(code) = item_code(item) {
-                diff_item(
-                    self.pairing,
-                    &self.columns,
-                    item,
-                    code,
-                    None,
-                    self.seen.get(code),
-                    self.at,
-                    &mut outcome,
-                );
-            }
+            diff_item(
+                self.pairing,
+                &self.columns,
+                item,
+                None,
+                self.seen.get(item.code),
+                self.at,
+                &mut outcome,
+            );
         }
-        let mut present: HashSet<&str> = HashSet::with_capacity(self.items.len());
-        for item in self.items {
-            match item_code(item) {
-                Some(code) => {
-                    present.insert(code);
-                }
-                None => outcome.problems.push(codeless(self.pairing, item)),
-            }
-        }
-        push_gone(self.pairing, self.seen, &present, self.at, &mut outcome);
+        outcome.problems.extend_from_slice(self.index.problems());
+        push_gone(self.pairing, self.seen, self.index, self.at, &mut outcome);
         outcome
     }
 }
@@ -780,7 +907,8 @@ mod tests {
             ("loose", ["", "", "", "", "", "", ""]),
         ];
         let whole = diff(&pairing, &items, &view(&rows), &seen, at()).expect("diff");
-        let mut differ = PageDiff::new(&pairing, &items, &seen, at());
+        let index = ListIndex::from_items(&pairing, &items).expect("index");
+        let mut differ = PageDiff::new(&pairing, &index, &seen, at());
         let mut paged = AnaplanPollOutcome::default();
         for page in rows.chunks(2) {
             paged.merge(differ.page(&view(page)).expect("page"));
