@@ -12,7 +12,8 @@ use plansync::anaplan::{
     ListItemWrite, RetryPolicy,
 };
 use plansync::engine::anaplan_poll::{
-    AnaplanPollOutcome, PollLimits, poll_anaplan, poll_resolved_each_with, resolve_target,
+    AnaplanPollError, AnaplanPollOutcome, PollLimits, PollParts, poll_anaplan,
+    poll_resolved_each_with, resolve_target,
 };
 use plansync::model::{ChangeKind, Decimal, ExceptionKind, Side, Source, Value, ValueKind};
 use plansync::rules::Pairing;
@@ -650,6 +651,57 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
         ]
     );
     assert_eq!(paged.flags.len(), 45);
+    sim.shutdown().await;
+}
+
+/// The parts of one poll as they were handed over.
+#[derive(Default)]
+struct Parts(Vec<AnaplanPollOutcome>);
+
+impl PollParts for Parts {
+    async fn part(&mut self, part: AnaplanPollOutcome) -> Result<(), AnaplanPollError> {
+        self.0.push(part);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_paged_poll_hands_a_page_on_in_parts_of_a_bounded_number_of_items() {
+    // One page holds every row: without parts its changes would all be held at once.
+    let sim = start_with(SimConfig::default()).await;
+    let c = client(&sim);
+    let (_dir, store) = open_store();
+    let pairing = pairing();
+    grow(&c, 40).await;
+    let target = within("resolve", resolve_target(&c, &pairing))
+        .await
+        .unwrap();
+    let seen = store.anaplan_seen(&pairing.name).unwrap();
+    let limits = PollLimits {
+        paged_list_items: 10,
+        part_items: 4,
+        ..PollLimits::default()
+    };
+    sim.clear_request_log();
+    let mut parts = Parts::default();
+    within(
+        "poll",
+        poll_resolved_each_with(&c, &pairing, &target, &seen, t(5), limits, &mut parts),
+    )
+    .await
+    .unwrap();
+    let view_pages = api_log(&sim)
+        .iter()
+        .filter(|(_, p)| p.contains("/views/") && p.contains("/pages/"))
+        .count();
+    assert_eq!(view_pages, 1, "{:?}", api_log(&sim));
+    let (last, rows) = parts.0.split_last().expect("parts");
+    let sizes: Vec<usize> = rows.iter().map(|p| p.changes.len()).collect();
+    assert!(sizes.iter().all(|n| *n <= 4), "{sizes:?}");
+    // Every item is new to the empty shadow: each is one change, in some part.
+    let total: usize = sizes.iter().sum::<usize>() + last.changes.len();
+    assert_eq!(total, last.items, "{sizes:?}");
+    assert!(sizes.len() >= last.items / 4, "{sizes:?}");
     sim.shutdown().await;
 }
 

@@ -196,6 +196,9 @@ impl PollParts for AnaplanPollOutcome {
     }
 }
 
+/// Items diffed into one part of a paged poll (a shard takes up to 1,024 messages a round).
+pub const PART_ITEMS: usize = 1024;
+
 /// The most cells a plain view read returns (Anaplan refuses more with a 400).
 pub const MAX_VIEW_CELLS: usize = 1_000_000;
 
@@ -210,6 +213,8 @@ pub struct PollLimits {
     pub paged_list_items: usize,
     /// Items × line items read above this are read in pages ([`MAX_VIEW_CELLS`]).
     pub max_view_cells: usize,
+    /// Rows of a page diffed into one part of a paged poll ([`PART_ITEMS`]).
+    pub part_items: usize,
 }
 
 impl Default for PollLimits {
@@ -217,6 +222,7 @@ impl Default for PollLimits {
         PollLimits {
             paged_list_items: PAGED_LIST_ITEMS,
             max_view_cells: MAX_VIEW_CELLS,
+            part_items: PART_ITEMS,
         }
     }
 }
@@ -248,10 +254,10 @@ pub async fn poll_resolved_each(
 /// view): one part, in code order. A list of more than `limits.paged_list_items` items, or
 /// whose items times the line items read exceed `limits.max_view_cells`, is read with a list
 /// read request folded page by page into a [`ListIndex`], and its module with a view read
-/// request: one part per page of the view (the changes of the items on that page, in view
-/// order), then a last part with items no page showed, items without a code, the deletes and
-/// the count of items. Memory then holds the index (tens of bytes an item) and one page, not
-/// the list and the module. A plain read refused for size (the count was stale) falls back to
+/// request: parts of at most `limits.part_items` rows of a page (the changes of those items, in
+/// view order), then a last part with items no page showed, items without a code, the deletes and
+/// the count of items. Memory then holds the index (tens of bytes an item), one page's rows
+/// and one part's changes, not the list and the module. A plain read refused for size (the count was stale) falls back to
 /// the paged read.
 pub async fn poll_resolved_each_with(
     client: &AnaplanClient,
@@ -325,34 +331,24 @@ pub async fn poll_resolved_each_with(
         .map_err(anaplan_err(module_what()))?;
     calls += 1;
     let mut differ = PageDiff::new(pairing, &index, seen, at);
-    // Rows are diffed as the page is parsed: the page's rows are never held at once.
-    let mut part = AnaplanPollOutcome::default();
-    let mut refused = None;
-    let mut fresh = true;
+    // A page's rows are held (about 400 bytes a row), then diffed and handed on a round's
+    // worth at a time: the changes of a whole page, about 1.5 KB an item at a first run,
+    // would outweigh its rows several times.
+    let mut rows: Vec<ViewRow> = Vec::new();
     while let Some(shape) = pages
-        .next_page_each(|shape, row| {
-            if fresh {
-                fresh = false;
-                if let Err(e) = differ.set_columns(shape) {
-                    refused = Some(e);
-                }
-            }
-            if refused.is_none() {
-                differ.row(&row, &mut part);
-            }
-        })
+        .next_page_each(|_, row| rows.push(row))
         .await
         .map_err(anaplan_err(module_what()))?
     {
-        if let Some(e) = refused.take() {
-            return Err(e);
+        differ.set_columns(&shape)?;
+        for chunk in rows.chunks(limits.part_items.max(1)) {
+            let mut part = AnaplanPollOutcome::default();
+            for row in chunk {
+                differ.row(row, &mut part);
+            }
+            each.part(part).await?;
         }
-        if fresh {
-            // A page without rows still says which columns the view has.
-            differ.set_columns(&shape)?;
-        }
-        fresh = true;
-        each.part(std::mem::take(&mut part)).await?;
+        rows.clear();
     }
     if let Err(e) = pages.finish().await {
         // The pages are read; Anaplan reclaims the request after 30 minutes anyway.

@@ -335,7 +335,7 @@ fn problem(
 pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
     let (replay_id, payload) = match envelope(data) {
         Ok(parts) => parts,
-        Err(problem) => return problem,
+        Err(problem) => return *problem,
     };
     let Some(header) = payload.header else {
         return problem(
@@ -541,18 +541,18 @@ pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
 /// The replay id and the payload of a data message. A well-formed message is read in one
 /// pass; only a bad one is read again, envelope first, to say which part is wrong (and with
 /// the replay id when the envelope is fine).
-fn envelope(data: &str) -> Result<(i64, Payload<'_>), Parsed> {
+fn envelope(data: &str) -> Result<(i64, Payload<'_>), Box<Parsed>> {
     if let Ok(whole) = serde_json::from_str::<WholeData<'_>>(data) {
         return Ok((whole.event.replay_id, whole.payload));
     }
     let data: Data<'_> = serde_json::from_str(data).map_err(|e| {
-        problem(
+        Box::new(problem(
             ProblemKind::Malformed,
             None,
             None,
             Vec::new(),
             format!("event envelope: {e}"),
-        )
+        ))
     })?;
     let replay_id = data.event.replay_id;
     let payload: Payload<'_> = serde_json::from_str(data.payload.get()).map_err(|e| {
@@ -561,13 +561,13 @@ fn envelope(data: &str) -> Result<(i64, Payload<'_>), Parsed> {
         } else {
             ProblemKind::Malformed
         };
-        problem(
+        Box::new(problem(
             kind,
             Some(replay_id),
             None,
             Vec::new(),
             format!("event payload: {e}"),
-        )
+        ))
     })?;
     Ok((replay_id, payload))
 }
