@@ -122,7 +122,7 @@ const ENGINE_BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Page cache per engine connection. A shard's round touches a leaf page per record it
 /// decides; with SQLite's 2 MiB default a 1,024-message round spilled pages to the WAL
 /// before its commit.
-const ENGINE_CACHE_KIB: u32 = 16 * 1024;
+const ENGINE_CACHE_KIB: u32 = 8 * 1024;
 
 /// How often the checkpointer copies the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
