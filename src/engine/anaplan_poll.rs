@@ -25,8 +25,8 @@
 //!
 //! Memory: the list is held as a [`ListIndex`] (names, codes that differ from them, the mapped
 //! properties; a few tens of bytes an item), built from one plain read for a small list or
-//! page by page from a read request for a large one; a large module is diffed one view page at
-//! a time ([`PageDiff`]). Only the shadow's `seen` map, the caller's, grows with the model.
+//! page by page from a read request for a large one; a large module is diffed a part of a
+//! view page at a time ([`PageDiff`]). Only the shadow's `seen` map, the caller's, grows with the model.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -254,11 +254,11 @@ pub async fn poll_resolved_each(
 /// view): one part, in code order. A list of more than `limits.paged_list_items` items, or
 /// whose items times the line items read exceed `limits.max_view_cells`, is read with a list
 /// read request folded page by page into a [`ListIndex`], and its module with a view read
-/// request: parts of at most `limits.part_items` rows of a page (the changes of those items, in
-/// view order), then a last part with items no page showed, items without a code, the deletes and
-/// the count of items. Memory then holds the index (tens of bytes an item), one page's rows
-/// and one part's changes, not the list and the module. A plain read refused for size (the count was stale) falls back to
-/// the paged read.
+/// request: parts of at most `limits.part_items` rows of a page (the changes of those items,
+/// in view order), then a last part with items no page showed, items without a code, the
+/// deletes and the count of items. Memory then holds the index (tens of bytes an item), one
+/// page's rows and one part's changes, not the list and the module. A plain read refused for
+/// size (the count was stale) falls back to the paged read.
 pub async fn poll_resolved_each_with(
     client: &AnaplanClient,
     pairing: &Pairing,

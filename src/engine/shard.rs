@@ -461,8 +461,10 @@ impl Round<'_> {
             ctx,
         );
         let action = decision.action.name();
+        // A held conflict that converges is audited: it closes an exception.
         let first_agreement = obs.source == Source::Reconcile
             && w.base.is_none()
+            && w.held.is_none()
             && matches!(decision.action, Action::Converged { .. })
             && decision.exception.is_none();
         *self.summary.decisions.entry(action).or_default() += 1;
