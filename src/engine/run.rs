@@ -135,19 +135,44 @@ fn engine_store(path: &std::path::Path, gate: &WriteGate) -> Result<Store, Engin
     store.set_write_gate(gate.clone());
     store.disable_auto_checkpoint()?;
     store.set_cache_kib(ENGINE_CACHE_KIB)?;
+    store.set_wal_size_limit(WAL_SIZE_LIMIT)?;
     Ok(store)
 }
 
+/// A WAL holding more frames than this (about 64 MiB of 4 KiB pages) is restarted.
+const WAL_RESTART_FRAMES: i64 = 16 * 1024;
+/// What the WAL file is cut back to when it restarts.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+/// How long a restart waits for readers, in the write turn (every shard's commit waits too).
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(500);
+
 /// Keeps the WAL short: a passive checkpoint every `CHECKPOINT_EVERY`, which never blocks a
-/// writer. Without it the WAL would grow for as long as the engine runs.
+/// writer, and a restart (in the write turn) once the WAL has grown past
+/// `WAL_RESTART_FRAMES` all the same, as it does while the shards write without pause.
 async fn run_checkpointer(db: Db, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(CHECKPOINT_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = db.call(|s| s.checkpoint_wal()).await {
-            tracing::warn!(target: "plansync::engine", error = %e, "a WAL checkpoint failed; the next one retries");
+        let step = db
+            .call(|s| {
+                let passive = s.checkpoint_wal()?;
+                if passive.frames < WAL_RESTART_FRAMES {
+                    return Ok(None);
+                }
+                s.restart_wal(WAL_RESTART_WAIT)
+                    .map(|done| Some((passive, done)))
+            })
+            .await;
+        match step {
+            Ok(Some((passive, done))) => {
+                tracing::debug!(target: "plansync::engine", frames = passive.frames, restarted = done, "WAL restart");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(target: "plansync::engine", error = %e, "a WAL checkpoint failed; the next one retries");
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Unit tests of the write path and the engine's reads.
 
+use std::time::Duration;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
@@ -381,9 +383,47 @@ fn gated_writers_commit_from_threads_and_the_wal_waits_for_an_explicit_checkpoin
         frames > 2_000,
         "no commit checkpointed, so the WAL grew: {frames} frames"
     );
-    assert_eq!(
-        first.checkpoint_wal().unwrap(),
-        0,
-        "a passive checkpoint copies it all"
+    let passive = first.checkpoint_wal().unwrap();
+    assert_eq!(passive.left, 0, "a passive checkpoint copies it all");
+    assert_eq!(passive.frames, frames as i64, "but the WAL is as long");
+}
+
+#[test]
+fn a_restarted_wal_is_written_from_its_start_and_cut_to_its_limit() {
+    let (dir, mut store) = open_temp();
+    store.set_write_gate(WriteGate::default());
+    store.disable_auto_checkpoint().unwrap();
+    store.set_wal_size_limit(64 * 1024).unwrap();
+    let wal = || {
+        std::fs::metadata(dir.path().join("plansync.db-wal"))
+            .unwrap()
+            .len()
+    };
+    let commit = |store: &mut Store, from: i64, n: i64| {
+        for i in 0..n {
+            let mut batch = Batch::new(t(1));
+            for m in 0..20 {
+                batch.set_metric(format!("m{}", from + i * 20 + m), i);
+            }
+            store.commit(&batch).unwrap();
+        }
+    };
+    commit(&mut store, 0, 200);
+    let long = wal();
+    assert!(long > 1024 * 1024, "the WAL grew: {long} bytes");
+    assert!(store.restart_wal(Duration::from_secs(1)).unwrap());
+    assert_eq!(store.checkpoint_wal().unwrap().left, 0);
+    // The next commit writes from the start, and the file is cut back to the limit.
+    commit(&mut store, 1_000_000, 1);
+    let after = wal();
+    assert!(
+        after <= 64 * 1024,
+        "{after} bytes after a restart, {long} before"
     );
+    let frames = store.checkpoint_wal().unwrap().frames;
+    assert!(
+        (1..10).contains(&frames),
+        "one commit's frames, not {frames}"
+    );
+    assert_eq!(table_count(&store, "metrics"), 200 * 20 + 20);
 }
