@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use plansync::anaplan::{
     AnaplanClient, AnaplanConfig, AuthMethod, CellValue as Cell, CellWrite, DimRef, ItemRef,
-    LineItemRef, RetryPolicy,
+    LineItemRef, ListItemWrite, RetryPolicy,
 };
 use plansync::crm::cdc::Transport;
 use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
@@ -912,5 +912,131 @@ async fn a_module_over_the_view_read_limit_is_polled_through_read_requests() {
         .count();
     assert!(pages >= 2, "{pages} pages read");
     assert_eq!(env.anaplan.read_requests(), 0, "every read request deleted");
+    env.stop().await;
+}
+
+fn staged_rows(db: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open")
+        .query_row("SELECT count(*) FROM first_run_anaplan", [], |r| r.get(0))
+        .expect("count")
+}
+
+/// The first run reads Anaplan first and stages each item's values in one row; each CRM
+/// record is then decided against them (an agreeing amount is the base, with no write), and
+/// the items no CRM record claims are kept as seen, so later polls find nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_run_decides_each_crm_record_against_the_staged_anaplan_values() {
+    let mut env = Env::new(&rules_dir()).await;
+    let deal = env.opportunities().await[0].clone();
+    let amount = env.crm_field(&deal, "Amount").as_f64().expect("an amount");
+    let amount = format!("{amount:.2}");
+    let planner_only = "PLAN-ONLY-7";
+    let planner = anaplan_client(&env.anaplan);
+    let list = planner.list_id(MODEL, OPP_LIST).await.expect("list id");
+    let item = |code: &str| ListItemWrite {
+        code: code.into(),
+        name: Some(code.into()),
+        parent: None,
+        properties: Default::default(),
+        subsets: Default::default(),
+    };
+    let added = planner
+        .add_list_items(MODEL, &list, &[item(&deal), item(planner_only)])
+        .await
+        .expect("items added");
+    assert!(added.failures.is_empty(), "{:?}", added.failures);
+    env.planner_sets(OPP_MODULE, OPP_LIST, &deal, "Amount", number(&amount))
+        .await;
+    env.planner_sets(OPP_MODULE, OPP_LIST, planner_only, "Amount", number("4200"))
+        .await;
+
+    env.start(false).await;
+    env.settle().await;
+    assert_eq!(staged_rows(&env.db), 0, "nothing left staged");
+    let store = env.store();
+    let field = |id: &str, f: &str| {
+        store
+            .shadow(&plansync::store::FieldKey::new("opportunity", id, f))
+            .expect("shadow")
+            .unwrap_or_else(|| panic!("a shadow row for {id}.{f}"))
+    };
+    let agreed = field(&deal, "Amount");
+    let base = agreed.base.expect("the agreeing amount is the base");
+    assert_eq!(base.value.to_text(), Some(amount.clone()));
+    assert_eq!(base.source, plansync::model::Source::Reconcile);
+    assert_eq!(
+        agreed.seen_anaplan.map(|s| s.value.to_text()),
+        Some(Some(amount))
+    );
+    assert!(
+        outbox_rows(&env.db, &deal, "Amount").is_empty(),
+        "no write for an amount both sides hold"
+    );
+    let kept = field(planner_only, "Amount");
+    assert_eq!(kept.base, None);
+    assert_eq!(kept.seen_crm, None);
+    assert_eq!(
+        kept.seen_anaplan.map(|s| s.value.to_text()),
+        Some(Some("4200.00".into()))
+    );
+
+    // The next poll knows the planner's item (a new one would be reported as unmapped) and
+    // the agreeing deal: nothing to decide.
+    let decided = decisions(&env.db, planner_only, "Amount").len();
+    env.poll().await;
+    assert_eq!(decisions(&env.db, planner_only, "Amount").len(), decided);
+    let unmapped: Vec<_> = env
+        .exceptions(Some(ExceptionKind::Unmapped))
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(planner_only))
+        .collect();
+    assert!(unmapped.is_empty(), "{unmapped:?}");
+    assert_eq!(field(&deal, "Amount").base.map(|b| b.at), Some(base.at));
+    env.stop().await;
+}
+
+/// A first run that stopped after reading Anaplan leaves values staged: the next start
+/// records them in the shadow before any source runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_staged_by_an_unfinished_first_run_are_recorded_at_the_next_start() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(false).await;
+    env.settle().await;
+    env.stop().await;
+
+    let mut store = Store::open(&env.db).expect("store");
+    let mut batch = plansync::store::Batch::new(chrono::Utc::now());
+    let value =
+        plansync::model::Value::from_text(plansync::model::ValueKind::Number { scale: 2 }, "31.00")
+            .expect("value");
+    batch.stage_anaplan(plansync::store::StagedItem {
+        record: plansync::model::RecordKey {
+            pairing: "opportunity".into(),
+            crm_id: "LEFT-STAGED-1".into(),
+        },
+        at: chrono::Utc::now(),
+        fields: vec![(
+            "Amount".into(),
+            plansync::model::ValueKind::Number { scale: 2 },
+            value.clone(),
+        )],
+    });
+    store.commit(&batch).expect("staged");
+    drop(store);
+    assert_eq!(staged_rows(&env.db), 1);
+
+    env.start(false).await;
+    assert_eq!(staged_rows(&env.db), 0);
+    let row = env
+        .store()
+        .shadow(&plansync::store::FieldKey::new(
+            "opportunity",
+            "LEFT-STAGED-1",
+            "Amount",
+        ))
+        .expect("shadow")
+        .expect("recorded");
+    assert_eq!(row.seen_anaplan.map(|s| s.value), Some(value));
     env.stop().await;
 }

@@ -177,6 +177,9 @@ async fn run_checkpointer(db: Db, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Staged first-run items moved into the shadow per transaction.
+const UNSTAGE_PAGE: usize = 4096;
+
 /// The most messages a shard takes into one round (one transaction). A round's working
 /// state and batch are the engine's largest allocations: at 4,096 the first run's rounds
 /// held ~125 MB across four shards (heaptrack), at 1,024 a quarter of that, at the same speed
@@ -262,6 +265,14 @@ impl EngineHandle {
             tracing::info!(target: "plansync::engine", requeued, "writes sent before a stop are sent again");
         }
         let first_run = !main.has_checkpoints()?;
+        if !first_run {
+            // A first run that stopped after reading Anaplan: its staged values go into
+            // the shadow before any source runs, as the end of that run would have put them.
+            let moved = main.unstage_first_run(Utc::now(), UNSTAGE_PAGE)?;
+            if moved.cleared > 0 {
+                tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "Anaplan values staged by an unfinished first run recorded in the shadow");
+            }
+        }
         let counters = Arc::new(Counters::default());
         let failure = Arc::new(Mutex::new(None));
         let failed = Arc::new(Notify::new());
@@ -517,6 +528,7 @@ async fn reconcile(
     if ctx.router.flush().await.is_err() {
         return;
     }
+    tracing::info!(target: "plansync::engine", event = "reconcile_anaplan_read", ms = started.elapsed().as_millis() as u64, "first run: Anaplan read and staged");
     for (name, _) in pairings {
         let mut recent = RecentSeen::off();
         if let Err(e) = crm_poll_once(ctx, crm, name, lookback, &mut recent, true).await {
@@ -525,6 +537,20 @@ async fn reconcile(
     }
     if ctx.router.flush().await.is_err() {
         return;
+    }
+    // Items no CRM record claimed keep their values as seen in Anaplan.
+    match ctx
+        .db
+        .call(|s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE))
+        .await
+    {
+        Ok(moved) => {
+            tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded");
+        }
+        Err(e) => {
+            // Left staged: the next start records them.
+            tracing::warn!(target: "plansync::engine", error = %e, "the first run's unclaimed Anaplan values could not be recorded yet");
+        }
     }
     // Stored at once, not at the next counters tick: `plansync status` and the bench read
     // it to know the first run is over (every value read, decided and committed).

@@ -31,7 +31,7 @@ use crate::rules::ruleset::{AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, Pa
 use crate::store::{
     Batch, ExceptionField, ExceptionRef, ExceptionUpdate, FieldKey, NewAudit, NewException,
     NewOutbox, Observed, OutboxReason, OutboxRef, OutboxState, OutboxUpdate, RecordMapUpsert,
-    RecordState, Store, StoreError,
+    RecordState, StagedItem, Store, StoreError,
 };
 
 /// What a shard is asked to do.
@@ -136,7 +136,8 @@ impl ShardCore {
             shard: self.index,
             batch: Batch::new(now),
             fields: HashMap::new(),
-            loaded: HashSet::new(),
+            loaded: HashMap::new(),
+            staged: BTreeMap::new(),
             mapped: HashMap::new(),
             raised: HashSet::new(),
             summary: RoundSummary::default(),
@@ -177,8 +178,12 @@ impl ShardCore {
             mut batch,
             fields,
             summary,
+            staged,
             ..
         } = round;
+        for item in staged.into_values() {
+            batch.stage_anaplan(item);
+        }
         let mut keys: Vec<&FieldKey> = fields
             .iter()
             .filter(|(_, w)| w.dirty)
@@ -201,6 +206,14 @@ impl ShardCore {
     }
 }
 
+/// What loading a record found.
+struct Loaded {
+    /// It has shadow rows.
+    stored: bool,
+    /// Its staged first-run values were looked for.
+    staging_read: bool,
+}
+
 /// One observation to decide.
 struct Obs {
     side: Side,
@@ -218,8 +231,11 @@ struct Round<'a> {
     shard: usize,
     batch: Batch,
     fields: HashMap<FieldKey, Working>,
-    /// Records whose shadow rows are in `fields`.
-    loaded: HashSet<RecordKey>,
+    /// Records whose shadow rows are in `fields`, and what was found.
+    loaded: HashMap<RecordKey, Loaded>,
+    /// The first run's Anaplan values of records with no shadow state, staged one row per
+    /// item instead of one shadow row per field (see `store/staging.rs`).
+    staged: BTreeMap<RecordKey, StagedItem>,
     /// Whether each record touched has a `record_map` row (stored or added this round).
     mapped: HashMap<RecordKey, bool>,
     /// Exceptions raised once per occurrence that this round already raised (not yet
@@ -230,11 +246,21 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    fn load_record(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<(), StoreError> {
-        if !self.loaded.insert(record.clone()) {
-            return Ok(());
+    /// Loads the record's shadow rows into `fields` (once a round); says whether it has any.
+    fn load_record(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<bool, StoreError> {
+        if let Some(loaded) = self.loaded.get(record) {
+            return Ok(loaded.stored);
         }
-        for (field, state) in self.store.shadow_record(record)? {
+        let rows = self.store.shadow_record(record)?;
+        self.loaded.insert(
+            record.clone(),
+            Loaded {
+                stored: !rows.is_empty(),
+                staging_read: false,
+            },
+        );
+        let stored = !rows.is_empty();
+        for (field, state) in rows {
             let key = FieldKey {
                 record: record.clone(),
                 field: field.clone(),
@@ -250,7 +276,58 @@ impl Round<'_> {
             self.fields
                 .insert(key, Working::from_stored(state, kind, flight));
         }
+        Ok(stored)
+    }
+
+    /// Takes the first run's staged Anaplan values of `record` (a record with no shadow
+    /// rows) as its fields' Anaplan side, to decide its CRM values against. The fields are
+    /// stored at the end of the round, so the staged item counts as claimed from then on.
+    fn claim_staged(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<(), StoreError> {
+        match self.loaded.get_mut(record) {
+            Some(loaded) if !loaded.stored && !loaded.staging_read => loaded.staging_read = true,
+            _ => return Ok(()),
+        }
+        let Some(item) = self.store.staged_item(record)? else {
+            return Ok(());
+        };
+        for (field, _, value) in item.fields {
+            // A field no longer mapped, or a value that no longer fits its rule's kind, is
+            // unknown (as for a stored shadow row): the next poll reads it again.
+            let Some(rule) = pairing.field(&field) else {
+                continue;
+            };
+            let Ok(value) = value.to_kind(rule.kind) else {
+                continue;
+            };
+            let key = FieldKey {
+                record: record.clone(),
+                field,
+            };
+            if self.fields.contains_key(&key) {
+                continue;
+            }
+            let mut w = Working::new(rule.kind);
+            w.set_seen(
+                Side::Anaplan,
+                Observed {
+                    value,
+                    at: item.at,
+                    source: Source::Reconcile,
+                },
+            );
+            self.fields.insert(key, w);
+        }
         Ok(())
+    }
+
+    /// Whether any field of `record` is being worked on this round.
+    fn has_working(&self, pairing: &Pairing, record: &RecordKey) -> bool {
+        pairing.fields.iter().any(|rule| {
+            self.fields.contains_key(&FieldKey {
+                record: record.clone(),
+                field: rule.crm.clone(),
+            })
+        })
     }
 
     fn working(&mut self, key: &FieldKey, kind: ValueKind) -> &mut Working {
@@ -311,7 +388,10 @@ impl Round<'_> {
                 message,
             );
         };
-        self.load_record(pairing, &change.record)?;
+        let stored = self.load_record(pairing, &change.record)?;
+        if change.source == Source::Reconcile && change.side == Side::Crm {
+            self.claim_staged(pairing, &change.record)?;
+        }
         tracing::debug!(
             target: "plansync::engine",
             event = "change_received",
@@ -346,6 +426,29 @@ impl Round<'_> {
                     self.field_exception(pairing, rule, &change.record, e.kind, message)?;
                 }
             }
+        }
+        // The first run's Anaplan values of a record with no state yet wait, staged, for
+        // its CRM values: nothing can be decided before those are read.
+        if change.source == Source::Reconcile
+            && change.side == Side::Anaplan
+            && !stored
+            && (self.staged.contains_key(&change.record)
+                || !self.has_working(pairing, &change.record))
+        {
+            let item = self
+                .staged
+                .entry(change.record.clone())
+                .or_insert_with(|| StagedItem {
+                    record: change.record.clone(),
+                    at: change.committed_at,
+                    fields: Vec::with_capacity(values.len()),
+                });
+            item.at = change.committed_at;
+            for (rule, value) in values {
+                item.fields.retain(|(field, _, _)| *field != rule.crm);
+                item.fields.push((rule.crm.clone(), rule.kind, value));
+            }
+            return Ok(());
         }
         let overlay: Vec<(String, Value)> = if change.side == Side::Crm {
             values

@@ -15,6 +15,7 @@ use super::codec::ts;
 use super::rows::{
     ExceptionField, FieldKey, Observed, OutboxReason, OutboxState, RecordState, ShadowState,
 };
+use super::staging::{StagedItem, UPSERT_STAGED, fields_json};
 use super::{Store, StoreError};
 use crate::model::{
     ExceptionKind, ExceptionStatus, Position, RecordKey, Side, Source, Value, ValueKind,
@@ -173,6 +174,7 @@ pub struct Batch {
     audit: Vec<NewAudit>,
     checkpoints: Vec<(String, Position)>,
     metrics: Vec<(String, i64)>,
+    staged: Vec<StagedItem>,
 }
 
 impl Batch {
@@ -191,6 +193,7 @@ impl Batch {
             audit: Vec::new(),
             checkpoints: Vec::new(),
             metrics: Vec::new(),
+            staged: Vec::new(),
         }
     }
 
@@ -247,6 +250,12 @@ impl Batch {
         self.metrics.push((name.into(), value));
     }
 
+    /// Stages the first run's Anaplan values of one item (see `staging.rs`), replacing what
+    /// was staged for it before.
+    pub fn stage_anaplan(&mut self, item: StagedItem) {
+        self.staged.push(item);
+    }
+
     /// How many rows the batch will write.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -258,6 +267,7 @@ impl Batch {
             + self.audit.len()
             + self.checkpoints.len()
             + self.metrics.len()
+            + self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -377,6 +387,8 @@ ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_at = ex
 struct Rendered {
     shadow: Vec<RenderedShadow>,
     audit: Vec<RenderedAudit>,
+    /// Each staged item's seen time and fields.
+    staged: Vec<(String, String)>,
 }
 
 struct RenderedShadow {
@@ -437,7 +449,16 @@ impl Rendered {
                 value: a.value.to_text(),
             })
             .collect();
-        Rendered { shadow, audit }
+        let staged = batch
+            .staged
+            .iter()
+            .map(|item| (times.text(item.at), fields_json(item)))
+            .collect();
+        Rendered {
+            shadow,
+            audit,
+            staged,
+        }
     }
 }
 
@@ -651,6 +672,13 @@ fn apply(
                 a.rule_hash,
                 exception,
             ])?;
+        }
+    }
+
+    if !batch.staged.is_empty() {
+        let mut stmt = tx.prepare_cached(UPSERT_STAGED)?;
+        for (item, (at, fields)) in batch.staged.iter().zip(&rendered.staged) {
+            stmt.execute(params![item.record.pairing, item.record.crm_id, at, fields])?;
         }
     }
 

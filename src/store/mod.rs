@@ -18,6 +18,7 @@ mod resolve;
 mod rows;
 mod schema;
 mod snapshot;
+mod staging;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub use rows::{
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::AnaplanSeen;
+pub use staging::{StagedItem, Unstaged};
 pub use status::{Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
 
 use crate::model::{Position, RecordKey, Side};

@@ -66,6 +66,12 @@
 //!   it deliberately replaces); NULL for none. Kept so that, after the acknowledgement, an
 //!   edit our write overwrote can be told from the value we meant to replace.
 //!
+//! ## `first_run_anaplan` (v4): the first run's Anaplan values, waiting for the CRM side
+//! Empty except during a first run (or after one that stopped halfway, until the next start).
+//! - `pairing`, `crm_id`: the record (the item's code is the CRM id).
+//! - `seen_at`: the time of the poll that read the item.
+//! - `fields`: JSON array of `[field, value_kind, value]` (canonical text, `null` for none).
+//!
 //! ## `checkpoints`: how far each source has been durably consumed
 //! - `source`: the source's name (a CDC channel, a poller), primary key.
 //! - `position`: JSON of `model::Position`, e.g. `{"kind":"replay","channel":…,"replay_id":…}`.
@@ -146,10 +152,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: V3_OPEN_OUTBOX,
     },
+    Migration {
+        version: 4,
+        sql: V4_FIRST_RUN_STAGING,
+    },
 ];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The first run's Anaplan values, one row per item, until their CRM record is decided (see
+/// `staging.rs`): a 1M-record first run wrote each record's six shadow rows twice.
+const V4_FIRST_RUN_STAGING: &str = r#"
+CREATE TABLE first_run_anaplan (
+    pairing TEXT NOT NULL,
+    crm_id  TEXT NOT NULL,  -- the item's code
+    seen_at TEXT NOT NULL,  -- the first run's poll
+    fields  TEXT NOT NULL,  -- JSON: [[field, value_kind, value or null], ...]
+    PRIMARY KEY (pairing, crm_id)
+) WITHOUT ROWID;
+"#;
 
 /// The running engine asks about open writes (per field, and the unclaimed ones) many times a
 /// second, while `done` rows pile up for the audit trail: partial indexes keep those questions

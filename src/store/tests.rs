@@ -427,3 +427,104 @@ fn a_restarted_wal_is_written_from_its_start_and_cut_to_its_limit() {
     );
     assert_eq!(table_count(&store, "metrics"), 200 * 20 + 20);
 }
+
+fn staged(crm_id: &str, amount_text: &str) -> StagedItem {
+    StagedItem {
+        record: RecordKey {
+            pairing: "opportunity".into(),
+            crm_id: crm_id.into(),
+        },
+        at: t(5),
+        fields: vec![
+            (
+                "Amount".into(),
+                amount(),
+                Value::from_text(amount(), amount_text).unwrap(),
+            ),
+            ("Name".into(), ValueKind::Text, Value::Null),
+        ],
+    }
+}
+
+#[test]
+fn staged_items_are_read_back_and_the_unclaimed_ones_end_in_the_shadow() {
+    let (_dir, mut store) = open_temp();
+    let mut batch = Batch::new(t(5));
+    for i in 0..5 {
+        batch.stage_anaplan(staged(&format!("006{i}"), "10.00"));
+    }
+    // Staging an item again replaces it.
+    batch.stage_anaplan(staged("0061", "11.00"));
+    store.commit(&batch).unwrap();
+    let item = store
+        .staged_item(&RecordKey {
+            pairing: "opportunity".into(),
+            crm_id: "0061".into(),
+        })
+        .unwrap()
+        .expect("staged");
+    assert_eq!(item, staged("0061", "11.00"));
+
+    // Two records were claimed: a shard decided them and stored their fields.
+    let mut claimed = Batch::new(t(6));
+    for id in ["0061", "0063"] {
+        claimed.upsert_shadow(ShadowUpsert {
+            key: FieldKey::new("opportunity", id, "Amount"),
+            kind: amount(),
+            base: None,
+            seen_crm: Some(Observed {
+                value: Value::from_text(amount(), "99.00").unwrap(),
+                at: t(6),
+                source: Source::Reconcile,
+            }),
+            seen_anaplan: None,
+            in_flight: None,
+            held: None,
+            last_ack: None,
+        });
+    }
+    store.commit(&claimed).unwrap();
+
+    // Pages of two: the scan goes on past pages with nothing to move.
+    let done = store.unstage_first_run(t(7), 2).unwrap();
+    assert_eq!(
+        done,
+        Unstaged {
+            items: 3,
+            fields: 6,
+            cleared: 5
+        }
+    );
+    assert_eq!(table_count(&store, "first_run_anaplan"), 0);
+    let moved = store
+        .shadow(&FieldKey::new("opportunity", "0064", "Amount"))
+        .unwrap()
+        .expect("moved");
+    assert_eq!(moved.seen_crm, None);
+    assert_eq!(moved.base, None);
+    assert_eq!(
+        moved.seen_anaplan,
+        Some(Observed {
+            value: Value::from_text(amount(), "10.00").unwrap(),
+            at: t(5),
+            source: Source::Reconcile,
+        })
+    );
+    // A claimed record keeps what its shard stored.
+    let kept = store
+        .shadow(&FieldKey::new("opportunity", "0061", "Amount"))
+        .unwrap()
+        .expect("kept");
+    assert_eq!(kept.seen_anaplan, None);
+    assert!(
+        store
+            .shadow(&FieldKey::new("opportunity", "0061", "Name"))
+            .unwrap()
+            .is_none()
+    );
+    // Nothing staged: nothing to do.
+    assert_eq!(
+        store.unstage_first_run(t(8), 2).unwrap(),
+        Unstaged::default()
+    );
+}
