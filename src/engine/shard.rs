@@ -129,6 +129,9 @@ impl ShardCore {
         committed: impl FnOnce(&RoundSummary),
     ) -> Result<RoundSummary, StoreError> {
         let mut flushes = Vec::new();
+        // The round's reads share one read transaction (see `Store::read_snapshot`), ended
+        // before the commit.
+        let snapshot = self.store.read_snapshot()?;
         let mut round = Round {
             rules,
             store: &self.store,
@@ -181,6 +184,7 @@ impl ShardCore {
             staged,
             ..
         } = round;
+        drop(snapshot);
         for item in staged.into_values() {
             batch.stage_anaplan(item);
         }
