@@ -103,7 +103,10 @@ fn the_example_loads_with_its_secrets_and_builds_both_clients() {
     assert_eq!(config.crm.api_version, "62.0");
     assert_eq!(config.schedule.crm_poll, Duration::from_secs(300));
     assert_eq!(config.schedule.lookback, Duration::from_secs(120));
-    assert_eq!(config.engine.shards, 4);
+    assert_eq!(
+        config.engine.shards,
+        plansync::engine::run::default_shards()
+    );
     assert_eq!(config.engine.batch_window, Duration::from_millis(100));
     assert_eq!(config.engine.transactional_max_cells, 50_000);
     match &config.crm.auth {

@@ -199,7 +199,6 @@ impl Rig {
         let crm = world::crm_client(&world.crm)?;
         let anaplan = world::anaplan_client(&world.anaplan)?;
         let mut engine_options = EngineOptions::new(&db);
-        engine_options.shards = 4;
         engine_options.batch_window = Duration::from_millis(100);
         // Only the stream feeds a bench: pollers would add noise.
         engine_options.crm_poll = Duration::from_secs(24 * 3600);

@@ -169,7 +169,6 @@ crm_poll = "24h"
 anaplan_poll = "24h"
 
 [engine]
-shards = 4
 batch_window = "100ms"
 "#,
         rules = absolute(rules).display().to_string(),

@@ -906,7 +906,7 @@ impl Walk<'_> {
 
 fn default_engine() -> EngineSettings {
     EngineSettings {
-        shards: 4,
+        shards: crate::engine::run::default_shards(),
         batch_window: Duration::from_millis(100),
         transactional_max_cells: 50_000,
         crm_bulk_threshold: 2_000,

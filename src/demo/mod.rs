@@ -94,7 +94,6 @@ pub async fn run(
     let anaplan = world::anaplan_client(&world.anaplan)?;
 
     let mut engine_options = EngineOptions::new(&options.db);
-    engine_options.shards = 4;
     engine_options.batch_window = Duration::from_millis(100);
     // The day is compressed: the "5-minute" polls come every few seconds.
     engine_options.crm_poll = Duration::from_secs(5);

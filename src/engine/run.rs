@@ -66,11 +66,20 @@ pub struct EngineOptions {
     pub sources: bool,
 }
 
+/// The shard count when none is configured: the machine's cores, at most 4. Shards decide in
+/// parallel but commit one at a time, and more shards than cores only contend: the
+/// 1M-record first run on 2 cores took 62.7 / 64.3 s with 2 shards, 68.8–75.4 s with 4.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4)
+}
+
 impl EngineOptions {
     pub fn new(store: impl Into<PathBuf>) -> EngineOptions {
         EngineOptions {
             store: store.into(),
-            shards: 4,
+            shards: default_shards(),
             channel_capacity: 1024,
             batch_window: Duration::from_millis(100),
             max_batch: 100_000,
