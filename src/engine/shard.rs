@@ -882,6 +882,8 @@ impl Round<'_> {
         }
         // The target had moved on: its new value is an edit the engine has not decided yet.
         // It goes first, so a concurrent edit is held as a conflict rather than overwritten.
+        // Decided even when that value was seen already: a poll that found the value we were
+        // writing took it for our write landing (an echo), which it was not.
         if let WriteOutcome::Stale { current } = &outcome {
             let ctx = self.context(pairing, &row.key.record, &[]);
             let obs = Obs {
@@ -891,7 +893,7 @@ impl Round<'_> {
                 ours: false,
                 source: Source::Poll,
             };
-            self.observe(pairing, rule, &row.key.record, obs, &ctx, false)?;
+            self.observe(pairing, rule, &row.key.record, obs, &ctx, true)?;
         }
         let source_side = target.other();
         let mut pending = Vec::new();
