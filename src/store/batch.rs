@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use rusqlite::{Transaction, TransactionBehavior, params};
 
-use super::codec::ts;
+use super::codec::{micros, ts};
 use super::rows::{
     ExceptionField, FieldKey, Observed, OutboxReason, OutboxState, RecordState, ShadowState,
 };
@@ -395,7 +395,6 @@ struct RenderedShadow {
     /// Base, seen in the CRM, seen in Anaplan.
     observed: [Columns; 3],
     ack_value: Option<String>,
-    ack_at: Option<String>,
     ack_replaced: Option<String>,
 }
 
@@ -408,7 +407,7 @@ struct RenderedAudit {
 #[derive(Default)]
 struct Columns {
     value: Option<String>,
-    at: Option<String>,
+    at: Option<i64>,
     source: Option<&'static str>,
 }
 
@@ -416,11 +415,11 @@ impl Rendered {
     fn of(batch: &Batch) -> Rendered {
         // A round's observations mostly share a few times (one poll's, one commit's).
         let mut times = TimeText::default();
-        let mut columns = |o: Option<&Observed>| match o {
+        let columns = |o: Option<&Observed>| match o {
             None => Columns::default(),
             Some(o) => Columns {
                 value: o.value.to_text(),
-                at: Some(times.text(o.at)),
+                at: Some(micros(o.at)),
                 source: Some(o.source.as_str()),
             },
         };
@@ -434,7 +433,6 @@ impl Rendered {
                     columns(s.seen_anaplan.as_ref()),
                 ],
                 ack_value: s.last_ack.as_ref().and_then(|a| a.value.to_text()),
-                ack_at: s.last_ack.as_ref().map(|a| ts(a.at)),
                 ack_replaced: s
                     .last_ack
                     .as_ref()
@@ -642,10 +640,10 @@ fn apply(
                 anaplan.source,
                 in_flight,
                 held,
-                now,
+                micros(batch.at),
                 s.last_ack.as_ref().map(|a| a.to.as_str()),
                 r.ack_value,
-                r.ack_at,
+                s.last_ack.as_ref().map(|a| micros(a.at)),
                 r.ack_replaced,
             ])?;
         }

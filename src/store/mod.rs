@@ -45,7 +45,7 @@ pub use staging::{StagedItem, Unstaged};
 pub use status::{Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
 
 use crate::model::{Position, RecordKey, Side};
-use codec::{corrupt, parse_enum, parse_kind, parse_opt_ts, parse_ts, parse_value};
+use codec::{corrupt, micros_at, opt_micros_at, parse_enum, parse_kind, parse_ts, parse_value};
 
 /// An open store file. Writing methods take `&mut self`: one writer per connection, and the
 /// engine keeps exactly one writing `Store`.
@@ -286,7 +286,7 @@ pub(crate) fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> 
                     at_col: &'static str,
                     source_col: &'static str|
      -> Result<Option<Observed>, StoreError> {
-        let Some(at) = parse_opt_ts("shadow", at_col, row.get(first + 1)?)? else {
+        let Some(at) = opt_micros_at(row, first + 1, "shadow", at_col)? else {
             return Ok(None);
         };
         let source: Option<String> = row.get(first + 2)?;
@@ -310,7 +310,7 @@ pub(crate) fn shadow_from_row(row: &Row<'_>) -> Result<ShadowState, StoreError> 
         )?,
         in_flight: row.get(10)?,
         held: row.get(11)?,
-        updated_at: parse_ts("shadow", "updated_at", row.get(12)?)?,
+        updated_at: micros_at(row, 12, "shadow", "updated_at")?,
         last_ack: last_ack_from_row(row, kind)?,
     })
 }
@@ -326,7 +326,7 @@ fn last_ack_from_row(
     };
     let to = parse_side("shadow", "last_ack_target", target)?;
     let value = parse_value("shadow", "last_ack_value", kind, row.get(14)?)?;
-    let at = parse_ts("shadow", "last_ack_at", row.get(15)?)?;
+    let at = micros_at(row, 15, "shadow", "last_ack_at")?;
     let replaced = parse_value("shadow", "last_ack_replaced", kind, row.get(16)?)?;
     Ok(Some(crate::model::AckedWrite {
         to,

@@ -73,21 +73,22 @@ impl Store {
         if let (Some(field), Some(crm_id)) = (exception.field.as_mut(), &exception.crm_id) {
             let current = tx
                 .prepare_cached(
-                    "SELECT seen_crm_value, seen_crm_at, seen_anaplan_value, seen_anaplan_at,
+                    "SELECT seen_crm_value, seen_crm_at IS NOT NULL, seen_anaplan_value,
+                            seen_anaplan_at IS NOT NULL,
                             in_flight_outbox_id
                      FROM shadow WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3",
                 )?
                 .query_row(params![exception.pairing, crm_id, field.name], |row| {
                     Ok((
                         row.get::<_, Option<String>>(0)?,
-                        row.get::<_, Option<String>>(1)?,
+                        row.get::<_, bool>(1)?,
                         row.get::<_, Option<String>>(2)?,
-                        row.get::<_, Option<String>>(3)?,
+                        row.get::<_, bool>(3)?,
                         row.get::<_, Option<i64>>(4)?,
                     ))
                 })
                 .optional()?;
-            if let Some((crm, crm_at, anaplan, anaplan_at, in_flight)) = current {
+            if let Some((crm, crm_seen, anaplan, anaplan_seen, in_flight)) = current {
                 // One writer per field: never queue a resolution beside a write in flight.
                 if let Some(outbox) = in_flight {
                     return Err(StoreError::WriteInFlight {
@@ -96,10 +97,10 @@ impl Store {
                         outbox,
                     });
                 }
-                if crm_at.is_some() {
+                if crm_seen {
                     field.crm_value = parse_value("shadow", "seen_crm_value", field.kind, crm)?;
                 }
-                if anaplan_at.is_some() {
+                if anaplan_seen {
                     field.anaplan_value =
                         parse_value("shadow", "seen_anaplan_value", field.kind, anaplan)?;
                 }

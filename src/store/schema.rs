@@ -4,7 +4,9 @@
 //!
 //! - **Timestamps** are RFC 3339 UTC text with exactly six fractional digits and a `Z`
 //!   (`2026-11-01T09:30:00.000000Z`), so they sort and compare correctly as plain text and
-//!   `substr(x, 1, 10)` is the UTC day.
+//!   `substr(x, 1, 10)` is the UTC day. The exception is `shadow` (v5): six rows per record
+//!   and five times per row, stored as integer microseconds since 1970 UTC; the view
+//!   `shadow_readable` shows them as the text above.
 //! - **Values** are canonical text (`Value::to_text`: numbers at their field's scale, `true` /
 //!   `false`, `YYYY-MM-DD`), SQL `NULL` for a null value. Beside every value column sits a
 //!   `value_kind` tag (`text`, `number:2`, `boolean`, `date`, `picklist`) so the value can be
@@ -49,6 +51,7 @@
 //!   the value it replaced (NULL target: none yet). Used to notice a person's edit that our
 //!   write overwrote.
 //! - `updated_at`: when the row last changed.
+//! - Every `*_at` column of this table is an INTEGER of microseconds since 1970 UTC (v5).
 //!
 //! ## `outbox`: writes plansync intends to make
 //! - `id`: increasing integer; the order writes were decided in.
@@ -127,6 +130,7 @@
 //! - `exceptions_per_day(day, kind, opened, resolved)`: per UTC day and kind, how many
 //!   exceptions were raised and how many stopped being open (`resolved_at` on that day,
 //!   whatever the final status).
+//! - `shadow_readable` (v5): every column of `shadow`, its times as RFC 3339 text.
 
 /// Marks the file as a plansync store (`PRAGMA application_id`): "plsy" in ASCII.
 pub const APPLICATION_ID: i32 = 0x706C_7379;
@@ -156,10 +160,124 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: V4_FIRST_RUN_STAGING,
     },
+    Migration {
+        version: 5,
+        sql: V5_SHADOW_TIMES,
+    },
 ];
 
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The v5 conversion of one RFC 3339 text time to microseconds; a cell in another shape is
+/// kept as it is.
+macro_rules! v5_micros {
+    ($col:literal) => {
+        concat!(
+            "CASE WHEN ",
+            $col,
+            " GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]",
+            ".[0-9][0-9][0-9][0-9][0-9][0-9]Z' THEN CAST(strftime('%s', substr(",
+            $col,
+            ", 1, 19)) AS INTEGER) * 1000000 + CAST(substr(",
+            $col,
+            ", 21, 6) AS INTEGER) ELSE ",
+            $col,
+            " END"
+        )
+    };
+}
+
+/// A time stored in microseconds, as the RFC 3339 text the other tables hold.
+macro_rules! v5_text {
+    ($col:literal) => {
+        concat!(
+            "strftime('%Y-%m-%dT%H:%M:%S', ",
+            $col,
+            " / 1000000, 'unixepoch') || printf('.%06dZ', ",
+            $col,
+            " % 1000000)"
+        )
+    };
+}
+
+/// The shadow holds six rows per record and five times per row: as RFC 3339 text those were
+/// half of a row's bytes, and writing the rows was most of a 1M-record first run. The times
+/// become integer microseconds (`codec::micros`); `shadow_readable` shows them as text.
+///
+/// The conversion relies on the fixed-width text every earlier version wrote
+/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`); a cell in any other shape is copied unchanged, and reading
+/// it reports the row as corrupt instead of guessing.
+const V5_SHADOW_TIMES: &str = concat!(
+    r#"
+CREATE TABLE shadow_v5 (
+    pairing             TEXT NOT NULL,
+    crm_id              TEXT NOT NULL,
+    field               TEXT NOT NULL,  -- CRM field API name
+    value_kind          TEXT NOT NULL,
+    base_value          TEXT,           -- last agreed value
+    base_at             INTEGER,        -- µs since 1970 UTC; NULL: no agreed value known yet
+    base_source         TEXT,
+    seen_crm_value      TEXT,           -- last value seen in the CRM
+    seen_crm_at         INTEGER,
+    seen_crm_source     TEXT,
+    seen_anaplan_value  TEXT,           -- last value seen in Anaplan
+    seen_anaplan_at     INTEGER,
+    seen_anaplan_source TEXT,
+    in_flight_outbox_id INTEGER REFERENCES outbox (id),      -- the one write in flight
+    held_exception_id   INTEGER REFERENCES exceptions (id),  -- the open conflict holding it
+    last_ack_target     TEXT,           -- our last acknowledged write: side,
+    last_ack_value      TEXT,           --   value,
+    last_ack_at         INTEGER,        --   commit time on that side,
+    last_ack_replaced   TEXT,           --   and the value it replaced there
+    updated_at          INTEGER NOT NULL,
+    PRIMARY KEY (pairing, crm_id, field)
+) WITHOUT ROWID;
+INSERT INTO shadow_v5
+SELECT pairing, crm_id, field, value_kind,
+       base_value, "#,
+    v5_micros!("base_at"),
+    r#", base_source,
+       seen_crm_value, "#,
+    v5_micros!("seen_crm_at"),
+    r#", seen_crm_source,
+       seen_anaplan_value, "#,
+    v5_micros!("seen_anaplan_at"),
+    r#", seen_anaplan_source,
+       in_flight_outbox_id, held_exception_id,
+       last_ack_target, last_ack_value, "#,
+    v5_micros!("last_ack_at"),
+    r#", last_ack_replaced,
+       "#,
+    v5_micros!("updated_at"),
+    r#"
+FROM shadow;
+DROP TABLE shadow;
+ALTER TABLE shadow_v5 RENAME TO shadow;
+CREATE INDEX shadow_in_flight ON shadow (in_flight_outbox_id) WHERE in_flight_outbox_id IS NOT NULL;
+CREATE INDEX shadow_held ON shadow (held_exception_id) WHERE held_exception_id IS NOT NULL;
+
+CREATE VIEW shadow_readable AS
+SELECT pairing, crm_id, field, value_kind,
+       base_value, "#,
+    v5_text!("base_at"),
+    r#" AS base_at, base_source,
+       seen_crm_value, "#,
+    v5_text!("seen_crm_at"),
+    r#" AS seen_crm_at, seen_crm_source,
+       seen_anaplan_value, "#,
+    v5_text!("seen_anaplan_at"),
+    r#" AS seen_anaplan_at, seen_anaplan_source,
+       in_flight_outbox_id, held_exception_id,
+       last_ack_target, last_ack_value, "#,
+    v5_text!("last_ack_at"),
+    r#" AS last_ack_at, last_ack_replaced,
+       "#,
+    v5_text!("updated_at"),
+    r#" AS updated_at
+FROM shadow;
+"#
+);
 
 /// The first run's Anaplan values, one row per item, until their CRM record is decided (see
 /// `staging.rs`): a 1M-record first run wrote each record's six shadow rows twice.

@@ -528,3 +528,72 @@ fn staged_items_are_read_back_and_the_unclaimed_ones_end_in_the_shadow() {
         Unstaged::default()
     );
 }
+
+#[test]
+fn a_v4_shadow_is_migrated_to_integer_times_with_its_values_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plansync.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for m in &super::schema::MIGRATIONS[..4] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        let insert = "INSERT INTO shadow (pairing, crm_id, field, value_kind, base_value,
+                base_at, base_source, seen_crm_value, seen_crm_at, seen_crm_source,
+                seen_anaplan_value, seen_anaplan_at, seen_anaplan_source, last_ack_target,
+                last_ack_value, last_ack_at, last_ack_replaced, updated_at)
+            VALUES ('opportunity', ?1, 'Amount', 'number:2', '5.00', ?2, 'poll', '10.00',
+                '2026-11-02T10:07:00.123456Z', 'stream', NULL, NULL, NULL, 'anaplan', '5.00',
+                '2026-11-02T10:03:00.000001Z', NULL, '2026-11-02T10:08:00.000000Z')";
+        conn.execute(
+            insert,
+            ["006000000000001AAA", "2026-11-02T10:05:00.000000Z"],
+        )
+        .unwrap();
+        // A hand-edited cell: kept as it was, and reported when read.
+        conn.execute(insert, ["006000000000002AAA", "yesterday"])
+            .unwrap();
+    }
+
+    let store = Store::open(&path).unwrap();
+    let state = store.shadow(&key()).unwrap().unwrap();
+    let base = state.base.unwrap();
+    assert_eq!(
+        (base.value, base.at, base.source),
+        (num("5"), t(5), Source::Poll)
+    );
+    let crm = state.seen_crm.unwrap();
+    assert_eq!(crm.at, t(7) + chrono::Duration::microseconds(123_456));
+    assert_eq!(crm.source, Source::Stream);
+    assert!(state.seen_anaplan.is_none());
+    let ack = state.last_ack.unwrap();
+    assert_eq!(ack.at, t(3) + chrono::Duration::microseconds(1));
+    assert_eq!(ack.replaced, Some(Value::Null));
+    assert_eq!(state.updated_at, t(8));
+
+    let readable: (String, String, Option<String>, String) = store
+        .conn
+        .query_row(
+            "SELECT base_at, seen_crm_at, seen_anaplan_at, last_ack_at FROM shadow_readable
+             WHERE crm_id = '006000000000001AAA'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        readable,
+        (
+            "2026-11-02T10:05:00.000000Z".to_string(),
+            "2026-11-02T10:07:00.123456Z".to_string(),
+            None,
+            "2026-11-02T10:03:00.000001Z".to_string()
+        )
+    );
+
+    let damaged = FieldKey::new("opportunity", "006000000000002AAA", "Amount");
+    let err = store.shadow(&damaged).unwrap_err().to_string();
+    assert!(err.contains("shadow.base_at holds `yesterday`"), "{err}");
+}
