@@ -257,8 +257,8 @@ async fn values_of_every_kind_land_mapped_in_one_cell_write_per_module() {
     assert_eq!(calls(&report, "cells"), 2);
     assert_eq!(
         calls(&report, "list_items"),
-        3,
-        "two list reads and one update"
+        5,
+        "each pairing's list read (item count, then the items) and one update"
     );
     assert_eq!(
         calls(&report, "metadata"),
@@ -355,6 +355,82 @@ async fn a_new_record_gets_its_item_before_its_cells() {
         cell(&sim, OPP, &new, "Amount"),
         Some(CellValue::Number(2000.0))
     );
+}
+
+/// A list Anaplan will not return whole (over its read limit: 1,000,000 items in Anaplan, 3
+/// here) is read through a read request, page by page, both before the add and after it: the
+/// new item's id still reaches the engine, and the cells land.
+#[tokio::test]
+async fn a_list_over_the_read_limit_is_read_in_pages_for_its_item_ids() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        task_step: Duration::from_millis(30),
+        max_read: 3,
+        read_page_bytes: 200,
+        read_request_step: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
+    let sim = AnaplanSim::start(config, listener).await.unwrap();
+    let rules = rules();
+    let mut sink = sink(&sim, AnaplanSinkSettings::default());
+    let new = opp(98);
+    let batch =
+        Batch::default()
+            .opp(&new, "Amount", num("1500", 2))
+            .opp(&opp(1), "Amount", num("7", 2));
+    sim.clear_request_log();
+    let report = write(&mut sink, &rules, &batch).await;
+    assert_all_acked(&report, &batch);
+
+    let key = |crm_id: &str| RecordKey {
+        pairing: "opportunity".into(),
+        crm_id: crm_id.into(),
+    };
+    let created = item(&sim, OPPS, &new).expect("the item was created");
+    let existing = item(&sim, OPPS, &opp(1)).expect("a seeded item");
+    assert!(
+        report.items.contains(&(key(&new), created.id)),
+        "{report:?}"
+    );
+    assert!(
+        report.items.contains(&(key(&opp(1)), existing.id)),
+        "{report:?}"
+    );
+    assert_eq!(
+        cell(&sim, OPP, &new, "Amount"),
+        Some(CellValue::Number(1500.0))
+    );
+    assert_eq!(
+        cell(&sim, OPP, &opp(1), "Amount"),
+        Some(CellValue::Number(7.0))
+    );
+
+    let log = sim.request_log();
+    let refused = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/items") && r.status == 400)
+        .count();
+    assert_eq!(
+        refused, 2,
+        "each plain list read was tried and refused: {log:#?}"
+    );
+    let requests = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/readRequests"))
+        .count();
+    let pages = log
+        .iter()
+        .filter(|r| r.path.contains("/readRequests/") && r.path.contains("/pages/"))
+        .count();
+    assert_eq!(
+        requests, 2,
+        "one read request before the add, one after: {log:#?}"
+    );
+    assert!(
+        pages >= 4,
+        "the list came in several pages each time: {pages}"
+    );
+    assert_eq!(sim.read_requests(), 0, "every read request deleted");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -829,4 +905,65 @@ async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
     let log = sim.request_log();
     assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
     assert!(calls(&report, "view") == 1, "{:?}", report.calls);
+}
+
+/// The same check on a model over Anaplan's read limits (1,000,000 items or cells; 3 here):
+/// the list and the module are read through read requests, page by page, keeping only the
+/// checked items, and the check answers as it does on a small model.
+#[tokio::test]
+async fn a_checked_write_on_a_model_over_the_read_limits_reads_it_in_pages() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        task_step: Duration::from_millis(30),
+        max_read: 3,
+        read_page_bytes: 200,
+        read_request_step: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
+    let sim = AnaplanSim::start(config, listener).await.unwrap();
+    let rules = rules();
+    let mut sink = sink(&sim, AnaplanSinkSettings::default());
+    // Seed: opportunity 1 shows Probability 40; opportunity 3 shows 20.
+    let mut batch = Batch::default()
+        .opp(&opp(1), "Probability", num("55", 0))
+        .opp(&opp(3), "Probability", num("35", 0));
+    batch.0[0].expect = Some(num("40", 0)); // still true: written
+    batch.0[1].expect = Some(num("25", 0)); // a planner has moved it to 20: not written
+    sim.clear_request_log();
+    let report = write(&mut sink, &rules, &batch).await;
+    assert!(
+        matches!(outcome(&report, 1), WriteOutcome::Acked { .. }),
+        "{report:?}"
+    );
+    match outcome(&report, 2) {
+        WriteOutcome::Stale { current } => assert_eq!(*current, num("20", 0)),
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert_eq!(
+        cell(&sim, OPP, &opp(1), "Probability"),
+        Some(CellValue::Number(55.0))
+    );
+    assert_eq!(
+        cell(&sim, OPP, &opp(3), "Probability"),
+        Some(CellValue::Number(20.0)),
+        "the unexpected value is left alone"
+    );
+    let log = sim.request_log();
+    let created: Vec<&str> = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/readRequests"))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(
+        created.iter().filter(|p| p.contains("/lists/")).count(),
+        2,
+        "the cache's list read and the check's: {created:#?}"
+    );
+    assert_eq!(
+        created.iter().filter(|p| p.contains("/views/")).count(),
+        1,
+        "the check's module read: {created:#?}"
+    );
+    assert_eq!(sim.read_requests(), 0, "every read request deleted");
+    assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
 }

@@ -152,6 +152,12 @@ impl AnaplanError {
             _ => None,
         }
     }
+
+    /// Whether Anaplan refused a plain read for its size (400 "… has more than 1,000,000
+    /// cells/items"): a read request reads it in pages.
+    pub fn is_over_read_limit(&self) -> bool {
+        matches!(self, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
+    }
 }
 
 /// The first `BODY_EXCERPT_BYTES` of a body as text, cut on a character boundary.

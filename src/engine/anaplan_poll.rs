@@ -295,7 +295,7 @@ pub async fn poll_resolved_each_with(
         calls += 1;
         match client.list_items(&target.model, &target.list_id).await {
             Ok(items) => index = Some(ListIndex::from_items(pairing, &items)?),
-            Err(e) if over_read_limit(&e) => {
+            Err(e) if e.is_over_read_limit() => {
                 tracing::debug!(target: "plansync::engine", list = %t.list, "the list is over the read limit: reading it in pages");
             }
             Err(e) => return Err(anaplan_err(list_what())(e)),
@@ -319,7 +319,7 @@ pub async fn poll_resolved_each_with(
                 outcome.calls = calls;
                 return each.part(outcome).await;
             }
-            Err(e) if over_read_limit(&e) => {
+            Err(e) if e.is_over_read_limit() => {
                 tracing::debug!(target: "plansync::engine", module = %t.module, "the module is over the view read limit: reading it in pages");
             }
             Err(e) => return Err(anaplan_err(module_what())(e)),
@@ -357,11 +357,6 @@ pub async fn poll_resolved_each_with(
     let mut last = differ.finish();
     last.calls = calls;
     each.part(last).await
-}
-
-/// Whether Anaplan refused a read for its size (400 "… has more than 1,000,000 cells/items").
-fn over_read_limit(e: &AnaplanError) -> bool {
-    matches!(e, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
 }
 
 /// The list through a list read request, each item folded into the index as it is parsed.

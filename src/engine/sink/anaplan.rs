@@ -6,7 +6,8 @@
 //!    when a bulk import is configured, the import and its data source file). Names cost
 //!    listing calls, and the tenant's budget is about 600 calls a minute.
 //! 2. **Item cache**: list items are keyed by code = CRM id. The first write of a pairing reads
-//!    the list once (code → item id); later batches use the cache.
+//!    the list once (code → item id); later batches use the cache. A large list is read with
+//!    a read request, page by page (`read_items`).
 //! 3. **Record lifecycle first**: every record whose item is not known is added in one call
 //!    (name = code, properties from the batch's `ListProperty` writes) before any of its cells
 //!    is written, then the list is read again for the new item ids (and to tell "refused"
@@ -29,7 +30,7 @@
 //! single-request read, and the difference of the client's `bulk` counter around an import
 //! (which includes retries and, if another task shares the client, its bulk calls too).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
@@ -38,8 +39,9 @@ use crate::anaplan::chunk::chunk_ranges;
 use crate::anaplan::transactional::encode_cell;
 use crate::anaplan::{
     AnaplanClient, AnaplanError, CellValue, CellWrite, DimRef, DumpRowError, ItemRef, LineItemRef,
-    ListItemWrite, TaskKind,
+    ListItem, ListItemWrite, TaskKind, ViewData, ViewRow,
 };
+use crate::engine::anaplan_poll::{MAX_VIEW_CELLS, PAGED_LIST_ITEMS};
 use crate::engine::write::{WriteOutcome, WriteReport, WriteRequest, lifecycle};
 use crate::model::{RecordKey, Side, Value, ValueKind};
 use crate::rules::ruleset::{AnaplanField, AnaplanTarget};
@@ -576,7 +578,8 @@ impl AnaplanSink {
     /// the list, for item names, and the module's default view) and answers `Stale` for
     /// each whose cell or property no longer holds the expected value; those are not
     /// written. The window between this read and the write is a call long; it cannot be
-    /// closed, as Anaplan has no conditional write.
+    /// closed, as Anaplan has no conditional write. Only the checked items are kept from
+    /// either read (see [`read_checked`]).
     async fn check_expectations(
         &mut self,
         pairing: &Pairing,
@@ -602,50 +605,33 @@ impl AnaplanSink {
         let Some(target) = self.targets.get(&pairing.name) else {
             return;
         };
-        run.count("list_items", 1);
-        let items = match self
-            .client
-            .list_items(&target.names.model, &target.list_id)
-            .await
-        {
-            Ok(items) => items,
-            Err(e) => {
-                run.failed_call(checked, "reading the list before a checked write", &e);
-                return;
-            }
-        };
-        run.count("view", 1);
-        let view = match self
-            .client
-            .read_view_json(&target.names.model, &target.module_id, &[])
-            .await
-        {
-            Ok(view) => view,
-            Err(e) => {
-                run.failed_call(checked, "reading the module before a checked write", &e);
-                return;
-            }
-        };
-        let by_code: HashMap<&str, &crate::anaplan::ListItem> = items
+        let codes: HashSet<&str> = checked
             .iter()
-            .filter_map(|i| i.code.as_deref().map(|c| (c, i)))
+            .filter_map(|i| batch.get(*i))
+            .map(|r| r.record.crm_id.as_str())
             .collect();
-        let columns = view.column_index();
-        let rows = view.row_index();
-        let mut stale = std::collections::HashSet::new();
+        let current = match read_checked(&self.client, target, &codes, run).await {
+            Ok(current) => current,
+            Err((what, e)) => {
+                run.failed_call(checked, what, &e);
+                return;
+            }
+        };
+        let mut stale = HashSet::new();
         for i in checked {
             let Some(req) = batch.get(i) else { continue };
             let (Some(rule), Some(expect)) = (pairing.field(&req.field), &req.expect) else {
                 continue;
             };
             // An item that does not exist yet shows nothing.
-            let Some(item) = by_code.get(req.record.crm_id.as_str()) else {
+            let Some(item) = current.items.get(req.record.crm_id.as_str()) else {
                 continue;
             };
             let raw = match &rule.anaplan {
-                AnaplanField::LineItem(name) => rows
+                AnaplanField::LineItem(name) => current
+                    .rows
                     .get(item.name.as_str())
-                    .zip(columns.get(name.as_str()))
+                    .zip(current.columns.get(name.as_str()))
                     .and_then(|(cells, c)| cells.get(*c))
                     .cloned()
                     .unwrap_or_default(),
@@ -729,7 +715,7 @@ impl AnaplanSink {
         if target.items.is_some() {
             return Ok(());
         }
-        let items = read_items(&self.client, target, run).await?;
+        let items = read_items(&self.client, target, None, run).await?;
         target.items = Some(items);
         Ok(())
     }
@@ -816,7 +802,11 @@ impl AnaplanSink {
             .collect();
         // Read the list again: for the new items' ids, and because a refused add of an item
         // that turns out to exist (added by someone else since the cache was filled) is fine.
-        let reread = read_items(&self.client, target, run).await;
+        let expected = target
+            .items
+            .as_ref()
+            .map(|items| items.len() + writes.len());
+        let reread = read_items(&self.client, target, expected, run).await;
         let fresh = match reread {
             Ok(items) => {
                 target.items = Some(items);
@@ -1417,9 +1407,10 @@ impl AnaplanSink {
         }
         // A refused delete of an item that is not there is done; tell the two apart by
         // reading the list rather than by the wording of the failure.
-        let present = match read_items(&self.client, target, run).await {
+        let expected = target.items.as_ref().map(HashMap::len);
+        let present = match read_items(&self.client, target, expected, run).await {
             Ok(items) => {
-                let present: std::collections::HashSet<String> = codes
+                let present: HashSet<String> = codes
                     .iter()
                     .filter(|c| items.contains_key(*c))
                     .cloned()
@@ -1456,24 +1447,181 @@ impl AnaplanSink {
 }
 
 /// One read of the list's items: code → id (items without a code are not plansync's).
+///
+/// A list of more than [`PAGED_LIST_ITEMS`] items, or one Anaplan refuses to return whole
+/// (over 1,000,000 items), is read with a list read request, each item folded into the map as
+/// its page is parsed: the plain read would hold every parsed item (ids, parents, every
+/// property: about 770 bytes each) beside the map. The size decides from `expected` (what the
+/// cache held, plus the items just added), or else from the list's item count, one call.
 async fn read_items(
     client: &AnaplanClient,
     target: &Target,
+    expected: Option<usize>,
     run: &mut Run,
 ) -> Result<HashMap<String, String>, AnaplanError> {
+    let (model, list) = (&target.names.model, &target.list_id);
+    let count = match expected {
+        Some(n) => Some(n),
+        None => {
+            run.count("list_items", 1);
+            match client.list_item_count(model, list).await {
+                Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                // No readable count: the plain read (and its refusal) decides.
+                Err(AnaplanError::Decode { .. }) => None,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let mut ids = HashMap::new();
+    let mut keep = |item: ListItem| {
+        if let Some(code) = item.code.filter(|c| !c.is_empty()) {
+            ids.insert(code, item.id);
+        }
+    };
+    if count.is_none_or(|n| n <= PAGED_LIST_ITEMS) {
+        run.count("list_items", 1);
+        match client.list_items(model, list).await {
+            Ok(items) => {
+                debug!(list = %target.names.list, items = items.len(),
+                    "Anaplan sink: read the list's items");
+                items.into_iter().for_each(keep);
+                return Ok(ids);
+            }
+            Err(e) if e.is_over_read_limit() => {
+                debug!(list = %target.names.list,
+                    "Anaplan sink: the list is over the read limit: reading it in pages");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // One call in the counts, as the poller counts a paged read.
     run.count("list_items", 1);
-    let items = client
-        .list_items(&target.names.model, &target.list_id)
+    read_list_each(client, target, &mut keep).await?;
+    Ok(ids)
+}
+
+/// The list through a read request, each item handed to `each` as its page is parsed.
+async fn read_list_each(
+    client: &AnaplanClient,
+    target: &Target,
+    each: &mut impl FnMut(ListItem),
+) -> Result<(), AnaplanError> {
+    let names = &target.names;
+    let mut pages = client
+        .read_list_pages(&names.workspace, &names.model, &target.list_id)
         .await?;
-    debug!(
-        list = %target.names.list,
-        items = items.len(),
-        "Anaplan sink: read the list's items (1 call)"
-    );
-    Ok(items
-        .into_iter()
-        .filter_map(|i| i.code.filter(|c| !c.is_empty()).map(|c| (c, i.id)))
-        .collect())
+    let mut items = 0;
+    while let Some(n) = pages.next_page_each(&mut *each).await? {
+        items += n;
+    }
+    if let Err(e) = pages.finish().await {
+        // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
+        debug!(error = %e, "Anaplan sink: could not delete a read request");
+    }
+    debug!(list = %names.list, items,
+        "Anaplan sink: read the list's items through a read request");
+    Ok(())
+}
+
+/// What Anaplan shows now for the items of checked writes, and nothing else.
+struct Checked {
+    /// Item code → the item (its name is the module's row label; its properties).
+    items: HashMap<String, ListItem>,
+    /// The module's column of each line item.
+    columns: HashMap<String, usize>,
+    /// Row label → cells, for the checked items' rows only.
+    rows: HashMap<String, Vec<String>>,
+}
+
+/// Reads the list and the module for the items `codes`, keeping only theirs. Each is read
+/// whole when small. A list of more than [`PAGED_LIST_ITEMS`] items, a module of more than
+/// [`MAX_VIEW_CELLS`] cells, or either refused by Anaplan for its size, is read with a read
+/// request, page by page: a plain read of a large model is refused (over 1,000,000 items or
+/// cells), and would hold every item and row when not. The error names what was being read.
+async fn read_checked(
+    client: &AnaplanClient,
+    target: &Target,
+    codes: &HashSet<&str>,
+    run: &mut Run,
+) -> Result<Checked, (&'static str, AnaplanError)> {
+    const LIST: &str = "reading the list before a checked write";
+    const MODULE: &str = "reading the module before a checked write";
+    let (model, module) = (&target.names.model, &target.module_id);
+    // The item cache is filled before any write (`load_items`): the list's size.
+    let known = target.items.as_ref().map_or(0, HashMap::len);
+
+    let mut items = HashMap::new();
+    let mut keep_item = |item: ListItem| {
+        if let Some(code) = item.code.as_deref().filter(|c| codes.contains(c)) {
+            items.insert(code.to_string(), item);
+        }
+    };
+    let mut paged = known > PAGED_LIST_ITEMS;
+    if !paged {
+        run.count("list_items", 1);
+        match client.list_items(model, &target.list_id).await {
+            Ok(all) => all.into_iter().for_each(&mut keep_item),
+            Err(e) if e.is_over_read_limit() => paged = true,
+            Err(e) => return Err((LIST, e)),
+        }
+    }
+    if paged {
+        run.count("list_items", 1);
+        read_list_each(client, target, &mut keep_item)
+            .await
+            .map_err(|e| (LIST, e))?;
+    }
+
+    let names: HashSet<String> = items.values().map(|i| i.name.clone()).collect();
+    let mut rows = HashMap::new();
+    let mut keep_row = |row: ViewRow| {
+        if let Some(label) = row.coordinates.last().filter(|l| names.contains(*l)) {
+            rows.insert(label.clone(), row.cells);
+        }
+    };
+    let owned = |view: &ViewData| -> HashMap<String, usize> {
+        view.column_index()
+            .into_iter()
+            .map(|(name, c)| (name.to_string(), c))
+            .collect()
+    };
+    let mut columns = HashMap::new();
+    let mut paged = known.saturating_mul(target.line_items.len()) > MAX_VIEW_CELLS;
+    if !paged {
+        run.count("view", 1);
+        match client.read_view_json(model, module, &[]).await {
+            Ok(view) => {
+                columns = owned(&view);
+                view.rows.into_iter().for_each(&mut keep_row);
+            }
+            Err(e) if e.is_over_read_limit() => paged = true,
+            Err(e) => return Err((MODULE, e)),
+        }
+    }
+    if paged {
+        run.count("view", 1);
+        let mut pages = client
+            .read_view_pages(&target.names.workspace, model, module)
+            .await
+            .map_err(|e| (MODULE, e))?;
+        while let Some(shape) = pages
+            .next_page_each(|_, row| keep_row(row))
+            .await
+            .map_err(|e| (MODULE, e))?
+        {
+            if columns.is_empty() {
+                columns = owned(&shape);
+            }
+        }
+        if let Err(e) = pages.finish().await {
+            debug!(error = %e, "Anaplan sink: could not delete a read request");
+        }
+    }
+    Ok(Checked {
+        items,
+        columns,
+        rows,
+    })
 }
 
 #[cfg(test)]
