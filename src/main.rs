@@ -9,6 +9,7 @@ use clap::Parser;
 
 /// glibc's allocator was a sixth of the engine's samples in a first run (shards allocate and
 /// free each round's rows from two threads at once); mimalloc's per-thread heaps avoid that.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

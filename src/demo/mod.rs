@@ -24,7 +24,7 @@ use crate::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use crate::engine::sink::crm::CrmSink;
 use crate::rules::decide::{Context, effective};
 use crate::rules::{self, RuleSet};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -205,14 +205,16 @@ async fn settle(engine: &EngineHandle, limit: Duration) -> Result<(), DemoError>
     Ok(())
 }
 
-/// A previous demo's store is replaced (the demo starts from an empty store); any other
-/// file is left alone and refused.
+/// A previous demo's store is replaced (the demo starts from an empty store), whichever
+/// plansync version wrote it; any other file is left alone and refused.
 fn fresh_store(db: &Path) -> Result<(), DemoError> {
     if !db.exists() {
         return Ok(());
     }
     match Store::open_read_only(db) {
         Ok(store) => drop(store),
+        // A plansync store of another schema version (a demo run before an upgrade).
+        Err(StoreError::OlderSchema { .. } | StoreError::NewerSchema { .. }) => {}
         Err(e) => {
             return Err(DemoError::Setup(format!(
                 "{} exists and is not a plansync store ({e}); choose another --db",
@@ -282,4 +284,35 @@ fn quarter_end_rules(dir: &Path, db: &Path) -> Result<RuleSet, DemoError> {
     Err(DemoError::Setup(
         "no quarter-end window could be placed over today".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file marked as a plansync store at `version`, with one table.
+    fn store_file(path: &Path, version: i64) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.pragma_update(None, "application_id", crate::store::APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+    }
+
+    #[test]
+    fn a_demo_store_of_any_schema_version_is_replaced_and_other_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("demo.db");
+        let version = crate::store::SCHEMA_VERSION;
+        for found in [version - 1, version, version + 1] {
+            store_file(&db, found);
+            fresh_store(&db).unwrap_or_else(|e| panic!("schema v{found}: {e}"));
+            assert!(!db.exists(), "schema v{found}: replaced");
+        }
+
+        std::fs::write(&db, "my notes, not a database").unwrap();
+        let err = fresh_store(&db).unwrap_err().to_string();
+        assert!(err.contains("is not a plansync store"), "{err}");
+        assert!(db.exists(), "left alone");
+    }
 }

@@ -191,6 +191,8 @@ fn open_read_write(path: &Path) -> Result<Store, StoreError> {
 /// transaction that re-reads the version under the write lock, so two processes opening a new
 /// file at once cannot both apply the same step.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // A store with data (not one being created): its upgrade is worth a line in the log.
+    let existing = conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? > 0;
     for migration in MIGRATIONS {
         let step = |source| StoreError::Migration {
             version: migration.version,
@@ -204,6 +206,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(step)?;
         if current >= migration.version {
             continue;
+        }
+        if existing {
+            // Upgrading a store with data: some steps rewrite a table (v5: the shadow), which
+            // takes a while on a large file; say why the start is slow.
+            tracing::info!(target: "plansync::store", from = current, to = migration.version,
+                "migrating the store's schema");
         }
         tx.execute_batch(migration.sql).map_err(step)?;
         if migration.version == 1 {

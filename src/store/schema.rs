@@ -169,34 +169,49 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// The schema version this build creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// The v5 conversion of one RFC 3339 text time to microseconds; a cell in another shape is
-/// kept as it is.
+/// The v5 conversion of one RFC 3339 text time to microseconds. The fixed-width text every
+/// earlier version wrote converts exactly; another RFC 3339 shape (a hand edit: fewer digits,
+/// an offset) at millisecond precision; anything else is kept as a blob, which no integer
+/// affinity can turn into a plausible time, and reading it reports the row as corrupt.
 macro_rules! v5_micros {
     ($col:literal) => {
         concat!(
             "CASE WHEN ",
             $col,
             " GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]",
-            ".[0-9][0-9][0-9][0-9][0-9][0-9]Z' THEN CAST(strftime('%s', substr(",
+            ".[0-9][0-9][0-9][0-9][0-9][0-9]Z' AND strftime('%s', substr(",
+            $col,
+            ", 1, 19)) IS NOT NULL THEN CAST(strftime('%s', substr(",
             $col,
             ", 1, 19)) AS INTEGER) * 1000000 + CAST(substr(",
             $col,
-            ", 21, 6) AS INTEGER) ELSE ",
+            ", 21, 6) AS INTEGER) WHEN ",
             $col,
-            " END"
+            " GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*' AND julianday(",
+            $col,
+            ") IS NOT NULL THEN CAST(round((julianday(",
+            $col,
+            ") - 2440587.5) * 86400000) AS INTEGER) * 1000 ELSE CAST(",
+            $col,
+            " AS BLOB) END"
         )
     };
 }
 
-/// A time stored in microseconds, as the RFC 3339 text the other tables hold.
+/// A time stored in microseconds, as the RFC 3339 text the other tables hold; a cell that is
+/// not an integer (damaged) is shown as it is.
 macro_rules! v5_text {
     ($col:literal) => {
         concat!(
-            "strftime('%Y-%m-%dT%H:%M:%S', ",
+            "CASE WHEN typeof(",
+            $col,
+            ") = 'integer' THEN strftime('%Y-%m-%dT%H:%M:%S', ",
             $col,
             " / 1000000, 'unixepoch') || printf('.%06dZ', ",
             $col,
-            " % 1000000)"
+            " % 1000000) ELSE ",
+            $col,
+            " END"
         )
     };
 }
@@ -204,10 +219,8 @@ macro_rules! v5_text {
 /// The shadow holds six rows per record and five times per row: as RFC 3339 text those were
 /// half of a row's bytes, and writing the rows was most of a 1M-record first run. The times
 /// become integer microseconds (`codec::micros`); `shadow_readable` shows them as text.
-///
-/// The conversion relies on the fixed-width text every earlier version wrote
-/// (`YYYY-MM-DDTHH:MM:SS.ffffffZ`); a cell in any other shape is copied unchanged, and reading
-/// it reports the row as corrupt instead of guessing.
+/// It rewrites the whole table in one transaction (see `v5_micros!` for cells in other
+/// shapes): on a 1M-record file that takes about the table's size again on disk, once.
 const V5_SHADOW_TIMES: &str = concat!(
     r#"
 CREATE TABLE shadow_v5 (

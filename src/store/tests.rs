@@ -553,8 +553,21 @@ fn a_v4_shadow_is_migrated_to_integer_times_with_its_values_kept() {
             ["006000000000001AAA", "2026-11-02T10:05:00.000000Z"],
         )
         .unwrap();
-        // A hand-edited cell: kept as it was, and reported when read.
+        // Hand-edited cells: another RFC 3339 shape is converted; anything else (an
+        // impossible date, a number) is kept as it was and reported when read.
         conn.execute(insert, ["006000000000002AAA", "yesterday"])
+            .unwrap();
+        conn.execute(
+            insert,
+            ["006000000000003AAA", "2026-11-02T12:05:00.5+02:00"],
+        )
+        .unwrap();
+        conn.execute(
+            insert,
+            ["006000000000004AAA", "2026-13-02T10:05:00.000000Z"],
+        )
+        .unwrap();
+        conn.execute(insert, ["006000000000005AAA", "12345"])
             .unwrap();
     }
 
@@ -593,7 +606,28 @@ fn a_v4_shadow_is_migrated_to_integer_times_with_its_values_kept() {
         )
     );
 
-    let damaged = FieldKey::new("opportunity", "006000000000002AAA", "Amount");
-    let err = store.shadow(&damaged).unwrap_err().to_string();
-    assert!(err.contains("shadow.base_at holds `yesterday`"), "{err}");
+    let other = FieldKey::new("opportunity", "006000000000003AAA", "Amount");
+    let base = store.shadow(&other).unwrap().unwrap().base.unwrap();
+    assert_eq!(base.at, t(5) + chrono::Duration::milliseconds(500));
+    for (id, raw) in [
+        ("006000000000002AAA", "yesterday"),
+        ("006000000000004AAA", "2026-13-02T10:05:00.000000Z"),
+        ("006000000000005AAA", "12345"),
+    ] {
+        let damaged = FieldKey::new("opportunity", id, "Amount");
+        let err = store.shadow(&damaged).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("shadow.base_at holds `{raw}`")),
+            "{err}"
+        );
+        let shown: String = store
+            .conn
+            .query_row(
+                "SELECT CAST(base_at AS TEXT) FROM shadow_readable WHERE crm_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(shown, raw, "the view shows a damaged cell as it is");
+    }
 }

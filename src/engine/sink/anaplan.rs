@@ -87,6 +87,9 @@ struct Target {
     /// Item code → item id; `None` until read, and again after a write whose effect on the
     /// list is unknown.
     items: Option<HashMap<String, String>>,
+    /// How many items the list had at its last read, those without a code included (the
+    /// cache leaves them out): what decides whether the next read is paged.
+    list_size: Option<usize>,
     /// The bulk import, once looked up.
     import: Option<ImportState>,
 }
@@ -701,6 +704,7 @@ impl AnaplanSink {
                 module_id,
                 line_items,
                 items: None,
+                list_size: None,
                 import: None,
             },
         );
@@ -716,7 +720,7 @@ impl AnaplanSink {
             return Ok(());
         }
         let items = read_items(&self.client, target, None, run).await?;
-        target.items = Some(items);
+        target.set_items(items);
         Ok(())
     }
 
@@ -802,14 +806,11 @@ impl AnaplanSink {
             .collect();
         // Read the list again: for the new items' ids, and because a refused add of an item
         // that turns out to exist (added by someone else since the cache was filled) is fine.
-        let expected = target
-            .items
-            .as_ref()
-            .map(|items| items.len() + writes.len());
+        let expected = target.list_size.map(|n| n + writes.len());
         let reread = read_items(&self.client, target, expected, run).await;
         let fresh = match reread {
             Ok(items) => {
-                target.items = Some(items);
+                target.set_items(items);
                 true
             }
             Err(e) => {
@@ -1407,15 +1408,14 @@ impl AnaplanSink {
         }
         // A refused delete of an item that is not there is done; tell the two apart by
         // reading the list rather than by the wording of the failure.
-        let expected = target.items.as_ref().map(HashMap::len);
-        let present = match read_items(&self.client, target, expected, run).await {
+        let present = match read_items(&self.client, target, target.list_size, run).await {
             Ok(items) => {
                 let present: HashSet<String> = codes
                     .iter()
-                    .filter(|c| items.contains_key(*c))
+                    .filter(|c| items.ids.contains_key(*c))
                     .cloned()
                     .collect();
-                target.items = Some(items);
+                target.set_items(items);
                 Some(present)
             }
             Err(e) => {
@@ -1458,24 +1458,23 @@ async fn read_items(
     target: &Target,
     expected: Option<usize>,
     run: &mut Run,
-) -> Result<HashMap<String, String>, AnaplanError> {
+) -> Result<ListRead, AnaplanError> {
     let (model, list) = (&target.names.model, &target.list_id);
     let count = match expected {
         Some(n) => Some(n),
         None => {
             run.count("list_items", 1);
-            match client.list_item_count(model, list).await {
-                Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-                // No readable count: the plain read (and its refusal) decides.
-                Err(AnaplanError::Decode { .. }) => None,
-                Err(e) => return Err(e),
-            }
+            list_size(client, target).await?
         }
     };
-    let mut ids = HashMap::new();
+    let mut read = ListRead {
+        ids: HashMap::new(),
+        size: 0,
+    };
     let mut keep = |item: ListItem| {
+        read.size += 1;
         if let Some(code) = item.code.filter(|c| !c.is_empty()) {
-            ids.insert(code, item.id);
+            read.ids.insert(code, item.id);
         }
     };
     if count.is_none_or(|n| n <= PAGED_LIST_ITEMS) {
@@ -1485,7 +1484,7 @@ async fn read_items(
                 debug!(list = %target.names.list, items = items.len(),
                     "Anaplan sink: read the list's items");
                 items.into_iter().for_each(keep);
-                return Ok(ids);
+                return Ok(read);
             }
             Err(e) if e.is_over_read_limit() => {
                 debug!(list = %target.names.list,
@@ -1497,7 +1496,37 @@ async fn read_items(
     // One call in the counts, as the poller counts a paged read.
     run.count("list_items", 1);
     read_list_each(client, target, &mut keep).await?;
-    Ok(ids)
+    Ok(read)
+}
+
+/// One read of the list: its items' ids by code, and how many items it had.
+struct ListRead {
+    ids: HashMap<String, String>,
+    size: usize,
+}
+
+impl Target {
+    fn set_items(&mut self, read: ListRead) {
+        self.items = Some(read.ids);
+        self.list_size = Some(read.size);
+    }
+}
+
+/// The list's item count (one call), `None` if Anaplan's answer carries none readable: then
+/// a plain read (and its refusal for size) decides.
+async fn list_size(client: &AnaplanClient, target: &Target) -> Result<Option<usize>, AnaplanError> {
+    match client
+        .list_item_count(&target.names.model, &target.list_id)
+        .await
+    {
+        Ok(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Err(e @ AnaplanError::Decode { .. }) => {
+            debug!(list = %target.names.list, error = %e,
+                "Anaplan sink: no item count; reading the list whole");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The list through a read request, each item handed to `each` as its page is parsed.
@@ -1547,8 +1576,18 @@ async fn read_checked(
     const LIST: &str = "reading the list before a checked write";
     const MODULE: &str = "reading the module before a checked write";
     let (model, module) = (&target.names.model, &target.module_id);
-    // The item cache is filled before any write (`load_items`): the list's size.
-    let known = target.items.as_ref().map_or(0, HashMap::len);
+    // Known from the cache's read (`load_items` runs before any write), unless a failed
+    // write emptied it since.
+    let known = match target.list_size {
+        Some(n) => n,
+        None => {
+            run.count("list_items", 1);
+            list_size(client, target)
+                .await
+                .map_err(|e| (LIST, e))?
+                .unwrap_or(0)
+        }
+    };
 
     let mut items = HashMap::new();
     let mut keep_item = |item: ListItem| {
