@@ -44,6 +44,20 @@ async fn start_with(seed: Seed) -> SimHandle {
     AnaplanSim::start(config, listener).await.unwrap()
 }
 
+/// A model over Anaplan's read limits (1,000,000 items or cells; 3 here): plain list and view
+/// reads are refused, and read requests answer in pages of a few rows.
+async fn start_over_read_limits() -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = SimConfig {
+        task_step: Duration::from_millis(30),
+        max_read: 3,
+        read_page_bytes: 200,
+        read_request_step: Duration::from_millis(20),
+        ..SimConfig::default()
+    };
+    AnaplanSim::start(config, listener).await.unwrap()
+}
+
 /// A client for `sim` whose retries give up after `give_up`.
 fn client_with(sim: &SimHandle, give_up: Duration) -> AnaplanClient {
     let auth = AuthMethod::Basic {
@@ -362,15 +376,7 @@ async fn a_new_record_gets_its_item_before_its_cells() {
 /// new item's id still reaches the engine, and the cells land.
 #[tokio::test]
 async fn a_list_over_the_read_limit_is_read_in_pages_for_its_item_ids() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
-        task_step: Duration::from_millis(30),
-        max_read: 3,
-        read_page_bytes: 200,
-        read_request_step: Duration::from_millis(20),
-        ..SimConfig::default()
-    };
-    let sim = AnaplanSim::start(config, listener).await.unwrap();
+    let sim = start_over_read_limits().await;
     let rules = rules();
     let mut sink = sink(&sim, AnaplanSinkSettings::default());
     let new = opp(98);
@@ -871,17 +877,17 @@ async fn a_record_whose_item_cannot_be_created_is_rejected_whole() {
 // ---------------------------------------------------------------------------------------------
 // 8. A write that expects a value: not written when a planner changed the cell since.
 
-#[tokio::test]
-async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
-    let sim = start().await;
+/// Two checked writes of Probability from a fresh sink, with the request log cleared first:
+/// opportunity 1 expected at 40 (still true: written 55), opportunity 3 expected at 25 (a
+/// planner has moved the seeded value to 20: `Stale`, not written).
+async fn checked_writes(sim: &SimHandle) -> WriteReport {
     let rules = rules();
-    let mut sink = sink(&sim, AnaplanSinkSettings::default());
-    // Seed: opportunity 1 shows Probability 40; opportunity 3 shows 20.
+    let mut sink = sink(sim, AnaplanSinkSettings::default());
     let mut batch = Batch::default()
         .opp(&opp(1), "Probability", num("55", 0))
         .opp(&opp(3), "Probability", num("35", 0));
-    batch.0[0].expect = Some(num("40", 0)); // still true: written
-    batch.0[1].expect = Some(num("25", 0)); // a planner has moved it to 20: not written
+    batch.0[0].expect = Some(num("40", 0));
+    batch.0[1].expect = Some(num("25", 0));
     sim.clear_request_log();
     let report = write(&mut sink, &rules, &batch).await;
     assert!(
@@ -893,14 +899,21 @@ async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
         other => panic!("expected Stale, got {other:?}"),
     }
     assert_eq!(
-        cell(&sim, OPP, &opp(1), "Probability"),
+        cell(sim, OPP, &opp(1), "Probability"),
         Some(CellValue::Number(55.0))
     );
     assert_eq!(
-        cell(&sim, OPP, &opp(3), "Probability"),
+        cell(sim, OPP, &opp(3), "Probability"),
         Some(CellValue::Number(20.0)),
         "the unexpected value is left alone"
     );
+    report
+}
+
+#[tokio::test]
+async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
+    let sim = start().await;
+    let report = checked_writes(&sim).await;
     // The check costs a list read and a view read; the write is still one call.
     let log = sim.request_log();
     assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
@@ -912,42 +925,8 @@ async fn a_checked_write_is_not_made_over_an_edit_it_did_not_expect() {
 /// checked items, and the check answers as it does on a small model.
 #[tokio::test]
 async fn a_checked_write_on_a_model_over_the_read_limits_reads_it_in_pages() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
-        task_step: Duration::from_millis(30),
-        max_read: 3,
-        read_page_bytes: 200,
-        read_request_step: Duration::from_millis(20),
-        ..SimConfig::default()
-    };
-    let sim = AnaplanSim::start(config, listener).await.unwrap();
-    let rules = rules();
-    let mut sink = sink(&sim, AnaplanSinkSettings::default());
-    // Seed: opportunity 1 shows Probability 40; opportunity 3 shows 20.
-    let mut batch = Batch::default()
-        .opp(&opp(1), "Probability", num("55", 0))
-        .opp(&opp(3), "Probability", num("35", 0));
-    batch.0[0].expect = Some(num("40", 0)); // still true: written
-    batch.0[1].expect = Some(num("25", 0)); // a planner has moved it to 20: not written
-    sim.clear_request_log();
-    let report = write(&mut sink, &rules, &batch).await;
-    assert!(
-        matches!(outcome(&report, 1), WriteOutcome::Acked { .. }),
-        "{report:?}"
-    );
-    match outcome(&report, 2) {
-        WriteOutcome::Stale { current } => assert_eq!(*current, num("20", 0)),
-        other => panic!("expected Stale, got {other:?}"),
-    }
-    assert_eq!(
-        cell(&sim, OPP, &opp(1), "Probability"),
-        Some(CellValue::Number(55.0))
-    );
-    assert_eq!(
-        cell(&sim, OPP, &opp(3), "Probability"),
-        Some(CellValue::Number(20.0)),
-        "the unexpected value is left alone"
-    );
+    let sim = start_over_read_limits().await;
+    let report = checked_writes(&sim).await;
     let log = sim.request_log();
     let created: Vec<&str> = log
         .iter()
@@ -966,4 +945,6 @@ async fn a_checked_write_on_a_model_over_the_read_limits_reads_it_in_pages() {
     );
     assert_eq!(sim.read_requests(), 0, "every read request deleted");
     assert_eq!(log.iter().filter(|r| is_cell_write(r)).count(), 1);
+    // A refused plain read and its paged read count one each, as the poller counts them.
+    assert_eq!(calls(&report, "view"), 2, "{:?}", report.calls);
 }
