@@ -11,7 +11,8 @@
 //! 3. **Record lifecycle first**: every record whose item is not known is added in one call
 //!    (name = code, properties from the batch's `ListProperty` writes) before any of its cells
 //!    is written, then the list is read again for the new item ids (and to tell "refused"
-//!    from "was already there": a duplicate-code refusal for an item that exists is a success).
+//!    from "was already there": a duplicate-code refusal for an item that exists is a success);
+//!    a large list is not read again: the new codes are looked up.
 //!    A record whose item could not be created has every request rejected and no cell written.
 //! 4. `ListProperty` writes of existing items: one update call.
 //! 5. Cells (`LineItem` fields and `$deleted_flag`): transactional writes, split exactly as
@@ -36,7 +37,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
 use crate::anaplan::chunk::chunk_ranges;
-use crate::anaplan::transactional::encode_cell;
+use crate::anaplan::transactional::{LOOKUP_CODES_PER_CALL, encode_cell};
 use crate::anaplan::{
     AnaplanClient, AnaplanError, CellValue, CellWrite, DimRef, DumpRowError, ItemRef, LineItemRef,
     ListItem, ListItemWrite, TaskKind, ViewData, ViewRow,
@@ -90,6 +91,9 @@ struct Target {
     /// How many items the list had at its last read, those without a code included (the
     /// cache leaves them out): what decides whether the next read is paged.
     list_size: Option<usize>,
+    /// Whether the last read of the list went through a read request (it was large, or
+    /// Anaplan refused it whole).
+    list_paged: bool,
     /// The bulk import, once looked up.
     import: Option<ImportState>,
 }
@@ -705,6 +709,7 @@ impl AnaplanSink {
                 line_items,
                 items: None,
                 list_size: None,
+                list_paged: false,
                 import: None,
             },
         );
@@ -807,12 +812,26 @@ impl AnaplanSink {
         // Read the list again: for the new items' ids, and because a refused add of an item
         // that turns out to exist (added by someone else since the cache was filled) is fine.
         let expected = target.list_size.map(|n| n + writes.len());
-        let reread = read_items(&self.client, target, expected, run).await;
+        let large = target.list_paged || expected.is_some_and(|n| n > PAGED_LIST_ITEMS);
+        let reread = if large && target.items.is_some() {
+            // A large list is not read again whole for a few new items: their codes are
+            // looked up, which tells the same about them.
+            let codes: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+            run.count(
+                "list_items",
+                codes.len().div_ceil(LOOKUP_CODES_PER_CALL) as u64,
+            );
+            self.client
+                .lookup_list_items(&target.names.model, &target.list_id, &codes)
+                .await
+                .map(|found| target.add_items(found))
+        } else {
+            read_items(&self.client, target, expected, run)
+                .await
+                .map(|items| target.set_items(items))
+        };
         let fresh = match reread {
-            Ok(items) => {
-                target.set_items(items);
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 target.items = None;
                 warn!(error = %e, pairing = %pairing.name,
@@ -1470,6 +1489,7 @@ async fn read_items(
     let mut read = ListRead {
         ids: HashMap::new(),
         size: 0,
+        paged: false,
     };
     let mut keep = |item: ListItem| {
         read.size += 1;
@@ -1496,19 +1516,37 @@ async fn read_items(
     // One call in the counts, as the poller counts a paged read.
     run.count("list_items", 1);
     read_list_each(client, target, &mut keep).await?;
+    read.paged = true;
     Ok(read)
 }
 
-/// One read of the list: its items' ids by code, and how many items it had.
+/// One read of the list: its items' ids by code, how many items it had, and whether it
+/// was read through a read request.
 struct ListRead {
     ids: HashMap<String, String>,
     size: usize,
+    paged: bool,
 }
 
 impl Target {
     fn set_items(&mut self, read: ListRead) {
         self.items = Some(read.ids);
         self.list_size = Some(read.size);
+        self.list_paged = read.paged;
+    }
+
+    /// Items found by a lookup, into the cache (which must be filled).
+    fn add_items(&mut self, found: Vec<ListItem>) {
+        let Some(items) = self.items.as_mut() else {
+            return;
+        };
+        for item in found {
+            if let Some(code) = item.code.filter(|c| !c.is_empty())
+                && items.insert(code, item.id).is_none()
+            {
+                self.list_size = self.list_size.map(|n| n + 1);
+            }
+        }
     }
 }
 
