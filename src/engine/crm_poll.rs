@@ -11,7 +11,10 @@
 //!   commits; a long transaction can therefore surface a record *older* than a watermark we
 //!   already passed. Each poll re-reads `lookback` before the cursor to catch those.
 //! - Re-reading would report the same records again, so the pairs `(Id, SystemModstamp)`
-//!   already reported inside the lookback window are kept in [`RecentSeen`] and skipped.
+//!   already reported inside the lookback window are kept in [`RecentSeen`] and skipped,
+//!   with a fingerprint of what was reported: `SystemModstamp` has millisecond resolution, so
+//!   a record changed twice within one millisecond (a delete and its undelete, two quick
+//!   edits) shows a new state under a stamp already reported, and is reported again.
 //!
 //! Deletes: the poll uses `queryAll` and selects `IsDeleted`, so a deletion the stream missed
 //! still reaches the engine as [`ChangeKind::Delete`]; what a deletion means (flag the item,
@@ -20,6 +23,7 @@
 //! saw it has nothing to propagate.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -54,9 +58,10 @@ pub enum PollError {
 /// one lookback window (plus, after the initial read, the records sharing its last moments).
 #[derive(Debug, Default, Clone)]
 pub struct RecentSeen {
-    /// Record id → the newest `SystemModstamp` reported for it. One entry per record: a newer
-    /// stamp replaces the older, which can never be returned again.
-    by_id: HashMap<String, DateTime<Utc>>,
+    /// Record id → the newest `SystemModstamp` reported for it, and the fingerprint of what
+    /// was reported then ([`fingerprint`]). One entry per record: a newer stamp replaces the
+    /// older, which can never be returned again.
+    by_id: HashMap<String, (DateTime<Utc>, u64)>,
     /// Off for a one-off full read (the first run's): one paged query returns each record
     /// once, and keeping a million ids would only cost memory.
     off: bool,
@@ -88,19 +93,23 @@ impl RecentSeen {
         self.by_id.clear();
     }
 
-    /// True when this record at this stamp (or a later one) was already reported.
-    pub fn contains(&self, id: &str, at: DateTime<Utc>) -> bool {
-        self.by_id.get(id).is_some_and(|seen| *seen >= at)
+    /// True when this record was already reported at a later stamp, or at this stamp with
+    /// the same content.
+    pub fn contains(&self, id: &str, at: DateTime<Utc>, content: u64) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|&(seen, fp)| seen > at || (seen == at && fp == content))
     }
 
-    fn insert(&mut self, id: &str, at: DateTime<Utc>) {
+    fn insert(&mut self, id: &str, at: DateTime<Utc>, content: u64) {
         if self.off {
             return;
         }
         match self.by_id.get_mut(id) {
-            Some(seen) => *seen = (*seen).max(at),
+            Some(seen) if seen.0 > at => {}
+            Some(seen) => *seen = (at, content),
             None => {
-                self.by_id.insert(id.to_string(), at);
+                self.by_id.insert(id.to_string(), (at, content));
             }
         }
     }
@@ -108,7 +117,7 @@ impl RecentSeen {
     /// Drops pairs older than `bound`: the next query starts at `bound`, so they cannot come
     /// back.
     fn prune_before(&mut self, bound: DateTime<Utc>) {
-        self.by_id.retain(|_, at| *at >= bound);
+        self.by_id.retain(|_, (at, _)| *at >= bound);
     }
 }
 
@@ -278,6 +287,39 @@ impl<'a> CrmPoll<'a> {
     }
 }
 
+/// What a poll reports of a record, as one number: equal rows give equal numbers (within one
+/// process: `RecentSeen` is never stored).
+fn fingerprint(deleted: bool, fields: &[FieldChange]) -> u64 {
+    let mut h = DefaultHasher::new();
+    deleted.hash(&mut h);
+    for f in fields {
+        f.field.hash(&mut h);
+        hash_json(&f.value, &mut h);
+    }
+    h.finish()
+}
+
+/// `serde_json::Value` has no `Hash`; its parts do.
+fn hash_json(value: &Json, h: &mut DefaultHasher) {
+    match value {
+        Json::Null => 0u8.hash(h),
+        Json::Bool(b) => (1u8, b).hash(h),
+        Json::Number(n) => (2u8, n.to_string()).hash(h),
+        Json::String(t) => (3u8, t).hash(h),
+        Json::Array(items) => {
+            (4u8, items.len()).hash(h);
+            items.iter().for_each(|v| hash_json(v, h));
+        }
+        Json::Object(map) => {
+            (5u8, map.len()).hash(h);
+            for (k, v) in map {
+                k.hash(h);
+                hash_json(v, h);
+            }
+        }
+    }
+}
+
 /// One row as a change: moves `cursor` to it if it is later, `Ok(None)` when `seen` says it
 /// was already reported, `Err` (a problem to report) when it has no usable `Id` or stamp.
 fn to_change(
@@ -303,10 +345,6 @@ fn to_change(
     if cursor.as_ref().is_none_or(|(c_at, _)| at >= *c_at) {
         *cursor = Some((at, id.to_string()));
     }
-    if seen.contains(id, at) {
-        return Ok(None);
-    }
-    seen.insert(id, at);
     let deleted = matches!(row.get("IsDeleted"), Some(Json::Bool(true)));
     let fields = if deleted {
         // Like a CDC delete event: the record is gone, its last values are not news.
@@ -325,6 +363,16 @@ fn to_change(
             })
             .collect()
     };
+    // A one-off full read remembers nothing: no fingerprint to compute.
+    let content = if seen.off {
+        0
+    } else {
+        fingerprint(deleted, &fields)
+    };
+    if seen.contains(id, at, content) {
+        return Ok(None);
+    }
+    seen.insert(id, at, content);
     Ok(Some(Change {
         side: Side::Crm,
         record: RecordKey {
@@ -406,13 +454,13 @@ mod tests {
             .single()
             .unwrap_or_default();
         let mut seen = RecentSeen::new();
-        seen.insert("a", t0);
-        seen.insert("b", t0 + TimeDelta::seconds(10));
-        assert!(seen.contains("a", t0));
-        assert!(!seen.contains("a", t0 + TimeDelta::milliseconds(1)));
+        seen.insert("a", t0, 7);
+        seen.insert("b", t0 + TimeDelta::seconds(10), 7);
+        assert!(seen.contains("a", t0, 7));
+        assert!(!seen.contains("a", t0 + TimeDelta::milliseconds(1), 7));
         seen.prune_before(t0 + TimeDelta::seconds(1));
-        assert!(!seen.contains("a", t0));
-        assert!(seen.contains("b", t0 + TimeDelta::seconds(10)));
+        assert!(!seen.contains("a", t0, 7));
+        assert!(seen.contains("b", t0 + TimeDelta::seconds(10), 7));
         assert_eq!(seen.len(), 1);
     }
 
@@ -423,8 +471,8 @@ mod tests {
             .single()
             .unwrap_or_default();
         let mut seen = RecentSeen::off();
-        seen.insert("a", t0);
-        assert!(!seen.contains("a", t0));
+        seen.insert("a", t0, 7);
+        assert!(!seen.contains("a", t0, 7));
         assert!(seen.is_empty());
     }
 
@@ -438,6 +486,47 @@ mod tests {
             Json::Object(m) => m,
             _ => Record::new(),
         }
+    }
+
+    /// `SystemModstamp` has millisecond resolution: a re-read of the same row is skipped, but
+    /// a record that changed again within the millisecond it was reported at is reported.
+    #[test]
+    fn a_new_state_under_a_stamp_already_reported_is_reported_again() {
+        let pairing = opportunity();
+        let mut seen = RecentSeen::new();
+        let mut cursor = None;
+        let at = "2026-11-23T10:00:00.000+0000";
+        let deal = |deleted: bool, amount: f64, stamp: &str| {
+            row(serde_json::json!({
+                "Id": "006D", "SystemModstamp": stamp, "IsDeleted": deleted,
+                "Name": "Deal", "Amount": amount
+            }))
+        };
+        let mut reported =
+            |r: &Record| to_change(&pairing, &mut seen, &mut cursor, r).expect("a good row");
+        let first = reported(&deal(false, 10.5, at)).expect("new");
+        assert_eq!(first.kind, ChangeKind::Update);
+        assert!(
+            reported(&deal(false, 10.5, at)).is_none(),
+            "the same row again"
+        );
+        let gone = reported(&deal(true, 10.5, at)).expect("deleted within the millisecond");
+        assert_eq!(gone.kind, ChangeKind::Delete);
+        let back = reported(&deal(false, 10.5, at)).expect("undeleted within it too");
+        assert_eq!(back.kind, ChangeKind::Update);
+        let edited = reported(&deal(false, 11.0, at)).expect("edited within it");
+        assert!(
+            edited
+                .fields
+                .iter()
+                .any(|f| f.value == serde_json::json!(11.0))
+        );
+        let later = "2026-11-23T10:00:00.001+0000";
+        assert!(reported(&deal(false, 12.0, later)).is_some());
+        assert!(
+            reported(&deal(false, 11.0, at)).is_none(),
+            "an older stamp never comes back"
+        );
     }
 
     #[test]

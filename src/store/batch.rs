@@ -614,6 +614,7 @@ fn apply(
 
     if !batch.shadow.is_empty() {
         let mut stmt = tx.prepare_cached(UPSERT_SHADOW)?;
+        let updated_at = micros(batch.at);
         for (s, r) in batch.shadow.iter().zip(&rendered.shadow) {
             let in_flight = s
                 .in_flight
@@ -640,7 +641,7 @@ fn apply(
                 anaplan.source,
                 in_flight,
                 held,
-                micros(batch.at),
+                updated_at,
                 s.last_ack.as_ref().map(|a| a.to.as_str()),
                 r.ack_value,
                 s.last_ack.as_ref().map(|a| micros(a.at)),
