@@ -7,8 +7,8 @@ use plansync::model::{Decimal, Side, Value, ValueKind};
 use plansync::rules::calendar::Calendar;
 use plansync::rules::decide::{Acked, InFlight, Seen};
 use plansync::rules::ruleset::{
-    AnaplanField, AnaplanTarget, ConflictPolicy, FieldRule, Lifecycle, OnViolation, Owner, Pairing,
-    Policy, Validation,
+    AnaplanField, AnaplanTarget, Blank, ConflictPolicy, FieldRule, Lifecycle, OnViolation, Owner,
+    Pairing, Policy, Validation,
 };
 use plansync::rules::{Action, Context, FieldState, Observation, decide};
 
@@ -41,6 +41,7 @@ fn field(policy: Policy) -> FieldRule {
         anaplan: AnaplanField::LineItem("Amount".into()),
         kind: ValueKind::Number { scale: 0 },
         picklist: None,
+        blank: Blank::default(),
         policy,
         overrides: vec![],
         span: 0..0,
@@ -226,13 +227,69 @@ proptest! {
         let f = field(p);
         let d = decide(&pairing(), &f, &st, &obs, &Context::default());
         let other_changed = match (st.seen(obs.side.other()), &st.base) {
-            (Some(o), Some(b)) => &o.value != b,
+            (Some(o), Some(b)) => !f.same(&o.value, b),
             (Some(_), None) => true,
             (None, _) => false,
         };
         if other_changed {
             prop_assert_eq!(d.action.write_target(), None, "{:?}", d);
         }
+    }
+
+    /// Ownership decides first: a side that does not own the field never opens a
+    /// conflict (a conflict invites a reviewer to push its value), whatever our last write.
+    #[test]
+    fn a_non_owner_never_opens_a_conflict(mut p in policy(), mut st in state(), obs in observation()) {
+        st.in_flight = None;
+        st.held = false;
+        p.owner = if obs.side == Side::Crm { Owner::Anaplan } else { Owner::Crm };
+        p.on_conflict = None;
+        let f = field(p);
+        let d = decide(&pairing(), &f, &st, &obs, &Context::default());
+        if let Some(e) = &d.exception {
+            prop_assert_ne!(e.kind, plansync::model::ExceptionKind::Conflict, "{:?}", d);
+        }
+        prop_assert_ne!(d.action.clone(), Action::Overwritten);
+    }
+
+    /// Anaplan has no blank number: by default a null and a 0 are one value, so no state
+    /// in which the two sides show only those ever writes or raises an exception.
+    #[test]
+    fn null_and_zero_never_conflict_by_default(p in policy(), held in any::<bool>(), obs_null in any::<bool>(), base in proptest::option::of(prop_oneof![Just(Value::Null), Just(Value::Number(Decimal { units: 0, scale: 0 }))]), side in side()) {
+        let f = field(p);
+        let zero = Value::Number(Decimal { units: 0, scale: 0 });
+        let (mine, theirs) = if obs_null { (Value::Null, zero) } else { (zero, Value::Null) };
+        let other = Some(Seen { value: theirs, at: at(1) });
+        let st = FieldState {
+            base,
+            seen_crm: if side == Side::Crm { None } else { other.clone() },
+            seen_anaplan: if side == Side::Anaplan { None } else { other },
+            held,
+            ..FieldState::default()
+        };
+        let obs = Observation { side, value: mine, at: at(2), ours: false };
+        let d = decide(&pairing(), &f, &st, &obs, &Context::default());
+        prop_assert_eq!(d.action.write_target(), None, "{:?}", d);
+        if !held {
+            prop_assert!(d.exception.is_none(), "{:?}", d);
+        }
+    }
+
+    /// `blank = "distinct"` keeps them apart: a null against a 0 is a difference.
+    #[test]
+    fn distinct_blanks_are_a_difference(side in side()) {
+        let mut f = field(Policy { owner: Owner::Shared, on_violation: OnViolation::Reject, on_conflict: Some(ConflictPolicy::Manual), validation: Validation::default() });
+        f.blank = Blank::Distinct;
+        let zero = Value::Number(Decimal { units: 0, scale: 0 });
+        let st = FieldState {
+            base: None,
+            seen_crm: (side == Side::Anaplan).then(|| Seen { value: Value::Null, at: at(1) }),
+            seen_anaplan: (side == Side::Crm).then(|| Seen { value: zero.clone(), at: at(1) }),
+            ..FieldState::default()
+        };
+        let value = if side == Side::Crm { Value::Null } else { zero };
+        let d = decide(&pairing(), &f, &st, &Observation { side, value, at: at(2), ours: false }, &Context::default());
+        prop_assert_eq!(d.action, Action::Hold);
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("model.db");
-        let shard = ShardCore::new(0, Store::open(&path).expect("store"));
+        let shard = ShardCore::new(0, Store::open(&path).expect("store")).expect("shard");
         let reviewer = Store::open(&path).expect("second connection");
         let mut w = World {
             rules: rules(),

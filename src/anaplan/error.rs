@@ -153,6 +153,28 @@ impl AnaplanError {
         }
     }
 
+    /// Whether waiting cannot help: the configuration, the credentials or a name in a rule
+    /// file is wrong, or Anaplan refused the call as such (a 4xx other than those the client
+    /// already retries). A person must fix something; everything else (the network, 5xx,
+    /// a read request that expired, an answer that could not be read) may pass.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AnaplanError::Config(_)
+            | AnaplanError::LegacyApi { .. }
+            | AnaplanError::Credentials(_)
+            | AnaplanError::Unauthorized { .. }
+            | AnaplanError::NotFound { .. }
+            | AnaplanError::Ambiguous { .. }
+            | AnaplanError::UnknownFile { .. }
+            | AnaplanError::ItemTooLarge { .. }
+            | AnaplanError::InvalidInput { .. } => true,
+            AnaplanError::AuthRefused { status, .. } | AnaplanError::Status { status, .. } => {
+                (400..500).contains(status) && *status != 429 && !self.is_over_read_limit()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether Anaplan refused a plain read for its size (400 "… has more than 1,000,000
     /// cells/items"): a read request reads it in pages.
     pub fn is_over_read_limit(&self) -> bool {

@@ -104,11 +104,36 @@ fn checked(path: &Path) -> anyhow::Result<Result<(Config, RuleSet), ExitCode>> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, rules) = match checked(&args.config)? {
-        Ok(both) => both,
-        Err(code) => return Ok(code),
-    };
-    runtime()?.block_on(serve(config, rules, args.no_stream))
+    runtime()?.block_on(async {
+        // Before anything else: a signal during start-up (reading the configuration, the
+        // first run) is taken like any other, never the default action that kills.
+        let signals = Signals::install()?;
+        let (config, rules) = match checked(&args.config)? {
+            Ok(both) => both,
+            Err(code) => return Ok(code),
+        };
+        serve(config, rules, args.no_stream, signals).await
+    })
+}
+
+/// The signals `plansync run` takes.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?,
+        })
+    }
 }
 
 /// `plansync exceptions apply --config`: sends the writes resolutions queued, once, without
@@ -188,23 +213,26 @@ fn engine_parts(
     Ok((options, sinks, crm, anaplan))
 }
 
-async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config: Config,
+    rules: RuleSet,
+    no_stream: bool,
+    mut signals: Signals,
+) -> anyhow::Result<ExitCode> {
     let (options, sinks, crm, anaplan) = engine_parts(&config, &rules, no_stream)?;
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
-    let engine = EngineHandle::start(options, rules_rx, crm, anaplan, sinks)
+    // `launch` returns at once; the first run goes on in the engine while signals are heard.
+    let engine = EngineHandle::launch(options, rules_rx, crm, anaplan, sinks)
         .await
         .with_context(|| format!("starting the engine on {}", config.store.display()))?;
     tracing::info!(target: "plansync::engine", store = %config.store.display(), "plansync is running");
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut announced = false;
     let failure = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break None,
-            _ = term.recv() => break None,
-            _ = hup.recv() => match load_rules(&config.rules) {
+            _ = signals.int.recv() => break None,
+            _ = signals.term.recv() => break None,
+            _ = signals.hup.recv() => match load_rules(&config.rules) {
                 Ok(new) => {
                     let hashes: Vec<String> =
                         new.pairings.iter().map(|p| format!("{} {}", p.name, p.short_hash())).collect();
@@ -217,7 +245,15 @@ async fn serve(config: Config, rules: RuleSet, no_stream: bool) -> anyhow::Resul
                     "the new rules were not taken (the running ones stay):\n{e}"
                 ),
             },
-            _ = usr1.recv() => engine.poll_now(None),
+            // Before the first run is over the pollers are not running yet: the request is
+            // kept, and they poll as soon as they start.
+            _ = signals.usr1.recv() => engine.poll_now(None),
+            ready = engine.ready(), if !announced => {
+                announced = true;
+                if ready.is_ok() {
+                    tracing::info!(target: "plansync::engine", event = "ready", "first run complete; the pollers and the stream are running");
+                }
+            }
             message = engine.failed() => break Some(message),
         }
     };

@@ -74,6 +74,12 @@ fn write_tables(
         time(report.now)
     )?;
 
+    match (&report.first_run.completed_at, &report.first_run.phase) {
+        (Some(at), _) => writeln!(out, "\nFirst run: completed {}", time(*at))?,
+        (None, Some(phase)) => writeln!(out, "\nFirst run: in progress, {phase}")?,
+        (None, None) => writeln!(out, "\nFirst run: not started")?,
+    }
+
     writeln!(out, "\nSources")?;
     if report.sources.is_empty() {
         writeln!(out, "  (no checkpoints yet)")?;

@@ -50,6 +50,17 @@ impl CrmError {
         }
     }
 
+    /// Whether waiting cannot help: the configuration or the credentials are wrong, or the
+    /// CRM refused the request as such (an unknown object or field, no access). A person
+    /// must fix something. The daily API limit is not permanent: it recovers by itself.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            CrmError::Config(_) | CrmError::Auth { .. } => true,
+            CrmError::Api { status, .. } => (400..500).contains(status) && !self.is_transient(),
+            _ => false,
+        }
+    }
+
     /// The CRM's error code, when there is one (`INVALID_FIELD`, `REQUEST_LIMIT_EXCEEDED`, ...).
     pub fn code(&self) -> Option<&str> {
         match self {

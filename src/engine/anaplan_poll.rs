@@ -68,6 +68,20 @@ pub enum AnaplanPollError {
     ListTooLarge { list: String },
 }
 
+impl AnaplanPollError {
+    /// Whether another attempt cannot succeed until a person fixes the configuration, the
+    /// credentials or the rule file.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AnaplanPollError::Anaplan { source, .. } => source.is_permanent(),
+            AnaplanPollError::MissingLineItem { .. } | AnaplanPollError::ListTooLarge { .. } => {
+                true
+            }
+            AnaplanPollError::Route(_) => false,
+        }
+    }
+}
+
 /// The ids the rule file's names resolve to. Resolve once with [`resolve_target`] and reuse
 /// them across polls to save two listing calls a poll.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,16 @@ pub enum PollError {
     NotAWatermark(Position),
 }
 
+impl PollError {
+    /// Whether another attempt cannot succeed until a person fixes something.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            PollError::Crm { source, .. } => source.is_permanent(),
+            PollError::NotAWatermark(_) => true,
+        }
+    }
+}
+
 /// The `(Id, SystemModstamp)` pairs already reported inside the lookback window.
 ///
 /// Kept in memory only: after a restart it is empty, so the first poll after a restart may

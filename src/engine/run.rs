@@ -28,7 +28,8 @@ use super::dispatch::{self, DispatchSettings, Sink};
 use super::router::Router;
 use super::shard::{RoundSummary, ShardCore, ShardMsg};
 use super::sources::{
-    self, PollerCtx, Trigger, anaplan_poll_once, cdc_source, crm_poll_once, resume_position,
+    self, PollerCtx, SourceError, Trigger, anaplan_poll_once, cdc_source, crm_poll_once,
+    resume_position,
 };
 use crate::anaplan::AnaplanClient;
 use crate::crm::CrmClient;
@@ -120,6 +121,8 @@ pub struct EngineHandle {
     failure: Arc<Mutex<Option<String>>>,
     failed: Arc<Notify>,
     stream_connected: Arc<AtomicBool>,
+    /// True once the first run is complete (or was not needed).
+    ready: watch::Receiver<bool>,
     crm: CrmClient,
     anaplan: AnaplanClient,
 }
@@ -259,7 +262,8 @@ fn run_shard(
 
 impl EngineHandle {
     /// Starts the engine on `rules` (a watch, so a reloaded rule set takes effect at the next
-    /// round of each shard and poll).
+    /// round of each shard and poll) and returns once its first run, if it needs one, is
+    /// complete (see [`EngineHandle::launch`] to be answered at once).
     pub async fn start(
         options: EngineOptions,
         rules: watch::Receiver<Arc<RuleSet>>,
@@ -267,19 +271,40 @@ impl EngineHandle {
         anaplan: AnaplanClient,
         sinks: Sinks,
     ) -> Result<EngineHandle, EngineError> {
+        let engine = EngineHandle::launch(options, rules, crm, anaplan, sinks).await?;
+        if let Err(e) = engine.ready().await {
+            let _ = engine.shutdown().await;
+            return Err(e);
+        }
+        Ok(engine)
+    }
+
+    /// Starts the engine and returns at once: the first run (on a store that has not
+    /// completed one) goes on in the background, then the pollers and the stream start.
+    /// [`EngineHandle::ready`] tells when it is done; a stop during it is clean, and the next
+    /// start runs it again from the beginning.
+    pub async fn launch(
+        options: EngineOptions,
+        rules: watch::Receiver<Arc<RuleSet>>,
+        crm: CrmClient,
+        anaplan: AnaplanClient,
+        sinks: Sinks,
+    ) -> Result<EngineHandle, EngineError> {
         let gate = WriteGate::default();
+        let shards = options.shards.max(1);
         let mut main = engine_store(&options.store, &gate)?;
         let requeued = main.requeue_sent_outbox(Utc::now())?;
         if requeued > 0 {
             tracing::info!(target: "plansync::engine", requeued, "writes sent before a stop are sent again");
         }
-        let first_run = !main.has_checkpoints()?;
+        rekey_checkpoints(&mut main, shards)?;
+        let first_run = main.first_run_completed()?.is_none();
         if !first_run {
-            // A first run that stopped after reading Anaplan: its staged values go into
-            // the shadow before any source runs, as the end of that run would have put them.
+            // Values left staged by a first run that completed (a crash between its last
+            // commit and the unstaging): into the shadow before any source runs.
             let moved = main.unstage_first_run(Utc::now(), UNSTAGE_PAGE)?;
             if moved.cleared > 0 {
-                tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "Anaplan values staged by an unfinished first run recorded in the shadow");
+                tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "Anaplan values staged by the first run recorded in the shadow");
             }
         }
         let counters = Arc::new(Counters::default());
@@ -287,13 +312,13 @@ impl EngineHandle {
         let failed = Arc::new(Notify::new());
         let wake = [Arc::new(Notify::new()), Arc::new(Notify::new())];
 
-        let mut senders = Vec::with_capacity(options.shards);
-        let mut shard_threads = Vec::with_capacity(options.shards);
-        for index in 0..options.shards.max(1) {
+        let mut senders = Vec::with_capacity(shards);
+        let mut shard_threads = Vec::with_capacity(shards);
+        for index in 0..shards {
             let store = engine_store(&options.store, &gate)?;
             let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
             senders.push(tx);
-            let core = ShardCore::new(index, store);
+            let core = ShardCore::new(index, store)?;
             let (rules, wake, counters) = (rules.clone(), wake.clone(), counters.clone());
             let (failure, failed) = (failure.clone(), failed.clone());
             let thread = std::thread::Builder::new()
@@ -356,85 +381,65 @@ impl EngineHandle {
             .iter()
             .map(|p| (p.name.clone(), p.crm_object.clone()))
             .collect();
-
-        if first_run && options.sources {
-            reconcile(&ctx, &crm, &anaplan, &pairings, options.lookback).await;
-        }
-
-        let mut crm_triggers = Vec::new();
-        let mut anaplan_triggers = Vec::new();
-        let mut by_object = HashMap::new();
-        for (name, object) in pairings.iter().filter(|_| options.sources) {
-            let t = Arc::new(Trigger::default());
-            by_object.insert(object.clone(), t.clone());
-            crm_triggers.push(t.clone());
-            tasks.push(tokio::spawn(sources::run_crm_poller(
-                ctx.clone(),
-                crm.clone(),
-                name.clone(),
-                options.crm_poll,
-                options.lookback,
-                t,
-            )));
-            let t = Arc::new(Trigger::default());
-            anaplan_triggers.push(t.clone());
-            tasks.push(tokio::spawn(sources::run_anaplan_poller(
-                ctx.clone(),
-                anaplan.clone(),
-                name.clone(),
-                options.anaplan_poll,
-                t,
-            )));
-        }
-
+        let triggers: Vec<(Arc<Trigger>, Arc<Trigger>)> = pairings
+            .iter()
+            .map(|_| (Arc::default(), Arc::default()))
+            .collect();
         let stream_connected = Arc::new(AtomicBool::new(false));
-        if let Some(stream) = options.stream.as_ref().filter(|_| options.sources) {
-            let mut channels = Vec::new();
-            for channel in &stream.channels {
-                let from = match resume_position(&ctx.db, &cdc_source(channel)).await {
-                    Some(Position::Replay { replay_id, .. }) => match replay_id.parse::<i64>() {
-                        Ok(id) => ReplayFrom::After(id),
-                        Err(_) => ReplayFrom::Tip,
-                    },
-                    _ => ReplayFrom::Tip,
-                };
-                tracing::info!(target: "plansync::engine", %channel, ?from, "stream resumes");
-                channels.push((channel.clone(), from));
-            }
-            let mut config = CdcConfig::new(
-                stream.api_version.clone(),
-                channels,
-                stream.transport,
-                stream.client_id.clone(),
-            );
-            // One `/meta/connect` answer carries every event the org had ready: at a
-            // quarter-end burst that is megabytes. A frame over the cap is dropped (and the
-            // pollers re-read), so the cap is generous; the transport still bounds memory.
-            config.max_frame_bytes = 64 << 20;
-            tasks.push(tokio::spawn(sources::run_cdc(
-                ctx.clone(),
-                crm.clone(),
-                config,
-                by_object,
-                stream_connected.clone(),
-            )));
-        }
+        let (ready_tx, ready) = watch::channel(false);
+        let sources = Sources {
+            ctx,
+            crm: crm.clone(),
+            anaplan: anaplan.clone(),
+            pairings,
+            triggers: triggers.clone(),
+            options: options.clone(),
+            first_run: first_run && options.sources,
+            stream_connected: stream_connected.clone(),
+            ready: ready_tx,
+            failure: failure.clone(),
+            failed: failed.clone(),
+        };
+        tasks.push(tokio::spawn(sources.run()));
 
         Ok(EngineHandle {
             router,
             shutdown: shutdown_tx,
             tasks,
             shard_threads,
-            crm_triggers,
-            anaplan_triggers,
+            crm_triggers: triggers.iter().map(|(c, _)| c.clone()).collect(),
+            anaplan_triggers: triggers.iter().map(|(_, a)| a.clone()).collect(),
             counters,
             db,
             failure,
             failed,
             stream_connected,
+            ready,
             crm,
             anaplan,
         })
+    }
+
+    /// Completes when the first run is complete (at once on a store that completed one), or
+    /// with the reason it cannot be (a permanent failure: credentials, a name no system
+    /// knows), or when the engine stopped first.
+    pub async fn ready(&self) -> Result<(), EngineError> {
+        let mut ready = self.ready.clone();
+        loop {
+            if *ready.borrow_and_update() {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = ready.changed() => if changed.is_err() {
+                    // The sources' task ended: with the reason, when it failed.
+                    let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    return Err(EngineError::Failed(failure.unwrap_or_else(|| {
+                        "the engine stopped before its first run completed".into()
+                    })));
+                },
+                message = self.failed() => return Err(EngineError::Failed(message)),
+            }
+        }
     }
 
     /// Runs the pollers of `side` (both with `None`) now instead of at their next tick.
@@ -515,58 +520,335 @@ impl EngineHandle {
     }
 }
 
-/// The first run: Anaplan's values are recorded first, so that each CRM value read next is
-/// decided against them (equal values settle as the base without a write).
-async fn reconcile(
-    ctx: &PollerCtx,
-    crm: &CrmClient,
-    anaplan: &AnaplanClient,
-    pairings: &[(String, String)],
-    lookback: Duration,
-) {
-    tracing::info!(target: "plansync::engine", event = "reconcile", pairings = pairings.len(), "first run: reconciling both sides");
-    let started = std::time::Instant::now();
-    for (name, _) in pairings {
-        let mut target = None;
-        let mut flagged = Default::default();
-        if let Err(e) = anaplan_poll_once(ctx, anaplan, name, &mut target, &mut flagged, true).await
-        {
-            tracing::warn!(target: "plansync::engine", pairing = %name, error = %e, "reading Anaplan for the reconciliation failed; the poller will retry");
+/// Re-keys the per-shard checkpoints (`<source>#<n>`) when the shard count changed since
+/// they were stored: every source gets one row per shard that exists, at the oldest position
+/// any old row held (so it resumes once from there, losing nothing), and rows of shards that
+/// no longer exist do not linger (they would hold the source's resume point back for ever).
+fn rekey_checkpoints(store: &mut Store, shards: usize) -> Result<(), EngineError> {
+    let rows = store.all_checkpoints()?;
+    let mut by_source: BTreeMap<String, Vec<(Option<usize>, Position)>> = BTreeMap::new();
+    for (name, position) in rows {
+        let (source, shard) = match name.rsplit_once('#') {
+            Some((source, n)) => match n.parse::<usize>() {
+                Ok(n) => (source.to_string(), Some(n)),
+                Err(_) => (name.clone(), None),
+            },
+            None => (name.clone(), None),
+        };
+        by_source.entry(source).or_default().push((shard, position));
+    }
+    let fits = by_source.values().all(|rows| {
+        let mut shards_seen: Vec<usize> = rows.iter().filter_map(|(n, _)| *n).collect();
+        shards_seen.sort_unstable();
+        rows.iter().all(|(n, _)| n.is_some()) && shards_seen == (0..shards).collect::<Vec<_>>()
+    });
+    if fits || by_source.is_empty() {
+        return Ok(());
+    }
+    let mut new_rows = Vec::new();
+    for (source, rows) in &by_source {
+        let Some(oldest) = rows
+            .iter()
+            .map(|(_, p)| p)
+            .min_by(|a, b| sources::position_order(a, b))
+        else {
+            continue;
+        };
+        for n in 0..shards {
+            new_rows.push((format!("{source}#{n}"), oldest.clone()));
         }
     }
-    if ctx.router.flush().await.is_err() {
-        return;
-    }
-    tracing::info!(target: "plansync::engine", event = "reconcile_anaplan_read", ms = started.elapsed().as_millis() as u64, "first run: Anaplan read and staged");
-    for (name, _) in pairings {
-        let mut recent = RecentSeen::off();
-        if let Err(e) = crm_poll_once(ctx, crm, name, lookback, &mut recent, true).await {
-            tracing::warn!(target: "plansync::engine", pairing = %name, error = %e, "reading the CRM for the reconciliation failed; the poller will retry");
+    store.replace_checkpoints(&new_rows, Utc::now())?;
+    tracing::info!(target: "plansync::engine", shards, sources = by_source.len(), "checkpoints re-keyed for a new shard count; each source resumes from its oldest position");
+    Ok(())
+}
+
+/// How a first run ended.
+enum FirstRun {
+    Done,
+    /// The engine is stopping; the next start runs it again.
+    Stopped,
+    /// It cannot succeed until a person fixes something.
+    Failed(String),
+}
+
+/// Why one attempt of a first run failed.
+struct AttemptError {
+    phase: &'static str,
+    pairing: String,
+    error: SourceError,
+}
+
+/// Longest wait between two attempts of a first run.
+const FIRST_RUN_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The sources' task: the first run, if the store needs one, then the pollers and the
+/// stream. Spawned by `launch`, so signals and `shutdown` are heard from the first instant.
+struct Sources {
+    ctx: PollerCtx,
+    crm: CrmClient,
+    anaplan: AnaplanClient,
+    pairings: Vec<(String, String)>,
+    /// The (CRM, Anaplan) poller triggers of each pairing, in `pairings` order.
+    triggers: Vec<(Arc<Trigger>, Arc<Trigger>)>,
+    options: EngineOptions,
+    first_run: bool,
+    stream_connected: Arc<AtomicBool>,
+    ready: watch::Sender<bool>,
+    failure: Arc<Mutex<Option<String>>>,
+    failed: Arc<Notify>,
+}
+
+impl Sources {
+    async fn run(self) {
+        if self.first_run {
+            match self.first_run_until_done().await {
+                FirstRun::Done => {}
+                FirstRun::Stopped => return,
+                FirstRun::Failed(message) => {
+                    tracing::error!(target: "plansync::engine", event = "first_run_failed", "{message}");
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+                    self.failed.notify_waiters();
+                    return;
+                }
+            }
+        }
+        let _ = self.ready.send(true);
+        if !self.options.sources {
+            return;
+        }
+        let Sources {
+            ctx,
+            crm,
+            anaplan,
+            pairings,
+            triggers,
+            options,
+            stream_connected,
+            ..
+        } = self;
+        let mut tasks = Vec::new();
+        let mut by_object = HashMap::new();
+        for ((name, object), (crm_trigger, anaplan_trigger)) in pairings.iter().zip(triggers) {
+            by_object.insert(object.clone(), crm_trigger.clone());
+            tasks.push(tokio::spawn(sources::run_crm_poller(
+                ctx.clone(),
+                crm.clone(),
+                name.clone(),
+                options.crm_poll,
+                options.lookback,
+                crm_trigger,
+            )));
+            tasks.push(tokio::spawn(sources::run_anaplan_poller(
+                ctx.clone(),
+                anaplan.clone(),
+                name.clone(),
+                options.anaplan_poll,
+                anaplan_trigger,
+            )));
+        }
+        if let Some(stream) = options.stream.as_ref() {
+            let mut channels = Vec::new();
+            for channel in &stream.channels {
+                let from = match resume_position(&ctx.db, &cdc_source(channel)).await {
+                    Some(Position::Replay { replay_id, .. }) => match replay_id.parse::<i64>() {
+                        Ok(id) => ReplayFrom::After(id),
+                        Err(_) => ReplayFrom::Tip,
+                    },
+                    _ => ReplayFrom::Tip,
+                };
+                tracing::info!(target: "plansync::engine", %channel, ?from, "stream resumes");
+                channels.push((channel.clone(), from));
+            }
+            let mut config = CdcConfig::new(
+                stream.api_version.clone(),
+                channels,
+                stream.transport,
+                stream.client_id.clone(),
+            );
+            // One `/meta/connect` answer carries every event the org had ready: at a
+            // quarter-end burst that is megabytes. A frame over the cap is dropped (and the
+            // pollers re-read), so the cap is generous; the transport still bounds memory.
+            config.max_frame_bytes = 64 << 20;
+            tasks.push(tokio::spawn(sources::run_cdc(
+                ctx.clone(),
+                crm.clone(),
+                config,
+                by_object,
+                stream_connected,
+            )));
+        }
+        for task in tasks {
+            let _ = task.await;
         }
     }
-    if ctx.router.flush().await.is_err() {
-        return;
-    }
-    // Items no CRM record claimed keep their values as seen in Anaplan.
-    match ctx
-        .db
-        .call(|s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE))
-        .await
-    {
-        Ok(moved) => {
-            tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded");
-        }
-        Err(e) => {
-            // Left staged: the next start records them.
-            tracing::warn!(target: "plansync::engine", error = %e, "the first run's unclaimed Anaplan values could not be recorded yet");
+
+    async fn phase(&self, phase: String) {
+        let result = self
+            .ctx
+            .db
+            .call(move |s| s.set_first_run_phase(&phase, Utc::now()))
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(target: "plansync::engine", error = %e, "storing the first run's phase failed");
         }
     }
-    // Stored at once, not at the next counters tick: `plansync status` and the bench read
-    // it to know the first run is over (every value read, decided and committed).
-    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    ctx.counters.set_remote("reconcile.ms", ms);
-    store_metrics(&ctx.db, &ctx.counters).await;
-    tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(std::sync::atomic::Ordering::Relaxed), agreed = ctx.counters.reconcile_agreed.load(std::sync::atomic::Ordering::Relaxed), "first run: reconciliation committed");
+
+    /// Attempts the first run until it completes: a transient failure (the network, a
+    /// 5xx past the client's retries, an expired read request) is retried with backoff, a
+    /// permanent one ends it with what to fix.
+    async fn first_run_until_done(&self) -> FirstRun {
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut failures = 0u32;
+        loop {
+            let attempt = tokio::select! {
+                r = self.first_run_attempt() => r,
+                () = stopped(&mut shutdown) => return FirstRun::Stopped,
+            };
+            let Err(e) = attempt else {
+                return FirstRun::Done;
+            };
+            if e.error.permanent {
+                let what = if e.phase == "anaplan" {
+                    "Anaplan"
+                } else {
+                    "the CRM"
+                };
+                return FirstRun::Failed(format!(
+                    "the first run cannot read {what} for pairing `{}`: {}. Nothing was decided from a partial read; fix the configuration or the rule file (`plansync check` names what is wrong) and start again",
+                    e.pairing, e.error
+                ));
+            }
+            failures += 1;
+            let wait = sources::retry_after(failures, FIRST_RUN_MAX_BACKOFF);
+            tracing::error!(target: "plansync::engine", event = "first_run_retry", side = e.phase, pairing = %e.pairing, error = %e.error, failures, retry_in_s = wait.as_secs(), "the first run could not read a side; nothing is decided from a partial read, retrying");
+            self.phase(format!(
+                "waiting to read {} again (attempt {} failed: {})",
+                e.phase, failures, e.error
+            ))
+            .await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stopped(&mut shutdown) => return FirstRun::Stopped,
+            }
+        }
+    }
+
+    /// One attempt of the first run: Anaplan's values are read in full and staged first, so
+    /// that each CRM value read next is decided against them (equal values settle as the
+    /// base without a write); a record is decided only once both of its sides are read.
+    /// The run counts as done only when its completion is committed.
+    async fn first_run_attempt(&self) -> Result<(), AttemptError> {
+        let ctx = &self.ctx;
+        let fail = |phase: &'static str, pairing: &str| {
+            let pairing = pairing.to_string();
+            move |error: SourceError| AttemptError {
+                phase,
+                pairing,
+                error,
+            }
+        };
+        let gone = |phase: &'static str| AttemptError {
+            phase,
+            pairing: String::new(),
+            error: SourceError {
+                message: "the engine is stopping".into(),
+                permanent: false,
+            },
+        };
+        tracing::info!(target: "plansync::engine", event = "reconcile", pairings = self.pairings.len(), "first run: reconciling both sides");
+        let started = std::time::Instant::now();
+        self.phase("reading Anaplan".into()).await;
+        // What an earlier attempt staged may be partial, or stale: read it anew.
+        ctx.db
+            .call(|s| s.clear_first_run_staging())
+            .await
+            .map_err(|e| {
+                fail("anaplan", "")(SourceError {
+                    message: e.to_string(),
+                    permanent: false,
+                })
+            })?;
+        let anaplan_at = Utc::now();
+        for (name, _) in &self.pairings {
+            let mut target = None;
+            let mut flagged = sources::flagged_items(&ctx.db, name).await;
+            anaplan_poll_once(ctx, &self.anaplan, name, &mut target, &mut flagged, true)
+                .await
+                .map_err(fail("anaplan", name))?;
+        }
+        ctx.router.flush().await.map_err(|_| gone("anaplan"))?;
+        tracing::info!(target: "plansync::engine", event = "reconcile_anaplan_read", ms = started.elapsed().as_millis() as u64, "first run: Anaplan read and staged");
+        self.phase("reading the CRM".into()).await;
+        let crm_at = Utc::now();
+        for (name, _) in &self.pairings {
+            let mut recent = RecentSeen::off();
+            crm_poll_once(
+                ctx,
+                &self.crm,
+                name,
+                self.options.lookback,
+                &mut recent,
+                true,
+            )
+            .await
+            .map_err(fail("crm", name))?;
+        }
+        ctx.router.flush().await.map_err(|_| gone("crm"))?;
+        // Items no CRM record claimed keep their values as seen in Anaplan.
+        let moved = ctx
+            .db
+            .call(|s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE))
+            .await
+            .map_err(|e| {
+                fail("anaplan", "")(SourceError {
+                    message: e.to_string(),
+                    permanent: false,
+                })
+            })?;
+        tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded");
+        // Stored at once, not at the next counters tick: `plansync status` and the bench read
+        // it to know the first run is over (every value read, decided and committed).
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ctx.counters.set_remote("reconcile.ms", ms);
+        store_metrics(&ctx.db, &ctx.counters).await;
+        let sources: Vec<(String, chrono::DateTime<Utc>)> = self
+            .pairings
+            .iter()
+            .flat_map(|(name, _)| {
+                [
+                    (sources::crm_poll_source(name), crm_at),
+                    (sources::anaplan_poll_source(name), anaplan_at),
+                ]
+            })
+            .collect();
+        ctx.db
+            .call(move |s| {
+                // The first run's reads were each poller's run: the next is one interval on.
+                for (source, at) in &sources {
+                    s.set_last_poll(source, *at)?;
+                }
+                s.complete_first_run(Utc::now())
+            })
+            .await
+            .map_err(|e| {
+                fail("crm", "")(SourceError {
+                    message: e.to_string(),
+                    permanent: false,
+                })
+            })?;
+        tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(Ordering::Relaxed), agreed = ctx.counters.reconcile_agreed.load(Ordering::Relaxed), "first run: reconciliation committed");
+        Ok(())
+    }
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Hands writes queued by `plansync exceptions resolve` to their shards to claim.

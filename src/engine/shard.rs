@@ -31,7 +31,7 @@ use crate::model::{
 };
 use crate::rules::RuleSet;
 use crate::rules::decide::{Action, Context, Observation, decide};
-use crate::rules::ruleset::{AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, Pairing};
+use crate::rules::ruleset::{AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, Owner, Pairing};
 use crate::store::{
     Batch, ExceptionField, ExceptionRef, ExceptionUpdate, FieldKey, NewAudit, NewException,
     NewOutbox, Observed, OutboxReason, OutboxRef, OutboxState, OutboxUpdate, RecordMapUpsert,
@@ -100,12 +100,16 @@ pub struct ShardCore {
 }
 
 impl ShardCore {
-    pub fn new(index: usize, store: Store) -> ShardCore {
-        ShardCore {
+    /// A shard on `store`, with the Anaplan flags last seen (stored by every shard's rounds),
+    /// so a decision after a restart sees them as they were, not as all false until the
+    /// next poll.
+    pub fn new(index: usize, store: Store) -> Result<ShardCore, StoreError> {
+        let flags = store.anaplan_flags()?.into_iter().collect();
+        Ok(ShardCore {
             index,
             store,
-            flags: HashMap::new(),
-        }
+            flags,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -160,7 +164,12 @@ impl ShardCore {
                 ShardMsg::Ack { outbox_id, outcome } => round.ack(outbox_id, outcome)?,
                 ShardMsg::Claim { outbox_id } => round.claim(outbox_id)?,
                 ShardMsg::Flags { record, flags } => {
-                    if flags.values().any(|b| *b) {
+                    let known = round.flags.get(&record);
+                    let any = flags.values().any(|b| *b);
+                    if known != Some(&flags) && (any || known.is_some()) {
+                        round.batch.set_flags(record.clone(), flags.clone());
+                    }
+                    if any {
                         round.flags.insert(record, flags);
                     } else {
                         round.flags.remove(&record);
@@ -520,7 +529,7 @@ impl Round<'_> {
         if !redecide && let Some(seen) = w.seen(obs.side) {
             // The same value again (a stream event and a poll of the same commit, a replay
             // after a restart): nothing new on that side.
-            if seen.value == obs.value {
+            if rule.same(&seen.value, &obs.value) {
                 return Ok(());
             }
             // An older CRM commit arriving after a newer one was seen (the stream replaying
@@ -732,6 +741,8 @@ impl Round<'_> {
         let id = OutboxRef::stored(outbox_id);
         let rules = self.rules;
         let pairing = rules.pairing(&row.key.record.pairing);
+        let field_rule = pairing.and_then(|p| p.field(&row.key.field));
+        let same = |a: &Value, b: &Value| field_rule.map_or(a == b, |r| r.same(a, b));
         match &outcome {
             WriteOutcome::Retry { message } => {
                 tracing::info!(
@@ -818,7 +829,7 @@ impl Round<'_> {
             WriteOutcome::Acked { at } => {
                 // The echo, when it came first, dates the commit exactly.
                 let seen = match pre.seen(target) {
-                    Some(s) if s.value == row.value && s.source != Source::Write => s.clone(),
+                    Some(s) if same(&s.value, &row.value) && s.source != Source::Write => s.clone(),
                     _ => Observed {
                         value: row.value.clone(),
                         at: *at,
@@ -898,13 +909,13 @@ impl Round<'_> {
         let source_side = target.other();
         let mut pending = Vec::new();
         if let Some(s) = pre.seen(source_side)
-            && s.value != row.value
+            && !same(&s.value, &row.value)
         {
             pending.push((source_side, s.clone()));
         }
         if let Some(s) = pre.seen(target)
-            && s.value != row.value
-            && s.value != row.replaced
+            && !same(&s.value, &row.value)
+            && !same(&s.value, &row.replaced)
         {
             pending.push((target, s.clone()));
         }
@@ -996,6 +1007,34 @@ impl Round<'_> {
         });
         if !in_anaplan {
             self.lifecycle_write(record, lifecycle::ENSURE_ITEM, Side::Anaplan, Value::Null);
+            // The item we create has blank cells that no planner chose. Recorded as what
+            // Anaplan shows, they are nothing new when a poll reads them, so an Anaplan-owned
+            // field keeps the CRM's value until a planner gives it one (which is then decided
+            // as the owner's change); the CRM's value meanwhile is refused with an exception,
+            // never replaced by the blank (see `decide`: no revert to a blank with no base).
+            // Shared and CRM-owned fields are left unseen: their CRM value is written.
+            for rule in pairing
+                .fields
+                .iter()
+                .filter(|r| r.policy.owner == Owner::Anaplan)
+            {
+                let key = FieldKey {
+                    record: record.clone(),
+                    field: rule.crm.clone(),
+                };
+                let at = self.now;
+                let w = self.working(&key, rule.kind);
+                if w.seen_anaplan.is_none() {
+                    w.set_seen(
+                        Side::Anaplan,
+                        Observed {
+                            value: Value::Null,
+                            at,
+                            source: Source::Write,
+                        },
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -78,7 +78,7 @@ pub async fn resume_position(db: &Db, source: &str) -> Option<Position> {
     rows.into_iter().map(|(_, p)| p).min_by(position_order)
 }
 
-fn position_order(a: &Position, b: &Position) -> std::cmp::Ordering {
+pub fn position_order(a: &Position, b: &Position) -> std::cmp::Ordering {
     use std::cmp::Ordering as O;
     match (a, b) {
         (Position::Replay { replay_id: x, .. }, Position::Replay { replay_id: y, .. }) => {
@@ -123,9 +123,52 @@ pub struct PollerCtx {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Waits for the next run: the interval, a trigger, or shutdown (false).
-async fn next_tick(
-    interval: Duration,
+/// Why a read of one side failed, and whether trying again can help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub message: String,
+    /// Waiting cannot help: a person must fix the configuration, the credentials or a rule
+    /// file (a first run stops on it; a poller keeps retrying, slowly, and says so).
+    pub permanent: bool,
+}
+
+impl SourceError {
+    fn transient(message: impl Into<String>) -> SourceError {
+        SourceError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+}
+
+impl From<ShardGone> for SourceError {
+    fn from(e: ShardGone) -> SourceError {
+        SourceError::transient(e.to_string())
+    }
+}
+
+impl From<AnaplanPollError> for SourceError {
+    fn from(e: AnaplanPollError) -> SourceError {
+        SourceError {
+            permanent: e.is_permanent(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<super::crm_poll::PollError> for SourceError {
+    fn from(e: super::crm_poll::PollError) -> SourceError {
+        SourceError {
+            permanent: e.is_permanent(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Waits until `due`, a trigger, or shutdown (false).
+async fn wait_until(
+    due: tokio::time::Instant,
     trigger: &Trigger,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
@@ -133,10 +176,50 @@ async fn next_tick(
         return false;
     }
     tokio::select! {
-        () = tokio::time::sleep(interval) => true,
+        () = tokio::time::sleep_until(due) => true,
         () = trigger.notify.notified() => true,
         _ = shutdown.changed() => false,
     }
+}
+
+/// When a poller's first run after a start is due: one interval after its last completed
+/// run, as stored, so a restart neither resets the schedule nor skips a run that came due
+/// while the engine was down (an overdue poll runs at once). A poller with no completed run
+/// on record polls at once.
+async fn first_due(db: &Db, source: &str, interval: Duration) -> tokio::time::Instant {
+    let name = source.to_string();
+    let now = tokio::time::Instant::now();
+    match db.call(move |s| s.last_poll(&name)).await {
+        Ok(Some(last)) => {
+            let since = (Utc::now() - last).to_std().unwrap_or(Duration::ZERO);
+            now + interval.saturating_sub(since)
+        }
+        Ok(None) => now,
+        Err(e) => {
+            tracing::warn!(target: "plansync::engine", source, error = %e, "reading when this poller last ran failed; polling now");
+            now
+        }
+    }
+}
+
+/// Records a completed run once the shards have stored what it routed, so the stored time
+/// never runs ahead of what the run caused.
+async fn completed_run(ctx: &PollerCtx, source: &str, at: chrono::DateTime<Utc>) {
+    if ctx.router.flush().await.is_err() {
+        return;
+    }
+    let name = source.to_string();
+    if let Err(e) = ctx.db.call(move |s| s.set_last_poll(&name, at)).await {
+        tracing::warn!(target: "plansync::engine", source, error = %e, "storing when this poller ran failed");
+    }
+}
+
+/// How long a poller waits after its `failures`-th failure in a row: 2 s, doubling, at most
+/// a minute and never more than the interval (a failed poll is retried soon, not one whole
+/// interval later).
+pub fn retry_after(failures: u32, interval: Duration) -> Duration {
+    let backoff = Duration::from_secs(2).saturating_mul(1 << failures.saturating_sub(1).min(5));
+    backoff.min(Duration::from_secs(60)).min(interval)
 }
 
 /// One CRM poll of `pairing`: from the stored watermark (or everything, for the first run and
@@ -148,7 +231,7 @@ pub async fn crm_poll_once(
     lookback: Duration,
     recent: &mut RecentSeen,
     full: bool,
-) -> Result<usize, String> {
+) -> Result<usize, SourceError> {
     let rules = ctx.rules.borrow().clone();
     let Some(pairing) = rules.pairing(pairing_name) else {
         return Ok(0);
@@ -161,18 +244,15 @@ pub async fn crm_poll_once(
     } else {
         Source::Poll
     };
-    let mut poll = CrmPoll::start(client, pairing, since.as_ref(), lookback, recent)
-        .map_err(|e| e.to_string())?;
+    let mut poll = CrmPoll::start(client, pairing, since.as_ref(), lookback, recent)?;
     let mut n = 0;
-    while let Some(batch) = poll.next_batch().await.map_err(|e| e.to_string())? {
+    while let Some(batch) = poll.next_batch().await? {
         for problem in &batch.problems {
             tracing::warn!(target: "plansync::engine", pairing = pairing_name, problem = %problem, "CRM poll skipped a row");
         }
         for change in batch.changes {
             n += 1;
-            route_change(&ctx.router, &ctx.counters, change, kind)
-                .await
-                .map_err(|e| e.to_string())?;
+            route_change(&ctx.router, &ctx.counters, change, kind).await?;
         }
         // A full re-read must not move the regular cursor back.
         let advance = match (&batch.cursor, &stored) {
@@ -181,16 +261,14 @@ pub async fn crm_poll_once(
             _ => false,
         };
         if advance && let Some(cursor) = &batch.cursor {
-            ctx.router
-                .mark(&source, cursor)
-                .await
-                .map_err(|e| e.to_string())?;
+            ctx.router.mark(&source, cursor).await?;
         }
     }
     Ok(n)
 }
 
-/// The CRM poller of one pairing: every `interval`, or when triggered.
+/// The CRM poller of one pairing: every `interval` from its last completed run, or when
+/// triggered; a failed poll is retried with backoff.
 pub async fn run_crm_poller(
     mut ctx: PollerCtx,
     client: CrmClient,
@@ -201,24 +279,36 @@ pub async fn run_crm_poller(
 ) {
     let mut recent = RecentSeen::new();
     let mut shutdown = ctx.shutdown.clone();
-    while next_tick(interval, &trigger, &mut shutdown).await {
+    let source = crm_poll_source(&pairing);
+    let mut due = first_due(&ctx.db, &source, interval).await;
+    let mut failures = 0u32;
+    while wait_until(due, &trigger, &mut shutdown).await {
         let full = trigger.full.swap(false, Ordering::SeqCst);
         let started = std::time::Instant::now();
+        let at = Utc::now();
         match crm_poll_once(&ctx, &client, &pairing, lookback, &mut recent, full).await {
-            Ok(n) => tracing::info!(
-                target: "plansync::engine",
-                event = "poll",
-                side = "crm",
-                pairing = %pairing,
-                changes = n,
-                full,
-                ms = started.elapsed().as_millis() as u64,
-            ),
+            Ok(n) => {
+                tracing::info!(
+                    target: "plansync::engine",
+                    event = "poll",
+                    side = "crm",
+                    pairing = %pairing,
+                    changes = n,
+                    full,
+                    ms = started.elapsed().as_millis() as u64,
+                );
+                completed_run(&ctx, &source, at).await;
+                failures = 0;
+                due = tokio::time::Instant::now() + interval;
+            }
             Err(e) => {
                 if full {
                     trigger.full.store(true, Ordering::SeqCst);
                 }
-                tracing::warn!(target: "plansync::engine", side = "crm", pairing = %pairing, error = %e, "CRM poll failed; next at the next tick");
+                failures += 1;
+                let wait = retry_after(failures, interval);
+                tracing::warn!(target: "plansync::engine", side = "crm", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "CRM poll failed; retrying");
+                due = tokio::time::Instant::now() + wait;
             }
         }
         ctx.rules.borrow_and_update();
@@ -235,17 +325,13 @@ pub async fn anaplan_poll_once(
     target: &mut Option<ResolvedTarget>,
     flagged: &mut HashSet<String>,
     reconcile: bool,
-) -> Result<usize, String> {
+) -> Result<usize, SourceError> {
     let rules = ctx.rules.borrow().clone();
     let Some(pairing) = rules.pairing(pairing_name) else {
         return Ok(0);
     };
     if target.is_none() {
-        *target = Some(
-            resolve_target(client, pairing)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        *target = Some(resolve_target(client, pairing).await?);
     }
     let Some(resolved) = target.as_ref() else {
         return Ok(0);
@@ -255,7 +341,7 @@ pub async fn anaplan_poll_once(
         .db
         .call(move |s| s.anaplan_seen(&name))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SourceError::transient(e.to_string()))?;
     let at = Utc::now();
     let mut route = RouteParts {
         router: &ctx.router,
@@ -272,7 +358,7 @@ pub async fn anaplan_poll_once(
     if let Err(e) = poll_resolved_each(client, pairing, resolved, &seen, at, &mut route).await {
         // Ids may have changed (a model rebuilt): resolve again next time.
         *target = None;
-        return Err(e.to_string());
+        return Err(e.into());
     }
     let n = route.changes;
     drop(seen);
@@ -281,8 +367,7 @@ pub async fn anaplan_poll_once(
             &anaplan_poll_source(pairing_name),
             &Position::PollRun { at },
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(n)
 }
 
@@ -349,7 +434,25 @@ impl PollParts for RouteParts<'_> {
     }
 }
 
-/// The Anaplan poller of one pairing: every `interval`, or when triggered.
+/// The items of `pairing` whose flags were last stored with one set: a poll must tell the
+/// shards when such a flag is cleared, also after a restart.
+pub async fn flagged_items(db: &Db, pairing: &str) -> HashSet<String> {
+    let name = pairing.to_string();
+    match db.call(|s| s.anaplan_flags()).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter(|(r, _)| r.pairing == name)
+            .map(|(r, _)| r.crm_id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(target: "plansync::engine", pairing, error = %e, "reading the stored Anaplan flags failed");
+            HashSet::new()
+        }
+    }
+}
+
+/// The Anaplan poller of one pairing: every `interval` from its last completed run, or when
+/// triggered; a failed poll is retried with backoff.
 pub async fn run_anaplan_poller(
     ctx: PollerCtx,
     client: AnaplanClient,
@@ -358,22 +461,34 @@ pub async fn run_anaplan_poller(
     trigger: Arc<Trigger>,
 ) {
     let mut target = None;
-    let mut flagged = HashSet::new();
+    let mut flagged = flagged_items(&ctx.db, &pairing).await;
     let mut shutdown = ctx.shutdown.clone();
-    while next_tick(interval, &trigger, &mut shutdown).await {
+    let source = anaplan_poll_source(&pairing);
+    let mut due = first_due(&ctx.db, &source, interval).await;
+    let mut failures = 0u32;
+    while wait_until(due, &trigger, &mut shutdown).await {
         trigger.full.store(false, Ordering::SeqCst);
         let started = std::time::Instant::now();
+        let at = Utc::now();
         match anaplan_poll_once(&ctx, &client, &pairing, &mut target, &mut flagged, false).await {
-            Ok(n) => tracing::info!(
-                target: "plansync::engine",
-                event = "poll",
-                side = "anaplan",
-                pairing = %pairing,
-                changes = n,
-                ms = started.elapsed().as_millis() as u64,
-            ),
+            Ok(n) => {
+                tracing::info!(
+                    target: "plansync::engine",
+                    event = "poll",
+                    side = "anaplan",
+                    pairing = %pairing,
+                    changes = n,
+                    ms = started.elapsed().as_millis() as u64,
+                );
+                completed_run(&ctx, &source, at).await;
+                failures = 0;
+                due = tokio::time::Instant::now() + interval;
+            }
             Err(e) => {
-                tracing::warn!(target: "plansync::engine", side = "anaplan", pairing = %pairing, error = %e, "Anaplan poll failed; next at the next tick")
+                failures += 1;
+                let wait = retry_after(failures, interval);
+                tracing::warn!(target: "plansync::engine", side = "anaplan", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "Anaplan poll failed; retrying");
+                due = tokio::time::Instant::now() + wait;
             }
         }
     }

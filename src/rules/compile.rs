@@ -55,6 +55,7 @@ const FIELD_ONLY_KEYS: &[&str] = &[
     "scale",
     "values",
     "map",
+    "blank",
     "when",
 ];
 const WHEN_ONLY_KEYS: &[&str] = &["id", "window", "record", "anaplan_flag"];
@@ -623,8 +624,9 @@ impl Compiler<'_, '_> {
                 None
             }
         };
+        let blank = kind.and_then(|k| self.blank(ft, k));
         let parts = self.policy_parts(ft);
-        let (crm, anaplan, kind) = (crm?, anaplan?, kind?);
+        let (crm, anaplan, kind, blank) = (crm?, anaplan?, kind?, blank?);
         let info = FieldInfo {
             kind,
             picklist: picklist.clone(),
@@ -637,6 +639,7 @@ impl Compiler<'_, '_> {
                 anaplan,
                 kind,
                 picklist,
+                blank,
                 policy,
                 overrides: Vec::new(),
                 span: ft.span.clone(),
@@ -693,6 +696,31 @@ impl Compiler<'_, '_> {
             (3, None) => Some(ValueKind::Date),
             _ => Some(ValueKind::Picklist),
         }
+    }
+
+    /// `blank`: whether a CRM null and Anaplan's blank 0 / false are one value (see
+    /// [`Blank`]). Only numbers and booleans have a blank Anaplan cannot tell from a value.
+    fn blank(&mut self, ft: &Table<'_, '_>, kind: ValueKind) -> Option<Blank> {
+        let Some(s) = ft.str(self.p, "blank") else {
+            return Some(Blank::default());
+        };
+        let empty = match kind {
+            ValueKind::Number { .. } => "zero",
+            ValueKind::Boolean => "false",
+            _ => {
+                self.p.push(
+                    Problem::new(s.span, "`blank` applies only to number and boolean fields")
+                        .help("an empty Anaplan cell of text, dates and picklists already reads as no value: remove it"),
+                );
+                return None;
+            }
+        };
+        choice(
+            self.p,
+            &s,
+            "blank",
+            &[(empty, Blank::Empty), ("distinct", Blank::Distinct)],
+        )
     }
 
     fn picklist(&mut self, ft: &Table<'_, '_>) -> Option<Picklist> {

@@ -321,7 +321,7 @@ pub fn decide(
 
     // 1. One writer per field: while our write is in flight, only its echo is settled now.
     if let Some(flight) = &state.in_flight {
-        if flight.to == s && &flight.value == v {
+        if flight.to == s && field.same(&flight.value, v) {
             return plain(Action::Echo, &field.id);
         }
         return plain(Action::Wait, &field.id);
@@ -330,7 +330,7 @@ pub fn decide(
     // 2. A held conflict: nothing is written until a person resolves it, unless the two
     //    sides come to agree by themselves.
     if state.held {
-        if other.is_some_and(|x| &x.value == v) {
+        if other.is_some_and(|x| field.same(&x.value, v)) {
             return plain(Action::Converged { value: v.clone() }, &field.id);
         }
         return Decision {
@@ -345,7 +345,7 @@ pub fn decide(
     }
 
     // 3. Equal to the base: an echo of our acknowledged write, or no change at all.
-    if state.base.as_ref() == Some(v) {
+    if state.base.as_ref().is_some_and(|b| field.same(b, v)) {
         return plain(Action::Unchanged, &field.id);
     }
 
@@ -357,10 +357,32 @@ pub fn decide(
         && ack.to == s
         && !obs.ours
         && obs.at < ack.at
-        && &ack.value != v
+        && !field.same(&ack.value, v)
     {
-        if ack.replaced.as_ref() == Some(v) {
+        if ack.replaced.as_ref().is_some_and(|r| field.same(r, v)) {
             return plain(Action::Unchanged, &field.id);
+        }
+        // Ownership decides first: a non-owner's edit that our write replaced was not the
+        // owner's to keep, and a conflict would invite a reviewer to push a value the rules
+        // reject. It is recorded as the violation it was, with nothing to write.
+        let eff = effective(pairing, field, obs.at, ctx, false);
+        if !eff.policy.owner.allows(s) {
+            return Decision {
+                action: Action::Reject,
+                rule_id: eff.rule_id.to_string(),
+                exception: Some(draft(
+                    ExceptionKind::OwnershipViolation,
+                    false,
+                    format!(
+                        "{} is owned by {}; the edit to `{v}` on {s} at {} was not propagated (our write of `{}`, acknowledged at {}, replaced it)",
+                        field.id,
+                        eff.policy.owner.as_str(),
+                        obs.at,
+                        ack.value,
+                        ack.at
+                    ),
+                )),
+            };
         }
         return Decision {
             action: Action::Overwritten,
@@ -378,7 +400,7 @@ pub fn decide(
 
     // The other side already shows this value: both agree, whoever owns the field, and
     // that agreement is the new base. (Also how the first sight of a record settles.)
-    if other.is_some_and(|x| &x.value == v) {
+    if other.is_some_and(|x| field.same(&x.value, v)) {
         return plain(Action::Converged { value: v.clone() }, &field.id);
     }
     if state.base.is_none() && other.is_none() && v.is_null() {
@@ -401,8 +423,15 @@ pub fn decide(
             field.id,
             policy.owner.as_str()
         );
+        // A blank the owner was never seen to agree on (an item just created, an empty
+        // cell at the first run) is not the owner's value: putting it back would destroy
+        // the non-owner's value on a guess. Refused with the exception instead.
         let action = match (policy.on_violation, owner_value) {
-            (OnViolation::Revert, Some(value)) => Action::Revert { to: s, value },
+            (OnViolation::Revert, Some(value))
+                if state.base.is_some() || !field.is_unset(&value) =>
+            {
+                Action::Revert { to: s, value }
+            }
             _ => Action::Reject,
         };
         return Decision {
@@ -417,7 +446,7 @@ pub fn decide(
     // non-owner made earlier was already recorded as a violation when it was seen).
     let concurrent = policy.owner == Owner::Shared
         && match (other, &state.base) {
-            (Some(x), Some(base)) => &x.value != base,
+            (Some(x), Some(base)) => !field.same(&x.value, base),
             // With no base, two different values on the two sides conflict.
             (Some(_), None) => true,
             (None, _) => false,

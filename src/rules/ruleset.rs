@@ -160,10 +160,38 @@ pub struct FieldRule {
     pub anaplan: AnaplanField,
     pub kind: ValueKind,
     pub picklist: Option<Picklist>,
+    /// Whether a CRM null and Anaplan's blank (0, false) are one value.
+    pub blank: Blank,
     pub policy: Policy,
     /// Ordered; the first whose conditions all hold replaces `policy`.
     pub overrides: Vec<Override>,
     pub span: Range<usize>,
+}
+
+/// How a number or boolean field compares "no value" with Anaplan's blank.
+///
+/// Anaplan has no blank number or boolean: an empty cell reads as 0 or false. So by default
+/// (`Empty`) a CRM null, 0 and, for booleans, false are one value: no conflict between them,
+/// no write of 0 over a null nor of a null that Anaplan would show as 0 anyway, and a null
+/// that a person chose (a resolution) stays chosen when Anaplan reads it back as 0.
+/// `Distinct` (`blank = "distinct"`) keeps them apart for teams to whom a CRM null means
+/// "unknown", not zero. Text, dates and picklists need no such rule: an empty Anaplan cell
+/// of those kinds reads as no value already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blank {
+    #[default]
+    Empty,
+    Distinct,
+}
+
+impl Blank {
+    pub fn as_str(self, kind: ValueKind) -> &'static str {
+        match (self, kind) {
+            (Blank::Distinct, _) => "distinct",
+            (Blank::Empty, ValueKind::Boolean) => "false",
+            (Blank::Empty, _) => "zero",
+        }
+    }
 }
 
 /// Why an incoming raw value could not become a value of this field.
@@ -174,6 +202,18 @@ pub struct NormaliseError {
 }
 
 impl FieldRule {
+    /// Whether `a` and `b` are the same value of this field: equal, or both blank where the
+    /// field's [`Blank`] rule makes null, 0 and false one value.
+    pub fn same(&self, a: &Value, b: &Value) -> bool {
+        a == b || (self.blank == Blank::Empty && is_blank(a) && is_blank(b))
+    }
+
+    /// Whether `v` may be nothing anyone set: no value, or Anaplan's blank 0 / false where
+    /// the field's [`Blank`] rule makes those one with no value.
+    pub fn is_unset(&self, v: &Value) -> bool {
+        v.is_null() || (self.blank == Blank::Empty && is_blank(v))
+    }
+
     /// Normalises a raw value reported by `side` into the field's canonical value (picklists
     /// in the CRM vocabulary). A picklist value with no mapping is `unmapped`; a value of the
     /// wrong shape is a `validation` problem.
@@ -355,4 +395,14 @@ pub struct Expectation {
     /// `Some(None)` means "expects no exception".
     pub exception: Option<Option<ExceptionKind>>,
     pub rule: Option<String>,
+}
+
+/// A value Anaplan would show as a blank cell: no value, zero, or false.
+fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Number(n) => n.units == 0,
+        Value::Bool(b) => !b,
+        _ => false,
+    }
 }

@@ -6,6 +6,7 @@
 //! whose ids are not known until the commit: [`Batch::add_exception`] and
 //! [`Batch::add_outbox`] hand out references that the commit replaces with the new ids.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
@@ -175,6 +176,7 @@ pub struct Batch {
     checkpoints: Vec<(String, Position)>,
     metrics: Vec<(String, i64)>,
     staged: Vec<StagedItem>,
+    flags: Vec<(RecordKey, BTreeMap<String, bool>)>,
 }
 
 impl Batch {
@@ -194,6 +196,7 @@ impl Batch {
             checkpoints: Vec::new(),
             metrics: Vec::new(),
             staged: Vec::new(),
+            flags: Vec::new(),
         }
     }
 
@@ -256,6 +259,12 @@ impl Batch {
         self.staged.push(item);
     }
 
+    /// Records an item's Anaplan flags as last seen (see the `anaplan_flags` table): kept
+    /// while one is set, removed when none is.
+    pub fn set_flags(&mut self, record: RecordKey, flags: BTreeMap<String, bool>) {
+        self.flags.push((record, flags));
+    }
+
     /// How many rows the batch will write.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -268,6 +277,7 @@ impl Batch {
             + self.checkpoints.len()
             + self.metrics.len()
             + self.staged.len()
+            + self.flags.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -340,6 +350,10 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?9, ?10)";
 const UPSERT_METRIC: &str = "\
 INSERT INTO metrics (name, value, updated_at) VALUES (?1, ?2, ?3)
 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+
+const UPSERT_FLAGS: &str = "\
+INSERT INTO anaplan_flags (pairing, crm_id, flags, updated_at) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (pairing, crm_id) DO UPDATE SET flags = excluded.flags, updated_at = excluded.updated_at";
 
 const UPDATE_OUTBOX: &str = "\
 UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
@@ -689,6 +703,24 @@ fn apply(
                 StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
             })?;
             stmt.execute(params![source, json, now])?;
+        }
+    }
+
+    for (record, flags) in &batch.flags {
+        if flags.values().any(|b| *b) {
+            // A map of names to booleans; serialising it cannot fail.
+            let json = serde_json::to_string(flags).map_err(|e| {
+                StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+            })?;
+            tx.prepare_cached(UPSERT_FLAGS)?.execute(params![
+                record.pairing,
+                record.crm_id,
+                json,
+                now
+            ])?;
+        } else {
+            tx.prepare_cached("DELETE FROM anaplan_flags WHERE pairing = ?1 AND crm_id = ?2")?
+                .execute(params![record.pairing, record.crm_id])?;
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod batch;
 mod codec;
+mod engine_state;
 mod error;
 mod exceptions;
 mod latency;
@@ -42,7 +43,7 @@ pub use rows::{
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::AnaplanSeen;
 pub use staging::{StagedItem, Unstaged};
-pub use status::{Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
+pub use status::{FirstRunStatus, Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
 
 use crate::model::{Position, RecordKey, Side};
 use codec::{corrupt, micros_at, opt_micros_at, parse_enum, parse_kind, parse_ts, parse_value};

@@ -82,6 +82,21 @@
 //! - A source split over shards stores one row per shard, `<source>#<shard>`; it resumes
 //!   from the oldest of them.
 //!
+//! ## `engine_state` (v6): what the engine remembers between runs
+//! - `name`, primary key; `value` (text); `updated_at`. Names in use:
+//!   - `first_run.completed_at`: when the first reconciliation was committed complete (both
+//!     sides read in full and every value decided). Until it is set, every start runs the
+//!     first run again; nothing else (a checkpoint, a metric) means "reconciled".
+//!   - `first_run.phase`: what a first run in progress is doing or waiting for, in words.
+//!   - `poll.last_run:<source>`: when that poller last completed a run (RFC 3339); the next
+//!     run is due one interval after it, across restarts.
+//!
+//! ## `anaplan_flags` (v6): the boolean line items last seen set, per item
+//! - `pairing`, `crm_id`, `flags` (JSON object of line item → true/false), `updated_at`.
+//! - Only items with a flag set have a row: `anaplan_flag` conditions read an absent row as
+//!   every flag false. Loaded by the shards at start, so a decision after a restart sees the
+//!   flags as last polled.
+//!
 //! ## `metrics` (v2): the running engine's counters, for `plansync status`
 //! - `name`: e.g. `anaplan.calls`, `anaplan.rate_limited`, `crm.calls`; primary key.
 //! - `value`: the counter's value (cumulative over the engine's life unless the name says).
@@ -164,6 +179,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: V5_SHADOW_TIMES,
     },
+    Migration {
+        version: 6,
+        sql: V6_ENGINE_STATE,
+    },
 ];
 
 /// The schema version this build creates and understands.
@@ -215,6 +234,30 @@ macro_rules! v5_text {
         )
     };
 }
+
+/// What the engine must remember across restarts to decide as it would have without one:
+/// whether the first run completed (not merely started: any checkpoint used to count), when
+/// each poller last completed a run, and the Anaplan flags last seen per item. A store from
+/// before v6 that holds checkpoints and no staged first-run values had started engines
+/// that took it for reconciled; it keeps that meaning.
+const V6_ENGINE_STATE: &str = r#"
+CREATE TABLE engine_state (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE anaplan_flags (
+    pairing    TEXT NOT NULL,
+    crm_id     TEXT NOT NULL,
+    flags      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (pairing, crm_id)
+);
+INSERT INTO engine_state (name, value, updated_at)
+    SELECT 'first_run.completed_at', max(updated_at), max(updated_at) FROM checkpoints
+    WHERE NOT EXISTS (SELECT 1 FROM first_run_anaplan)
+    HAVING count(*) > 0;
+"#;
 
 /// The shadow holds six rows per record and five times per row: as RFC 3339 text those were
 /// half of a row's bytes, and writing the rows was most of a 1M-record first run. The times

@@ -26,9 +26,12 @@ use crate::model::{ExceptionKind, Position, Side};
 ///   `oldest_age_seconds` (`null` otherwise).
 /// - `open_exceptions[]`: `kind`, `count`, `oldest_created_at`, `oldest_age_seconds`.
 /// - `metrics[]`: `name`, `value`, `updated_at`.
+/// - `first_run`: `completed_at` (RFC 3339, `null` until a first run completed) and `phase`
+///   (what a first run in progress does or waits for, in words; `null` otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
     pub now: DateTime<Utc>,
+    pub first_run: FirstRunStatus,
     /// By source name.
     pub sources: Vec<SourceStatus>,
     /// By target, then state (pending, in flight, done, failed); only pairs that occur.
@@ -37,6 +40,13 @@ pub struct StatusReport {
     pub open_exceptions: Vec<OpenExceptions>,
     /// By name.
     pub metrics: Vec<Metric>,
+}
+
+/// Whether the first reconciliation completed, and what one in progress waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirstRunStatus {
+    pub completed_at: Option<DateTime<Utc>>,
+    pub phase: Option<String>,
 }
 
 /// How far one source has been durably consumed.
@@ -107,6 +117,10 @@ impl Store {
     pub fn status(&self, now: DateTime<Utc>) -> Result<StatusReport, StoreError> {
         Ok(StatusReport {
             now,
+            first_run: FirstRunStatus {
+                completed_at: self.first_run_completed()?,
+                phase: self.first_run_phase()?,
+            },
             sources: self.source_status(now)?,
             outbox: self.outbox_depth(now)?,
             open_exceptions: self.open_exceptions(now)?,

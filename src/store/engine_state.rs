@@ -1,0 +1,186 @@
+//! What the engine remembers between runs (tables `engine_state` and `anaplan_flags`, v6):
+//! whether the first run completed, what a first run in progress waits for, when each poller
+//! last completed a run, the Anaplan flags last seen, and the re-keying of per-shard
+//! checkpoints when the shard count changes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use super::codec::ts;
+use super::{Store, StoreError};
+use crate::model::{Position, RecordKey};
+
+const FIRST_RUN_COMPLETED: &str = "first_run.completed_at";
+const FIRST_RUN_PHASE: &str = "first_run.phase";
+
+/// An item's boolean line items, by name.
+pub type Flags = BTreeMap<String, bool>;
+
+fn last_run_name(source: &str) -> String {
+    format!("poll.last_run:{source}")
+}
+
+impl Store {
+    fn state_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM engine_state WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn state_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.state_value(name)? {
+            None => Ok(None),
+            Some(raw) => DateTime::parse_from_rfc3339(&raw)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|_| {
+                    super::codec::corrupt("engine_state", "value", raw, "an RFC 3339 time")
+                }),
+        }
+    }
+
+    fn set_state_value(
+        &mut self,
+        name: &str,
+        value: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
+        self.conn.execute(
+            "INSERT INTO engine_state (name, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![name, value, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// When the first run was committed complete; `None` while no first run has completed
+    /// (the engine then runs it, however many checkpoints a failed attempt left).
+    pub fn first_run_completed(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.state_time(FIRST_RUN_COMPLETED)
+    }
+
+    /// Records the first run as complete, and clears its phase, in one transaction. Called
+    /// only after every value it read was decided and committed.
+    pub fn complete_first_run(&mut self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO engine_state (name, value, updated_at) VALUES (?1, ?2, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![FIRST_RUN_COMPLETED, ts(at)],
+        )?;
+        tx.execute(
+            "DELETE FROM engine_state WHERE name = ?1",
+            [FIRST_RUN_PHASE],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What a first run in progress is doing or waiting for, for `plansync status`.
+    pub fn set_first_run_phase(
+        &mut self,
+        phase: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_state_value(FIRST_RUN_PHASE, phase, at)
+    }
+
+    pub fn first_run_phase(&self) -> Result<Option<String>, StoreError> {
+        self.state_value(FIRST_RUN_PHASE)
+    }
+
+    /// When the poller named `source` last completed a run.
+    pub fn last_poll(&self, source: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.state_time(&last_run_name(source))
+    }
+
+    pub fn set_last_poll(&mut self, source: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.set_state_value(&last_run_name(source), &ts(at), at)
+    }
+
+    /// Every item's flags last seen with one set.
+    pub fn anaplan_flags(&self) -> Result<Vec<(RecordKey, Flags)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pairing, crm_id, flags FROM anaplan_flags")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pairing, crm_id, raw) = row?;
+            let flags = serde_json::from_str(&raw).map_err(|_| {
+                super::codec::corrupt("anaplan_flags", "flags", raw, "a JSON object of booleans")
+            })?;
+            out.push((RecordKey { pairing, crm_id }, flags));
+        }
+        Ok(out)
+    }
+
+    /// Every checkpoint row, by name.
+    pub fn all_checkpoints(&self) -> Result<Vec<(String, Position)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source, position FROM checkpoints ORDER BY source")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, raw) = row?;
+            let position = serde_json::from_str(&raw).map_err(|_| {
+                super::codec::corrupt("checkpoints", "position", raw, "a position (JSON)")
+            })?;
+            out.push((name, position));
+        }
+        Ok(out)
+    }
+
+    /// Replaces every checkpoint row with `rows`, in one transaction (the engine re-keys the
+    /// per-shard rows when the shard count changed).
+    pub fn replace_checkpoints(
+        &mut self,
+        rows: &[(String, Position)],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM checkpoints", [])?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO checkpoints (source, position, updated_at) VALUES (?1, ?2, ?3)",
+            )?;
+            let at = ts(at);
+            for (name, position) in rows {
+                // `Position` is plain data; serialising it cannot fail.
+                let json = serde_json::to_string(position).map_err(|e| {
+                    StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+                })?;
+                stmt.execute(params![name, json, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Empties the first run's staging: each attempt of a first run reads Anaplan anew, so
+    /// what an attempt that failed part-way staged is not taken for a complete read.
+    pub fn clear_first_run_staging(&mut self) -> Result<usize, StoreError> {
+        self.ensure_writable()?;
+        let _turn = super::take_turn(&self.write_gate);
+        Ok(self.conn.execute("DELETE FROM first_run_anaplan", [])?)
+    }
+}
