@@ -305,29 +305,34 @@ async fn a_missing_crm_field_is_named() {
     // An org whose Opportunity calls the probability field something else.
     let seed =
         Seed::from_toml(&DEFAULT_SEED.replace("Probability", "Win_Chance__c")).expect("seed");
-    let sims = sims_with(seed).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &repo_rules(), &sims, "websocket");
-    let out = check(&config, asim::DEFAULT_PASSWORD, &[]).await;
+    let out = check_against(seed).await;
     let text = assert_fails_only(&out, &["crm.Opportunity.Probability"]);
     let field = line(&text, "crm.Opportunity.Probability");
     assert!(field.contains("no field `Probability`"), "{field}");
     assert!(field.contains("field-level access"), "{field}");
 }
 
+/// The default org with `field` (a currency field) read-only, as a formula would be.
+fn seed_with_read_only(field: &str) -> Seed {
+    let declared = format!(r#"{{ name = "{field}", type = "currency" }}"#);
+    assert!(DEFAULT_SEED.contains(&declared), "{field}");
+    let read_only = format!(r#"{{ name = "{field}", type = "currency", updateable = false }}"#);
+    Seed::from_toml(&DEFAULT_SEED.replace(&declared, &read_only)).expect("seed")
+}
+
+/// `plansync check` of the project's rules against the default simulators but for `seed`.
+async fn check_against(seed: Seed) -> Output {
+    let sims = sims_with(seed).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &repo_rules(), &sims, "websocket");
+    check(&config, asim::DEFAULT_PASSWORD, &[]).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_field_the_rules_write_is_named() {
     // Forecast_Override__c is shared in the rules (a planner's override is written to the CRM)
     // but a formula in this org.
-    let seed = Seed::from_toml(&DEFAULT_SEED.replace(
-        r#"{ name = "Forecast_Override__c", type = "currency" }"#,
-        r#"{ name = "Forecast_Override__c", type = "currency", updateable = false }"#,
-    ))
-    .expect("seed");
-    let sims = sims_with(seed).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &repo_rules(), &sims, "websocket");
-    let out = check(&config, asim::DEFAULT_PASSWORD, &[]).await;
+    let out = check_against(seed_with_read_only("Forecast_Override__c")).await;
     let text = assert_fails_only(&out, &["crm.Opportunity.Forecast_Override__c"]);
     let field = line(&text, "crm.Opportunity.Forecast_Override__c");
     assert!(field.contains("not updateable (a formula)"), "{field}");
@@ -338,15 +343,7 @@ async fn a_read_only_field_the_rules_write_is_named() {
 async fn a_read_only_field_the_rules_never_write_passes() {
     // Amount is CRM-owned with `revert`: a planner's edit is put back in Anaplan, and nothing
     // is ever written to the CRM's Amount, so a read-only Amount is fine.
-    let seed = Seed::from_toml(&DEFAULT_SEED.replace(
-        r#"{ name = "Amount", type = "currency" }"#,
-        r#"{ name = "Amount", type = "currency", updateable = false }"#,
-    ))
-    .expect("seed");
-    let sims = sims_with(seed).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &repo_rules(), &sims, "websocket");
-    let out = check(&config, asim::DEFAULT_PASSWORD, &[]).await;
+    let out = check_against(seed_with_read_only("Amount")).await;
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(line(&stdout(&out), "crm.Opportunity.Amount").contains("never written"));
 }

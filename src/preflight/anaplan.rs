@@ -266,6 +266,45 @@ async fn pairing_checks(
     workspace_id.map(|ws| (ws, model))
 }
 
+/// The Anaplan names of the pairing's fields that are list properties (`true`) or line items.
+fn mapped_names(pairing: &Pairing, properties: bool) -> Vec<&str> {
+    pairing
+        .fields
+        .iter()
+        .filter_map(|f| match &f.anaplan {
+            AnaplanField::ListProperty(n) if properties => Some(n.as_str()),
+            AnaplanField::LineItem(n) if !properties => Some(n.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Passes when every name in `wanted` is among `existing` (compared trimmed, as Anaplan
+/// matches names); fails naming the missing ones. `place` is "module `X`" or "list `Y`".
+fn presence(
+    name: String,
+    wanted: &[&str],
+    existing: &[&str],
+    place: &str,
+    noun: &str,
+    file: &str,
+) -> Check {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| !existing.iter().any(|e| e.trim() == w.trim()))
+        .collect();
+    if missing.is_empty() {
+        Check::pass(name, format!("{} in {place}", quoted(wanted)))
+    } else {
+        Check::fail(
+            name,
+            format!("{place} has no {noun} {}", quoted(&missing)),
+            format!("add them to the {place}, or correct the names in {file}"),
+        )
+    }
+}
+
 /// The mapped line items, then the flags (`flags` and the lifecycle's `deleted_flag`), each a
 /// line item of the module.
 async fn line_items(
@@ -275,14 +314,6 @@ async fn line_items(
     module_id: &str,
     report: &mut Report,
 ) {
-    let mapped: Vec<&str> = pairing
-        .fields
-        .iter()
-        .filter_map(|f| match &f.anaplan {
-            AnaplanField::LineItem(n) => Some(n.as_str()),
-            AnaplanField::ListProperty(_) => None,
-        })
-        .collect();
     let flags: Vec<&str> = pairing
         .flags
         .iter()
@@ -290,7 +321,7 @@ async fn line_items(
         .map(String::as_str)
         .collect();
     let name = |what: &str| format!("anaplan.{}.{what}", pairing.name);
-    let existing = match client.list_line_items(model, Some(module_id)).await {
+    let items = match client.list_line_items(model, Some(module_id)).await {
         Ok(items) => items,
         Err(e) => {
             let fix = "check that the module is readable by the integration user".to_string();
@@ -298,29 +329,17 @@ async fn line_items(
             return;
         }
     };
-    let module = &pairing.anaplan.module;
-    let file = pairing.path.display();
-    for (what, wanted) in [("line_items", mapped), ("flags", flags)] {
-        if wanted.is_empty() {
-            continue;
+    let existing: Vec<&str> = items.iter().map(|li| li.name.as_str()).collect();
+    let place = format!("module `{}`", pairing.anaplan.module);
+    let file = pairing.path.display().to_string();
+    for (what, wanted) in [
+        ("line_items", mapped_names(pairing, false)),
+        ("flags", flags),
+    ] {
+        if !wanted.is_empty() {
+            let check = presence(name(what), &wanted, &existing, &place, "line item", &file);
+            report.push(check);
         }
-        let missing: Vec<&str> = wanted
-            .iter()
-            .copied()
-            .filter(|w| !existing.iter().any(|li| li.name.trim() == w.trim()))
-            .collect();
-        report.push(if missing.is_empty() {
-            Check::pass(
-                name(what),
-                format!("{} in module `{module}`", quoted(&wanted)),
-            )
-        } else {
-            Check::fail(
-                name(what),
-                format!("module `{module}` has no line item {}", quoted(&missing)),
-                format!("add them to the module, or correct the names in {file}"),
-            )
-        });
     }
 }
 
@@ -331,19 +350,11 @@ async fn properties(
     list_id: &str,
     report: &mut Report,
 ) {
-    let wanted: Vec<&str> = pairing
-        .fields
-        .iter()
-        .filter_map(|f| match &f.anaplan {
-            AnaplanField::ListProperty(n) => Some(n.as_str()),
-            AnaplanField::LineItem(_) => None,
-        })
-        .collect();
+    let wanted = mapped_names(pairing, true);
     if wanted.is_empty() {
         return;
     }
     let name = format!("anaplan.{}.properties", pairing.name);
-    let list = &pairing.anaplan.list;
     let existing = match client.list_properties(model, list_id).await {
         Ok(p) => p,
         Err(e) => {
@@ -352,23 +363,12 @@ async fn properties(
             return;
         }
     };
-    let missing: Vec<&str> = wanted
-        .iter()
-        .copied()
-        .filter(|w| !existing.iter().any(|p| p.trim() == w.trim()))
-        .collect();
-    report.push(if missing.is_empty() {
-        Check::pass(name, format!("{} on list `{list}`", quoted(&wanted)))
-    } else {
-        Check::fail(
-            name,
-            format!("list `{list}` has no property {}", quoted(&missing)),
-            format!(
-                "add them to the list, or correct the names in {}",
-                pairing.path.display()
-            ),
-        )
-    });
+    let existing: Vec<&str> = existing.iter().map(String::as_str).collect();
+    let place = format!("list `{}`", pairing.anaplan.list);
+    let file = pairing.path.display().to_string();
+    report.push(presence(
+        name, &wanted, &existing, &place, "property", &file,
+    ));
 }
 
 /// Each import `engine.bulk_imports` names exists in its pairing's model and loads module data.

@@ -60,12 +60,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            name: name.into(),
-            outcome: Outcome::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Check::with_fix(Outcome::Fail, name.into(), detail.into(), fix.into())
     }
 
     pub fn not_run(
@@ -73,11 +68,15 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
+        Check::with_fix(Outcome::CouldNotRun, name.into(), detail.into(), fix.into())
+    }
+
+    fn with_fix(outcome: Outcome, name: String, detail: String, fix: String) -> Check {
         Check {
-            name: name.into(),
-            outcome: Outcome::CouldNotRun,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            name,
+            outcome,
+            detail,
+            fix: Some(fix),
         }
     }
 }
@@ -133,7 +132,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             request_timeout: Duration::from_secs(30),
-            retry_budget: Duration::from_secs(20),
+            retry_budget: Duration::from_secs(10),
             streaming_timeout: Duration::from_secs(20),
         }
     }
