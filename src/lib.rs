@@ -10,6 +10,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod preflight;
 pub mod review;
 pub mod rules;
 pub mod secret;

@@ -19,7 +19,7 @@ use super::stats::CallKind;
 use super::view::{CsvLayout, ViewData, parse_view_csv, parse_view_json};
 use super::wire::{
     LineItem, ListItem, Model, Named, WireFailure, Workspace, parse_cell_write,
-    parse_list_metadata, parse_list_write, parse_page,
+    parse_list_metadata, parse_list_properties, parse_list_write, parse_page,
 };
 use super::{AnaplanClient, seg};
 
@@ -320,6 +320,19 @@ impl AnaplanClient {
             .call(Request::new(Method::GET, self.url(&path), CallKind::Read))
             .await?;
         parse_list_metadata(r.status, &r.content_type, &r.body).map(|m| m.item_count)
+    }
+
+    /// The names of a list's properties (`metadata.properties` of `GET /models/{m}/lists/{l}`).
+    pub async fn list_properties(
+        &self,
+        model: &str,
+        list: &str,
+    ) -> Result<Vec<String>, AnaplanError> {
+        let path = format!("/models/{}/lists/{}", seg(model), seg(list));
+        let r = self
+            .call(Request::new(Method::GET, self.url(&path), CallKind::Read))
+            .await?;
+        parse_list_properties(r.status, &r.content_type, &r.body)
     }
 
     /// The items of `list` whose codes are among `codes` (`POST /models/{m}/dimensions/{l}/

@@ -386,6 +386,32 @@ pub fn parse_list_metadata(
     parse_json::<Envelope>("list metadata", status, content_type, body).map(|e| e.metadata)
 }
 
+/// The property names in `{"metadata":{"properties":[{"name":…},…]}}` of a list. Kept apart
+/// from [`parse_list_metadata`] (and lenient: a property without a name is skipped) so that an
+/// unexpected property shape can fail a preflight check, never a poll's item count.
+pub fn parse_list_properties(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Vec<String>, AnaplanError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        metadata: Properties,
+    }
+    #[derive(Deserialize)]
+    struct Properties {
+        #[serde(default)]
+        properties: Vec<serde_json::Value>,
+    }
+    parse_json::<Envelope>("list metadata", status, content_type, body).map(|e| {
+        e.metadata
+            .properties
+            .iter()
+            .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_string))
+            .collect()
+    })
+}
+
 /// `{"file":{…}}`.
 pub fn parse_file(status: u16, content_type: &str, body: &[u8]) -> Result<FileInfo, AnaplanError> {
     #[derive(Deserialize)]
@@ -595,6 +621,17 @@ mod tests {
         assert!(parse_list_metadata(200, JSON, br#"{"metadata":{"id":"1"}}"#).is_err());
         assert!(parse_list_metadata(200, JSON, br#"{"metadata":{"itemCount":-1}}"#).is_err());
         assert!(parse_list_metadata(200, JSON, br#"{"lists":[]}"#).is_err());
+        let props = parse_list_properties(
+            200,
+            JSON,
+            br#"{"metadata":{"itemCount":2,"properties":[{"name":"Display Name","format":"TEXT"},{"format":"NUMBER"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(props, ["Display Name"]);
+        assert_eq!(
+            parse_list_properties(200, JSON, br#"{"metadata":{"id":"1"}}"#).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

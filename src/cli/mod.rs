@@ -2,6 +2,7 @@
 //! failed (rule errors, failing cases), 2 the command itself could not run.
 
 mod bench;
+mod check;
 mod demo;
 mod exceptions;
 mod rules;
@@ -84,6 +85,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Where the sync stands: lag per source, queued writes, open exceptions, API counters.
     Status(status::StatusArgs),
+    /// Preflight: log in to both systems and check every name the rules and the config give
+    /// (objects, fields, lists, modules, line items, imports, CDC channels); writes nothing.
+    Check(check::CheckArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,5 +262,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Status(args) => status::run(&args),
+        Command::Check(args) => check::run(&args, color),
     }
 }

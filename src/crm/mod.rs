@@ -1,6 +1,6 @@
 //! The production CRM client: OAuth (client credentials, JWT bearer), SOQL queries with
-//! pagination, sObject Collections and Bulk API 2.0 writes, and the change-data-capture
-//! listener (Bayeux over WebSocket or long-polling).
+//! pagination, sObject describe, sObject Collections and Bulk API 2.0 writes, and the
+//! change-data-capture listener (Bayeux over WebSocket or long-polling).
 //!
 //! Everything goes through one send path (`http.rs`): authentication header, the
 //! `Sforce-Call-Options` tag on writes, error classification, re-authentication on an expired
@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod cdc;
 mod client;
 pub mod config;
+pub mod describe;
 pub mod error;
 mod http;
 pub mod query;
@@ -21,6 +22,7 @@ pub mod write;
 
 pub use client::{AccessToken, CrmClient};
 pub use config::{AuthConfig, CrmConfig, RetryPolicy};
+pub use describe::{FieldDescription, ObjectDescription, PicklistValue};
 pub use error::{CrmError, RecordError};
 pub use query::{QueryPager, QueryResult, Record};
 pub use stats::{CallKind, CallStats, StatsSnapshot};

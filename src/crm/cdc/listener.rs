@@ -358,28 +358,15 @@ impl Driver {
     }
 
     async fn open(&self, token: &AccessToken) -> Result<Conn, TransportError> {
-        let url = self.endpoint(token);
-        match self.config.transport {
-            Transport::WebSocket => {
-                let url = ws_url(&url).ok_or_else(|| {
-                    TransportError::Io(format!("cannot make a WebSocket URL of {url}"))
-                })?;
-                WsConn::open(
-                    &url,
-                    &token.token,
-                    self.config.max_frame_bytes,
-                    self.config.timeout_margin,
-                )
-                .await
-                .map(|c| Conn::Ws(Box::new(c)))
-            }
-            Transport::LongPolling => Ok(Conn::LongPoll(LongPollConn::new(
-                self.client.http().clone(),
-                url,
-                token.token.clone(),
-                self.config.max_frame_bytes,
-            ))),
-        }
+        open_conn(
+            &self.client,
+            self.config.transport,
+            &self.endpoint(token),
+            token,
+            self.config.max_frame_bytes,
+            self.config.timeout_margin,
+        )
+        .await
     }
 
     /// One Bayeux session on an open connection: handshake, connect, subscribe, then the
@@ -683,6 +670,35 @@ impl Driver {
 
     async fn send(&self, item: CdcItem) -> Result<(), Step> {
         self.tx.send(item).await.map_err(|_| Step::ReceiverGone)
+    }
+}
+
+/// Opens a connection of `transport` to the Bayeux endpoint `url` (`https://…/cometd/59.0`);
+/// `timeout` bounds a WebSocket's opening handshake (long-polling opens nothing until the
+/// first POST).
+pub(crate) async fn open_conn(
+    client: &CrmClient,
+    transport: Transport,
+    url: &str,
+    token: &AccessToken,
+    max_frame: usize,
+    timeout: Duration,
+) -> Result<Conn, TransportError> {
+    match transport {
+        Transport::WebSocket => {
+            let url = ws_url(url).ok_or_else(|| {
+                TransportError::Io(format!("cannot make a WebSocket URL of {url}"))
+            })?;
+            WsConn::open(&url, &token.token, max_frame, timeout)
+                .await
+                .map(|c| Conn::Ws(Box::new(c)))
+        }
+        Transport::LongPolling => Ok(Conn::LongPoll(LongPollConn::new(
+            client.http().clone(),
+            url.to_string(),
+            token.token.clone(),
+            max_frame,
+        ))),
     }
 }
 

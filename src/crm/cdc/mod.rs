@@ -5,6 +5,7 @@
 //! - `transport.rs`, `ws.rs`, `longpoll.rs`: moving frames;
 //! - `event.rs`: change event payloads → `CdcEvent` → `model::Change`;
 //! - `listener.rs`: the driver (`CdcListener::run`), reconnects, advice, positions;
+//! - `probe.rs`: a one-shot handshake + subscribe + disconnect, for `plansync check`;
 //! - `fuzz.rs`: the pure parser as a fuzz target body.
 
 pub mod bayeux;
@@ -12,6 +13,7 @@ pub mod event;
 mod fuzz;
 pub mod listener;
 pub mod longpoll;
+pub mod probe;
 mod transport;
 pub mod ws;
 

@@ -1,6 +1,6 @@
-//! Simulator of a Salesforce-style org: OAuth (client credentials, JWT bearer), REST query and
-//! sObject writes, sObject Collections, Bulk API 2.0 ingest, and Change Data Capture over
-//! CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
+//! Simulator of a Salesforce-style org: OAuth (client credentials, JWT bearer), REST query,
+//! sObject describe and writes, sObject Collections, Bulk API 2.0 ingest, and Change Data
+//! Capture over CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
 //!
 //! Written from `reference/salesforce-api.md` with its own wire types; it shares nothing with the
 //! client in `crate::crm`. Test hooks live under `/__sim/` and on [`CrmSimHandle`].
@@ -8,8 +8,8 @@
 //! Layout: `config` (what it starts with), `seed` (objects, users, records; TOML),
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
-//! `composite`, `bulk`, `bayeux` (streaming), `admin` (test hooks), `limits` (daily budget and
-//! request log), `http` (shared helpers).
+//! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
+//! hooks), `limits` (daily budget and request log), `http` (shared helpers).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -21,6 +21,7 @@ mod bulk;
 mod cdc;
 mod composite;
 pub mod config;
+mod describe;
 mod http;
 mod ids;
 mod limits;
@@ -217,6 +218,14 @@ fn router(sim: Arc<Sim>) -> Router {
             get(rest::query_more),
         )
         .route(&format!("{data}/sobjects/{{object}}"), post(rest::create))
+        .route(
+            &format!("{data}/sobjects/{{object}}/describe"),
+            get(describe::describe),
+        )
+        .route(
+            &format!("{data}/sobjects/{{object}}/describe/"),
+            get(describe::describe),
+        )
         .route(
             &format!("{data}/sobjects/{{object}}/{{id}}"),
             get(rest::get_record)

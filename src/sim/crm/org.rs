@@ -96,6 +96,7 @@ fn user_def() -> ObjectDef {
         name: name.into(),
         ty,
         required,
+        updateable: true,
         compound: None,
     };
     ObjectDef::new(
@@ -256,15 +257,17 @@ impl Org {
             };
             map.insert(k.clone(), v);
         }
-        let changes = self.check_fields(table, &map, true).map_err(|errs| {
-            SeedError::Invalid(format!(
-                "{object} record: {}",
-                errs.iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-        })?;
+        let changes = self
+            .check_fields_as(table, &map, true, true)
+            .map_err(|errs| {
+                SeedError::Invalid(format!(
+                    "{object} record: {}",
+                    errs.iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+            })?;
         let r = self.insert(table, changes, owner, now);
         Ok(self.id_of(r))
     }
@@ -386,6 +389,18 @@ impl Org {
         fields: &Map<String, Value>,
         create: bool,
     ) -> Result<Vec<(usize, Val)>, Vec<FieldError>> {
+        self.check_fields_as(table, fields, create, false)
+    }
+
+    /// As [`Org::check_fields`]; `seeding` lets the seed set stored fields that API writes may
+    /// not (a formula's value is the org's, not a writer's).
+    fn check_fields_as(
+        &self,
+        table: usize,
+        fields: &Map<String, Value>,
+        create: bool,
+        seeding: bool,
+    ) -> Result<Vec<(usize, Val)>, Vec<FieldError>> {
         let Some(def) = self.def(table) else {
             return Err(vec![FieldError::new("INVALID_TYPE", "unknown object", &[])]);
         };
@@ -404,7 +419,8 @@ impl Org {
                 continue;
             };
             let field = &def.fields[fi];
-            if !field.updateable {
+            let seeded = seeding && matches!(field.storage, Storage::Slot(_));
+            if !(field.updateable || seeded) {
                 errors.push(FieldError::new(
                     "INVALID_FIELD_FOR_INSERT_UPDATE",
                     format!(

@@ -104,6 +104,9 @@ pub struct FieldSpec {
     pub name: String,
     pub ty: FieldType,
     pub required: bool,
+    /// False for a field API writes may not set (a formula, a roll-up): the seed may still
+    /// give it values, as the org computes them.
+    pub updateable: bool,
     pub compound: Option<(String, String)>,
 }
 
@@ -124,7 +127,7 @@ impl ObjectDef {
                 ty: spec.ty.clone(),
                 storage,
                 required: spec.required,
-                updateable: storage != Storage::Compound,
+                updateable: spec.updateable && storage != Storage::Compound,
                 compound: spec.compound.clone(),
             });
         }

@@ -32,6 +32,9 @@
 //! fields = { Name = "Big deal", StageName = "Prospecting", CloseDate = 2027-01-29, AccountId = "@acme" }
 //! ```
 //!
+//! A field with `updateable = false` (a formula, a roll-up) refuses API writes; the seed may
+//! still give it values.
+//!
 //! Field types: `string`, `double`, `currency`, `percent`, `boolean`, `date`, `datetime`,
 //! `picklist` (restricted to `values`), `reference` (to objects in `to`), `address`.
 //! Every object also gets `Id`, `IsDeleted`, `CreatedDate`, `CreatedById`, `LastModifiedDate`,
@@ -181,6 +184,8 @@ struct RawField {
     ty: String,
     #[serde(default)]
     required: bool,
+    #[serde(default = "yes")]
+    updateable: bool,
     #[serde(default)]
     values: Vec<String>,
     #[serde(default)]
@@ -253,6 +258,7 @@ impl Seed {
                             name: format!("{stem}{part}"),
                             ty: FieldType::String,
                             required: false,
+                            updateable: f.updateable,
                             compound: Some((f.name.clone(), part.clone())),
                         });
                     }
@@ -261,6 +267,7 @@ impl Seed {
                     name: f.name,
                     ty,
                     required: f.required,
+                    updateable: f.updateable,
                     compound: None,
                 });
             }
