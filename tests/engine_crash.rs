@@ -514,3 +514,74 @@ async fn a_resolution_is_applied_once_without_a_running_engine() {
     assert_eq!(cell.as_deref(), Some("123000"));
     assert!(!conflict(), "the conflict is resolved");
 }
+
+/// What the store says of the first run: its completion time and its phase, if any.
+fn first_run_state(db: &Path) -> (Option<String>, Option<String>) {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return (None, None);
+    };
+    let value = |name: &str| {
+        conn.query_row(
+            "SELECT value FROM engine_state WHERE name = ?1",
+            [name],
+            |r| r.get::<_, String>(0),
+        )
+        .ok()
+    };
+    (value("first_run.completed_at"), value("first_run.phase"))
+}
+
+/// Signals are taken from the first instant: during a slow first run SIGHUP and SIGUSR1 are
+/// taken (the process lives on), and SIGTERM stops it cleanly with exit 0, the first run not
+/// recorded as done; the next start runs it to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_the_first_run_are_taken_and_a_sigterm_stops_it_cleanly() {
+    let (crm, anaplan) = simulators().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    let log = dir.path().join("engine.log");
+    // Every Anaplan call takes a while: the first run lasts seconds.
+    anaplan.set_faults(asim::Faults {
+        latency_ms: 400,
+        ..asim::Faults::default()
+    });
+    let mut engine = spawn(&config, &log);
+    wait_for("the first run to start", || {
+        first_run_state(&db).1.is_some()
+    })
+    .await;
+    for name in ["HUP", "USR1"] {
+        signal(&engine, name);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            engine.0.try_wait().expect("try_wait").is_none(),
+            "SIGHUP/SIGUSR1 during the first run must not kill the engine: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(first_run_state(&db).0, None, "still in its first run");
+    signal(&engine, "TERM");
+    let status = engine.0.wait().expect("wait");
+    assert!(
+        status.success(),
+        "{status:?}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        first_run_state(&db).0,
+        None,
+        "an interrupted first run is not done"
+    );
+
+    anaplan.set_faults(asim::Faults::default());
+    let mut engine = spawn(&config, &log);
+    wait_for("the first run to complete", || {
+        first_run_state(&db).0.is_some()
+    })
+    .await;
+    signal(&engine, "TERM");
+    assert!(engine.0.wait().expect("wait").success());
+}

@@ -243,6 +243,14 @@ async fn a_crm_null_and_an_anaplan_blank_number_are_one_value() {
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0].kind, ExceptionKind::Conflict);
     env.rep_edits(&disputed, json!({ "Forecast_Override__c": null }));
+    // The held conflict takes the rep's null once the stream delivers it.
+    wait_for("the held conflict to show the CRM's null", || async {
+        env.open_exceptions_for(&disputed, "Forecast_Override__c")
+            .first()
+            .and_then(|e| e.field.as_ref())
+            .is_some_and(|f| f.crm_value.is_null())
+    })
+    .await;
     env.settle().await;
     let mut writer = Store::open(&env.db).expect("store");
     writer

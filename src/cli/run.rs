@@ -19,6 +19,7 @@ use plansync::crm::CrmClient;
 use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
+use plansync::preflight::{self, Outcome};
 use plansync::rules::{self, LoadError, RuleSet, cases, diagnostic};
 
 #[derive(Args, Debug, Clone)]
@@ -107,11 +108,40 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         // Before anything else: a signal during start-up (reading the configuration, the
         // first run) is taken like any other, never the default action that kills.
-        let signals = Signals::install()?;
+        let mut signals = Signals::install()?;
         let (config, rules) = match checked(&args.config)? {
             Ok(both) => both,
             Err(code) => return Ok(code),
         };
+        // The preflight of `plansync check`: a wrong password, a name no system knows or a
+        // field the rules cannot write stops the start here, with what to fix, before
+        // anything is read or decided. A system that did not answer is not a refusal: the
+        // engine retries its reads.
+        let report = tokio::select! {
+            report = preflight::check(&config, &rules) => report,
+            _ = signals.term.recv() => return Ok(ExitCode::SUCCESS),
+            _ = signals.int.recv() => return Ok(ExitCode::SUCCESS),
+        };
+        let failed: Vec<_> = report
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .collect();
+        if !failed.is_empty() {
+            eprintln!(
+                "error: plansync did not start: {} preflight check(s) failed (`plansync check --config {}` lists every check):",
+                failed.len(),
+                args.config.display()
+            );
+            for c in failed {
+                let fix = c.fix.as_deref().map(|f| format!(" → {f}")).unwrap_or_default();
+                eprintln!("  ✗ {}: {}{fix}", c.name, c.detail);
+            }
+            return Ok(ExitCode::from(2));
+        }
+        for c in report.checks.iter().filter(|c| c.outcome == Outcome::CouldNotRun) {
+            tracing::warn!(target: "plansync::engine", check = %c.name, detail = %c.detail, "a preflight check could not be made; starting anyway");
+        }
         serve(config, rules, args.no_stream, signals).await
     })
 }
