@@ -266,6 +266,25 @@ fn explain_names_the_deciding_rule_and_why() {
         "{approved}"
     );
 
+    // The blank rule of a number, and what a new item's Anaplan-owned field starts as.
+    let quota = plansync(&[
+        "rules",
+        "explain",
+        "--object",
+        "Territory__c",
+        "--field",
+        "Annual_Quota__c",
+        "--at",
+        "2026-12-10T15:00:00Z",
+    ]);
+    let (stdout, stderr) = text(&quota);
+    assert!(quota.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("new_item = hold"), "{stdout}");
+    assert!(
+        stdout.contains("blank = zero: a CRM null and Anaplan's blank are one value"),
+        "{stdout}"
+    );
+
     let out = plansync(&[
         "rules",
         "explain",
@@ -290,6 +309,11 @@ fn check_refuses_each_contradiction() {
         ("dupname.toml", "is mapped twice"),
         ("hex.toml", "must be written in decimal"),
         ("weekend.toml", "does not fit in the month"),
+        ("new_item.toml", "`seed` is not a valid `new_item`"),
+        (
+            "blank_text.toml",
+            "`blank` applies only to number and boolean fields",
+        ),
     ];
     for (file, message) in cases {
         let path = format!("tests/data/bad_rules/{file}");

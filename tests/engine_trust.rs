@@ -382,3 +382,142 @@ async fn an_overdue_poll_runs_at_once_after_a_restart() {
     assert!(last > two_hours_ago, "the run is recorded");
     env.stop().await;
 }
+
+/// A copy of the example rules with `new_item` set for territories.
+fn territory_rules_with_new_item(mode: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["opportunity.toml", "territory.toml"] {
+        let mut text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
+        if file == "territory.toml" {
+            text = text.replace(
+                "anaplan_delete = \"exception\"",
+                &format!("anaplan_delete = \"exception\"\nnew_item = \"{mode}\""),
+            );
+        }
+        std::fs::write(dir.path().join(file), text).expect("write rule file");
+    }
+    dir
+}
+
+fn territory_cell(env: &Env, code: &str, line_item: &str) -> Option<String> {
+    env.anaplan
+        .cells(MODEL, TER_MODULE)
+        .expect("module")
+        .get(code)
+        .and_then(|row| row.get(line_item))
+        .map(|v| v.to_string())
+}
+
+/// An item plansync creates for a CRM-only territory has blank cells that no planner chose:
+/// they are not the owner's values. With the default `new_item = "hold"` the CRM keeps its
+/// name and quotas (one `lifecycle` exception says which fields wait for a planner), the next
+/// polls write nothing to the CRM, and a quota a planner then sets is synced as the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blanks_of_an_item_plansync_created_are_not_copied_over_crm_values() {
+    let mut env = Env::new(&rules_dir()).await;
+    let territory = env
+        .crm
+        .create(
+            "Territory__c",
+            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
+            None,
+        )
+        .expect("create");
+    env.start(false).await;
+    env.settle().await;
+    env.poll().await;
+    env.poll().await;
+
+    let record = env.crm.record(&territory).expect("record");
+    assert_eq!(record["Name"], json!("EMEA North"));
+    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
+    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    assert!(
+        env.anaplan
+            .list_items(MODEL, TER_LIST)
+            .expect("list")
+            .iter()
+            .any(|i| i.code.as_deref() == Some(territory.as_str())),
+        "the item was created"
+    );
+    let to_crm = count(
+        &env.db,
+        &format!("SELECT count(*) FROM outbox WHERE crm_id = '{territory}' AND target = 'crm'"),
+    );
+    assert_eq!(to_crm, 0, "no blank is written to the CRM");
+    let lifecycle: Vec<_> = env
+        .exceptions(Some(ExceptionKind::Lifecycle))
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(territory.as_str()))
+        .collect();
+    assert_eq!(lifecycle.len(), 1, "{lifecycle:?}");
+    for field in ["Name", "Region__c", "Annual_Quota__c", "Quarterly_Quota__c"] {
+        assert!(
+            lifecycle[0].message.contains(field),
+            "{}",
+            lifecycle[0].message
+        );
+    }
+    let per_field: Vec<_> = env
+        .exceptions(Some(ExceptionKind::OwnershipViolation))
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(territory.as_str()))
+        .collect();
+    assert!(per_field.is_empty(), "{per_field:?}");
+
+    // A planner gives the quota a value: the owner's value now, synced to the CRM.
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        &territory,
+        "Annual Quota",
+        number("2100000"),
+    )
+    .await;
+    env.poll().await;
+    let record = env.crm.record(&territory).expect("record");
+    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_100_000.0));
+    assert_eq!(record["Name"], json!("EMEA North"), "the unset name stays");
+    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    env.stop().await;
+}
+
+/// `new_item = "seed_from_crm"`: the new item starts with the CRM's values, audited as a
+/// seed, and no exception.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_item_can_be_seeded_from_the_crm() {
+    let rules = territory_rules_with_new_item("seed_from_crm");
+    let mut env = Env::new(rules.path()).await;
+    let territory = env
+        .crm
+        .create(
+            "Territory__c",
+            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
+            None,
+        )
+        .expect("create");
+    env.start(false).await;
+    env.settle().await;
+    env.poll().await;
+    assert_eq!(
+        territory_cell(&env, &territory, "Annual Quota").as_deref(),
+        Some("2000000")
+    );
+    assert_eq!(
+        territory_cell(&env, &territory, "Region").as_deref(),
+        Some("Europe, Middle East & Africa")
+    );
+    let seeded = count(
+        &env.db,
+        &format!("SELECT count(*) FROM audit WHERE crm_id = '{territory}' AND decision = 'seed'"),
+    );
+    assert_eq!(seeded, 4, "Name, Region, both quotas");
+    let raised = count(
+        &env.db,
+        &format!("SELECT count(*) FROM exceptions WHERE crm_id = '{territory}'"),
+    );
+    assert_eq!(raised, 0);
+    let record = env.crm.record(&territory).expect("record");
+    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
+    env.stop().await;
+}

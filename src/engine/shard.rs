@@ -31,7 +31,9 @@ use crate::model::{
 };
 use crate::rules::RuleSet;
 use crate::rules::decide::{Action, Context, Observation, decide};
-use crate::rules::ruleset::{AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, Owner, Pairing};
+use crate::rules::ruleset::{
+    AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, NewItem, Owner, Pairing,
+};
 use crate::store::{
     Batch, ExceptionField, ExceptionRef, ExceptionUpdate, FieldKey, NewAudit, NewException,
     NewOutbox, Observed, OutboxReason, OutboxRef, OutboxState, OutboxUpdate, RecordMapUpsert,
@@ -406,6 +408,8 @@ impl Round<'_> {
             );
         };
         let stored = self.load_record(pairing, &change.record)?;
+        // Set when this change made plansync create the record's Anaplan item.
+        let mut new_item = false;
         if change.source == Source::Reconcile && change.side == Side::Crm {
             self.claim_staged(pairing, &change.record)?;
         }
@@ -423,7 +427,7 @@ impl Round<'_> {
             (Side::Crm, ChangeKind::Delete) => return self.crm_delete(pairing, change),
             (Side::Anaplan, ChangeKind::Delete) => return self.anaplan_delete(pairing, change),
             (Side::Crm, ChangeKind::Undelete) => self.crm_undelete(pairing, change)?,
-            (Side::Crm, _) => self.ensure_mapped(pairing, &change.record)?,
+            (Side::Crm, _) => new_item = self.ensure_mapped(pairing, &change.record)?,
             (Side::Anaplan, _) => {}
         }
 
@@ -476,7 +480,16 @@ impl Round<'_> {
             Vec::new()
         };
         let ctx = self.context(pairing, &change.record, &overlay);
+        let mut unset = Vec::new();
         for (rule, value) in values {
+            if new_item && rule.policy.owner == Owner::Anaplan {
+                if let Some(field) =
+                    self.new_item_field(pairing, rule, &change.record, change, value)
+                {
+                    unset.push(field);
+                }
+                continue;
+            }
             let obs = Obs {
                 side: change.side,
                 value,
@@ -485,6 +498,27 @@ impl Round<'_> {
                 source: change.source,
             };
             self.observe(pairing, rule, &change.record, obs, &ctx, false)?;
+        }
+
+        if !unset.is_empty() {
+            let message = format!(
+                "Anaplan item `{}` of list {} was created for this CRM record; Anaplan owns {} and holds no value for {} yet: the CRM keeps its values until a planner sets them (lifecycle new_item = \"hold\")",
+                change.record.crm_id,
+                pairing.anaplan.list,
+                if unset.len() == 1 {
+                    "this field"
+                } else {
+                    "these fields"
+                },
+                unset.join(", "),
+            );
+            self.lifecycle_exception(
+                &change.record,
+                &pairing.crm_object,
+                Some(pairing),
+                ExceptionKind::Lifecycle,
+                message,
+            );
         }
 
         // A planner's new row with no CRM record behind it cannot be synced: say so once
@@ -686,23 +720,7 @@ impl Round<'_> {
                 } else {
                     OutboxReason::Decision
                 };
-                let replaced = w.seen(*to).map_or(Value::Null, |s| s.value.clone());
-                let outbox = self.batch.add_outbox(NewOutbox {
-                    key: key.clone(),
-                    target: *to,
-                    kind: rule.kind,
-                    value: value.clone(),
-                    reason,
-                    exception: exception_ref,
-                    replaced,
-                });
-                w.in_flight = Some(Flight {
-                    outbox,
-                    id: None,
-                    to: *to,
-                    value: value.clone(),
-                });
-                self.summary.writes_queued += 1;
+                self.queue_write(&key, rule, *to, value.clone(), reason, exception_ref);
             }
             _ => {}
         }
@@ -985,9 +1003,9 @@ impl Round<'_> {
     /// is created before any of its cells is written (the Anaplan sink also creates a
     /// missing item itself before writing cells; this covers a record with no value to
     /// write yet).
-    fn ensure_mapped(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<(), StoreError> {
+    fn ensure_mapped(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<bool, StoreError> {
         if self.is_mapped(record)? {
-            return Ok(());
+            return Ok(false);
         }
         self.batch.upsert_record(RecordMapUpsert {
             record: record.clone(),
@@ -1036,7 +1054,95 @@ impl Round<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(!in_anaplan)
+    }
+
+    /// The CRM value of an Anaplan-owned field of an item plansync has just created, where
+    /// Anaplan has no value to own yet: recorded as the CRM's, then by the pairing's
+    /// `new_item`: held (the field's name is returned, for the item's one `lifecycle`
+    /// exception) or written into the new item as its starting value. A CRM value that is
+    /// itself unset needs neither.
+    fn new_item_field(
+        &mut self,
+        pairing: &Pairing,
+        rule: &FieldRule,
+        record: &RecordKey,
+        change: &Change,
+        value: Value,
+    ) -> Option<String> {
+        let key = FieldKey {
+            record: record.clone(),
+            field: rule.crm.clone(),
+        };
+        let observed = Observed {
+            value: value.clone(),
+            at: change.committed_at,
+            source: change.source,
+        };
+        self.working(&key, rule.kind).set_seen(Side::Crm, observed);
+        if rule.is_unset(&value) {
+            return None;
+        }
+        let decision = match pairing.lifecycle.new_item {
+            NewItem::Hold => "held_new_item",
+            NewItem::SeedFromCrm => {
+                self.queue_write(
+                    &key,
+                    rule,
+                    Side::Anaplan,
+                    value.clone(),
+                    OutboxReason::Decision,
+                    None,
+                );
+                "seed"
+            }
+        };
+        *self.summary.decisions.entry(decision).or_default() += 1;
+        self.batch.add_audit(NewAudit {
+            key,
+            at: change.committed_at,
+            side: Side::Crm,
+            source: change.source,
+            kind: rule.kind,
+            value,
+            decision: decision.to_string(),
+            rule_id: Some(rule.id.clone()),
+            rule_hash: Some(pairing.hash.clone()),
+            exception: None,
+        });
+        (pairing.lifecycle.new_item == NewItem::Hold).then(|| rule.crm.clone())
+    }
+
+    /// Queues a write of `value` to `to` as the field's one write in flight.
+    fn queue_write(
+        &mut self,
+        key: &FieldKey,
+        rule: &FieldRule,
+        to: Side,
+        value: Value,
+        reason: OutboxReason,
+        exception: Option<ExceptionRef>,
+    ) {
+        let w = self.working(key, rule.kind);
+        let replaced = w.seen(to).map_or(Value::Null, |s| s.value.clone());
+        let outbox = self.batch.add_outbox(NewOutbox {
+            key: key.clone(),
+            target: to,
+            kind: rule.kind,
+            value: value.clone(),
+            reason,
+            exception,
+            replaced,
+        });
+        let w = self.working(key, rule.kind);
+        w.in_flight = Some(Flight {
+            outbox,
+            id: None,
+            to,
+            value,
+        });
+        w.dirty = true;
+        self.summary.writes_queued += 1;
     }
 
     fn lifecycle_write(&mut self, record: &RecordKey, op: &str, target: Side, value: Value) {

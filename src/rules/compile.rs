@@ -34,6 +34,7 @@ const LIFECYCLE_KEYS: &[&str] = &[
     "deleted_flag",
     "crm_undelete",
     "anaplan_delete",
+    "new_item",
 ];
 const CALENDAR_KEYS: &[&str] = &["fiscal_year_start", "time_zone", "weekend", "holidays"];
 const WINDOW_KEYS: &[&str] = &["last_business_days", "first_business_days", "of"];
@@ -395,6 +396,13 @@ impl Compiler<'_, '_> {
             ];
             lc.anaplan_delete =
                 choice(self.p, &s, "anaplan_delete", &options).unwrap_or(lc.anaplan_delete);
+        }
+        if let Some(s) = t.str(self.p, "new_item") {
+            let options = [
+                ("hold", NewItem::Hold),
+                ("seed_from_crm", NewItem::SeedFromCrm),
+            ];
+            lc.new_item = choice(self.p, &s, "new_item", &options).unwrap_or(lc.new_item);
         }
         let flag = t.str(self.p, "deleted_flag");
         match (&flag, lc.crm_delete) {

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::decide::{Context, effective};
 use super::ruleset::{
-    AnaplanField, ConflictPolicy, FieldRule, OnViolation, Owner, Pairing, Policy,
+    AnaplanField, Blank, ConflictPolicy, FieldRule, NewItem, OnViolation, Owner, Pairing, Policy,
 };
+use crate::model::ValueKind;
 
 /// A multi-line explanation for people.
 pub fn explain(pairing: &Pairing, field: &FieldRule, at: DateTime<Utc>, ctx: &Context) -> String {
@@ -61,6 +62,31 @@ pub fn explain(pairing: &Pairing, field: &FieldRule, at: DateTime<Utc>, ctx: &Co
     }
     let _ = writeln!(out, "decided by: {}", eff.rule_id);
     let _ = writeln!(out, "  {}", describe(eff.policy));
+    if field.policy.owner == Owner::Anaplan {
+        let _ = writeln!(
+            out,
+            "a new Anaplan item (created for a CRM record): new_item = {} ({})",
+            pairing.lifecycle.new_item.as_str(),
+            match pairing.lifecycle.new_item {
+                NewItem::Hold => {
+                    "the CRM keeps its value, one lifecycle exception per item, synced once a planner sets it"
+                }
+                NewItem::SeedFromCrm => "the CRM's value is written into the new item",
+            }
+        );
+    }
+    if field.kind == ValueKind::Boolean || matches!(field.kind, ValueKind::Number { .. }) {
+        let _ = writeln!(
+            out,
+            "blank = {}: a CRM null and Anaplan's blank are {}",
+            field.blank.as_str(field.kind),
+            if field.blank == Blank::Empty {
+                "one value"
+            } else {
+                "different values"
+            }
+        );
+    }
     out
 }
 

@@ -112,6 +112,29 @@ pub enum CrmUndelete {
     Ignore,
 }
 
+/// What the Anaplan-owned fields of an item plansync creates (for a CRM record with no
+/// item) start as. Its cells are blank because nobody filled them, and a blank no one set is
+/// not the owner's value: neither choice ever copies it over the CRM's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NewItem {
+    /// Leave the CRM's values, open one `lifecycle` exception per item naming the fields
+    /// Anaplan has not set, and sync each field once a planner gives it a value.
+    #[default]
+    Hold,
+    /// Write the CRM's current values into the new item as its starting values (audited as
+    /// `seed`); Anaplan owns them from then on.
+    SeedFromCrm,
+}
+
+impl NewItem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NewItem::Hold => "hold",
+            NewItem::SeedFromCrm => "seed_from_crm",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AnaplanDelete {
     /// Record a `lifecycle` exception for review (the default: plansync never deletes CRM
@@ -130,6 +153,7 @@ pub struct Lifecycle {
     pub deleted_flag: Option<String>,
     pub crm_undelete: CrmUndelete,
     pub anaplan_delete: AnaplanDelete,
+    pub new_item: NewItem,
 }
 
 impl Default for Lifecycle {
@@ -139,6 +163,7 @@ impl Default for Lifecycle {
             deleted_flag: None,
             crm_undelete: CrmUndelete::Restore,
             anaplan_delete: AnaplanDelete::Exception,
+            new_item: NewItem::Hold,
         }
     }
 }
