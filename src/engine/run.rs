@@ -36,7 +36,7 @@ use crate::crm::CrmClient;
 use crate::crm::cdc::{CdcConfig, ReplayFrom, Transport};
 use crate::model::{Position, Side};
 use crate::rules::RuleSet;
-use crate::store::{Batch, Store, StoreError, WriteGate};
+use crate::store::{Batch, Store, StoreError, Unclaimed, WriteGate};
 
 /// The stream's settings; `None` in [`EngineOptions::stream`] runs on the pollers alone.
 #[derive(Debug, Clone)]
@@ -302,7 +302,8 @@ impl EngineHandle {
         if !first_run {
             // Values left staged by a first run that completed (a crash between its last
             // commit and the unstaging): into the shadow before any source runs.
-            let moved = main.unstage_first_run(Utc::now(), UNSTAGE_PAGE)?;
+            let moved =
+                main.unstage_first_run(Utc::now(), UNSTAGE_PAGE, &unclaimed(&rules.borrow()))?;
             if moved.cleared > 0 {
                 tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "Anaplan values staged by the first run recorded in the shadow");
             }
@@ -563,6 +564,22 @@ fn rekey_checkpoints(store: &mut Store, shards: usize) -> Result<(), EngineError
     Ok(())
 }
 
+/// How the first run reports the Anaplan items of each pairing that no CRM record claims.
+fn unclaimed(rules: &RuleSet) -> BTreeMap<String, Unclaimed> {
+    rules
+        .pairings
+        .iter()
+        .map(|p| {
+            let u = Unclaimed {
+                object: p.crm_object.clone(),
+                list: p.anaplan.list.clone(),
+                rule_hash: p.hash.clone(),
+            };
+            (p.name.clone(), u)
+        })
+        .collect()
+}
+
 /// How a first run ended.
 enum FirstRun {
     Done,
@@ -795,10 +812,12 @@ impl Sources {
             .map_err(fail("crm", name))?;
         }
         ctx.router.flush().await.map_err(|_| gone("crm"))?;
-        // Items no CRM record claimed keep their values as seen in Anaplan.
+        // Items no CRM record claimed keep their values as seen in Anaplan, each with an
+        // `unmapped` exception.
+        let orphans = unclaimed(&ctx.rules.borrow());
         let moved = ctx
             .db
-            .call(|s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE))
+            .call(move |s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE, &orphans))
             .await
             .map_err(|e| {
                 fail("anaplan", "")(SourceError {
@@ -806,7 +825,7 @@ impl Sources {
                     permanent: false,
                 })
             })?;
-        tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded");
+        tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded, each with an unmapped exception");
         // Stored at once, not at the next counters tick: `plansync status` and the bench read
         // it to know the first run is over (every value read, decided and committed).
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

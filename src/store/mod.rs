@@ -42,7 +42,7 @@ pub use rows::{
 };
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::AnaplanSeen;
-pub use staging::{StagedItem, Unstaged};
+pub use staging::{StagedItem, Unclaimed, Unstaged};
 pub use status::{FirstRunStatus, Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
 
 use crate::model::{Position, RecordKey, Side};

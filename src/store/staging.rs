@@ -9,12 +9,14 @@
 //! moved into the shadow at the end ([`Store::unstage_first_run`]), as the Anaplan values
 //! seen, which is what the shadow would have held without staging.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::codec::{corrupt, parse_kind, parse_ts, parse_value};
-use super::{Batch, FieldKey, Observed, ShadowUpsert, Store, StoreError};
-use crate::model::{RecordKey, Source, Value, ValueKind};
+use super::{Batch, FieldKey, NewException, Observed, ShadowUpsert, Store, StoreError};
+use crate::model::{ExceptionKind, ExceptionStatus, RecordKey, Source, Value, ValueKind};
 
 /// The Anaplan values of one item, seen by the first run's poll at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,17 @@ pub struct StagedItem {
     pub at: DateTime<Utc>,
     /// CRM field name, the rule's kind, the normalised value.
     pub fields: Vec<(String, ValueKind, Value)>,
+}
+
+/// What an Anaplan item no CRM record claimed is reported as, per pairing: an `unmapped`
+/// exception naming the item, so orphans are seen in `status` and the review queue (as a
+/// poll reports an item planners add later), not only counted in a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unclaimed {
+    /// The CRM object and the Anaplan list of the pairing, for the message.
+    pub object: String,
+    pub list: String,
+    pub rule_hash: String,
 }
 
 /// What [`Store::unstage_first_run`] did.
@@ -103,6 +116,7 @@ impl Store {
         &mut self,
         now: DateTime<Utc>,
         page: usize,
+        unclaimed: &BTreeMap<String, Unclaimed>,
     ) -> Result<Unstaged, StoreError> {
         self.ensure_writable()?;
         let mut done = Unstaged::default();
@@ -140,6 +154,23 @@ impl Store {
             let mut batch = Batch::new(now);
             for item in items {
                 done.items += 1;
+                if let Some(u) = unclaimed.get(&item.record.pairing) {
+                    batch.add_exception(NewException {
+                        kind: ExceptionKind::Unmapped,
+                        status: ExceptionStatus::Open,
+                        pairing: item.record.pairing.clone(),
+                        object: u.object.clone(),
+                        crm_id: Some(item.record.crm_id.clone()),
+                        field: None,
+                        rule_id: None,
+                        rule_hash: Some(u.rule_hash.clone()),
+                        message: format!(
+                            "Anaplan item `{}` of list {} has no CRM {} record: not synced",
+                            item.record.crm_id, u.list, u.object
+                        ),
+                        at: now,
+                    });
+                }
                 for (field, kind, value) in item.fields {
                     done.fields += 1;
                     batch.upsert_shadow(ShadowUpsert {

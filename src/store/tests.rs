@@ -486,7 +486,9 @@ fn staged_items_are_read_back_and_the_unclaimed_ones_end_in_the_shadow() {
     store.commit(&claimed).unwrap();
 
     // Pages of two: the scan goes on past pages with nothing to move.
-    let done = store.unstage_first_run(t(7), 2).unwrap();
+    let done = store
+        .unstage_first_run(t(7), 2, &Default::default())
+        .unwrap();
     assert_eq!(
         done,
         Unstaged {
@@ -524,7 +526,9 @@ fn staged_items_are_read_back_and_the_unclaimed_ones_end_in_the_shadow() {
     );
     // Nothing staged: nothing to do.
     assert_eq!(
-        store.unstage_first_run(t(8), 2).unwrap(),
+        store
+            .unstage_first_run(t(8), 2, &Default::default())
+            .unwrap(),
         Unstaged::default()
     );
 }
