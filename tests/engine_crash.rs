@@ -585,3 +585,174 @@ async fn signals_during_the_first_run_are_taken_and_a_sigterm_stops_it_cleanly()
     signal(&engine, "TERM");
     assert!(engine.0.wait().expect("wait").success());
 }
+
+/// Both systems and the store, as far as a sync decides them: the CRM's synced records, the
+/// Anaplan lists and modules, and per field the agreed base, the open writes and the
+/// exceptions (without ids and times, which differ between runs).
+async fn world(crm: &CrmSimHandle, anaplan: &SimHandle, db: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let client = crm_client(crm);
+    for object in ["Opportunity", "Territory__c"] {
+        let rows = client
+            .query(&format!("SELECT Id FROM {object} ORDER BY Id"))
+            .await
+            .expect("query");
+        for r in rows.records {
+            let id = r["Id"].as_str().expect("id").to_string();
+            let mut record = crm.record(&id).expect("record");
+            if let Some(m) = record.as_object_mut() {
+                // Set by the org (on every write, ours included, or at seeding): not synced values.
+                for k in [
+                    "SystemModstamp",
+                    "LastModifiedDate",
+                    "LastModifiedById",
+                    "CreatedDate",
+                ] {
+                    m.remove(k);
+                }
+            }
+            out.push(format!("crm {id} {record}"));
+        }
+    }
+    for (list, module) in [
+        ("Opportunities", OPP_MODULE),
+        ("Territories", "TER01 Territory Quotas"),
+    ] {
+        for item in anaplan.list_items(MODEL, list).expect("list") {
+            out.push(format!(
+                "item {list} {:?} {} {:?}",
+                item.code, item.name, item.properties
+            ));
+        }
+        for (code, row) in anaplan.cells(MODEL, module).expect("module") {
+            out.push(format!("cells {module} {code} {row:?}"));
+        }
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let rows = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    out.extend(rows(
+        "SELECT 'shadow ' || crm_id || ' ' || field || ' ' || coalesce(base_value, '∅') || ' '
+                || coalesce(seen_crm_value, '∅') || ' ' || coalesce(seen_anaplan_value, '∅')
+         FROM shadow ORDER BY crm_id, field",
+    ));
+    out.extend(rows(
+        "SELECT 'exception ' || kind || ' ' || status || ' ' || coalesce(crm_id, '') || ' '
+                || coalesce(field, '') FROM exceptions ORDER BY 1",
+    ));
+    out.extend(rows(
+        "SELECT 'open write ' || crm_id || ' ' || field FROM outbox
+         WHERE state IN ('pending', 'in_flight') ORDER BY 1",
+    ));
+    out.sort();
+    out
+}
+
+/// Simulators in one chosen state, the same for every call: the default seeds, a few
+/// disagreements so the first run has writes and exceptions to make, and every Anaplan call
+/// slowed so the first run lasts long enough to be killed in the middle.
+async fn first_run_world() -> (CrmSimHandle, SimHandle) {
+    let (crm, anaplan) = simulators().await;
+    let ids: Vec<String> = crm_client(&crm)
+        .query("SELECT Id FROM Opportunity ORDER BY Id")
+        .await
+        .expect("query")
+        .records
+        .iter()
+        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        crm.user_edit("Opportunity", id, json!({ "Amount": 10_000 + i }), None)
+            .expect("edit");
+    }
+    crm.create(
+        "Territory__c",
+        json!({ "Name": "Nordics", "Region__c": "EMEA", "Annual_Quota__c": 900000, "Quarterly_Quota__c": 225000, "Active__c": true }),
+        None,
+    )
+    .expect("create");
+    anaplan.set_faults(asim::Faults {
+        latency_ms: 120,
+        ..asim::Faults::default()
+    });
+    (crm, anaplan)
+}
+
+fn open_writes(db: &Path) -> i64 {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return -1;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM outbox WHERE state IN ('pending', 'in_flight')",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(-1)
+}
+
+/// Runs `plansync run` until its first run is complete and every write is answered, then
+/// stops it with SIGTERM.
+async fn run_to_completion(config: &Path, db: &Path, log: &Path) {
+    let mut engine = spawn(config, log);
+    wait_for("the first run to complete", || {
+        first_run_state(db).0.is_some()
+    })
+    .await;
+    wait_for("every write to be answered", || open_writes(db) == 0).await;
+    signal(&engine, "TERM");
+    assert!(engine.0.wait().expect("wait").success());
+}
+
+/// A first run killed with SIGKILL at several points, then started again, ends with both
+/// systems and the store as one uninterrupted first run leaves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_killed_at_any_point_converges_to_the_uninterrupted_one() {
+    let (crm, anaplan) = first_run_world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    run_to_completion(&config, &db, &dir.path().join("engine.log")).await;
+    anaplan.set_faults(asim::Faults::default());
+    let reference = world(&crm, &anaplan, &db).await;
+    assert!(
+        reference.iter().any(|l| l.starts_with("exception ")),
+        "the world has something to decide"
+    );
+
+    // Kill points spread over the first run (fixed, so a failure can be replayed).
+    for (round, kills_ms) in [[150u64, 900, 1700], [400, 1300, 2600]].iter().enumerate() {
+        let (crm, anaplan) = first_run_world().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), &crm, &anaplan);
+        let db = dir.path().join("plansync.db");
+        let log = dir.path().join("engine.log");
+        let mut mid_run = 0;
+        for ms in kills_ms {
+            let mut engine = spawn(&config, &log);
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            let (done, phase) = first_run_state(&db);
+            mid_run += usize::from(done.is_none() && phase.is_some());
+            let _ = engine.0.kill();
+            let _ = engine.0.wait();
+        }
+        assert!(mid_run > 0, "round {round}: no kill landed inside the first run");
+        run_to_completion(&config, &db, &log).await;
+        anaplan.set_faults(asim::Faults::default());
+        let after = world(&crm, &anaplan, &db).await;
+        let missing: Vec<_> = reference.iter().filter(|l| !after.contains(l)).collect();
+        let extra: Vec<_> = after.iter().filter(|l| !reference.contains(l)).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "round {round} (kills at {kills_ms:?} ms): missing {missing:#?}\nextra {extra:#?}"
+        );
+    }
+}
