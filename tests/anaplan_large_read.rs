@@ -204,8 +204,15 @@ async fn an_expired_request_is_an_error_and_a_deleted_one_too() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sim.read_requests(), 0, "expired");
     // The status the client holds says more pages; fetching one finds the request gone.
+    // It is a read-request failure, which a caller retries with a new request, not a
+    // refusal of a wrong name: the 404 is kept in the words.
     let gone = pages.next_page().await.unwrap_err();
-    assert_eq!(gone.status(), Some(404), "{gone}");
+    assert!(
+        matches!(gone, plansync::anaplan::AnaplanError::ReadRequest { .. }),
+        "{gone}"
+    );
+    assert!(!gone.is_permanent(), "{gone}");
+    assert!(gone.to_string().contains("HTTP 404"), "{gone}");
 
     // A request deleted behind the client's back: the pages are gone too.
     let mut pages = c.read_view_pages(WS, MODEL, &module).await.unwrap();

@@ -744,7 +744,10 @@ async fn a_first_run_killed_at_any_point_converges_to_the_uninterrupted_one() {
             let _ = engine.0.kill();
             let _ = engine.0.wait();
         }
-        assert!(mid_run > 0, "round {round}: no kill landed inside the first run");
+        assert!(
+            mid_run > 0,
+            "round {round}: no kill landed inside the first run"
+        );
         run_to_completion(&config, &db, &log).await;
         anaplan.set_faults(asim::Faults::default());
         let after = world(&crm, &anaplan, &db).await;

@@ -521,3 +521,64 @@ async fn a_new_item_can_be_seeded_from_the_crm() {
     assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
     env.stop().await;
 }
+
+/// A paged first-run read of Anaplan that fails part-way (its read request expires between
+/// pages) decides nothing from the pages it had: no write, no exception, no shadow row, no
+/// audit row, and the first run is not done; it is retried, and `status` says what it waits
+/// for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_anaplan_read_failing_part_way_decides_nothing() {
+    let anaplan = plansync::sim::anaplan::SimConfig {
+        // The lists and modules are read with read requests in pages of a row or two, and a
+        // request left alone for 100 ms is gone: with every call slowed by 150 ms, the
+        // second page finds it expired.
+        max_read: 3,
+        read_page_bytes: 120,
+        read_request_step: Duration::from_millis(10),
+        read_request_ttl: Duration::from_millis(100),
+        ..plansync::sim::anaplan::SimConfig::default()
+    };
+    let env = Env::with(
+        &rules_dir(),
+        plansync::sim::crm::CrmSimConfig::default(),
+        anaplan,
+    )
+    .await;
+    env.anaplan.set_faults(plansync::sim::anaplan::Faults {
+        latency_ms: 150,
+        ..plansync::sim::anaplan::Faults::default()
+    });
+    let engine = env.launch(false, 2, anaplan_client(&env.anaplan)).await;
+    wait_for("the first run to wait for a new attempt", || async {
+        env.store()
+            .first_run_phase()
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.starts_with("waiting to read anaplan again"))
+    })
+    .await;
+    engine.flush().await.expect("flush");
+    for table in ["outbox", "exceptions", "shadow", "audit", "record_map"] {
+        assert_eq!(
+            count(&env.db, &format!("SELECT count(*) FROM {table}")),
+            0,
+            "{table}: nothing is decided from a partial read"
+        );
+    }
+    assert_eq!(env.store().first_run_completed().expect("state"), None);
+    let status = env.store().status(chrono::Utc::now()).expect("status");
+    assert!(
+        status
+            .first_run
+            .phase
+            .as_deref()
+            .is_some_and(|p| p.contains("attempt")),
+        "{:?}",
+        status.first_run
+    );
+    assert!(crm_writes(&env).is_empty(), "{:?}", crm_writes(&env));
+    engine
+        .shutdown()
+        .await
+        .expect("a clean stop during the retries");
+}

@@ -374,6 +374,19 @@ impl Pages {
         }
     }
 
+    /// A 404 for the request or one of its pages: it expired (Anaplan keeps one for 30
+    /// minutes unused) or was deleted. Not a wrong name in a rule file: a new read request
+    /// may well succeed, so it is a `ReadRequest` failure, which callers retry.
+    fn gone(&self, e: AnaplanError) -> AnaplanError {
+        if e.status() == Some(404) {
+            self.error(format!(
+                "the read request is gone (expired or deleted): {e}"
+            ))
+        } else {
+            e
+        }
+    }
+
     async fn poll_status(&mut self) -> Result<(), AnaplanError> {
         let r = self
             .client
@@ -382,7 +395,8 @@ impl Pages {
                 self.client.url(&self.path),
                 CallKind::Read,
             ))
-            .await?;
+            .await
+            .map_err(|e| self.gone(e))?;
         self.last = parse_read_status(r.status, &r.content_type, &r.body)?;
         Ok(())
     }
@@ -432,7 +446,7 @@ impl Pages {
             CallKind::Read,
         );
         req.accept = Some("text/csv");
-        let r = self.client.call(req).await?;
+        let r = self.client.call(req).await.map_err(|e| self.gone(e))?;
         self.next += 1;
         Ok(Some((r.status, r.content_type, r.body)))
     }

@@ -731,6 +731,8 @@ impl Sources {
                 } else {
                     "the CRM"
                 };
+                self.phase(format!("stopped: reading {} failed: {}", e.phase, e.error))
+                    .await;
                 return FirstRun::Failed(format!(
                     "the first run cannot read {what} for pairing `{}`: {}. Nothing was decided from a partial read; fix the configuration or the rule file (`plansync check` names what is wrong) and start again",
                     e.pairing, e.error
