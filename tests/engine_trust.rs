@@ -582,3 +582,75 @@ async fn a_paged_anaplan_read_failing_part_way_decides_nothing() {
         .await
         .expect("a clean stop during the retries");
 }
+
+/// Ownership decides first: a rep's edit of an Anaplan-owned quota that our write (of the
+/// planner's value) replaced before its change event arrived is a refused edit, an
+/// `ownership_violation`, not a `conflict` inviting a reviewer to push it back over the
+/// owner's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
+    let mut env = Env::new(&rules_dir()).await;
+    let territory = env.ids("Territory__c").await[0].clone();
+    env.start(true).await;
+    env.settle().await;
+    // An event, so the stream's position is stored and the next start replays from it.
+    env.crm
+        .user_edit("Territory__c", &territory, json!({ "Active__c": false }), None)
+        .expect("edit");
+    env.settle().await;
+    wait_for("the stream's position", || async {
+        count(&env.db, "SELECT count(*) FROM checkpoints WHERE source LIKE 'cdc:%'") > 0
+    })
+    .await;
+    env.stop().await;
+
+    // While the engine is down, a planner sets the quota and a rep types over it in the CRM.
+    env.planner_sets(TER_MODULE, TER_LIST, &territory, "Annual Quota", number("3000000"))
+        .await;
+    env.crm
+        .user_edit("Territory__c", &territory, json!({ "Annual_Quota__c": 5 }), None)
+        .expect("rep edit");
+    // Without the stream, the planner's quota is polled and written, replacing the rep's 5
+    // before plansync has seen it.
+    env.start(false).await;
+    env.engine().poll_now(Some(plansync::model::Side::Anaplan));
+    wait_for("the planner's quota in the CRM", || async {
+        env.crm_field(&territory, "Annual_Quota__c").as_f64() == Some(3_000_000.0)
+    })
+    .await;
+    env.settle().await;
+    env.stop().await;
+
+    // The stream resumes and delivers the rep's edit, committed before our write.
+    env.start(true).await;
+    wait_for("the rep's edit to be decided", || async {
+        count(
+            &env.db,
+            &format!(
+                "SELECT count(*) FROM audit WHERE crm_id = '{territory}' AND field = 'Annual_Quota__c' AND source = 'stream' AND value = '5.00'"
+            ),
+        ) > 0
+    })
+    .await;
+    env.settle().await;
+    let open = env.open_exceptions_for(&territory, "Annual_Quota__c");
+    assert!(
+        open.iter().all(|e| e.kind != ExceptionKind::Conflict),
+        "{open:?}"
+    );
+    assert!(
+        open.iter()
+            .any(|e| e.kind == ExceptionKind::OwnershipViolation && e.message.contains("replaced it")),
+        "{open:?}"
+    );
+    assert_eq!(
+        env.crm_field(&territory, "Annual_Quota__c").as_f64(),
+        Some(3_000_000.0),
+        "the owner's value stays"
+    );
+    assert_eq!(
+        territory_cell(&env, &territory, "Annual Quota").as_deref(),
+        Some("3000000")
+    );
+    env.stop().await;
+}
