@@ -7,7 +7,12 @@
 //! - no echo loop: once the inputs stop, the system goes quiet within a few rounds;
 //! - no silent divergence: at rest, every field holds the same value on both sides, or an
 //!   open exception (or a held conflict) says why not;
-//! - determinism: the same interleaving on a fresh store ends in the same state.
+//! - determinism: the same interleaving on a fresh store ends in the same state;
+//! - restarts: the same interleaving with the shard stopped and started again on its file
+//!   between steps (in-memory state gone, the store kept) ends in the same state as without.
+//!
+//! Anaplan's `Approved` flag (the `when.approved` override of the forecast) is part of the
+//! inputs: decision state a restart must not forget.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -70,6 +75,10 @@ enum Op {
     AnaplanPoll,
     Deliver { side: Side, how: u8 },
     Resolve { take: Side },
+    /// A planner sets or clears record `r`'s `Approved` flag (seen at the next poll).
+    Approve { r: usize, on: bool },
+    /// The shard stops and starts again on the same file.
+    Restart,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -83,6 +92,8 @@ fn op() -> impl Strategy<Value = Op> {
         // how: 0..6 acknowledged, 6 refused, 7 retried later.
         4 => (side.clone(), 0u8..8).prop_map(|(side, how)| Op::Deliver { side, how }),
         1 => side.prop_map(|take| Op::Resolve { take }),
+        1 => (0..RECORDS, any::<bool>()).prop_map(|(r, on)| Op::Approve { r, on }),
+        2 => Just(Op::Restart),
     ]
 }
 
@@ -100,8 +111,11 @@ struct World {
     stream: VecDeque<Event>,
     /// Each CRM record's last commit time (its SystemModstamp).
     modstamp: BTreeMap<usize, DateTime<Utc>>,
+    /// Each Anaplan row's `Approved` flag.
+    approved: BTreeMap<usize, bool>,
     clock: DateTime<Utc>,
     replay: i64,
+    path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -119,9 +133,11 @@ impl World {
             anaplan: BTreeMap::new(),
             stream: VecDeque::new(),
             modstamp: BTreeMap::new(),
+            approved: BTreeMap::new(),
             // Mid-quarter: no quarter-end override.
             clock: Utc.with_ymd_and_hms(2026, 12, 8, 15, 0, 0).unwrap(),
             replay: 0,
+            path,
             _dir: dir,
         };
         for r in 0..RECORDS {
@@ -272,7 +288,17 @@ impl World {
                     .store()
                     .anaplan_seen("opportunity")
                     .expect("seen");
-                let mut msgs = Vec::new();
+                // Flags first, as the poller sends them, so conditions see them.
+                let mut msgs: Vec<ShardMsg> = (0..RECORDS)
+                    .map(|r| ShardMsg::Flags {
+                        record: World::record(r),
+                        flags: [(
+                            "Approved".to_string(),
+                            self.approved.get(&r).copied().unwrap_or(false),
+                        )]
+                        .into(),
+                    })
+                    .collect();
                 for r in 0..RECORDS {
                     let known = seen.get(&id(r));
                     let differing: Vec<usize> = (0..FIELDS.len())
@@ -396,6 +422,13 @@ impl World {
                     .map(|row| ShardMsg::Claim { outbox_id: row.id })
                     .collect();
                 self.round(claims);
+            }
+            Op::Approve { r, on } => {
+                self.approved.insert(r, on);
+            }
+            Op::Restart => {
+                self.shard = ShardCore::new(0, Store::open(&self.path).expect("store"))
+                    .expect("the shard starts again");
             }
         }
         self.check_one_writer();
@@ -541,7 +574,38 @@ proptest! {
         }
         prop_assert!(again.settle());
         prop_assert_eq!(world.state(), again.state(), "the same inputs must end the same way");
+
+        // A restart never changes what is decided.
+        let mut unbroken = World::new();
+        for op in ops.iter().filter(|op| !matches!(op, Op::Restart)) {
+            unbroken.apply(op);
+        }
+        prop_assert!(unbroken.settle());
+        prop_assert_eq!(world.state(), unbroken.state(), "a restart changed what was decided");
     }
+}
+
+/// A rep's edit of an approved forecast right after a restart is decided with the flag as
+/// last polled: refused (Anaplan owns an approved forecast), as without the restart.
+#[test]
+fn an_approval_flag_outlives_a_restart() {
+    let ops = [
+        Op::Approve { r: 0, on: true },
+        Op::AnaplanPoll,
+        Op::Restart,
+        Op::CrmEdit { r: 0, f: 1, v: 3 },
+        Op::Stream { n: 1 },
+    ];
+    let mut world = World::new();
+    for op in &ops {
+        world.apply(op);
+    }
+    assert!(world.settle());
+    assert_eq!(
+        world.anaplan[&(0, 1)],
+        raw(1, 1),
+        "the approved forecast in Anaplan is not overwritten"
+    );
 }
 
 /// Found by the model test: a planner's edit to a CRM-owned field, polled while a CRM edit of
