@@ -68,15 +68,33 @@ fn text(f: usize, v: &serde_json::Value) -> String {
 
 #[derive(Debug, Clone)]
 enum Op {
-    CrmEdit { r: usize, f: usize, v: i64 },
-    AnaplanEdit { r: usize, f: usize, v: i64 },
-    Stream { n: usize },
+    CrmEdit {
+        r: usize,
+        f: usize,
+        v: i64,
+    },
+    AnaplanEdit {
+        r: usize,
+        f: usize,
+        v: i64,
+    },
+    Stream {
+        n: usize,
+    },
     CrmPoll,
     AnaplanPoll,
-    Deliver { side: Side, how: u8 },
-    Resolve { take: Side },
+    Deliver {
+        side: Side,
+        how: u8,
+    },
+    Resolve {
+        take: Side,
+    },
     /// A planner sets or clears record `r`'s `Approved` flag (seen at the next poll).
-    Approve { r: usize, on: bool },
+    Approve {
+        r: usize,
+        on: bool,
+    },
     /// The shard stops and starts again on the same file.
     Restart,
 }

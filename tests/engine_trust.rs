@@ -595,20 +595,39 @@ async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
     env.settle().await;
     // An event, so the stream's position is stored and the next start replays from it.
     env.crm
-        .user_edit("Territory__c", &territory, json!({ "Active__c": false }), None)
+        .user_edit(
+            "Territory__c",
+            &territory,
+            json!({ "Active__c": false }),
+            None,
+        )
         .expect("edit");
     env.settle().await;
     wait_for("the stream's position", || async {
-        count(&env.db, "SELECT count(*) FROM checkpoints WHERE source LIKE 'cdc:%'") > 0
+        count(
+            &env.db,
+            "SELECT count(*) FROM checkpoints WHERE source LIKE 'cdc:%'",
+        ) > 0
     })
     .await;
     env.stop().await;
 
     // While the engine is down, a planner sets the quota and a rep types over it in the CRM.
-    env.planner_sets(TER_MODULE, TER_LIST, &territory, "Annual Quota", number("3000000"))
-        .await;
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        &territory,
+        "Annual Quota",
+        number("3000000"),
+    )
+    .await;
     env.crm
-        .user_edit("Territory__c", &territory, json!({ "Annual_Quota__c": 5 }), None)
+        .user_edit(
+            "Territory__c",
+            &territory,
+            json!({ "Annual_Quota__c": 5 }),
+            None,
+        )
         .expect("rep edit");
     // Without the stream, the planner's quota is polled and written, replacing the rep's 5
     // before plansync has seen it.
@@ -640,7 +659,8 @@ async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
     );
     assert!(
         open.iter()
-            .any(|e| e.kind == ExceptionKind::OwnershipViolation && e.message.contains("replaced it")),
+            .any(|e| e.kind == ExceptionKind::OwnershipViolation
+                && e.message.contains("replaced it")),
         "{open:?}"
     );
     assert_eq!(
@@ -651,6 +671,78 @@ async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
     assert_eq!(
         territory_cell(&env, &territory, "Annual Quota").as_deref(),
         Some("3000000")
+    );
+    env.stop().await;
+}
+
+/// Rules where Anaplan owns the forecast of one key account's deals: a `when.record` on a
+/// CRM field the pairing reads only for conditions (`extra_crm_fields`).
+fn key_account_rules(account: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["opportunity.toml", "territory.toml"] {
+        let mut text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
+        if file == "opportunity.toml" {
+            text = text.replacen(
+                "flags = [\"Approved\"]",
+                "flags = [\"Approved\"]\nextra_crm_fields = [\"AccountId\"]",
+                1,
+            );
+            text = text.replacen(
+                "  [[field.when]]\n  id = \"closed\"",
+                &format!(
+                    "  [[field.when]]\n  id = \"key_account\"\n  record = {{ AccountId = [\"{account}\"] }}\n  owner = \"anaplan\"\n  [[field.when]]\n  id = \"closed\""
+                ),
+                1,
+            );
+        }
+        std::fs::write(dir.path().join(file), text).expect("write rule file");
+    }
+    dir
+}
+
+/// A `when.record` condition on a field read only for conditions sees its value as last
+/// seen, also after a restart, though a change event carries only the fields it changed: a
+/// rep's edit of a key account's forecast is refused (Anaplan owns it there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_when_record_condition_sees_a_read_only_field_as_last_seen_after_a_restart() {
+    let probe = Env::new(&rules_dir()).await;
+    let deal = probe.deal_in("Negotiation").await;
+    let account = probe.crm_field(&deal, "AccountId");
+    let account = account.as_str().expect("an account").to_string();
+    drop(probe);
+
+    let rules = key_account_rules(&account);
+    let mut env = Env::new(rules.path()).await;
+    env.start(true).await;
+    env.settle().await;
+    env.stop().await;
+    env.start(true).await;
+    let before = env.cell(&deal, "Forecast Override");
+    env.rep_edits(&deal, json!({ "Forecast_Override__c": 777000 }));
+    wait_for("the rep's edit to be decided", || async {
+        count(
+            &env.db,
+            &format!(
+                "SELECT count(*) FROM audit WHERE crm_id = '{deal}' AND field = 'Forecast_Override__c' AND source = 'stream'"
+            ),
+        ) > 0
+    })
+    .await;
+    env.settle().await;
+    let open = env.open_exceptions_for(&deal, "Forecast_Override__c");
+    let refused = open
+        .iter()
+        .find(|e| e.message.contains("777000"))
+        .unwrap_or_else(|| panic!("the rep's edit is refused: {open:?}"));
+    assert_eq!(refused.kind, ExceptionKind::OwnershipViolation);
+    assert_eq!(
+        refused.rule_id.as_deref(),
+        Some("Opportunity.Forecast_Override__c.when.key_account")
+    );
+    assert_eq!(
+        env.cell(&deal, "Forecast Override"),
+        before,
+        "Anaplan untouched"
     );
     env.stop().await;
 }

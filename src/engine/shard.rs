@@ -151,6 +151,7 @@ impl ShardCore {
             fields: HashMap::new(),
             loaded: HashMap::new(),
             staged: BTreeMap::new(),
+            contexts: HashMap::new(),
             mapped: HashMap::new(),
             raised: HashSet::new(),
             summary: RoundSummary::default(),
@@ -255,6 +256,9 @@ struct Round<'a> {
     /// The first run's Anaplan values of records with no shadow state, staged one row per
     /// item instead of one shadow row per field (see `store/staging.rs`).
     staged: BTreeMap<RecordKey, StagedItem>,
+    /// The `extra_crm_fields` of records touched this round (for `when.record`), as stored
+    /// or as changed this round: the commit time they are from, and the values.
+    contexts: HashMap<RecordKey, Option<(DateTime<Utc>, BTreeMap<String, Value>)>>,
     /// Whether each record touched has a `record_map` row (stored or added this round).
     mapped: HashMap<RecordKey, bool>,
     /// Exceptions raised once per occurrence that this round already raised (not yet
@@ -382,6 +386,11 @@ impl Round<'_> {
                 values.insert(rule.crm.clone(), seen.value.clone());
             }
         }
+        if let Some(Some((_, extra))) = self.contexts.get(record) {
+            for (field, value) in extra {
+                values.insert(field.clone(), value.clone());
+            }
+        }
         for (field, value) in overlay {
             values.insert(field.clone(), value.clone());
         }
@@ -389,6 +398,45 @@ impl Round<'_> {
             record: values,
             flags: self.flags.get(record).cloned().unwrap_or_default(),
         }
+    }
+
+    /// Loads the record's stored `extra_crm_fields` (once a round; only for a pairing that
+    /// has some), so conditions see them as last seen, not only in the change that carries
+    /// them.
+    fn load_context(&mut self, pairing: &Pairing, record: &RecordKey) -> Result<(), StoreError> {
+        if pairing.extra_crm_fields.is_empty() || self.contexts.contains_key(record) {
+            return Ok(());
+        }
+        let stored = self.store.crm_context(record)?;
+        self.contexts.insert(record.clone(), stored);
+        Ok(())
+    }
+
+    /// Takes the `extra_crm_fields` a CRM change carries into the record's context (stored
+    /// with the round), unless the change is older than what the context holds.
+    fn record_context(&mut self, pairing: &Pairing, change: &Change) {
+        let extra: Vec<(String, Value)> = change
+            .fields
+            .iter()
+            .filter(|fc| pairing.extra_crm_fields.contains(&fc.field))
+            .map(|fc| (fc.field.clone(), context_value(&fc.value)))
+            .collect();
+        if extra.is_empty() {
+            return;
+        }
+        let entry = self.contexts.entry(change.record.clone()).or_insert(None);
+        if entry
+            .as_ref()
+            .is_some_and(|(at, _)| change.committed_at < *at)
+        {
+            return;
+        }
+        let (at, fields) = entry.get_or_insert_with(|| (change.committed_at, BTreeMap::new()));
+        *at = change.committed_at;
+        fields.extend(extra);
+        let (at, fields) = (*at, fields.clone());
+        self.batch
+            .set_crm_context(change.record.clone(), at, fields);
     }
 
     fn change(&mut self, change: &Change) -> Result<(), StoreError> {
@@ -479,6 +527,10 @@ impl Round<'_> {
         } else {
             Vec::new()
         };
+        self.load_context(pairing, &change.record)?;
+        if change.side == Side::Crm {
+            self.record_context(pairing, change);
+        }
         let ctx = self.context(pairing, &change.record, &overlay);
         let mut unset = Vec::new();
         for (rule, value) in values {
@@ -914,6 +966,7 @@ impl Round<'_> {
         // Decided even when that value was seen already: a poll that found the value we were
         // writing took it for our write landing (an echo), which it was not.
         if let WriteOutcome::Stale { current } = &outcome {
+            self.load_context(pairing, &row.key.record)?;
             let ctx = self.context(pairing, &row.key.record, &[]);
             let obs = Obs {
                 side: target,
@@ -940,6 +993,7 @@ impl Round<'_> {
         if pending.is_empty() {
             return Ok(());
         }
+        self.load_context(pairing, &row.key.record)?;
         let ctx = self.context(pairing, &row.key.record, &[]);
         for (side, seen) in pending {
             let obs = Obs {
@@ -1479,5 +1533,16 @@ impl Round<'_> {
             message,
             at: self.now,
         })
+    }
+}
+
+/// A raw CRM value of a field read only for conditions, as the text `when.record` compares
+/// (such fields have no rule of their own, so their values are text).
+fn context_value(raw: &serde_json::Value) -> Value {
+    match raw {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::String(s) if s.is_empty() => Value::Null,
+        serde_json::Value::String(s) => Value::Text(s.clone()),
+        other => Value::Text(other.to_string()),
     }
 }

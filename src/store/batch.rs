@@ -177,6 +177,7 @@ pub struct Batch {
     metrics: Vec<(String, i64)>,
     staged: Vec<StagedItem>,
     flags: Vec<(RecordKey, BTreeMap<String, bool>)>,
+    contexts: Vec<(RecordKey, DateTime<Utc>, BTreeMap<String, Value>)>,
 }
 
 impl Batch {
@@ -197,6 +198,7 @@ impl Batch {
             metrics: Vec::new(),
             staged: Vec::new(),
             flags: Vec::new(),
+            contexts: Vec::new(),
         }
     }
 
@@ -265,6 +267,17 @@ impl Batch {
         self.flags.push((record, flags));
     }
 
+    /// Records a record's `extra_crm_fields` as seen in a change committed at `at` (see the
+    /// `crm_context` table).
+    pub fn set_crm_context(
+        &mut self,
+        record: RecordKey,
+        at: DateTime<Utc>,
+        fields: BTreeMap<String, Value>,
+    ) {
+        self.contexts.push((record, at, fields));
+    }
+
     /// How many rows the batch will write.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -278,6 +291,7 @@ impl Batch {
             + self.metrics.len()
             + self.staged.len()
             + self.flags.len()
+            + self.contexts.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -354,6 +368,11 @@ ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.u
 const UPSERT_FLAGS: &str = "\
 INSERT INTO anaplan_flags (pairing, crm_id, flags, updated_at) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (pairing, crm_id) DO UPDATE SET flags = excluded.flags, updated_at = excluded.updated_at";
+
+const UPSERT_CONTEXT: &str = "\
+INSERT INTO crm_context (pairing, crm_id, at, fields, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (pairing, crm_id) DO UPDATE SET at = excluded.at, fields = excluded.fields,
+    updated_at = excluded.updated_at";
 
 const UPDATE_OUTBOX: &str = "\
 UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
@@ -722,6 +741,22 @@ fn apply(
             tx.prepare_cached("DELETE FROM anaplan_flags WHERE pairing = ?1 AND crm_id = ?2")?
                 .execute(params![record.pairing, record.crm_id])?;
         }
+    }
+
+    for (record, at, fields) in &batch.contexts {
+        let text: BTreeMap<&String, Option<String>> =
+            fields.iter().map(|(k, v)| (k, v.to_text())).collect();
+        // A map of names to texts; serialising it cannot fail.
+        let json = serde_json::to_string(&text).map_err(|e| {
+            StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        })?;
+        tx.prepare_cached(UPSERT_CONTEXT)?.execute(params![
+            record.pairing,
+            record.crm_id,
+            ts(*at),
+            json,
+            now
+        ])?;
     }
 
     if !batch.metrics.is_empty() {

@@ -10,13 +10,16 @@ use rusqlite::{OptionalExtension, params};
 
 use super::codec::ts;
 use super::{Store, StoreError};
-use crate::model::{Position, RecordKey};
+use crate::model::{Position, RecordKey, Value};
 
 const FIRST_RUN_COMPLETED: &str = "first_run.completed_at";
 const FIRST_RUN_PHASE: &str = "first_run.phase";
 
 /// An item's boolean line items, by name.
 pub type Flags = BTreeMap<String, bool>;
+
+/// A record's fields read only for conditions, by name.
+pub type Context = BTreeMap<String, Value>;
 
 fn last_run_name(source: &str) -> String {
     format!("poll.last_run:{source}")
@@ -129,6 +132,34 @@ impl Store {
             out.push((RecordKey { pairing, crm_id }, flags));
         }
         Ok(out)
+    }
+
+    /// The record's `extra_crm_fields` as last seen, and the commit time they are from.
+    pub fn crm_context(
+        &self,
+        record: &RecordKey,
+    ) -> Result<Option<(DateTime<Utc>, Context)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT at, fields FROM crm_context WHERE pairing = ?1 AND crm_id = ?2",
+            )?
+            .query_row(params![record.pairing, record.crm_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((at, raw)) = row else {
+            return Ok(None);
+        };
+        let at = super::codec::parse_ts("crm_context", "at", at)?;
+        let text: BTreeMap<String, Option<String>> = serde_json::from_str(&raw).map_err(|_| {
+            super::codec::corrupt("crm_context", "fields", raw, "a JSON object of texts")
+        })?;
+        let fields = text
+            .into_iter()
+            .map(|(k, v)| (k, v.map_or(Value::Null, Value::Text)))
+            .collect();
+        Ok(Some((at, fields)))
     }
 
     /// Every checkpoint row, by name.

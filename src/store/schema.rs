@@ -97,6 +97,13 @@
 //!   every flag false. Loaded by the shards at start, so a decision after a restart sees the
 //!   flags as last polled.
 //!
+//! ## `crm_context` (v6): the `extra_crm_fields` of each record, as last seen
+//! - `pairing`, `crm_id`; `at`: the commit time of the change that last set them;
+//!   `fields`: JSON object of field → text (or null).
+//! - Read by `when.record` conditions: a change event carries only the fields it changed, so
+//!   a condition on a field the pairing does not sync needs the value last seen, also after a
+//!   restart.
+//!
 //! ## `metrics` (v2): the running engine's counters, for `plansync status`
 //! - `name`: e.g. `anaplan.calls`, `anaplan.rate_limited`, `crm.calls`; primary key.
 //! - `value`: the counter's value (cumulative over the engine's life unless the name says).
@@ -237,7 +244,8 @@ macro_rules! v5_text {
 
 /// What the engine must remember across restarts to decide as it would have without one:
 /// whether the first run completed (not merely started: any checkpoint used to count), when
-/// each poller last completed a run, and the Anaplan flags last seen per item. A store from
+/// each poller last completed a run, the Anaplan flags last seen per item, and the CRM
+/// fields read only for `when.record` conditions. A store from
 /// before v6 that holds checkpoints and no staged first-run values had started engines
 /// that took it for reconciled; it keeps that meaning.
 const V6_ENGINE_STATE: &str = r#"
@@ -250,6 +258,14 @@ CREATE TABLE anaplan_flags (
     pairing    TEXT NOT NULL,
     crm_id     TEXT NOT NULL,
     flags      TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (pairing, crm_id)
+);
+CREATE TABLE crm_context (
+    pairing    TEXT NOT NULL,
+    crm_id     TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    fields     TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pairing, crm_id)
 );
