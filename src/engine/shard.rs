@@ -258,7 +258,7 @@ struct Round<'a> {
     staged: BTreeMap<RecordKey, StagedItem>,
     /// The `extra_crm_fields` of records touched this round (for `when.record`), as stored
     /// or as changed this round: the commit time they are from, and the values.
-    contexts: HashMap<RecordKey, Option<(DateTime<Utc>, BTreeMap<String, Value>)>>,
+    contexts: HashMap<RecordKey, Option<(DateTime<Utc>, crate::store::CrmContext)>>,
     /// Whether each record touched has a `record_map` row (stored or added this round).
     mapped: HashMap<RecordKey, bool>,
     /// Exceptions raised once per occurrence that this round already raised (not yet
