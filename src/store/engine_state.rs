@@ -19,7 +19,7 @@ const FIRST_RUN_PHASE: &str = "first_run.phase";
 pub type Flags = BTreeMap<String, bool>;
 
 /// A record's fields read only for conditions, by name.
-pub type Context = BTreeMap<String, Value>;
+pub type CrmContext = BTreeMap<String, Value>;
 
 fn last_run_name(source: &str) -> String {
     format!("poll.last_run:{source}")
@@ -138,7 +138,7 @@ impl Store {
     pub fn crm_context(
         &self,
         record: &RecordKey,
-    ) -> Result<Option<(DateTime<Utc>, Context)>, StoreError> {
+    ) -> Result<Option<(DateTime<Utc>, CrmContext)>, StoreError> {
         let row: Option<(String, String)> = self
             .conn
             .prepare_cached(

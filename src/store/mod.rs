@@ -30,7 +30,7 @@ pub use batch::{
     Batch, CommitReceipt, ExceptionRef, ExceptionUpdate, NewAudit, NewException, NewOutbox,
     OutboxRef, OutboxUpdate, RecordMapUpsert, ShadowUpsert,
 };
-pub use engine_state::{Context as CrmContext, Flags};
+pub use engine_state::{CrmContext, Flags};
 pub use error::StoreError;
 pub use exceptions::{
     ExceptionDetail, ExceptionFilter, ExceptionStats, FieldCount, HISTORY_LIMIT, OLDEST_OPEN_LIMIT,
