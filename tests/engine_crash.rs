@@ -549,10 +549,17 @@ async fn signals_during_the_first_run_are_taken_and_a_sigterm_stops_it_cleanly()
         ..asim::Faults::default()
     });
     let mut engine = spawn(&config, &log);
-    wait_for("the first run to start", || {
-        first_run_state(&db).1.is_some()
+    // Its progress is reported as it goes: in the log and as the phase `status` shows.
+    wait_for("the first run's progress", || {
+        first_run_state(&db)
+            .1
+            .is_some_and(|p| p.contains("records read"))
     })
     .await;
+    assert!(
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("first_run_progress")),
+        "a progress line is logged"
+    );
     for name in ["HUP", "USR1"] {
         signal(&engine, name);
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -14,6 +14,11 @@ pub struct Counters {
     pub changes_crm_poll: AtomicU64,
     pub changes_anaplan_poll: AtomicU64,
     pub changes_reconcile: AtomicU64,
+    /// Changes the shards have decided and committed, from every source.
+    pub changes_decided: AtomicU64,
+    /// The size of what the first run is reading now (the CRM query's `totalSize`), 0 while
+    /// not known: its progress lines estimate the time left from it.
+    pub first_run_total: AtomicU64,
     /// Fields the first reconciliation found already agreeing (not audited one by one).
     pub reconcile_agreed: AtomicU64,
     pub acked_anaplan: AtomicU64,

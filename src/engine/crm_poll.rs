@@ -250,6 +250,11 @@ impl<'a> CrmPoll<'a> {
         self.calls
     }
 
+    /// How many records the query matches, once its first page is read.
+    pub fn total(&self) -> Option<u64> {
+        self.pager.total_size()
+    }
+
     fn position(&self) -> Option<Position> {
         self.cursor.as_ref().map(|(at, id)| Position::Watermark {
             at: *at,

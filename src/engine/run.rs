@@ -232,6 +232,9 @@ fn run_shard(
             counters
                 .reconcile_agreed
                 .fetch_add(summary.agreed as u64, Ordering::Relaxed);
+            counters
+                .changes_decided
+                .fetch_add(summary.changes as u64, Ordering::Relaxed);
         };
         let result = core.round_then(&current, msgs, Utc::now(), count);
         if took.elapsed() > SLOW_ROUND {
@@ -777,6 +780,7 @@ impl Sources {
         };
         tracing::info!(target: "plansync::engine", event = "reconcile", pairings = self.pairings.len(), "first run: reconciling both sides");
         let started = std::time::Instant::now();
+        let progress = FirstRunProgress::start(ctx.clone(), "Anaplan");
         self.phase("reading Anaplan".into()).await;
         // What an earlier attempt staged may be partial, or stale: read it anew.
         ctx.db
@@ -798,6 +802,7 @@ impl Sources {
         }
         ctx.router.flush().await.map_err(|_| gone("anaplan"))?;
         tracing::info!(target: "plansync::engine", event = "reconcile_anaplan_read", ms = started.elapsed().as_millis() as u64, "first run: Anaplan read and staged");
+        let progress = progress.next("the CRM");
         self.phase("reading the CRM".into()).await;
         let crm_at = Utc::now();
         for (name, _) in &self.pairings {
@@ -814,6 +819,7 @@ impl Sources {
             .map_err(fail("crm", name))?;
         }
         ctx.router.flush().await.map_err(|_| gone("crm"))?;
+        drop(progress);
         // Items no CRM record claimed keep their values as seen in Anaplan, each with an
         // `unmapped` exception.
         let orphans = unclaimed(&ctx.rules.borrow());
@@ -860,6 +866,78 @@ impl Sources {
             })?;
         tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(Ordering::Relaxed), agreed = ctx.counters.reconcile_agreed.load(Ordering::Relaxed), "first run: reconciliation committed");
         Ok(())
+    }
+}
+
+/// How often a first run reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// The progress of one side's read in a first run, reported every `PROGRESS_EVERY` as an
+/// INFO line and as the phase `plansync status` shows: records read and decided, the rate,
+/// and the time left when the size is known. Ends when dropped.
+struct FirstRunProgress {
+    ctx: PollerCtx,
+    task: JoinHandle<()>,
+}
+
+impl FirstRunProgress {
+    fn start(ctx: PollerCtx, side: &'static str) -> FirstRunProgress {
+        ctx.counters.first_run_total.store(0, Ordering::Relaxed);
+        let task = tokio::spawn(report_progress(ctx.clone(), side));
+        FirstRunProgress { ctx, task }
+    }
+
+    /// The same for the next side's read.
+    fn next(self, side: &'static str) -> FirstRunProgress {
+        let ctx = self.ctx.clone();
+        drop(self);
+        FirstRunProgress::start(ctx, side)
+    }
+}
+
+impl Drop for FirstRunProgress {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn report_progress(ctx: PollerCtx, side: &'static str) {
+    let counters = &ctx.counters;
+    let (read0, decided0) = (
+        counters.changes_reconcile.load(Ordering::Relaxed),
+        counters.changes_decided.load(Ordering::Relaxed),
+    );
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let read = counters.changes_reconcile.load(Ordering::Relaxed) - read0;
+        let decided = counters
+            .changes_decided
+            .load(Ordering::Relaxed)
+            .saturating_sub(decided0)
+            .min(read);
+        let total = counters.first_run_total.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = read as f64 / secs;
+        let left =
+            (total > read && rate > 0.0).then(|| ((total - read) as f64 / rate).ceil() as u64);
+        let of = if total > 0 {
+            format!(" of {total}")
+        } else {
+            String::new()
+        };
+        let eta = left.map_or(String::new(), |s| format!(", about {s} s left"));
+        let phase = format!(
+            "reading {side}: {read}{of} records read, {decided} decided ({rate:.0}/s{eta})"
+        );
+        tracing::info!(target: "plansync::engine", event = "first_run_progress", side, read, decided, total, rate = rate.round() as u64, left_s = left, "first run: {phase}");
+        let stored = ctx
+            .db
+            .call(move |s| s.set_first_run_phase(&phase, Utc::now()))
+            .await;
+        if let Err(e) = stored {
+            tracing::warn!(target: "plansync::engine", error = %e, "storing the first run's progress failed");
+        }
     }
 }
 

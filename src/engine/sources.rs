@@ -247,6 +247,11 @@ pub async fn crm_poll_once(
     let mut poll = CrmPoll::start(client, pairing, since.as_ref(), lookback, recent)?;
     let mut n = 0;
     while let Some(batch) = poll.next_batch().await? {
+        if kind == Source::Reconcile
+            && let Some(total) = poll.total()
+        {
+            ctx.counters.first_run_total.store(total, Ordering::Relaxed);
+        }
         for problem in &batch.problems {
             tracing::warn!(target: "plansync::engine", pairing = pairing_name, problem = %problem, "CRM poll skipped a row");
         }
