@@ -29,8 +29,10 @@ const OPP: &str = "OPP01 Opportunity Data";
 const OPPS: &str = "Opportunities";
 const LONG: Duration = Duration::from_secs(60);
 
+/// The code of the default model's opportunity `n`: the CRM simulator's id of its record `n`
+/// (its ids are base 62, so this holds for n below 10; larger n are codes of test items).
 fn opp(n: u32) -> String {
-    format!("006{n:012}AAA")
+    format!("0065g{n:010}AAA")
 }
 
 fn t(minute: u32) -> DateTime<Utc> {
@@ -200,7 +202,7 @@ async fn an_unchanged_model_reports_nothing_and_the_store_holds_what_was_seeded(
     assert_eq!(out.changes, [], "problems: {:?}", out.problems);
     assert_eq!(out.problems, []);
     assert_eq!(out.new_items, Vec::<String>::new());
-    assert_eq!(out.items, 5);
+    assert_eq!(out.items, 4);
     // Two name resolutions, the list's item count, the list read, the view read: and nothing
     // else went to the API.
     assert_eq!(out.calls, 5);
@@ -210,13 +212,13 @@ async fn an_unchanged_model_reports_nothing_and_the_store_holds_what_was_seeded(
         .filter(|r| r.path.starts_with("/2/0/"))
         .count();
     assert_eq!(api_calls, 5, "{:?}", sim.request_log());
-    // Flags as the simulator holds them: only OPP-0002 is approved.
+    // Flags as the simulator holds them: only OPP-0004 is approved.
     let approved: BTreeMap<String, bool> = out
         .flags
         .iter()
         .map(|(code, f)| (code.clone(), f["Approved"]))
         .collect();
-    let expected: BTreeMap<String, bool> = (1..=5).map(|n| (opp(n), n == 2)).collect();
+    let expected: BTreeMap<String, bool> = (1..=4).map(|n| (opp(n), n == 4)).collect();
     assert_eq!(approved, expected);
     sim.shutdown().await;
 }
@@ -249,8 +251,8 @@ async fn written_cells_come_back_as_exactly_those_fields_normalised() {
     assert_eq!(wrote.failures, []);
     let list = within("list id", c.list_id(MODEL, OPPS)).await.unwrap();
     let rename = ListItemWrite {
-        code: opp(5),
-        properties: [("Opportunity Name".to_string(), "Hooli AI".to_string())].into(),
+        code: opp(4),
+        properties: [("Opportunity Name".to_string(), "Umbrella AI".to_string())].into(),
         ..ListItemWrite::default()
     };
     let renamed = within("rename", c.update_list_items(MODEL, &list, &[rename]))
@@ -271,7 +273,7 @@ async fn written_cells_come_back_as_exactly_those_fields_normalised() {
         [
             (opp(1), "Amount".into(), Json::from("33000.13")),
             (opp(3), "StageName".into(), Json::from("Closed Won")),
-            (opp(5), "Name".into(), Json::from("Hooli AI")),
+            (opp(4), "Name".into(), Json::from("Umbrella AI")),
         ]
     );
     for ch in &out.changes {
@@ -612,7 +614,7 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
     assert_eq!(sim.read_requests(), 0, "both read requests deleted");
 
     assert_eq!(unordered(&paged), unordered(&plain));
-    assert_eq!(plain.items, 45);
+    assert_eq!(plain.items, 44);
     assert_eq!(plain.problems, []);
     assert_eq!(plain.new_items, [opp(9)]);
     let kinds: Vec<(String, ChangeKind)> = plain
@@ -623,10 +625,10 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
     assert_eq!(
         kinds,
         [
-            (opp(3), ChangeKind::Update),
             ("006000000000007BBB".to_string(), ChangeKind::Update),
-            (opp(9), ChangeKind::Create),
             ("006000000000011BBB".to_string(), ChangeKind::Update),
+            (opp(3), ChangeKind::Update),
+            (opp(9), ChangeKind::Create),
             (opp(4), ChangeKind::Delete),
         ]
     );
@@ -637,7 +639,6 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
     assert_eq!(
         fields,
         [
-            (opp(3), "StageName".into(), Json::from("Closed Won")),
             (
                 "006000000000007BBB".into(),
                 "Amount".into(),
@@ -648,9 +649,10 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
                 "Name".into(),
                 Json::from("Renamed")
             ),
+            (opp(3), "StageName".into(), Json::from("Closed Won")),
         ]
     );
-    assert_eq!(paged.flags.len(), 45);
+    assert_eq!(paged.flags.len(), 44);
     sim.shutdown().await;
 }
 
@@ -707,7 +709,7 @@ async fn a_paged_poll_hands_a_page_on_in_parts_of_a_bounded_number_of_items() {
 
 #[tokio::test]
 async fn a_stale_count_falls_back_to_read_requests_when_the_plain_reads_are_refused() {
-    // 35 items: within the paging threshold by the count, but over the simulator's 20-item and
+    // 34 items: within the paging threshold by the count, but over the simulator's 20-item and
     // 20-cell read limits, so both plain reads are refused with 400 and read in pages instead.
     let sim = start_with(SimConfig {
         max_read: 20,
@@ -743,7 +745,7 @@ async fn a_stale_count_falls_back_to_read_requests_when_the_plain_reads_are_refu
             Json::from("97")
         )]
     );
-    assert_eq!(out.items, 35);
+    assert_eq!(out.items, 34);
     assert_eq!(
         out.calls, 5,
         "count, refused list read, list pages, refused view, view pages"

@@ -1,4 +1,4 @@
-//! `plansync.toml` end to end: the shipped example loads, every class of mistake is reported
+//! `plansync.toml` end to end: the shipped examples load, every class of mistake is reported
 //! at its line with the key named, all at once, and the result builds working clients.
 
 use std::collections::HashMap;
@@ -152,6 +152,65 @@ fn the_example_without_its_environment_names_both_variables_and_lines() {
     assert!(crm.contains("client_secret_env"), "{crm}");
     let anaplan = line_with(&err, "PLANSYNC_ANAPLAN_PASSWORD");
     assert!(anaplan.contains("password_env"), "{anaplan}");
+}
+
+fn sim_example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plansync-sim.toml")
+}
+
+/// The configuration for the two default simulators: it loads with the simulators' default
+/// credentials, under the names its comments tell the reader to export, and points at their
+/// default ports (that a run on it is quiet is `tests/newcomer.rs`).
+#[test]
+fn the_simulators_example_loads_with_their_default_credentials() {
+    use plansync::sim::anaplan as asim;
+    use plansync::sim::crm as csim;
+    let text = std::fs::read_to_string(sim_example_path()).unwrap();
+    for export in [
+        format!(
+            "export PLANSYNC_SIM_CRM_SECRET={}",
+            csim::DEFAULT_CLIENT_SECRET
+        ),
+        format!(
+            "export PLANSYNC_SIM_ANAPLAN_PASSWORD={}",
+            asim::DEFAULT_PASSWORD
+        ),
+    ] {
+        assert!(text.contains(&export), "the comments say `{export}`");
+    }
+    let env = Env::of(&[
+        ("PLANSYNC_SIM_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET),
+        ("PLANSYNC_SIM_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD),
+    ]);
+    let config = Config::load_with(&sim_example_path(), &env).unwrap();
+    let dir = sim_example_path().parent().unwrap().to_path_buf();
+    assert_eq!(config.rules, dir.join("../rules"));
+    assert!(config.rules.join("opportunity.toml").is_file());
+    assert_eq!(config.store, dir.join("../plansync-sim.db"));
+    assert_eq!(config.crm.login_url, "http://127.0.0.1:8091");
+    assert_eq!(config.crm.streaming, Transport::WebSocket);
+    match &config.crm.auth {
+        AuthConfig::ClientCredentials {
+            client_id,
+            client_secret,
+        } => {
+            assert_eq!(client_id, csim::DEFAULT_CLIENT_ID);
+            assert_eq!(client_secret.expose(), csim::DEFAULT_CLIENT_SECRET);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(config.anaplan.auth_url, "http://127.0.0.1:8090");
+    assert_eq!(config.anaplan.api_url, "http://127.0.0.1:8090/2/0");
+    match &config.anaplan.auth {
+        AuthMethod::Basic { user, password } => {
+            assert_eq!(user, asim::DEFAULT_USER);
+            assert_eq!(password.expose(), asim::DEFAULT_PASSWORD);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(config.schedule.anaplan_poll, Duration::from_secs(30));
+    AnaplanClient::new(config.anaplan_client_config()).unwrap();
+    CrmClient::new(config.crm_client_config()).unwrap();
 }
 
 #[test]

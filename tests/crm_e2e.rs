@@ -586,7 +586,11 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
     let sim = start_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
-    let stage_before = sim_field(&sim, &opps[1], "StageName");
+    let stage_before = sim_field(&sim, &opps[2], "StageName");
+    assert!(
+        sim_field(&sim, &opps[1], "Forecast_Override__c").is_number(),
+        "a deal with an override to clear"
+    );
     let mut cdc = listen(client.clone(), Transport::WebSocket, ReplayFrom::Tip);
     cdc.connected().await;
 
@@ -598,10 +602,10 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
             &opps[0],
             json!({"Amount": 11.5, "Probability": 55.0}),
         ),
-        update("Opportunity", &opps[1], json!({"StageName": "Nonsense"})),
+        update("Opportunity", &opps[2], json!({"StageName": "Nonsense"})),
         update(
             "Opportunity",
-            &opps[2],
+            &opps[1],
             json!({"Forecast_Override__c": null}),
         ),
     ];
@@ -609,7 +613,7 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
     assert_eq!(results.len(), 4);
     assert_eq!(results[0], Ok(opps[3].clone()));
     assert_eq!(results[1], Ok(opps[0].clone()));
-    assert_eq!(results[3], Ok(opps[2].clone()));
+    assert_eq!(results[3], Ok(opps[1].clone()));
     let failed = results[2].as_ref().unwrap_err();
     assert_eq!(
         failed.status_code, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
@@ -622,10 +626,10 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
     assert_eq!(sim_field(&sim, &opps[0], "Amount"), json!(11.5));
     assert_eq!(sim_field(&sim, &opps[0], "Probability"), json!(55.0));
     assert_eq!(
-        sim_field(&sim, &opps[2], "Forecast_Override__c"),
+        sim_field(&sim, &opps[1], "Forecast_Override__c"),
         Value::Null
     );
-    assert_eq!(sim_field(&sim, &opps[1], "StageName"), stage_before);
+    assert_eq!(sim_field(&sim, &opps[2], "StageName"), stage_before);
 
     let stats = client.stats();
     assert_eq!(stats.calls_of(CallKind::BulkCreate), 1);
@@ -639,7 +643,7 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
     let changed: BTreeSet<String> = events.iter().map(|e| e.record_ids[0].clone()).collect();
     assert_eq!(
         changed,
-        [opps[0].clone(), opps[2].clone(), opps[3].clone()].into()
+        [opps[0].clone(), opps[1].clone(), opps[3].clone()].into()
     );
     for e in &events {
         assert!(e.ours, "{e:?}");
@@ -648,7 +652,7 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
             "{e:?}"
         );
     }
-    let nulled = events.iter().find(|e| e.record_ids[0] == opps[2]).unwrap();
+    let nulled = events.iter().find(|e| e.record_ids[0] == opps[1]).unwrap();
     assert_eq!(business_fields(nulled), names(&["Forecast_Override__c"]));
     assert_eq!(
         field_value(nulled, "Forecast_Override__c"),

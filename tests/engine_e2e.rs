@@ -16,9 +16,28 @@ use serde_json::json;
 use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
-    let mut env = Env::running(&rules_dir()).await;
-    let id = env.opportunities().await[0].clone();
-    // The first reconciliation created the item and wrote the CRM-owned values.
+    let mut env = Env::new(&rules_dir()).await;
+    // A deal only the CRM has (the default model holds the default org's others): the first
+    // reconciliation creates its item and writes the CRM-owned values.
+    let id = env
+        .crm
+        .create(
+            "Opportunity",
+            json!({ "Name": "Vandelay imports", "Amount": 64000, "StageName": "Proposal",
+                    "CloseDate": "2027-02-12", "Probability": 50 }),
+            None,
+        )
+        .expect("create");
+    env.start(true).await;
+    env.settle().await;
+    assert!(
+        env.anaplan
+            .list_items(MODEL, OPP_LIST)
+            .expect("list")
+            .iter()
+            .any(|i| i.code.as_deref() == Some(id.as_str())),
+        "the first run created the deal's item"
+    );
     assert_eq!(
         env.cell(&id, "Amount").and_then(|c| c.parse::<f64>().ok()),
         env.crm_field(&id, "Amount").as_f64()
@@ -595,7 +614,7 @@ async fn an_expired_replay_id_makes_the_engine_reconcile_the_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_over_the_view_read_limit_is_polled_through_read_requests() {
-    // The opportunity module (5 items × 8 line items) is over a 20-cell read limit, and its
+    // The opportunity module (4 items × 8 line items) is over a 20-cell read limit, and its
     // read request comes in pages of a few rows.
     let anaplan = SimConfig {
         max_read: 20,
@@ -656,8 +675,14 @@ async fn the_first_run_decides_each_crm_record_against_the_staged_anaplan_values
         properties: Default::default(),
         subsets: Default::default(),
     };
+    // The default model already holds the deal's item (coded by its CRM id); the planner's
+    // own item is one no CRM record claims.
+    assert!(
+        env.cell(&deal, "Amount").is_some(),
+        "the deal's item exists"
+    );
     let added = planner
-        .add_list_items(MODEL, &list, &[item(&deal), item(planner_only)])
+        .add_list_items(MODEL, &list, &[item(planner_only)])
         .await
         .expect("items added");
     assert!(added.failures.is_empty(), "{:?}", added.failures);

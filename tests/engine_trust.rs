@@ -21,12 +21,15 @@ fn count(db: &Path, sql: &str) -> i64 {
         .expect("count")
 }
 
-/// Adds Anaplan items for `codes` (a planner's rows for CRM records, before any sync).
+/// Adds Anaplan items for those of `codes` the list lacks (a planner's rows for CRM records,
+/// before any sync; the default model already holds the default org's).
 async fn planner_adds_items(env: &Env, codes: &[&str]) {
     let planner = anaplan_client(&env.anaplan);
     let list = planner.list_id(MODEL, OPP_LIST).await.expect("list id");
+    let existing = env.anaplan.list_items(MODEL, OPP_LIST).expect("the list");
     let items: Vec<ListItemWrite> = codes
         .iter()
+        .filter(|code| !existing.iter().any(|i| i.code.as_deref() == Some(**code)))
         .map(|code| ListItemWrite {
             code: (*code).into(),
             name: Some((*code).into()),
@@ -35,6 +38,9 @@ async fn planner_adds_items(env: &Env, codes: &[&str]) {
             subsets: Default::default(),
         })
         .collect();
+    if items.is_empty() {
+        return;
+    }
     let added = planner
         .add_list_items(MODEL, &list, &items)
         .await

@@ -629,7 +629,7 @@ async fn structure_paging_and_both_path_forms() {
         .unwrap()
         .to_string();
     let (_, meta) = get(&c, &sim, &t, &model_path(&format!("/lists/{opp_list}"))).await;
-    assert_eq!(meta["metadata"]["itemCount"], 5);
+    assert_eq!(meta["metadata"]["itemCount"], 4);
     assert_eq!(
         meta["metadata"]["properties"][0]["name"],
         "Opportunity Name"
@@ -640,7 +640,7 @@ async fn structure_paging_and_both_path_forms() {
         &t,
         reqwest::Method::POST,
         &format!("/models/{MODEL}/dimensions/{opp_list}/items"),
-        json!({"codes": ["006000000000003AAA", "nope"], "names": null}),
+        json!({"codes": ["0065g0000000003AAA", "nope"], "names": null}),
     )
     .await;
     assert_eq!(found["items"][0]["name"], "OPP-0003");
@@ -761,14 +761,14 @@ async fn list_items_add_update_delete_with_partial_failures() {
     // GET with includeAll, paging, and CSV.
     let (_, body) = get(&c, &sim, &t, &format!("{items}?includeAll=true")).await;
     let listed = body["listItems"].as_array().unwrap();
-    assert_eq!(listed.len(), 7);
-    assert_eq!(body["meta"]["paging"]["totalSize"], 7);
+    assert_eq!(listed.len(), 6);
+    assert_eq!(body["meta"]["paging"]["totalSize"], 6);
     let one = listed
         .iter()
         .find(|i| i["code"] == "006000000000100AAA")
         .unwrap();
     assert_eq!(one["properties"]["Opportunity Name"], "Wayne renewal");
-    let (_, page) = get(&c, &sim, &t, &format!("{items}?limit=3&offset=6")).await;
+    let (_, page) = get(&c, &sim, &t, &format!("{items}?limit=3&offset=5")).await;
     assert_eq!(page["listItems"].as_array().unwrap().len(), 1);
     assert!(page["listItems"][0].get("properties").is_none());
     let csv = c
@@ -807,7 +807,7 @@ async fn list_items_add_update_delete_with_partial_failures() {
     .await;
     assert_eq!(body["deleted"], 2);
     assert_eq!(body["failures"][0]["requestIndex"], 1);
-    assert_eq!(sim.list_items(MODEL, "Opportunities").unwrap().len(), 5);
+    assert_eq!(sim.list_items(MODEL, "Opportunities").unwrap().len(), 4);
     let (status, _) = send(&c, &sim, &t, post, &items, json!({"items": []})).await;
     assert_eq!(status, 400);
     sim.shutdown().await;
@@ -842,9 +842,9 @@ async fn cell_writes_report_calculated_and_invalid_cells_per_cell() {
     let (_, items) = get(&c, &sim, &t, &format!("/models/{MODEL}/lists/{list}/items")).await;
     let item3 = items["listItems"][2]["id"].as_str().unwrap().to_string();
     let body = json!([
-        {"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000001AAA"}], "value": 130000},
-        {"lineItemName": "Weighted Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000001AAA"}], "value": 5},
-        {"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000002AAA"}], "value": "lots"},
+        {"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000001AAA"}], "value": 130000},
+        {"lineItemName": "Weighted Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000001AAA"}], "value": 5},
+        {"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000002AAA"}], "value": "lots"},
         {"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "nope"}], "value": 1},
         // IDs as JSON numbers, as the Python SDK sends them.
         {"lineItemId": amount_id, "dimensions": [{"dimensionId": list.parse::<u64>().unwrap(), "itemId": item3}], "value": "45000.5"},
@@ -885,33 +885,33 @@ async fn cell_writes_report_calculated_and_invalid_cells_per_cell() {
 
     let cells = sim.cells(MODEL, OPP_MODULE).unwrap();
     assert_eq!(
-        cells["006000000000001AAA"]["Amount"],
+        cells["0065g0000000001AAA"]["Amount"],
         CellValue::Number(130000.0)
     );
     assert_eq!(
-        cells["006000000000001AAA"]["Weighted Amount"],
+        cells["0065g0000000001AAA"]["Weighted Amount"],
         CellValue::Number(52000.0)
     );
     assert_eq!(
-        cells["006000000000002AAA"]["Amount"],
+        cells["0065g0000000002AAA"]["Amount"],
         CellValue::Number(480000.0)
     );
     assert_eq!(
-        cells["006000000000003AAA"]["Amount"],
+        cells["0065g0000000003AAA"]["Amount"],
         CellValue::Number(45000.5)
     );
     assert_eq!(
-        cells["006000000000003AAA"]["Stage"],
+        cells["0065g0000000003AAA"]["Stage"],
         CellValue::Item("Won".into())
     );
     assert_eq!(
-        cells["006000000000003AAA"]["Approved"],
+        cells["0065g0000000003AAA"]["Approved"],
         CellValue::Boolean(true)
     );
 
     // All written: only the count.
     let (_, resp) = send(&c, &sim, &t, reqwest::Method::POST, &format!("/workspaces/{WS}/models/{MODEL}/modules/{module}/data"),
-        json!([{"lineItemName": "CRM Deleted", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000005AAA"}], "value": "true"}])).await;
+        json!([{"lineItemName": "CRM Deleted", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000004AAA"}], "value": "true"}])).await;
     assert_eq!(resp["numberOfCellsChanged"], 1);
     assert!(resp.get("failures").is_none(), "{resp}");
     let (status, _) = send(
@@ -933,7 +933,7 @@ async fn cell_writes_are_limited_to_100000_cells() {
     let c = client();
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
-    let cell = |i: usize| json!({"lineItemName": "Forecast Override", "dimensions": [{"dimensionName": "Opportunities", "itemCode": format!("00600000000000{}AAA", 1 + i % 5)}], "value": i});
+    let cell = |i: usize| json!({"lineItemName": "Forecast Override", "dimensions": [{"dimensionName": "Opportunities", "itemCode": format!("0065g000000000{}AAA", 1 + i % 4)}], "value": i});
     let path = format!("/models/{MODEL}/modules/{module}/data");
     let over: Vec<Value> = (0..100_001).map(cell).collect();
     let (status, body) = send(
@@ -948,7 +948,7 @@ async fn cell_writes_are_limited_to_100000_cells() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["status"]["code"], 400);
     assert_eq!(
-        sim.cells(MODEL, OPP_MODULE).unwrap()["006000000000001AAA"].get("Forecast Override"),
+        sim.cells(MODEL, OPP_MODULE).unwrap()["0065g0000000001AAA"].get("Forecast Override"),
         None
     );
     let limit: Vec<Value> = (0..100_000).map(cell).collect();
@@ -965,8 +965,8 @@ async fn cell_writes_are_limited_to_100000_cells() {
     assert_eq!(body["numberOfCellsChanged"], 100_000);
     // The last write to each item wins.
     assert_eq!(
-        sim.cells(MODEL, OPP_MODULE).unwrap()["006000000000001AAA"]["Forecast Override"],
-        CellValue::Number(99_995.0)
+        sim.cells(MODEL, OPP_MODULE).unwrap()["0065g0000000001AAA"]["Forecast Override"],
+        CellValue::Number(99_996.0)
     );
     sim.shutdown().await;
 }
@@ -1017,12 +1017,15 @@ async fn view_data_reads_as_json_and_csv() {
             "2027-01-22",
             "450000",
             "70",
-            "true",
+            "false",
             "false",
             "336000"
         ])
     );
     assert_eq!(body["rows"][0]["cells"][3], "0");
+    // The closed-won deal is the one a planner approved.
+    assert_eq!(body["rows"][3]["rowCoordinates"][0], "OPP-0004");
+    assert_eq!(body["rows"][3]["cells"][5], "true");
 
     let resp = c
         .get(&url)
@@ -1143,8 +1146,8 @@ async fn bulk_upload_with_gzip_chunks_then_import_with_a_failure_dump() {
     assert_eq!(status, 200);
     assert_eq!(body["file"]["id"], file.as_str());
     assert_eq!(body["file"]["chunkCount"], -1);
-    let part0 = "Code,Amount,Stage,Probability\n006000000000001AAA,200000,Won,100\n";
-    let part1 = "006000000000002AAA,not a number,Won,90\nUNKNOWN,1,Won,1\n006000000000003AAA,77000,Proposal,35\n";
+    let part0 = "Code,Amount,Stage,Probability\n0065g0000000001AAA,200000,Won,100\n";
+    let part1 = "0065g0000000002AAA,not a number,Won,90\nUNKNOWN,1,Won,1\n0065g0000000003AAA,77000,Proposal,35\n";
     let put = |n: u32, body: Vec<u8>, ct: &'static str| {
         c.put(format!(
             "{}{}",
@@ -1209,15 +1212,15 @@ async fn bulk_upload_with_gzip_chunks_then_import_with_a_failure_dump() {
     assert_eq!(detail_value(&result["details"], "failedCount"), "2");
     let cells = sim.cells(MODEL, OPP_MODULE).unwrap();
     assert_eq!(
-        cells["006000000000001AAA"]["Amount"],
+        cells["0065g0000000001AAA"]["Amount"],
         CellValue::Number(200000.0)
     );
     assert_eq!(
-        cells["006000000000001AAA"]["Weighted Amount"],
+        cells["0065g0000000001AAA"]["Weighted Amount"],
         CellValue::Number(200000.0)
     );
     assert_eq!(
-        cells["006000000000003AAA"]["Stage"],
+        cells["0065g0000000003AAA"]["Stage"],
         CellValue::Item("Proposal".into())
     );
 
@@ -1241,7 +1244,7 @@ async fn bulk_upload_with_gzip_chunks_then_import_with_a_failure_dump() {
         "_Status_,Code,Amount,Stage,Probability,_Line_,_Error_1_"
     );
     assert!(
-        lines[1].starts_with("E,006000000000002AAA,not a number,Won,90,3,"),
+        lines[1].starts_with("E,0065g0000000002AAA,not a number,Won,90,3,"),
         "{dump}"
     );
     assert!(
@@ -1299,7 +1302,7 @@ async fn exports_are_generated_at_run_time_and_processes_nest_results() {
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
     send(&c, &sim, &t, reqwest::Method::POST, &format!("/models/{MODEL}/modules/{module}/data"),
-        json!([{"lineItemName": "Forecast Override", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000004AAA"}], "value": 875000}])).await;
+        json!([{"lineItemName": "Forecast Override", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000004AAA"}], "value": 875000}])).await;
     let (_, exports) = get(&c, &sim, &t, &model_path("/exports")).await;
     let ex = &exports["exports"][0];
     assert_eq!(ex["exportType"], "TABULAR_MULTI_COLUMN");
@@ -1337,7 +1340,7 @@ async fn exports_are_generated_at_run_time_and_processes_nest_results() {
     assert!(csv.starts_with("Opportunities,Code,Amount,Stage,"), "{csv}");
     assert!(
         csv.contains(
-            "OPP-0004,006000000000004AAA,910000,Won,2026-11-30,875000,100,false,false,910000"
+            "OPP-0004,0065g0000000004AAA,910000,Won,2026-11-30,875000,100,true,false,910000"
         ),
         "{csv}"
     );
@@ -1465,7 +1468,7 @@ async fn tasks_queue_per_model_and_hold_the_model_lock() {
 
     // Writes while the model is locked: 409 with the error body; reads are served.
     let (code, body) = send(&c, &sim, &t, reqwest::Method::POST, &format!("/models/{MODEL}/modules/{module}/data"),
-        json!([{"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000001AAA"}], "value": 1}])).await;
+        json!([{"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000001AAA"}], "value": 1}])).await;
     assert_eq!(code, 409, "{body}");
     assert_eq!(body["status"]["code"], 409);
     assert!(body["path"].as_str().unwrap().ends_with("/data"));
@@ -1495,7 +1498,7 @@ async fn tasks_queue_per_model_and_hold_the_model_lock() {
         "COMPLETE"
     );
     let (code, body) = send(&c, &sim, &t, reqwest::Method::POST, &format!("/models/{MODEL}/modules/{module}/data"),
-        json!([{"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "006000000000001AAA"}], "value": 1}])).await;
+        json!([{"lineItemName": "Amount", "dimensions": [{"dimensionName": "Opportunities", "itemCode": "0065g0000000001AAA"}], "value": 1}])).await;
     assert_eq!(
         (code, body["numberOfCellsChanged"].clone()),
         (StatusCode::OK, json!(1))
@@ -1654,8 +1657,8 @@ async fn the_request_log_counts_calls_by_kind() {
         .json()
         .await
         .unwrap();
-    assert_eq!(cells["006000000000002AAA"]["Approved"], true);
-    assert_eq!(cells["006000000000002AAA"]["Stage"], "Negotiation");
+    assert_eq!(cells["0065g0000000004AAA"]["Approved"], true);
+    assert_eq!(cells["0065g0000000002AAA"]["Stage"], "Negotiation");
     let items: Value = c
         .get(format!(
             "{}/__sim/models/{MODEL}/lists/Territories/items",
@@ -1807,7 +1810,7 @@ async fn read_requests_snapshot_views_and_lists_into_csv_pages() {
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
 
-    // 5 items × 8 line items is over the configured 20 cells.
+    // 4 items × 8 line items is over the configured 20 cells.
     let (status, body) = get(
         &c,
         &sim,
@@ -1884,7 +1887,7 @@ async fn read_requests_snapshot_views_and_lists_into_csv_pages() {
         );
         rows.extend(lines.map(str::to_string));
     }
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 4);
     assert!(
         rows[0].starts_with("OPP-0001,125000,Proposal,2026-12-18"),
         "{}",

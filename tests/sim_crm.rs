@@ -397,7 +397,7 @@ async fn soql_filters_on_system_modstamp_orders_and_limits() {
             rec["Id"].as_str().unwrap_or("")
         )
     );
-    assert_eq!(rec["Amount"], 230000.0);
+    assert_eq!(rec["Amount"], 910000.0);
     let id = rec["Id"].as_str().expect("id");
     assert_eq!(id.len(), 18);
     assert!(id.starts_with("006"));
@@ -438,12 +438,12 @@ async fn soql_filters_on_system_modstamp_orders_and_limits() {
     assert_eq!(page["records"][0]["Id"], ids[0]);
     assert_eq!(page["totalSize"], 1);
     let (_, page) = env
-        .query("SELECT Name FROM Opportunity WHERE StageName IN ('Closed Won', 'Prospecting')")
+        .query("SELECT Name FROM Opportunity WHERE StageName IN ('Closed Won', 'Qualification')")
         .await;
     assert_eq!(page["totalSize"], 2);
     // The closed-won deal's amount was just edited down to 2.
-    let (_, page) = env.query("SELECT Name FROM Opportunity WHERE StageName IN ('Closed Won', 'Prospecting') AND Amount >= 18000").await;
-    assert_eq!(page["records"][0]["Name"], "Globex pilot");
+    let (_, page) = env.query("SELECT Name FROM Opportunity WHERE StageName IN ('Closed Won', 'Qualification') AND Amount >= 18000").await;
+    assert_eq!(page["records"][0]["Name"], "Initech pilot");
     assert_eq!(page["totalSize"], 1);
     let (_, page) = env
         .query("SELECT Name FROM Territory__c WHERE Active__c = true OR Region__c = 'APAC'")

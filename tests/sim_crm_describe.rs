@@ -231,7 +231,7 @@ async fn a_field_the_seed_makes_read_only_is_described_so_and_refuses_writes() {
         .bearer_auth(&token)
         .query(&[(
             "q",
-            "SELECT Id, Forecast_Override__c FROM Opportunity WHERE Name = 'Acme renewal FY27'",
+            "SELECT Id, Forecast_Override__c FROM Opportunity WHERE Name = 'Globex expansion'",
         )])
         .send()
         .await

@@ -85,12 +85,15 @@ fn rules() -> RuleSet {
     plansync::rules::load(&[dir]).expect("the project's rule files load")
 }
 
+/// The code of the default model's opportunity `n`: the CRM simulator's id of its record `n`
+/// (its ids are base 62, so this holds for n below 10; larger n are codes of test items).
 fn opp(n: u32) -> String {
-    format!("006{n:012}AAA")
+    format!("0065g{n:010}AAA")
 }
 
+/// The code of the default model's territory `n`, the CRM simulator's id of its record `n`.
 fn ter(n: u32) -> String {
-    format!("a0T{n:012}AAA")
+    format!("a0X5g{n:010}EAA")
 }
 
 fn num(s: &str, scale: u8) -> Value {
@@ -458,6 +461,7 @@ fn big_batch() -> Batch {
         "Qualification",
     ];
     let mut b = Batch::default();
+    // Opportunities 1 to 4 are the default model's; 5 is new to it, like 50 below.
     for n in 1..=5u32 {
         b = b
             .opp(&opp(n), "Amount", num(&format!("{n}000.5{n}"), 2))
@@ -690,7 +694,7 @@ async fn a_tenant_down_past_the_retry_budget_gets_retry_for_all_then_the_batch_l
     // A cold sink too: nothing resolved, nothing cached.
     let mut cold = AnaplanSink::new(client, AnaplanSinkSettings::default());
     // Warm the first sink (ids and items cached) with a small write.
-    let warm = Batch::default().opp(&opp(5), "Probability", num("15", 0));
+    let warm = Batch::default().opp(&opp(4), "Probability", num("15", 0));
     assert_all_acked(&write(&mut sink, &rules, &warm).await, &warm);
 
     let batch = Batch::default()

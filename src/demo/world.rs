@@ -162,6 +162,9 @@ pub async fn start(rules: &RuleSet, records: usize, seed: u64) -> Result<World, 
     let mut anaplan_seed = asim::Seed::default_seed();
     let mut ids = Vec::new();
     for pairing in &rules.pairings {
+        // The default model already holds the default org's records; every item is built
+        // again below from what the CRM answers, so none is there twice.
+        clear_pairing(&mut anaplan_seed, pairing);
         let fields: Vec<&str> = pairing.fields.iter().map(|f| f.crm.as_str()).collect();
         let soql = format!(
             "SELECT Id, {} FROM {} ORDER BY Id",
@@ -210,6 +213,24 @@ async fn bind() -> Result<TcpListener, DemoError> {
     TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| DemoError::Setup(format!("binding a loopback port: {e}")))
+}
+
+/// Empties the pairing's list and its module's rows in `seed`.
+fn clear_pairing(seed: &mut asim::Seed, pairing: &Pairing) {
+    for list in seed
+        .list
+        .iter_mut()
+        .filter(|l| l.name == pairing.anaplan.list)
+    {
+        list.items.clear();
+    }
+    for module in seed
+        .module
+        .iter_mut()
+        .filter(|m| m.name == pairing.anaplan.module)
+    {
+        module.rows.clear();
+    }
 }
 
 /// One CRM record as an Anaplan list item with its cells, through the rule's mapping.

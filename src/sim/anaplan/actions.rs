@@ -476,9 +476,9 @@ mod tests {
         let file = md.imports[imp].file;
         let id = md.imports[imp].id;
         let csv = "Opportunities,Amount,Stage,Weighted Amount\n\
-                   006000000000001AAA,999,Won,1\n\
+                   0065g0000000001AAA,999,Won,1\n\
                    NOPE,1,Won,1\n\
-                   006000000000003AAA,abc,Won,1\n\
+                   0065g0000000003AAA,abc,Won,1\n\
                    ,,,\n";
         md.files
             .get_mut(&file)
@@ -495,7 +495,7 @@ mod tests {
         let m = md.find_module("OPP01 Opportunity Data").unwrap();
         let cells = md.module_cells(m);
         assert_eq!(
-            cells["006000000000001AAA"]["Amount"],
+            cells["0065g0000000001AAA"]["Amount"],
             CellValue::Number(999.0)
         );
         let dump = String::from_utf8(md.tasks.dumps[&("T1".to_string(), id)].clone()).unwrap();
@@ -528,7 +528,7 @@ mod tests {
             .position(|i| i.name.starts_with("Opportunities from"))
             .unwrap();
         let (file, id) = (md.imports[imp].file, md.imports[imp].id);
-        let csv = "Name,Code,Opportunity Name\nOPP-0001,006000000000001AAA,Renamed\nNEW,NEWCODE,Fresh\nOPP-0002,OTHER,dup name\n";
+        let csv = "Name,Code,Opportunity Name\nOPP-0001,0065g0000000001AAA,Renamed\nNEW,NEWCODE,Fresh\nOPP-0002,OTHER,dup name\n";
         md.files
             .get_mut(&file)
             .unwrap()
@@ -543,7 +543,7 @@ mod tests {
         let snap = md.lists[l].snapshot();
         let one = snap
             .iter()
-            .find(|i| i.code.as_deref() == Some("006000000000001AAA"))
+            .find(|i| i.code.as_deref() == Some("0065g0000000001AAA"))
             .unwrap();
         assert_eq!(one.properties["Opportunity Name"], "Renamed");
         assert!(
@@ -559,8 +559,14 @@ mod tests {
         let (header, csv, rows) = export_csv(&md, &md.exports[0]);
         assert_eq!(header[0], "Opportunities");
         assert_eq!(header[1], "Code");
-        assert_eq!(rows, 5);
+        assert_eq!(rows, 4);
         let text = String::from_utf8(csv).unwrap();
-        assert!(text.contains("OPP-0002,006000000000002AAA,480000,Negotiation,2027-01-22,450000,70,true,false,336000"), "{text}");
+        assert!(text.contains("OPP-0002,0065g0000000002AAA,480000,Negotiation,2027-01-22,450000,70,false,false,336000"), "{text}");
+        assert!(
+            text.contains(
+                "OPP-0004,0065g0000000004AAA,910000,Won,2026-11-30,0,100,true,false,910000"
+            ),
+            "{text}"
+        );
     }
 }

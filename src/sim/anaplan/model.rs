@@ -1201,11 +1201,15 @@ mod tests {
         assert_eq!(md.lists[opp].id, LIST_PREFIX + opp as u64);
         let module = md.find_module("OPP01 Opportunity Data").unwrap();
         let cells = md.module_cells(module);
-        let row = &cells["006000000000002AAA"];
+        let row = &cells["0065g0000000002AAA"];
         assert_eq!(row["Amount"], CellValue::Number(480000.0));
         assert_eq!(row["Stage"], CellValue::Item("Negotiation".into()));
         assert_eq!(row["Weighted Amount"], CellValue::Number(336000.0));
-        assert_eq!(row["Approved"], CellValue::Boolean(true));
+        assert_eq!(row.get("Approved"), None, "a cell never set holds nothing");
+        assert_eq!(
+            cells["0065g0000000004AAA"]["Approved"],
+            CellValue::Boolean(true)
+        );
         assert_eq!(md.imports.len(), 6);
         assert!(md.files.contains_key(&md.imports[0].file));
         assert_eq!(md.views.len(), 3);

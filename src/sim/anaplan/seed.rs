@@ -60,7 +60,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-/// The default seed, matching the project's rule files.
+/// The default seed, matching the project's rule files and holding the CRM simulator's default
+/// records, coded by the ids it gives them.
 pub const DEFAULT_SEED_TOML: &str = include_str!("default_seed.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -333,12 +334,12 @@ mod tests {
             .unwrap();
         assert_eq!(ter.applies_to, "Territories");
         assert_eq!(
-            opp.rows["006000000000002AAA"]["Approved"],
+            opp.rows["0065g0000000004AAA"]["Approved"],
             SeedValue::Bool(true)
         );
         assert_eq!(
-            opp.rows["006000000000005AAA"]["Amount"],
-            SeedValue::Float(56000.5)
+            opp.rows["0065g0000000003AAA"]["Amount"],
+            SeedValue::Float(32000.5)
         );
     }
 

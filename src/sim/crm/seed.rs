@@ -51,7 +51,8 @@ use serde_json::Value;
 
 use super::schema::{FieldSpec, FieldType};
 
-/// The default org, matching the project's `rules/opportunity.toml` and `rules/territory.toml`.
+/// The default org, matching the project's `rules/opportunity.toml` and `rules/territory.toml`;
+/// its records are the Anaplan simulator's default items (see that seed's header).
 pub const DEFAULT_SEED: &str = include_str!("default_seed.toml");
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,353 @@
+//! A newcomer's real path, as the README gives it, through the real binary: `plansync sim
+//! anaplan` and `plansync sim crm` as processes, `plansync check --config
+//! examples/plansync-sim.toml`, then `plansync run` with it until its first run is complete,
+//! and a SIGTERM. The simulators run on free ports here (two tests must not fight over 8090
+//! and 8091), so the run uses a copy of the example with only the two addresses and the paths
+//! rewritten. The two default seeds hold the same records, so that first run opens no
+//! exception, queues no write, and leaves both simulators as they started.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use plansync::sim::anaplan as asim;
+use plansync::sim::crm as csim;
+use serde_json::Value as Json;
+
+const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
+const API: &str = "/services/data/v62.0";
+/// The addresses the example names: the simulators' default ports.
+const EXAMPLE_ANAPLAN: &str = "http://127.0.0.1:8090";
+const EXAMPLE_CRM: &str = "http://127.0.0.1:8091";
+const SECRETS: [(&str, &str); 2] = [
+    ("PLANSYNC_SIM_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET),
+    ("PLANSYNC_SIM_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD),
+];
+
+/// A child process, killed when the test ends however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn plansync() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plansync"));
+    cmd.env_remove("PLANSYNC_CONFIG").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Starts `plansync sim <which> --port 0` and returns it with the base URL it printed first.
+/// Its stdout is drained to the end on a thread: the Anaplan simulator prints more lines,
+/// and a closed pipe would make its printing fail.
+fn simulator(which: &str) -> (Running, String) {
+    let mut child = plansync()
+        .args(["sim", which, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start plansync sim");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("plansync sim {which} printed no URL"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    (running, url.trim().to_string())
+}
+
+/// `examples/plansync-sim.toml` with the simulators' addresses and the store moved to `dir`,
+/// and the rules named by absolute path (the copy is not next to them); every other key as
+/// the example has it.
+fn example_for(dir: &Path, anaplan: &str, crm: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/plansync-sim.toml")).expect("example");
+    let rules = format!("rules = \"{}\"", root.join("rules").display());
+    let mut out = text.clone();
+    for (from, to) in [
+        (EXAMPLE_ANAPLAN, anaplan),
+        (EXAMPLE_CRM, crm),
+        ("rules = \"../rules\"", rules.as_str()),
+        ("store = \"../plansync-sim.db\"", "store = \"plansync.db\""),
+    ] {
+        assert!(out.contains(from), "the example has `{from}`");
+        out = out.replace(from, to);
+    }
+    let path = dir.join("plansync-sim.toml");
+    std::fs::write(&path, out).expect("write the config");
+    path
+}
+
+fn explain(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Both simulators as their APIs show them, and what each was asked.
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    anaplan: String,
+    crm: String,
+}
+
+impl Http {
+    fn new(anaplan: &str, crm: &str) -> Http {
+        // reqwest is built without a default TLS provider; the library installs ring on demand.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Http {
+            rt,
+            client: reqwest::Client::new(),
+            anaplan: anaplan.into(),
+            crm: crm.into(),
+        }
+    }
+
+    fn get(&self, url: String, token: Option<&str>) -> Json {
+        self.rt.block_on(async {
+            let mut request = self.client.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("GET");
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            response.json().await.expect("JSON")
+        })
+    }
+
+    fn crm_token(&self) -> String {
+        self.rt.block_on(async {
+            let body: Json = self
+                .client
+                .post(format!("{}/services/oauth2/token", self.crm))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", csim::DEFAULT_CLIENT_ID),
+                    ("client_secret", csim::DEFAULT_CLIENT_SECRET),
+                ])
+                .send()
+                .await
+                .expect("token")
+                .json()
+                .await
+                .expect("token JSON");
+            body["access_token"].as_str().expect("a token").to_string()
+        })
+    }
+
+    /// Every synced record of both systems: the CRM's through its REST API (with their
+    /// `SystemModstamp`, so any write shows), Anaplan's lists and modules through the
+    /// simulator's `/__sim/` reads.
+    fn state(&self) -> Json {
+        let token = self.crm_token();
+        let query = |soql: &str| {
+            self.rt.block_on(async {
+                let response = self
+                    .client
+                    .get(format!("{}{API}/query", self.crm))
+                    .query(&[("q", soql)])
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("query");
+                assert!(response.status().is_success(), "{soql}");
+                let body: Json = response.json().await.expect("query JSON");
+                body["records"].clone()
+            })
+        };
+        let sim = |path: &str| {
+            self.get(
+                format!("{}/__sim/models/{MODEL}/{path}", self.anaplan),
+                None,
+            )
+        };
+        serde_json::json!({
+            "opportunities": query("SELECT Id, Name, Amount, StageName, CloseDate, Forecast_Override__c, Probability, SystemModstamp FROM Opportunity ORDER BY Id"),
+            "territories": query("SELECT Id, Name, Region__c, Annual_Quota__c, Quarterly_Quota__c, Active__c, SystemModstamp FROM Territory__c ORDER BY Id"),
+            "opportunity_items": sim("lists/Opportunities/items"),
+            "opportunity_cells": sim("modules/OPP01%20Opportunity%20Data/cells"),
+            "territory_items": sim("lists/Territories/items"),
+            "territory_cells": sim("modules/TER01%20Territory%20Quotas/cells"),
+        })
+    }
+
+    /// The requests each simulator answered that could have changed something.
+    fn writes(&self) -> (Vec<String>, Vec<String>) {
+        let entries = |body: &Json, key: &str| -> Vec<(String, String)> {
+            body[key]
+                .as_array()
+                .expect("a request log")
+                .iter()
+                .map(|r| {
+                    let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    (text("method"), text("path"))
+                })
+                .collect()
+        };
+        let anaplan = self.get(format!("{}/__sim/requests", self.anaplan), None);
+        let anaplan: Vec<String> = entries(&anaplan, "entries")
+            .into_iter()
+            .filter(|(method, path)| {
+                method != "GET" && !path.starts_with("/token/") && !path.contains("/readRequests")
+            })
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect();
+        let crm = self.get(format!("{}/__sim/requests", self.crm), None);
+        let crm: Vec<String> = entries(&crm, "log")
+            .into_iter()
+            .filter(|(method, path)| {
+                matches!(method.as_str(), "PATCH" | "PUT" | "DELETE")
+                    || path.contains("/composite")
+                    || path.contains("/jobs/ingest")
+                    || (method == "POST" && path.contains("/sobjects/"))
+            })
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect();
+        (anaplan, crm)
+    }
+}
+
+fn count(db: &Path, sql: &str) -> Option<i64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ok()?;
+    conn.query_row(sql, [], |r| r.get(0)).ok()
+}
+
+fn rows(db: &Path, sql: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the store");
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The README's simulators listen where the example looks for them.
+#[test]
+fn the_example_names_the_simulators_default_ports() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plansync-sim.toml"),
+    )
+    .expect("example");
+    for (which, url) in [("anaplan", EXAMPLE_ANAPLAN), ("crm", EXAMPLE_CRM)] {
+        let out = plansync()
+            .args(["sim", which, "--help"])
+            .output()
+            .expect("help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let port = url.rsplit(':').next().unwrap_or_default();
+        assert!(
+            help.contains(&format!("[default: {port}]")),
+            "plansync sim {which} listens on {port} by default:\n{help}"
+        );
+        assert!(example.contains(url), "the example names {url}");
+    }
+}
+
+#[test]
+fn the_first_run_between_the_default_simulators_is_quiet() {
+    let (_anaplan_sim, anaplan) = simulator("anaplan");
+    let (_crm_sim, crm) = simulator("crm");
+    let http = Http::new(&anaplan, &crm);
+    let before = http.state();
+    assert_eq!(before["opportunities"].as_array().map(Vec::len), Some(4));
+    assert_eq!(before["territories"].as_array().map(Vec::len), Some(3));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = example_for(dir.path(), &anaplan, &crm);
+    let db = dir.path().join("plansync.db");
+
+    let out = plansync()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .envs(SECRETS)
+        .output()
+        .expect("run plansync check");
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+
+    let log = dir.path().join("engine.log");
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let mut engine = Running(
+        plansync()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .envs(SECRETS)
+            .env("PLANSYNC_LOG", "plansync=info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start plansync run"),
+    );
+    let engine_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first_run_done = "SELECT count(*) FROM engine_state WHERE name = 'first_run.completed_at'";
+    while count(&db, first_run_done) != Some(1) {
+        if let Ok(Some(status)) = engine.0.try_wait() {
+            panic!("plansync run exited with {status}:\n{}", engine_log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no first run within two minutes:\n{}",
+            engine_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(engine.0.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = engine.0.wait().expect("wait for plansync run");
+    assert_eq!(exit.code(), Some(0), "{}", engine_log());
+
+    let exceptions = rows(
+        &db,
+        "SELECT kind || ' ' || coalesce(crm_id, '') || ' ' || coalesce(field, '') || ': ' || message FROM exceptions",
+    );
+    assert!(exceptions.is_empty(), "{exceptions:#?}");
+    let outbox = rows(
+        &db,
+        "SELECT target || ' ' || crm_id || ' ' || field FROM outbox",
+    );
+    assert!(outbox.is_empty(), "{outbox:#?}");
+    // Every synced record was decided, and agreed.
+    let records = count(&db, "SELECT count(*) FROM record_map");
+    assert_eq!(records, Some(7), "four opportunities and three territories");
+
+    let (anaplan_writes, crm_writes) = http.writes();
+    assert!(anaplan_writes.is_empty(), "{anaplan_writes:#?}");
+    assert!(crm_writes.is_empty(), "{crm_writes:#?}");
+    assert_eq!(http.state(), before, "both simulators as they started");
+}
