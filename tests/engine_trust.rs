@@ -752,3 +752,56 @@ async fn a_when_record_condition_sees_a_read_only_field_as_last_seen_after_a_res
     );
     env.stop().await;
 }
+
+/// A store whose flags are not on record (one from before they were stored): the engine
+/// polls Anaplan's flags before it decides anything, so a rep's edit of an approved forecast
+/// streamed at once after the start is refused, never decided as if the flag were false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_flags_are_polled_before_anything_is_decided() {
+    let mut env = Env::new(&rules_dir()).await;
+    let deal = env.deal_in("Negotiation").await;
+    env.start(true).await;
+    env.settle().await;
+    env.stop().await;
+    env.planner_sets(OPP_MODULE, OPP_LIST, &deal, "Approved", Cell::Bool(true))
+        .await;
+    // As an upgraded store: no flags and no Anaplan poll on record.
+    let conn = rusqlite::Connection::open(&env.db).expect("open");
+    conn.execute_batch(
+        "DELETE FROM anaplan_flags; DELETE FROM engine_state WHERE name LIKE 'poll.last_run:anaplan%';",
+    )
+    .expect("forget");
+    drop(conn);
+    let before = env.cell(&deal, "Forecast Override");
+    // A slow Anaplan: its poll would come well after the stream's first event.
+    env.anaplan.set_faults(plansync::sim::anaplan::Faults {
+        latency_ms: 300,
+        ..plansync::sim::anaplan::Faults::default()
+    });
+
+    env.start(true).await;
+    env.rep_edits(&deal, json!({ "Forecast_Override__c": 654321 }));
+    wait_for("the rep's edit to be decided", || async {
+        count(
+            &env.db,
+            &format!(
+                "SELECT count(*) FROM audit WHERE crm_id = '{deal}' AND field = 'Forecast_Override__c' AND source = 'stream'"
+            ),
+        ) > 0
+    })
+    .await;
+    env.settle().await;
+    let open = env.open_exceptions_for(&deal, "Forecast_Override__c");
+    assert!(
+        open.iter()
+            .any(|e| e.kind == ExceptionKind::OwnershipViolation
+                && e.rule_id.as_deref() == Some("Opportunity.Forecast_Override__c.when.approved")),
+        "{open:?}"
+    );
+    assert_eq!(
+        env.cell(&deal, "Forecast Override"),
+        before,
+        "Anaplan untouched"
+    );
+    env.stop().await;
+}

@@ -637,6 +637,9 @@ impl Sources {
         if !self.options.sources {
             return;
         }
+        if !self.first_run && !self.flags_known().await {
+            return;
+        }
         let Sources {
             ctx,
             crm,
@@ -701,6 +704,56 @@ impl Sources {
         for task in tasks {
             let _ = task.await;
         }
+    }
+
+    /// Makes sure the Anaplan flags `anaplan_flag` conditions read are known before any
+    /// change is decided: a pairing with flags whose Anaplan poller has no completed run on
+    /// record (a store from before the flags were stored) is polled first, retried with
+    /// backoff until it succeeds; a flag never seen is not taken as false. False when the
+    /// engine stops meanwhile.
+    async fn flags_known(&self) -> bool {
+        let mut shutdown = self.ctx.shutdown.clone();
+        for (name, _) in &self.pairings {
+            let has_flags = self
+                .ctx
+                .rules
+                .borrow()
+                .pairing(name)
+                .is_some_and(|p| !p.flags.is_empty());
+            let source = sources::anaplan_poll_source(name);
+            let probe = source.clone();
+            let polled = self.ctx.db.call(move |s| s.last_poll(&probe)).await;
+            if !has_flags || matches!(polled, Ok(Some(_))) {
+                continue;
+            }
+            tracing::info!(target: "plansync::engine", pairing = %name, "the Anaplan flags are not on record yet: polling Anaplan before anything is decided");
+            let mut failures = 0u32;
+            loop {
+                let at = Utc::now();
+                let mut target = None;
+                let mut flagged = sources::flagged_items(&self.ctx.db, name).await;
+                let polled = tokio::select! {
+                    r = anaplan_poll_once(&self.ctx, &self.anaplan, name, &mut target, &mut flagged, false) => r,
+                    () = stopped(&mut shutdown) => return false,
+                };
+                match polled {
+                    Ok(_) => {
+                        sources::completed_run(&self.ctx, &source, at).await;
+                        break;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let wait = sources::retry_after(failures, FIRST_RUN_MAX_BACKOFF);
+                        tracing::error!(target: "plansync::engine", pairing = %name, error = %e, failures, retry_in_s = wait.as_secs(), "polling the Anaplan flags failed; nothing is decided before they are known, retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = stopped(&mut shutdown) => return false,
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 
     async fn phase(&self, phase: String) {

@@ -204,7 +204,7 @@ async fn first_due(db: &Db, source: &str, interval: Duration) -> tokio::time::In
 
 /// Records a completed run once the shards have stored what it routed, so the stored time
 /// never runs ahead of what the run caused.
-async fn completed_run(ctx: &PollerCtx, source: &str, at: chrono::DateTime<Utc>) {
+pub async fn completed_run(ctx: &PollerCtx, source: &str, at: chrono::DateTime<Utc>) {
     if ctx.router.flush().await.is_err() {
         return;
     }
