@@ -766,3 +766,40 @@ async fn a_first_run_killed_at_any_point_converges_to_the_uninterrupted_one() {
         );
     }
 }
+
+/// `plansync run` with a wrong Anaplan password does not start: the preflight names the
+/// failed login, the exit code is 2, and nothing is decided or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_stops_plansync_run_before_anything_is_decided() {
+    let (crm, anaplan) = simulators().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_plansync"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("PLANSYNC_TEST_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
+            .env("PLANSYNC_TEST_ANAPLAN_PASSWORD", "not-the-password")
+            .output()
+            .expect("run plansync")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("preflight check(s) failed"), "{stderr}");
+    assert!(stderr.contains("anaplan"), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+    let db = dir.path().join("plansync.db");
+    assert!(
+        !db.exists() || open_exceptions(&db).is_empty(),
+        "nothing is decided"
+    );
+    assert!(
+        anaplan
+            .request_log()
+            .iter()
+            .all(|r| r.method == "GET" || r.path.contains("token")),
+        "nothing is written to Anaplan"
+    );
+}
