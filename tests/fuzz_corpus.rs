@@ -41,3 +41,8 @@ fn cdc_frame_corpus() {
 fn config_parse_corpus() {
     replay("config_parse", plansync::config::config_parse);
 }
+
+#[test]
+fn crm_describe_corpus() {
+    replay("crm_describe", plansync::crm::describe::fuzz_describe);
+}

@@ -146,6 +146,20 @@ impl CrmClient {
     }
 }
 
+/// The describe parser as one function for `fuzz/fuzz_targets/crm_describe.rs` and the
+/// stable replay of its corpus: any body is an answer or a `Decode` error, never a panic,
+/// and a parsed answer finds each of its fields by name.
+pub fn fuzz_describe(data: &[u8]) {
+    match parse(data) {
+        Ok(d) => {
+            for f in &d.fields {
+                assert!(d.field(&f.name).is_some(), "{}", f.name);
+            }
+        }
+        Err(e) => assert!(matches!(e, CrmError::Decode { .. }), "{e}"),
+    }
+}
+
 fn parse(body: &[u8]) -> Result<ObjectDescription, CrmError> {
     let wire: WireObject = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
         what: "sObject describe",
