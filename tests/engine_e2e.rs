@@ -364,13 +364,7 @@ async fn after_a_burst_and_quiescence_nothing_more_is_written() {
 /// The example rules with the quarter-end window stretched over the whole quarter, so that
 /// "now" is inside it.
 fn rules_in_quarter_end() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for file in ["opportunity.toml", "territory.toml"] {
-        let text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
-        let text = text.replace("last_business_days = 5", "last_business_days = 60");
-        std::fs::write(dir.path().join(file), text).expect("write rule file");
-    }
-    dir
+    rules_copy(|_, text| text.replace("last_business_days = 5", "last_business_days = 60"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

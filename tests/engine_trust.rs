@@ -391,18 +391,15 @@ async fn an_overdue_poll_runs_at_once_after_a_restart() {
 
 /// A copy of the example rules with `new_item` set for territories.
 fn territory_rules_with_new_item(mode: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for file in ["opportunity.toml", "territory.toml"] {
-        let mut text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
-        if file == "territory.toml" {
-            text = text.replace(
-                "anaplan_delete = \"exception\"",
-                &format!("anaplan_delete = \"exception\"\nnew_item = \"{mode}\""),
-            );
+    rules_copy(|file, text| {
+        if file != "territory.toml" {
+            return text;
         }
-        std::fs::write(dir.path().join(file), text).expect("write rule file");
-    }
-    dir
+        text.replace(
+            "anaplan_delete = \"exception\"",
+            &format!("anaplan_delete = \"exception\"\nnew_item = \"{mode}\""),
+        )
+    })
 }
 
 fn territory_cell(env: &Env, code: &str, line_item: &str) -> Option<String> {
@@ -684,26 +681,23 @@ async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
 /// Rules where Anaplan owns the forecast of one key account's deals: a `when.record` on a
 /// CRM field the pairing reads only for conditions (`extra_crm_fields`).
 fn key_account_rules(account: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for file in ["opportunity.toml", "territory.toml"] {
-        let mut text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
-        if file == "opportunity.toml" {
-            text = text.replacen(
-                "flags = [\"Approved\"]",
-                "flags = [\"Approved\"]\nextra_crm_fields = [\"AccountId\"]",
-                1,
-            );
-            text = text.replacen(
-                "  [[field.when]]\n  id = \"closed\"",
-                &format!(
-                    "  [[field.when]]\n  id = \"key_account\"\n  record = {{ AccountId = [\"{account}\"] }}\n  owner = \"anaplan\"\n  [[field.when]]\n  id = \"closed\""
-                ),
-                1,
-            );
+    rules_copy(|file, text| {
+        if file != "opportunity.toml" {
+            return text;
         }
-        std::fs::write(dir.path().join(file), text).expect("write rule file");
-    }
-    dir
+        text.replacen(
+            "flags = [\"Approved\"]",
+            "flags = [\"Approved\"]\nextra_crm_fields = [\"AccountId\"]",
+            1,
+        )
+        .replacen(
+            "  [[field.when]]\n  id = \"closed\"",
+            &format!(
+                "  [[field.when]]\n  id = \"key_account\"\n  record = {{ AccountId = [\"{account}\"] }}\n  owner = \"anaplan\"\n  [[field.when]]\n  id = \"closed\""
+            ),
+            1,
+        )
+    })
 }
 
 /// A `when.record` condition on a field read only for conditions sees its value as last

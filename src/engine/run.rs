@@ -823,6 +823,14 @@ impl Sources {
                 error,
             }
         };
+        // The store failing is no fault of either side's: transient, the attempt is retried.
+        let store_failed = |phase: &'static str| {
+            move |e: StoreError| AttemptError {
+                phase,
+                pairing: String::new(),
+                error: SourceError::transient(e.to_string()),
+            }
+        };
         let gone = |phase: &'static str| AttemptError {
             phase,
             pairing: String::new(),
@@ -839,12 +847,7 @@ impl Sources {
         ctx.db
             .call(|s| s.clear_first_run_staging())
             .await
-            .map_err(|e| {
-                fail("anaplan", "")(SourceError {
-                    message: e.to_string(),
-                    permanent: false,
-                })
-            })?;
+            .map_err(store_failed("anaplan"))?;
         let anaplan_at = Utc::now();
         for (name, _) in &self.pairings {
             let mut target = None;
@@ -880,12 +883,7 @@ impl Sources {
             .db
             .call(move |s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE, &orphans))
             .await
-            .map_err(|e| {
-                fail("anaplan", "")(SourceError {
-                    message: e.to_string(),
-                    permanent: false,
-                })
-            })?;
+            .map_err(store_failed("anaplan"))?;
         tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded, each with an unmapped exception");
         // Stored at once, not at the next counters tick: `plansync status` and the bench read
         // it to know the first run is over (every value read, decided and committed).
@@ -911,12 +909,7 @@ impl Sources {
                 s.complete_first_run(Utc::now())
             })
             .await
-            .map_err(|e| {
-                fail("crm", "")(SourceError {
-                    message: e.to_string(),
-                    permanent: false,
-                })
-            })?;
+            .map_err(store_failed("crm"))?;
         tracing::info!(target: "plansync::engine", event = "reconciled", ms, changes = ctx.counters.changes_reconcile.load(Ordering::Relaxed), agreed = ctx.counters.reconcile_agreed.load(Ordering::Relaxed), "first run: reconciliation committed");
         Ok(())
     }

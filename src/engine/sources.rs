@@ -134,7 +134,7 @@ pub struct SourceError {
 }
 
 impl SourceError {
-    fn transient(message: impl Into<String>) -> SourceError {
+    pub fn transient(message: impl Into<String>) -> SourceError {
         SourceError {
             message: message.into(),
             permanent: false,

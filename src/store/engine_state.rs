@@ -167,16 +167,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare("SELECT source, position FROM checkpoints ORDER BY source")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, raw) = row?;
-            let position = serde_json::from_str(&raw).map_err(|_| {
-                super::codec::corrupt("checkpoints", "position", raw, "a position (JSON)")
-            })?;
-            out.push((name, position));
-        }
-        Ok(out)
+        super::queue::checkpoint_rows(&mut stmt, [])
     }
 
     /// Replaces every checkpoint row with `rows`, in one transaction (the engine re-keys the

@@ -141,18 +141,7 @@ impl Store {
             "SELECT source, position FROM checkpoints
              WHERE source = ?1 OR (substr(source, 1, length(?1) + 1) = ?1 || '#')",
         )?;
-        let rows = stmt.query_map([source], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, raw) = row?;
-            let position = serde_json::from_str(&raw).map_err(|_| {
-                super::codec::corrupt("checkpoints", "position", raw, "a position (JSON)")
-            })?;
-            out.push((name, position));
-        }
-        Ok(out)
+        checkpoint_rows(&mut stmt, [source])
     }
 
     /// Whether the same exception (kind, record, field and message) exists, only open ones
@@ -200,4 +189,23 @@ impl Store {
             .query_row("SELECT count(*) FROM checkpoints", [], |row| row.get(0))?;
         Ok(n > 0)
     }
+}
+
+/// The `(source, position)` rows a checkpoint query selects, positions parsed.
+pub(super) fn checkpoint_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, Position)>, StoreError> {
+    let rows = stmt.query_map(params, |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, raw) = row?;
+        let position = serde_json::from_str(&raw).map_err(|_| {
+            super::codec::corrupt("checkpoints", "position", raw, "a position (JSON)")
+        })?;
+        out.push((name, position));
+    }
+    Ok(out)
 }

@@ -38,6 +38,16 @@ pub fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
 }
 
+/// A copy of the example rules, each file's text passed through `edit(file name, text)`.
+pub fn rules_copy(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for file in ["opportunity.toml", "territory.toml"] {
+        let text = std::fs::read_to_string(rules_dir().join(file)).expect("rule file");
+        std::fs::write(dir.path().join(file), edit(file, text)).expect("write rule file");
+    }
+    dir
+}
+
 pub struct Env {
     pub crm: CrmSimHandle,
     pub anaplan: SimHandle,
