@@ -71,6 +71,36 @@ fn crm_writes(env: &Env) -> Vec<String> {
         .collect()
 }
 
+/// A rep edits `deal`'s forecast to `value` through the stream: the edit must be refused by
+/// the `when` named `rule` (an `ownership_violation`), and Anaplan's forecast left as it was.
+async fn rep_forecast_edit_is_refused(env: &Env, deal: &str, value: i64, rule: &str) {
+    let before = env.cell(deal, "Forecast Override");
+    env.rep_edits(deal, json!({ "Forecast_Override__c": value }));
+    wait_for("the rep's edit to be decided", || async {
+        count(
+            &env.db,
+            &format!(
+                "SELECT count(*) FROM audit WHERE crm_id = '{deal}' AND field = 'Forecast_Override__c' AND source = 'stream'"
+            ),
+        ) > 0
+    })
+    .await;
+    env.settle().await;
+    let open = env.open_exceptions_for(deal, "Forecast_Override__c");
+    let refused = open
+        .iter()
+        .find(|e| e.message.contains(&format!("`{value}.00`")))
+        .unwrap_or_else(|| panic!("the rep's edit is refused: {open:?}"));
+    assert_eq!(refused.kind, ExceptionKind::OwnershipViolation);
+    let rule = format!("Opportunity.Forecast_Override__c.when.{rule}");
+    assert_eq!(refused.rule_id.as_deref(), Some(rule.as_str()));
+    assert_eq!(
+        env.cell(deal, "Forecast Override"),
+        before,
+        "Anaplan untouched"
+    );
+}
+
 /// A first start whose Anaplan login fails reads nothing there, so it decides nothing: no
 /// write is queued or sent, no exception claims Anaplan is empty, and the first run is not
 /// recorded as done. Once the password is right, the first run runs in full, and a
@@ -154,7 +184,6 @@ async fn a_restart_keeps_the_approval_flags_a_decision_needs() {
     let deal = env.deal_in("Negotiation").await;
     env.start(true).await;
     env.settle().await;
-    let before = env.cell(&deal, "Forecast Override");
     env.planner_sets(OPP_MODULE, OPP_LIST, &deal, "Approved", Cell::Bool(true))
         .await;
     env.poll().await;
@@ -170,25 +199,7 @@ async fn a_restart_keeps_the_approval_flags_a_decision_needs() {
 
     // No poll runs after this start (the last one is recent and the interval an hour).
     env.start(true).await;
-    env.rep_edits(&deal, json!({ "Forecast_Override__c": 123456 }));
-    wait_for("the rep's edit to be refused", || async {
-        !env.open_exceptions_for(&deal, "Forecast_Override__c")
-            .is_empty()
-    })
-    .await;
-    env.settle().await;
-    let open = env.open_exceptions_for(&deal, "Forecast_Override__c");
-    assert_eq!(open.len(), 1, "{open:?}");
-    assert_eq!(open[0].kind, ExceptionKind::OwnershipViolation);
-    assert_eq!(
-        open[0].rule_id.as_deref(),
-        Some("Opportunity.Forecast_Override__c.when.approved")
-    );
-    assert_eq!(
-        env.cell(&deal, "Forecast Override"),
-        before,
-        "Anaplan untouched"
-    );
+    rep_forecast_edit_is_refused(&env, &deal, 123456, "approved").await;
     env.stop().await;
 }
 
@@ -717,33 +728,7 @@ async fn a_when_record_condition_sees_a_read_only_field_as_last_seen_after_a_res
     env.settle().await;
     env.stop().await;
     env.start(true).await;
-    let before = env.cell(&deal, "Forecast Override");
-    env.rep_edits(&deal, json!({ "Forecast_Override__c": 777000 }));
-    wait_for("the rep's edit to be decided", || async {
-        count(
-            &env.db,
-            &format!(
-                "SELECT count(*) FROM audit WHERE crm_id = '{deal}' AND field = 'Forecast_Override__c' AND source = 'stream'"
-            ),
-        ) > 0
-    })
-    .await;
-    env.settle().await;
-    let open = env.open_exceptions_for(&deal, "Forecast_Override__c");
-    let refused = open
-        .iter()
-        .find(|e| e.message.contains("777000"))
-        .unwrap_or_else(|| panic!("the rep's edit is refused: {open:?}"));
-    assert_eq!(refused.kind, ExceptionKind::OwnershipViolation);
-    assert_eq!(
-        refused.rule_id.as_deref(),
-        Some("Opportunity.Forecast_Override__c.when.key_account")
-    );
-    assert_eq!(
-        env.cell(&deal, "Forecast Override"),
-        before,
-        "Anaplan untouched"
-    );
+    rep_forecast_edit_is_refused(&env, &deal, 777000, "key_account").await;
     env.stop().await;
 }
 
@@ -766,7 +751,6 @@ async fn unknown_flags_are_polled_before_anything_is_decided() {
     )
     .expect("forget");
     drop(conn);
-    let before = env.cell(&deal, "Forecast Override");
     // A slow Anaplan: its poll would come well after the stream's first event.
     env.anaplan.set_faults(plansync::sim::anaplan::Faults {
         latency_ms: 300,
@@ -774,28 +758,8 @@ async fn unknown_flags_are_polled_before_anything_is_decided() {
     });
 
     env.start(true).await;
-    env.rep_edits(&deal, json!({ "Forecast_Override__c": 654321 }));
-    wait_for("the rep's edit to be decided", || async {
-        count(
-            &env.db,
-            &format!(
-                "SELECT count(*) FROM audit WHERE crm_id = '{deal}' AND field = 'Forecast_Override__c' AND source = 'stream'"
-            ),
-        ) > 0
-    })
-    .await;
-    env.settle().await;
-    let open = env.open_exceptions_for(&deal, "Forecast_Override__c");
-    assert!(
-        open.iter()
-            .any(|e| e.kind == ExceptionKind::OwnershipViolation
-                && e.rule_id.as_deref() == Some("Opportunity.Forecast_Override__c.when.approved")),
-        "{open:?}"
-    );
-    assert_eq!(
-        env.cell(&deal, "Forecast Override"),
-        before,
-        "Anaplan untouched"
-    );
+    rep_forecast_edit_is_refused(&env, &deal, 654321, "approved").await;
+    env.anaplan
+        .set_faults(plansync::sim::anaplan::Faults::default());
     env.stop().await;
 }
