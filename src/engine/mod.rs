@@ -12,5 +12,6 @@ pub mod run;
 pub mod shard;
 pub mod sink;
 pub mod sources;
+mod start;
 mod state;
 pub mod write;
