@@ -257,6 +257,7 @@ async fn serve(
         .with_context(|| format!("starting the engine on {}", config.store.display()))?;
     tracing::info!(target: "plansync::engine", store = %config.store.display(), "plansync is running");
 
+    let progress = FirstRunBar::start(&config.store);
     let mut announced = false;
     let failure = loop {
         tokio::select! {
@@ -280,6 +281,7 @@ async fn serve(
             _ = signals.usr1.recv() => engine.poll_now(None),
             ready = engine.ready(), if !announced => {
                 announced = true;
+                progress.finish();
                 if ready.is_ok() {
                     tracing::info!(target: "plansync::engine", event = "ready", "first run complete; the pollers and the stream are running");
                 }
@@ -287,6 +289,7 @@ async fn serve(
             message = engine.failed() => break Some(message),
         }
     };
+    progress.finish();
     tracing::info!(target: "plansync::engine", "stopping");
     let stopped = engine.shutdown().await;
     match (failure, stopped) {
@@ -299,5 +302,60 @@ async fn serve(
             eprintln!("error: {e}");
             Ok(ExitCode::from(2))
         }
+    }
+}
+
+/// On a terminal, a spinner with what the first run is doing (the phase it stores for
+/// `plansync status`: the side it reads, records read and decided, the rate, the time left),
+/// until it completes. Elsewhere (a service's journal) nothing: the engine logs its progress
+/// as INFO lines there. A store that completed its first run shows nothing either.
+struct FirstRunBar {
+    bar: indicatif::ProgressBar,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FirstRunBar {
+    fn start(store: &Path) -> FirstRunBar {
+        use std::io::IsTerminal;
+        let done = plansync::store::Store::open_read_only(store)
+            .and_then(|s| s.first_run_completed())
+            .is_ok_and(|at| at.is_some());
+        if done || !std::io::stderr().is_terminal() {
+            return FirstRunBar {
+                bar: indicatif::ProgressBar::hidden(),
+                task: None,
+            };
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} first run {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let (shown, path) = (bar.clone(), store.to_path_buf());
+        let task = tokio::spawn(async move {
+            loop {
+                let phase = plansync::store::Store::open_read_only(&path)
+                    .and_then(|s| s.first_run_phase())
+                    .ok()
+                    .flatten();
+                if let Some(phase) = phase {
+                    shown.set_message(phase);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        FirstRunBar {
+            bar,
+            task: Some(task),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        self.bar.finish_and_clear();
     }
 }
