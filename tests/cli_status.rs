@@ -311,3 +311,29 @@ fn a_missing_or_foreign_file_is_one_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--now"));
 }
+
+/// A poller that ran recently is that far behind, however old the newest change it found:
+/// on a quiet org the watermark stays put while the poller stays current.
+#[test]
+fn a_pollers_lag_counts_from_its_last_completed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("plansync.db");
+    build(&db);
+    let mut store = Store::open(&db).unwrap();
+    store.set_last_poll("crm.opportunity", t(9, 59)).unwrap();
+    drop(store);
+    let out = ok(&plansync(&[
+        "status",
+        "--db",
+        db.to_str().unwrap(),
+        "--format",
+        "json",
+        "--now",
+        NOW,
+    ]));
+    let report: Json = serde_json::from_str(&out).expect("one JSON object");
+    let crm = find(&report["sources"], "source", "crm.opportunity");
+    assert_eq!(crm["lag_seconds"], 60, "{crm}");
+    let cdc = find(&report["sources"], "source", "/data/OpportunityChangeEvent");
+    assert_eq!(cdc["lag_seconds"], 30 * 60, "a stream has no poll run");
+}

@@ -59,8 +59,9 @@ pub struct SourceStatus {
     pub position: Position,
     pub updated_at: DateTime<Utc>,
     /// `now` minus the position's own time (`watermark`, `poll_run`), or minus when the
-    /// checkpoint was stored for positions without a time (`replay`, `exception`). Negative
-    /// when a remote clock is ahead of ours.
+    /// checkpoint was stored for positions without a time (`replay`, `exception`); for a
+    /// poller, at most `now` minus its last completed run (a quiet org's watermark does not
+    /// move, yet the poller is current). Negative when a remote clock is ahead of ours.
     pub lag_seconds: i64,
 }
 
@@ -162,6 +163,14 @@ impl Store {
                     }
                     current.shards = shards;
                 }
+            }
+        }
+        // A poller that completed a run has read everything up to that run, however old the
+        // newest change it found (a quiet org's watermark stays put): it is that far behind,
+        // not more.
+        for status in by_source.values_mut() {
+            if let Some(last) = self.last_poll(&status.source)? {
+                status.lag_seconds = status.lag_seconds.min(seconds(now - last));
             }
         }
         Ok(by_source.into_values().collect())
