@@ -134,6 +134,18 @@ fn crm_client(sim: &CrmSimHandle) -> CrmClient {
     CrmClient::new(CrmConfig::new(sim.instance_url(), "59.0", auth)).expect("client")
 }
 
+/// The ids of `object`'s records, in id order, as any API client reads them.
+async fn ids_of(crm: &CrmSimHandle, object: &str) -> Vec<String> {
+    crm_client(crm)
+        .query(&format!("SELECT Id FROM {object} ORDER BY Id"))
+        .await
+        .expect("query")
+        .records
+        .iter()
+        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
+        .collect()
+}
+
 fn amount_cell(anaplan: &SimHandle, code: &str) -> Option<f64> {
     anaplan
         .cells(MODEL, OPP_MODULE)
@@ -183,14 +195,7 @@ async fn a_sigkill_in_the_middle_of_a_burst_loses_nothing_and_duplicates_nothing
     let config = write_config(dir.path(), &crm, &anaplan);
     let db = dir.path().join("plansync.db");
     let log = dir.path().join("engine.log");
-    let ids: Vec<String> = crm_client(&crm)
-        .query("SELECT Id FROM Opportunity ORDER BY Name")
-        .await
-        .expect("query")
-        .records
-        .iter()
-        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
-        .collect();
+    let ids = ids_of(&crm, "Opportunity").await;
 
     let mut engine = spawn(&config, &log);
     // Running: reconciled (the pollers' checkpoints exist) and subscribed to the stream.
@@ -351,14 +356,7 @@ async fn sighup_reloads_rules_only_when_they_pass_their_checks() {
     let new_hash = plansync::rules::load_file(&opp).expect("compiles").hash;
     signal(&engine, "HUP");
     wait_for("the reload", || logged("rules_reloaded")).await;
-    let id = crm_client(&crm)
-        .query("SELECT Id FROM Opportunity ORDER BY Name")
-        .await
-        .expect("query")
-        .records[0]["Id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = ids_of(&crm, "Opportunity").await[0].clone();
     crm.user_edit("Opportunity", &id, json!({ "Amount": 46000 }), None)
         .expect("edit");
     let db = dir.path().join("plansync.db");
@@ -598,14 +596,8 @@ async fn signals_during_the_first_run_are_taken_and_a_sigterm_stops_it_cleanly()
 /// exceptions (without ids and times, which differ between runs).
 async fn world(crm: &CrmSimHandle, anaplan: &SimHandle, db: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    let client = crm_client(crm);
     for object in ["Opportunity", "Territory__c"] {
-        let rows = client
-            .query(&format!("SELECT Id FROM {object} ORDER BY Id"))
-            .await
-            .expect("query");
-        for r in rows.records {
-            let id = r["Id"].as_str().expect("id").to_string();
+        for id in ids_of(crm, object).await {
             let mut record = crm.record(&id).expect("record");
             if let Some(m) = record.as_object_mut() {
                 // Set by the org (on every write, ours included, or at seeding): not synced values.
@@ -667,14 +659,7 @@ async fn world(crm: &CrmSimHandle, anaplan: &SimHandle, db: &Path) -> Vec<String
 /// slowed so the first run lasts long enough to be killed in the middle.
 async fn first_run_world() -> (CrmSimHandle, SimHandle) {
     let (crm, anaplan) = simulators().await;
-    let ids: Vec<String> = crm_client(&crm)
-        .query("SELECT Id FROM Opportunity ORDER BY Id")
-        .await
-        .expect("query")
-        .records
-        .iter()
-        .filter_map(|r| r.get("Id").and_then(Json::as_str).map(str::to_string))
-        .collect();
+    let ids = ids_of(&crm, "Opportunity").await;
     for (i, id) in ids.iter().enumerate() {
         crm.user_edit("Opportunity", id, json!({ "Amount": 10_000 + i }), None)
             .expect("edit");
