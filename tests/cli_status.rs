@@ -72,6 +72,7 @@ fn moved(id: i64, state: OutboxState) -> OutboxUpdate {
         state,
         add_attempts: 1,
         last_error: None,
+        result_exception: None,
     }
 }
 

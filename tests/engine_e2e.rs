@@ -172,6 +172,35 @@ async fn concurrent_edits_of_a_manual_field_are_held_then_resolved() {
         base,
         "the base is the last agreed value"
     );
+    // The rep's write found Anaplan changed and was not made: it is held, with the conflict
+    // it became, not a failed write with nothing to show for it.
+    let conn =
+        rusqlite::Connection::open_with_flags(&env.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let written: Vec<(String, Option<i64>)> = conn
+        .prepare(
+            "SELECT state, result_exception_id FROM outbox
+             WHERE crm_id = ?1 AND field = 'Forecast_Override__c' AND target = 'anaplan'",
+        )
+        .expect("prepare")
+        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(written, vec![("held".to_string(), Some(e.id))]);
+    drop(conn);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["status", "--db"])
+        .arg(&env.db)
+        .output()
+        .expect("plansync status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(" anaplan ") && l.contains(" held "))
+        .unwrap_or_else(|| panic!("a held line in:\n{text}"));
+    assert!(line.contains(&format!("#{}", e.id)), "{line}");
+    assert!(!text.contains(" failed "), "{text}");
 
     // A reviewer takes the CRM's value: it flows to Anaplan through the engine's sinks.
     let mut writer = Store::open(&env.db).expect("store");

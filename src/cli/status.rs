@@ -100,13 +100,14 @@ fn write_tables(
     if report.outbox.is_empty() {
         writeln!(out, "  (no writes queued)")?;
     } else {
-        let mut t = table(&["target", "state", "count", "oldest waiting"]);
+        let mut t = table(&["target", "state", "count", "oldest waiting", "exceptions"]);
         for d in &report.outbox {
             t.add_row(vec![
                 d.target.as_str().to_string(),
                 d.state.as_str().to_string(),
                 d.count.to_string(),
                 d.oldest_age_seconds.map_or_else(|| "-".into(), age),
+                outcome_exceptions(d),
             ]);
         }
         writeln!(out, "{t}")?;
@@ -183,5 +184,19 @@ mod tests {
         assert_eq!(age(3600), "1h 00m");
         assert_eq!(age(2 * 86400 + 4 * 3600 + 59), "2d 04h");
         assert_eq!(age(-90), "-1m 30s");
+    }
+}
+
+/// The exceptions writes of one state ended in, as `exceptions show` ids.
+fn outcome_exceptions(d: &plansync::store::OutboxDepth) -> String {
+    if d.exception_ids.is_empty() {
+        return "-".into();
+    }
+    let ids: Vec<String> = d.exception_ids.iter().map(|id| format!("#{id}")).collect();
+    let more = d.exception_count.saturating_sub(d.exception_ids.len() as u64);
+    if more > 0 {
+        format!("{} and {more} more", ids.join(" "))
+    } else {
+        ids.join(" ")
     }
 }

@@ -827,6 +827,7 @@ impl Round<'_> {
                     state: OutboxState::Pending,
                     add_attempts: 1,
                     last_error: Some(message.clone()),
+                    result_exception: None,
                 });
                 return Ok(());
             }
@@ -835,23 +836,10 @@ impl Round<'_> {
                 state: OutboxState::Done,
                 add_attempts: 1,
                 last_error: None,
+                result_exception: None,
             }),
-            WriteOutcome::Rejected { message } => self.batch.update_outbox(OutboxUpdate {
-                id,
-                state: OutboxState::Failed,
-                add_attempts: 1,
-                last_error: Some(message.clone()),
-            }),
-            WriteOutcome::Stale { current } => self.batch.update_outbox(OutboxUpdate {
-                id,
-                state: OutboxState::Failed,
-                add_attempts: 1,
-                last_error: Some(format!(
-                    "not written: {} had changed to {} since it was last read",
-                    row.target,
-                    current.to_text().unwrap_or_else(|| "null".into())
-                )),
-            }),
+            // Stored below, with the exception the write ends in.
+            WriteOutcome::Rejected { .. } | WriteOutcome::Stale { .. } => {}
         }
         tracing::debug!(
             target: "plansync::engine",
@@ -863,7 +851,7 @@ impl Round<'_> {
         );
 
         if lifecycle::is_lifecycle(&row.key.field) {
-            if let WriteOutcome::Rejected { message } = outcome {
+            if let WriteOutcome::Rejected { message } = &outcome {
                 let object =
                     pairing.map_or(row.key.record.pairing.clone(), |p| p.crm_object.clone());
                 let message = format!(
@@ -871,13 +859,23 @@ impl Round<'_> {
                     row.key.field, row.key.record.crm_id, row.target
                 );
                 let record = row.key.record.clone();
-                self.lifecycle_exception(
+                let exception = self.lifecycle_exception(
                     &record,
                     &object,
                     pairing,
                     ExceptionKind::WriteFailed,
-                    message,
+                    message.clone(),
                 );
+                self.batch.update_outbox(OutboxUpdate {
+                    id,
+                    state: OutboxState::Failed,
+                    add_attempts: 1,
+                    last_error: Some(message),
+                    result_exception: Some(exception),
+                });
+            }
+            if let WriteOutcome::Stale { current } = &outcome {
+                self.store_stale(id, &row, current, None);
             }
             return Ok(());
         }
@@ -926,7 +924,7 @@ impl Round<'_> {
                 let object =
                     pairing.map_or(row.key.record.pairing.clone(), |p| p.crm_object.clone());
                 let value = row.value.to_text().unwrap_or_else(|| "null".into());
-                self.batch.add_exception(NewException {
+                let exception = self.batch.add_exception(NewException {
                     kind: ExceptionKind::WriteFailed,
                     status: ExceptionStatus::Open,
                     pairing: row.key.record.pairing.clone(),
@@ -937,6 +935,13 @@ impl Round<'_> {
                     rule_hash: pairing.map(|p| p.hash.clone()),
                     message: format!("writing {value} to {target} failed: {message}"),
                     at: self.now,
+                });
+                self.batch.update_outbox(OutboxUpdate {
+                    id,
+                    state: OutboxState::Failed,
+                    add_attempts: 1,
+                    last_error: Some(message.clone()),
+                    result_exception: Some(exception),
                 });
                 self.summary.exceptions += 1;
                 tracing::warn!(
@@ -956,9 +961,15 @@ impl Round<'_> {
         // field (a resolution writes both sides) goes first.
         let (Some(pairing), Some(rule)) = (pairing, pairing.and_then(|p| p.field(&row.key.field)))
         else {
+            if let WriteOutcome::Stale { current } = &outcome {
+                self.store_stale(id, &row, current, None);
+            }
             return Ok(());
         };
         if self.store.other_open_write(&row.key, outbox_id)? {
+            if let WriteOutcome::Stale { current } = &outcome {
+                self.store_stale(id, &row, current, None);
+            }
             return Ok(());
         }
         // The target had moved on: its new value is an edit the engine has not decided yet.
@@ -975,7 +986,15 @@ impl Round<'_> {
                 ours: false,
                 source: Source::Poll,
             };
+            let mark = self.batch.exception_mark();
             self.observe(pairing, rule, &row.key.record, obs, &ctx, true)?;
+            // What deciding the newer value led to is what became of the write: held with
+            // the field's exception, or superseded when no person is needed.
+            let held = self
+                .batch
+                .open_exception_since(mark, &row.key)
+                .or_else(|| self.working(&row.key, row.kind).held);
+            self.store_stale(id, &row, current, held);
         }
         let source_side = target.other();
         let mut pending = Vec::new();
@@ -1503,6 +1522,31 @@ impl Round<'_> {
             at: self.now,
         });
         Ok(())
+    }
+
+    /// Stores what became of a write refused because the target had moved on.
+    fn store_stale(
+        &mut self,
+        id: OutboxRef,
+        row: &crate::store::OutboxRecord,
+        current: &Value,
+        held: Option<ExceptionRef>,
+    ) {
+        let now_shows = current.to_text().unwrap_or_else(|| "null".into());
+        self.batch.update_outbox(OutboxUpdate {
+            id,
+            state: if held.is_some() {
+                OutboxState::Held
+            } else {
+                OutboxState::Superseded
+            },
+            add_attempts: 1,
+            last_error: Some(format!(
+                "not written: {} had changed to {now_shows} since it was last read",
+                row.target
+            )),
+            result_exception: held,
+        });
     }
 
     fn lifecycle_exception(

@@ -126,6 +126,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             replaced: Value::Null,
+            result_exception_id: None,
         };
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.serialize(OutboxRow::from(&record)).unwrap();

@@ -112,6 +112,9 @@ pub struct OutboxUpdate {
     pub add_attempts: u32,
     /// The remote's error; `None` keeps the previous one.
     pub last_error: Option<String>,
+    /// The exception the write ended in (a failed write's `write_failed`, a held write's
+    /// conflict); `None` keeps what was there.
+    pub result_exception: Option<ExceptionRef>,
 }
 
 /// The whole per-field state to store, replacing what was there.
@@ -217,6 +220,26 @@ impl Batch {
             batch: self.id,
             index: self.exceptions.len() - 1,
         })
+    }
+
+    /// How many exceptions the batch adds so far: a mark for [`Batch::open_exception_since`].
+    pub fn exception_mark(&self) -> usize {
+        self.exceptions.len()
+    }
+
+    /// The last open exception about `key` added after `mark`, if any.
+    pub fn open_exception_since(&self, mark: usize, key: &FieldKey) -> Option<ExceptionRef> {
+        let added = self.exceptions.get(mark..)?;
+        let (offset, _) = added.iter().enumerate().rev().find(|(_, e)| {
+            e.status == ExceptionStatus::Open
+                && e.pairing == key.record.pairing
+                && e.crm_id.as_deref() == Some(key.record.crm_id.as_str())
+                && e.field.as_ref().is_some_and(|f| f.name == key.field)
+        })?;
+        Some(ExceptionRef(RowRef::InBatch {
+            batch: self.id,
+            index: mark + offset,
+        }))
     }
 
     pub fn update_exception(&mut self, row: ExceptionUpdate) {
@@ -376,7 +399,7 @@ ON CONFLICT (pairing, crm_id) DO UPDATE SET at = excluded.at, fields = excluded.
 
 const UPDATE_OUTBOX: &str = "\
 UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
-    updated_at = ?5
+    updated_at = ?5, result_exception_id = coalesce(?6, result_exception_id)
 WHERE id = ?1";
 
 const UPSERT_SHADOW: &str = "\
@@ -630,12 +653,17 @@ fn apply(
         let mut stmt = tx.prepare_cached(UPDATE_OUTBOX)?;
         for u in &batch.outbox_updates {
             let id = resolve(batch.id, &receipt.outbox_ids, u.id.0, "outbox row")?;
+            let result = u
+                .result_exception
+                .map(|r| resolve(batch.id, &receipt.exception_ids, r.0, "exception"))
+                .transpose()?;
             let changed = stmt.execute(params![
                 id,
                 u.state.as_str(),
                 u.add_attempts,
                 u.last_error,
-                now
+                now,
+                result,
             ])?;
             if changed == 0 {
                 // An ack for a write that does not exist means the engine's view is wrong;

@@ -368,7 +368,8 @@ fn load_outbox(conn: &Connection, id: i64) -> Result<Option<OutboxRecord>, Store
 }
 
 pub(crate) const OUTBOX_COLUMNS: &str = "id, pairing, crm_id, field, target, value, value_kind, reason, \
-     exception_id, state, attempts, last_error, created_at, updated_at, replaced_value";
+     exception_id, state, attempts, last_error, created_at, updated_at, replaced_value, \
+     result_exception_id";
 
 pub(crate) fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError> {
     let kind = parse_kind("outbox", "value_kind", row.get(6)?)?;
@@ -390,6 +391,7 @@ pub(crate) fn outbox_from_row(row: &Row<'_>) -> Result<OutboxRecord, StoreError>
         created_at: parse_ts("outbox", "created_at", row.get(12)?)?,
         updated_at: parse_ts("outbox", "updated_at", row.get(13)?)?,
         replaced: parse_value("outbox", "replaced_value", kind, row.get(14)?)?,
+        result_exception_id: row.get(15)?,
     })
 }
 

@@ -176,8 +176,13 @@ fn open_read_write(path: &Path) -> Result<Store, StoreError> {
     // In WAL mode NORMAL loses no committed transaction on a process crash (only on power
     // loss), and spares an fsync per commit.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", true)?;
+    // Foreign keys are enforced only after the migrations: a step that rebuilds a table others
+    // refer to (v7: the outbox) drops it first, which SQLite would otherwise refuse or cascade.
+    // `migrate` checks the references itself after such a step. (The bundled SQLite turns
+    // them on by default, hence the explicit off.)
+    conn.pragma_update(None, "foreign_keys", false)?;
     migrate(&mut conn)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(Store {
         conn,
@@ -214,6 +219,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 "migrating the store's schema");
         }
         tx.execute_batch(migration.sql).map_err(step)?;
+        // A rebuilt table must leave every reference to it whole.
+        let broken: i64 = if !migration.rebuilds {
+            0
+        } else {
+            tx
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .map_err(step)?
+        };
+        if broken > 0 {
+            return Err(step(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                Some(format!("{broken} rows refer to rows the step removed")),
+            )));
+        }
         if migration.version == 1 {
             tx.pragma_update(None, "application_id", APPLICATION_ID)
                 .map_err(step)?;

@@ -147,7 +147,13 @@ text_enum! {
         Pending => "pending",
         InFlight => "in_flight",
         Done => "done",
+        /// Refused for good; its `write_failed` exception says why.
         Failed => "failed",
+        /// Not written: the target had changed since it was read, and deciding the newer
+        /// value held the field for a person (its exception is the write's result).
+        Held => "held",
+        /// Not written for the same reason; deciding the newer value needed no person.
+        Superseded => "superseded",
     }
 }
 
@@ -231,6 +237,8 @@ pub struct OutboxRecord {
     pub updated_at: DateTime<Utc>,
     /// What the target showed when the write was decided (`Null` for nothing).
     pub replaced: Value,
+    /// The exception the write ended in (`failed`, `held`), when one was recorded.
+    pub result_exception_id: Option<i64>,
 }
 
 /// One row of the `audit` table: a decision about an observed value.

@@ -62,12 +62,19 @@
 //!   back over a non-owner's edit) or `resolution` (a person resolved an exception).
 //! - `exception_id`: the exception that caused it (a revert's violation, a resolution), or NULL.
 //! - `state`: `pending` (not sent), `in_flight` (sent, no answer yet), `done` (acknowledged),
-//!   `failed` (refused for good; a `write_failed` exception says why).
+//!   `failed` (refused for good; its `write_failed` exception says why), `held` (v7: not
+//!   written because the target had changed since it was read; deciding that newer value
+//!   held the field for review, see `result_exception_id`), `superseded` (v7: not written
+//!   for the same reason; deciding the newer value needed no person: it converged, or a
+//!   newer write took its place).
 //! - `attempts`: how many times it was sent; `last_error`: the last remote error, or NULL.
 //! - `created_at`, `updated_at`.
 //! - `replaced_value` (v2): what the target side showed when the write was decided (the value
 //!   it deliberately replaces); NULL for none. Kept so that, after the acknowledgement, an
 //!   edit our write overwrote can be told from the value we meant to replace.
+//! - `result_exception_id` (v7): the exception the write ended in: a `failed` write's
+//!   `write_failed`, a `held` write's conflict (or other exception); NULL otherwise, and for
+//!   rows stored before v7.
 //!
 //! ## `first_run_anaplan` (v4): the first run's Anaplan values, waiting for the CRM side
 //! Empty except during a first run (or after one that stopped halfway, until the next start).
@@ -162,6 +169,9 @@ pub const APPLICATION_ID: i32 = 0x706C_7379;
 pub(crate) struct Migration {
     pub version: i64,
     pub sql: &'static str,
+    /// The step drops and rebuilds a table other rows refer to: the references are checked
+    /// after it (a whole-file scan, so only for such steps).
+    pub rebuilds: bool,
 }
 
 /// Every migration, oldest first; `version` counts up from 1 without gaps.
@@ -169,26 +179,37 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         sql: V1_INITIAL,
+        rebuilds: false,
     },
     Migration {
         version: 2,
         sql: V2_ENGINE,
+        rebuilds: false,
     },
     Migration {
         version: 3,
         sql: V3_OPEN_OUTBOX,
+        rebuilds: false,
     },
     Migration {
         version: 4,
         sql: V4_FIRST_RUN_STAGING,
+        rebuilds: false,
     },
     Migration {
         version: 5,
         sql: V5_SHADOW_TIMES,
+        rebuilds: false,
     },
     Migration {
         version: 6,
         sql: V6_ENGINE_STATE,
+        rebuilds: false,
+    },
+    Migration {
+        version: 7,
+        sql: V7_OUTBOX_OUTCOMES,
+        rebuilds: true,
     },
 ];
 
@@ -273,6 +294,50 @@ INSERT INTO engine_state (name, value, updated_at)
     SELECT 'first_run.completed_at', max(updated_at), max(updated_at) FROM checkpoints
     WHERE NOT EXISTS (SELECT 1 FROM first_run_anaplan)
     HAVING count(*) > 0;
+"#;
+
+/// A write that was not made because the target had moved on was stored as `failed`, with no
+/// exception, so `plansync status` suggested lost writes: the new states say what became of
+/// it, and `result_exception_id` links the exception it ended in. SQLite cannot change a
+/// CHECK constraint in place, so the table is rebuilt (foreign keys are off while migrations
+/// run; see `open.rs`). Old not-written rows become `superseded`: which exception followed
+/// them was not recorded.
+const V7_OUTBOX_OUTCOMES: &str = r#"
+CREATE TABLE outbox_v7 (
+    id                  INTEGER PRIMARY KEY,
+    pairing             TEXT NOT NULL,
+    crm_id              TEXT NOT NULL,
+    field               TEXT NOT NULL,  -- CRM field API name
+    target              TEXT NOT NULL CHECK (target IN ('crm', 'anaplan')),
+    value               TEXT,
+    value_kind          TEXT NOT NULL,
+    reason              TEXT NOT NULL,  -- decision, revert, resolution
+    exception_id        INTEGER REFERENCES exceptions (id),  -- what caused the write
+    state               TEXT NOT NULL CHECK (state IN
+                            ('pending', 'in_flight', 'done', 'failed', 'held', 'superseded')),
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    last_error          TEXT,
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL,
+    replaced_value      TEXT,           -- what the target showed when decided
+    result_exception_id INTEGER REFERENCES exceptions (id)   -- what the write ended in
+);
+INSERT INTO outbox_v7 (id, pairing, crm_id, field, target, value, value_kind, reason,
+    exception_id, state, attempts, last_error, created_at, updated_at, replaced_value)
+SELECT id, pairing, crm_id, field, target, value, value_kind, reason, exception_id,
+    CASE WHEN state = 'failed' AND last_error LIKE 'not written: %' THEN 'superseded'
+         ELSE state END,
+    attempts, last_error, created_at, updated_at, replaced_value
+FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_v7 RENAME TO outbox;
+CREATE INDEX outbox_by_target_state ON outbox (target, state, id);
+CREATE INDEX outbox_by_exception ON outbox (exception_id) WHERE exception_id IS NOT NULL;
+CREATE INDEX outbox_by_result ON outbox (result_exception_id)
+    WHERE result_exception_id IS NOT NULL;
+CREATE INDEX outbox_open_by_field ON outbox (pairing, crm_id, field)
+    WHERE state IN ('pending', 'in_flight');
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
 "#;
 
 /// The shadow holds six rows per record and five times per row: as RFC 3339 text those were

@@ -22,8 +22,10 @@ use crate::model::{ExceptionKind, Position, Side};
 ///   `kind`: `replay`, `watermark`, `poll_run`, `exception`), `updated_at` (when that
 ///   checkpoint was stored), `lag_seconds`.
 /// - `outbox[]`: `target` (`crm`/`anaplan`), `state` (`pending`, `in_flight`, `done`,
-///   `failed`), `count`, and for `pending` and `in_flight` `oldest_created_at` and
-///   `oldest_age_seconds` (`null` otherwise).
+///   `failed`, `held`, `superseded`), `count`, for `pending` and `in_flight`
+///   `oldest_created_at` and `oldest_age_seconds` (`null` otherwise), and for `failed` and
+///   `held` `exception_count` (the distinct exceptions those writes ended in) and
+///   `exception_ids` (the lowest few of their ids).
 /// - `open_exceptions[]`: `kind`, `count`, `oldest_created_at`, `oldest_age_seconds`.
 /// - `metrics[]`: `name`, `value`, `updated_at`.
 /// - `first_run`: `completed_at` (RFC 3339, `null` until a first run completed) and `phase`
@@ -74,7 +76,14 @@ pub struct OutboxDepth {
     /// The oldest row still waiting (`pending`, `in_flight` only).
     pub oldest_created_at: Option<DateTime<Utc>>,
     pub oldest_age_seconds: Option<i64>,
+    /// For writes that ended in an exception (`failed`, `held`): how many exceptions, and
+    /// the lowest of their ids (at most [`EXCEPTION_IDS_SHOWN`]), for `exceptions show`.
+    pub exception_count: u64,
+    pub exception_ids: Vec<i64>,
 }
+
+/// How many exception ids an outbox line of the status names.
+pub const EXCEPTION_IDS_SHOWN: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpenExceptions {
@@ -196,9 +205,35 @@ impl Store {
                     count: row.get::<_, i64>(2)?.max(0) as u64,
                     oldest_created_at: oldest,
                     oldest_age_seconds: oldest.map(|at| seconds(now - at)),
+                    exception_count: 0,
+                    exception_ids: Vec::new(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        // Writes that ended in an exception name it, so a reader sees a held conflict where a
+        // bare count of not-written rows would suggest lost writes.
+        let mut linked = self.conn.prepare_cached(
+            "SELECT count(DISTINCT result_exception_id), (SELECT group_concat(id) FROM (
+                 SELECT DISTINCT result_exception_id AS id FROM outbox
+                 WHERE target = ?1 AND state = ?2 AND result_exception_id IS NOT NULL
+                 ORDER BY id LIMIT ?3))
+             FROM outbox WHERE target = ?1 AND state = ?2 AND result_exception_id IS NOT NULL",
+        )?;
+        for d in &mut out {
+            if !matches!(d.state, OutboxState::Failed | OutboxState::Held) {
+                continue;
+            }
+            let (count, ids): (i64, Option<String>) = linked.query_row(
+                rusqlite::params![d.target.as_str(), d.state.as_str(), EXCEPTION_IDS_SHOWN as i64],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            d.exception_count = count.max(0) as u64;
+            d.exception_ids = ids
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|id| id.parse().ok())
+                .collect();
+        }
         let rank = |s: OutboxState| OutboxState::ALL.iter().position(|x| *x == s);
         out.sort_by_key(|d| (d.target.as_str(), rank(d.state)));
         Ok(out)
@@ -392,6 +427,7 @@ mod tests {
             state: OutboxState::Done,
             add_attempts: 1,
             last_error: None,
+            result_exception: None,
         });
         second.add_outbox(write(5, Side::Anaplan));
         second.set_metric("anaplan.calls", 15);

@@ -285,6 +285,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         state: OutboxState::InFlight,
         add_attempts: 1,
         last_error: None,
+        result_exception: None,
     });
     let id = store.commit(&batch).unwrap().outbox_id(write).unwrap();
 
@@ -294,6 +295,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         state: OutboxState::Failed,
         add_attempts: 2,
         last_error: Some("FIELD_CUSTOM_VALIDATION_EXCEPTION".into()),
+        result_exception: None,
     });
     store.commit(&batch).unwrap();
     let row = store.outbox(id).unwrap().unwrap();
@@ -312,6 +314,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         state: OutboxState::Done,
         add_attempts: 0,
         last_error: None,
+        result_exception: None,
     });
     assert!(matches!(
         store.commit(&batch),
@@ -634,4 +637,78 @@ fn a_v4_shadow_is_migrated_to_integer_times_with_its_values_kept() {
             .unwrap();
         assert_eq!(shown, raw, "the view shows a damaged cell as it is");
     }
+}
+
+#[test]
+fn a_v6_outbox_is_rebuilt_with_its_rows_and_the_references_to_them_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plansync.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for m in &super::schema::MIGRATIONS[..6] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        let insert = "INSERT INTO outbox (id, pairing, crm_id, field, target, value, value_kind,
+                reason, state, attempts, last_error, created_at, updated_at)
+            VALUES (?1, 'opportunity', '006000000000001AAA', 'Amount', 'anaplan', '5.00', 'number:2',
+                'decision', ?2, 1, ?3, '2026-11-02T10:05:00.000000Z',
+                '2026-11-02T10:06:00.000000Z')";
+        conn.execute(insert, rusqlite::params![1, "done", None::<String>])
+            .unwrap();
+        conn.execute(
+            insert,
+            rusqlite::params![
+                2,
+                "failed",
+                "not written: anaplan had changed to 7.00 since it was last read"
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            insert,
+            rusqlite::params![3, "failed", "FIELD_CUSTOM_VALIDATION_EXCEPTION"],
+        )
+        .unwrap();
+        conn.execute(insert, rusqlite::params![4, "in_flight", None::<String>])
+            .unwrap();
+        // The field's lock names a write: the rebuilt table must keep that reference whole.
+        conn.execute(
+            "INSERT INTO shadow (pairing, crm_id, field, value_kind, in_flight_outbox_id,
+                updated_at) VALUES ('opportunity', '006000000000001AAA', 'Amount', 'number:2', 4, 0)",
+            [],
+        )
+        .unwrap();
+    }
+
+    let store = Store::open(&path).unwrap();
+    let states: Vec<(i64, OutboxState, Option<i64>)> = (1..=4)
+        .map(|id| {
+            let row = store.outbox(id).unwrap().expect("kept");
+            (id, row.state, row.result_exception_id)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, OutboxState::Done, None),
+            (2, OutboxState::Superseded, None),
+            (3, OutboxState::Failed, None),
+            (4, OutboxState::InFlight, None),
+        ]
+    );
+    assert_eq!(store.shadow(&key()).unwrap().unwrap().in_flight, Some(4));
+    // Foreign keys are enforced again once the migrations ran.
+    let enforced: i64 = store
+        .conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(enforced, 1);
+    let err = store
+        .conn
+        .execute("UPDATE outbox SET result_exception_id = 999 WHERE id = 1", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
 }
