@@ -173,3 +173,73 @@ fn keep_running_leaves_both_systems_up_until_interrupted() {
         "exits 0 after Ctrl-C"
     );
 }
+
+/// Run from a directory with no `rules/` (as after `cargo install`), the demo uses its
+/// built-in rules, and its summary explains itself: every figure has a unit, latency is
+/// reported per phase of the day, the counts that differ from people's edits say why, and
+/// it names the files it leaves behind.
+#[test]
+fn outside_a_checkout_the_summary_explains_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = plansync()
+        .current_dir(dir.path())
+        .args(["demo", "--records", "120", "--duration", "3"])
+        .output()
+        .expect("run the demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for heading in [
+        "What people did",
+        "The first reconciliation",
+        "What plansync decided, per field change (from the audit)",
+        "Latency, CRM commit → Anaplan acknowledgement, by phase of the day",
+        "Left behind (the next demo with the same --db replaces them):",
+    ] {
+        assert!(
+            text.lines().any(|l| l == heading),
+            "no `{heading}` in:\n{text}"
+        );
+    }
+    // Each phase with writes has its own figures; the quarter-end burst says why it is slow.
+    let latency = |phase: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(phase) && l.contains(" ms, p99 "))
+            .unwrap_or_else(|| panic!("no latency for `{phase}` in:\n{text}"))
+            .to_string()
+    };
+    assert!(latency("reps at work").contains("writes)"));
+    assert!(latency("quarter-end burst").contains("writes)"));
+    assert!(text.contains("During the quarter-end burst the demo squeezes Anaplan's limit to 6"));
+    assert!(text.contains("Why these differ from what people did"));
+    // Every figure has a unit: no value column is a bare number.
+    let bare = bare_figures(&text);
+    assert!(bare.is_empty(), "figures without a unit: {bare:?}\n{text}");
+    // It fits a 100-column terminal.
+    for line in text.lines() {
+        assert!(line.chars().count() <= 100, "too wide: {line}");
+    }
+    // The files it names are there.
+    assert!(text.contains("  plansync-demo.db\n      the store, for review"), "{text}");
+    assert!(text.contains("  plansync-demo.quarter-end-rules/\n"), "{text}");
+    assert!(dir.path().join("plansync-demo.db").is_file());
+    let rules = dir.path().join("plansync-demo.quarter-end-rules");
+    assert!(rules.join("opportunity.toml").is_file());
+    assert!(rules.join("territory.toml").is_file());
+}
+
+/// Summary lines (`  label   value`) whose value is only digits and separators.
+fn bare_figures(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.len() > 39)
+        .filter(|l| {
+            let value = l.chars().skip(39).collect::<String>();
+            !value.trim().is_empty() && value.trim().chars().all(|c| c.is_ascii_digit() || c == ',')
+        })
+        .map(str::to_string)
+        .collect()
+}

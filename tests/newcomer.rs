@@ -81,7 +81,7 @@ fn example_for(dir: &Path, anaplan: &str, crm: &str) -> PathBuf {
         (EXAMPLE_ANAPLAN, anaplan),
         (EXAMPLE_CRM, crm),
         ("rules = \"../rules\"", rules.as_str()),
-        ("store = \"../plansync-sim.db\"", "store = \"plansync.db\""),
+        ("store = \"../plansync-sim.db\"", "store = \"plansync-sim.db\""),
     ] {
         assert!(out.contains(from), "the example has `{from}`");
         out = out.replace(from, to);
@@ -283,7 +283,7 @@ fn the_first_run_between_the_default_simulators_is_quiet() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = example_for(dir.path(), &anaplan, &crm);
-    let db = dir.path().join("plansync.db");
+    let db = dir.path().join("plansync-sim.db");
 
     let out = plansync()
         .arg("check")
@@ -350,4 +350,342 @@ fn the_first_run_between_the_default_simulators_is_quiet() {
     assert!(anaplan_writes.is_empty(), "{anaplan_writes:#?}");
     assert!(crm_writes.is_empty(), "{crm_writes:#?}");
     assert_eq!(http.state(), before, "both simulators as they started");
+}
+
+/// The shell lines of the README section that starts with `heading`, up to the next `## `,
+/// continuation lines joined, comments dropped.
+fn readme_commands(heading: &str) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let start = readme.find(heading).expect("the section");
+    let rest = &readme[start + heading.len()..];
+    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in section.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = line.trim() == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let code = line.find(" #").map_or(line, |i| &line[..i]).trim();
+        if let Some(head) = code.strip_suffix('\\') {
+            pending.push_str(head.trim_end());
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(code);
+        let command = std::mem::take(&mut pending);
+        if !command.trim().is_empty() {
+            out.push(command.trim().to_string());
+        }
+    }
+    out
+}
+
+/// Splits a command line as a shell would for these simple cases (single and double quotes).
+fn shell_words(command: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut any = false;
+    for c in command.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(word);
+    }
+    out
+}
+
+/// `curl -s [-X METHOD] URL [-H HEADER] [-d BODY]`, as the README writes it.
+struct Curl {
+    method: String,
+    url: String,
+    body: Option<String>,
+}
+
+fn parse_curl(words: &[String]) -> Curl {
+    let mut curl = Curl {
+        method: "GET".into(),
+        url: String::new(),
+        body: None,
+    };
+    let mut words = words.iter().skip(1);
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "-s" => {}
+            "-X" => curl.method = words.next().expect("a method").clone(),
+            "-H" => {
+                let header = words.next().expect("a header");
+                assert_eq!(header, "Content-Type: application/json");
+            }
+            "-d" => curl.body = Some(words.next().expect("a body").clone()),
+            url if url.starts_with("http://") => curl.url = url.to_string(),
+            other => panic!("a curl option the test does not know: {other}"),
+        }
+    }
+    curl
+}
+
+impl Http {
+    fn send(&self, curl: &Curl) -> String {
+        self.rt.block_on(async {
+            let mut request = self
+                .client
+                .request(curl.method.parse().expect("method"), &curl.url);
+            if let Some(body) = &curl.body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(body.clone());
+            }
+            let response = request.send().await.expect("the README's curl");
+            assert!(
+                response.status().is_success(),
+                "{} {}: {}",
+                curl.method,
+                curl.url,
+                response.status()
+            );
+            response.text().await.expect("body")
+        })
+    }
+}
+
+/// The `Amount` a simulator's answer shows for `id`: the CRM record (`/__sim/record/…`) or
+/// the Anaplan cells (`…/cells`, rows keyed by item code).
+fn amount_in(body: &str, id: &str) -> Option<f64> {
+    let json: Json = serde_json::from_str(body).ok()?;
+    let number = |v: &Json| v.as_f64().or_else(|| v.as_str()?.parse().ok());
+    if let Some(v) = json.get("Amount") {
+        return number(v);
+    }
+    number(json.get(id)?.get("Amount")?)
+}
+
+/// Waits until `check` holds, for at most `limit`; returns how long it took.
+fn within(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// The README's "Try it" real path, step by step with its own commands: the simulators,
+/// the check, the run, a rep's edit carried to Anaplan, a refused typo recorded as exception
+/// 1, its review and resolution, and the CRM back at the value taken from Anaplan.
+#[test]
+fn the_readme_real_path_runs_as_written() {
+    let commands = readme_commands("### 3. The real path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sims = Vec::new();
+    let mut urls: Vec<(&str, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut engine: Option<Running> = None;
+    let mut http: Option<Http> = None;
+    let mut config: Option<PathBuf> = None;
+    let db = dir.path().join("plansync-sim.db");
+    let deal = "0065g0000000001AAA";
+    let mut ran = Vec::new();
+    for command in &commands {
+        let mut words = shell_words(command);
+        // The simulators run on free ports: the README's addresses point at them.
+        for w in &mut words {
+            for (from, to) in &urls {
+                *w = w.replace(from, to);
+            }
+        }
+        let cmd = words.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
+        match words[0].as_str() {
+            "plansync" if words[1] == "sim" => {
+                let (child, url) = simulator(&words[2]);
+                sims.push(child);
+                let from = if words[2] == "anaplan" {
+                    EXAMPLE_ANAPLAN
+                } else {
+                    EXAMPLE_CRM
+                };
+                urls.push((from, url));
+                if urls.len() == 2 {
+                    config = Some(example_for(dir.path(), &urls[0].1, &urls[1].1));
+                    http = Some(Http::new(&urls[0].1, &urls[1].1));
+                }
+            }
+            "export" => {
+                for pair in &words[1..] {
+                    let (k, v) = pair.split_once('=').expect("KEY=VALUE");
+                    env.push((k.into(), v.into()));
+                }
+                let expected: Vec<(String, String)> = SECRETS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                assert_eq!(env, expected, "the README's secrets are the simulators'");
+            }
+            "plansync" => {
+                let config = config.as_ref().expect("the simulators run first");
+                let args: Vec<String> = words[1..]
+                    .iter()
+                    .map(|w| match w.as_str() {
+                        "examples/plansync-sim.toml" => config.display().to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                let mut run = plansync();
+                run.args(&args)
+                    .envs(env.iter().cloned())
+                    .current_dir(dir.path());
+                if words[1] == "run" {
+                    let log = std::fs::File::create(dir.path().join("engine.log")).expect("log");
+                    engine = Some(Running(
+                        run.stdout(Stdio::null())
+                            .stderr(log)
+                            .spawn()
+                            .expect("plansync run"),
+                    ));
+                    let done =
+                        "SELECT count(*) FROM engine_state WHERE name = 'first_run.completed_at'";
+                    within(Duration::from_secs(120), "the first run", || {
+                        count(&db, done) == Some(1)
+                    });
+                    continue;
+                }
+                let out = run.output().expect("plansync");
+                assert_eq!(out.status.code(), Some(0), "{command}: {}", explain(&out));
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                match cmd.as_str() {
+                    "plansync check --config" => assert!(!text.contains('✗'), "{text}"),
+                    "plansync status --db" => {
+                        assert!(text.contains("First run: completed"), "{text}")
+                    }
+                    "plansync exceptions list" => {
+                        let row = text
+                            .lines()
+                            .find(|l| l.contains(deal))
+                            .unwrap_or_else(|| panic!("no row for {deal}:\n{text}"));
+                        for part in ["│ 1 ", "validation", "-1000.00", "130000.00"] {
+                            assert!(row.contains(part), "`{part}` in {row}");
+                        }
+                    }
+                    "plansync exceptions show" => {
+                        assert!(text.contains("exception 1"), "{text}");
+                        assert!(text.contains("is below the minimum"), "{text}");
+                    }
+                    "plansync exceptions resolve" => {
+                        // The running engine writes the resolution: the CRM shows
+                        // Anaplan's value again.
+                        let http = http.as_ref().expect("http");
+                        let record = Curl {
+                            method: "GET".into(),
+                            url: format!("{}/__sim/record/{deal}", urls[1].1),
+                            body: None,
+                        };
+                        let took = within(Duration::from_secs(10), "the resolution", || {
+                            amount_in(&http.send(&record), deal) == Some(130000.0)
+                        });
+                        eprintln!("resolve → CRM write: {took:?}");
+                    }
+                    other => panic!("a README command the test does not check: {other}"),
+                }
+            }
+            "curl" => {
+                let http = http.as_ref().expect("the simulators run first");
+                let curl = parse_curl(&words);
+                let body = http.send(&curl);
+                match curl.body.as_deref() {
+                    Some(edit) if edit.contains("\"Amount\": 130000") => {
+                        // The stream carries it: the Anaplan cell shows it well within
+                        // the poll interval (30 s).
+                        let cells = Curl {
+                            method: "GET".into(),
+                            url: format!(
+                                "{}/__sim/models/{MODEL}/modules/OPP01%20Opportunity%20Data/cells",
+                                urls[0].1
+                            ),
+                            body: None,
+                        };
+                        let took = within(Duration::from_secs(5), "the edit in Anaplan", || {
+                            amount_in(&http.send(&cells), deal) == Some(130000.0)
+                        });
+                        eprintln!("CRM edit → Anaplan cell: {took:?}");
+                    }
+                    Some(edit) if edit.contains("\"Amount\": -1000") => {
+                        within(Duration::from_secs(5), "the validation exception", || {
+                            count(
+                                &db,
+                                "SELECT count(*) FROM exceptions WHERE id = 1 AND kind = 'validation' AND status = 'open'",
+                            ) == Some(1)
+                        });
+                    }
+                    Some(other) => panic!("an edit the test does not check: {other}"),
+                    None if curl.url.contains("/cells") => {
+                        assert_eq!(amount_in(&body, deal), Some(130000.0), "{body}");
+                    }
+                    None if curl.url.contains("/__sim/record/") => {
+                        assert_eq!(amount_in(&body, deal), Some(130000.0), "{body}");
+                    }
+                    None => panic!("a read the test does not check: {}", curl.url),
+                }
+            }
+            other => panic!("a README command the test does not run: {other}"),
+        }
+        ran.push(cmd);
+    }
+    assert_eq!(
+        ran.len() + 1,
+        commands.len(),
+        "every command ran (plansync run in the background)"
+    );
+    // The store answers the README's SQL, and the record it names has its sync state.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the store");
+    let mut statements = 0;
+    for block in readme.split("```sql").skip(1) {
+        let block = &block[..block.find("```").expect("a closed block")];
+        for statement in block.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let sql: String = statement
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let mut stmt = conn
+                .prepare(&sql)
+                .unwrap_or_else(|e| panic!("the README's SQL `{sql}`: {e}"));
+            let rows = stmt
+                .query_map([], |_| Ok(()))
+                .expect("query")
+                .count();
+            if sql.contains("shadow_readable") {
+                assert!(rows >= 1, "the README's record has sync state: {sql}");
+                assert!(sql.contains(deal), "{sql}");
+            }
+            statements += 1;
+        }
+    }
+    assert!(statements >= 4, "{statements} README statements");
+    drop(engine);
+    drop(sims);
 }

@@ -28,9 +28,10 @@ pub struct DemoArgs {
     /// The SQLite file to write (a previous demo's file there is replaced).
     #[arg(long, default_value = "plansync-demo.db")]
     pub db: PathBuf,
-    /// The rule files.
-    #[arg(long, default_value = "rules")]
-    pub rules: PathBuf,
+    /// A folder of rule files to run the demo under (default: the built-in copies of the
+    /// repository's `rules/`, whatever the current directory).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -51,8 +51,53 @@ pub struct DemoOptions {
     pub seed: u64,
     /// The SQLite file the engine writes and the demo leaves behind.
     pub db: PathBuf,
-    /// The rule files (the repository's `rules/`).
-    pub rules: PathBuf,
+    /// The rule files; `None`: the built-in copies of the repository's `rules/`.
+    pub rules: Option<PathBuf>,
+}
+
+/// The repository's example rules, compiled into the binary so that `plansync demo` runs
+/// from any directory (the simulated world is built to match them).
+const BUILT_IN_RULES: [(&str, &str); 2] = [
+    (
+        "opportunity.toml",
+        include_str!("../../rules/opportunity.toml"),
+    ),
+    ("territory.toml", include_str!("../../rules/territory.toml")),
+];
+
+/// The rule files' names and texts: the given folder's, or the built-in ones.
+fn rule_texts(rules: Option<&Path>) -> Result<Vec<(PathBuf, String)>, DemoError> {
+    let Some(dir) = rules else {
+        return Ok(BUILT_IN_RULES
+            .iter()
+            .map(|(name, text)| (Path::new("rules").join(name), (*text).to_string()))
+            .collect());
+    };
+    let files = rules::rule_files(&[dir.to_path_buf()]).map_err(|e| DemoError::Rules {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).map_err(|e| DemoError::Rules {
+                path: file.clone(),
+                message: format!("cannot read it: {e}"),
+            })?;
+            Ok((file, text))
+        })
+        .collect()
+}
+
+fn compile(path: &Path, texts: &[(PathBuf, String)]) -> Result<RuleSet, DemoError> {
+    rules::load_texts(texts).map_err(|errors| DemoError::Rules {
+        path: path.to_path_buf(),
+        message: errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    })
 }
 
 /// Where the demo is, for a progress display.
@@ -77,16 +122,13 @@ pub async fn run(
     progress: &dyn Progress,
 ) -> Result<(DemoReport, Running), DemoError> {
     let started = Instant::now();
-    let rules =
-        rules::load(std::slice::from_ref(&options.rules)).map_err(|errors| DemoError::Rules {
-            path: options.rules.clone(),
-            message: errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+    let texts = rule_texts(options.rules.as_deref())?;
+    let rules = compile(
+        options.rules.as_deref().unwrap_or(Path::new("rules")),
+        &texts,
+    )?;
     fresh_store(&options.db)?;
+    let quarter_end_dir = options.db.with_extension("quarter-end-rules");
 
     progress.phase("starting the simulators");
     let world = world::start(&rules, options.records, options.seed).await?;
@@ -131,7 +173,7 @@ pub async fn run(
     settle(&engine, Duration::from_secs(120)).await?;
 
     let quarter_end = async {
-        let rules = quarter_end_rules(&options.rules, &options.db)?;
+        let rules = quarter_end_rules(&texts, &quarter_end_dir)?;
         let _ = rules_tx.send(Arc::new(rules));
         Ok(())
     };
@@ -173,6 +215,7 @@ pub async fn run(
         writes_after_quiescence,
         records: options.records,
         seconds: started.elapsed().as_secs_f64(),
+        quarter_end_rules: &quarter_end_dir,
     })?;
     Ok((
         report,
@@ -235,34 +278,23 @@ fn fresh_store(db: &Path) -> Result<(), DemoError> {
 }
 
 /// The rules with the quarter-end window moved over today, as an admin switching on the
-/// quarter-end rules for the last day would. Written next to the store (for review) and
-/// checked: the forecast override of an open deal must now be decided by `when.quarter_end`.
-fn quarter_end_rules(dir: &Path, db: &Path) -> Result<RuleSet, DemoError> {
-    let out = db.with_extension("quarter-end-rules");
-    std::fs::create_dir_all(&out)
+/// quarter-end rules for the last day would. Written to `out`, beside the store (the audit's
+/// rule hashes name these files; the summary says they are there), and checked: the forecast
+/// override of an open deal must now be decided by `when.quarter_end`.
+fn quarter_end_rules(texts: &[(PathBuf, String)], out: &Path) -> Result<RuleSet, DemoError> {
+    std::fs::create_dir_all(out)
         .map_err(|e| DemoError::Setup(format!("creating {}: {e}", out.display())))?;
-    let files = rules::rule_files(&[dir.to_path_buf()]).map_err(|e| DemoError::Rules {
-        path: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
     let now = Utc::now();
     for window in ["last_business_days = 60", "first_business_days = 60"] {
-        for file in &files {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| DemoError::Setup(format!("reading {}: {e}", file.display())))?;
+        let mut moved = Vec::new();
+        for (file, text) in texts {
             let text = text.replace("last_business_days = 5", window);
-            let name = file.file_name().unwrap_or_default();
-            std::fs::write(out.join(name), text)
-                .map_err(|e| DemoError::Setup(format!("writing {}: {e}", out.display())))?;
+            let path = out.join(file.file_name().unwrap_or_default());
+            std::fs::write(&path, &text)
+                .map_err(|e| DemoError::Setup(format!("writing {}: {e}", path.display())))?;
+            moved.push((path, text));
         }
-        let rules = rules::load(std::slice::from_ref(&out)).map_err(|errors| DemoError::Rules {
-            path: out.clone(),
-            message: errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+        let rules = compile(out, &moved)?;
         let inside = rules.pairing("opportunity").is_some_and(|p| {
             p.field("Forecast_Override__c").is_some_and(|f| {
                 let ctx = Context {

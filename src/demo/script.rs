@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use serde_json::json;
 
 use super::world::{Rng, World, anaplan_client};
@@ -30,15 +32,32 @@ pub struct Done {
     pub invalid_values: usize,
     pub edits_while_stream_down: usize,
     pub quarter_end_edits: usize,
+    /// Burst edits that move a number by more than half (held by the quarter-end rules).
+    pub quarter_end_jumps: usize,
+    /// When each phase of the day began, in order: the summary dates each write's CRM
+    /// commit into one of them.
+    pub phases: Vec<(&'static str, DateTime<Utc>)>,
 }
 
+impl Done {
+    fn begin(&mut self, phase: usize, progress: &dyn Progress) {
+        if let Some(p) = PHASES.get(phase) {
+            progress.phase(p.name);
+            self.phases.push((p.name, Utc::now()));
+        }
+    }
+}
+
+/// Anaplan's rate limit while the quarter-end burst lasts, in calls a minute.
+pub const BURST_RATE_PER_MINUTE: u32 = 6;
+
 /// One step of the day, with its share of the run time.
-struct Phase {
-    name: &'static str,
+pub struct Phase {
+    pub name: &'static str,
     share: f64,
 }
 
-const PHASES: [Phase; 5] = [
+pub const PHASES: [Phase; 5] = [
     Phase {
         name: "reps at work",
         share: 0.25,
@@ -153,7 +172,7 @@ pub async fn run(
     let pick = |rng: &mut Rng| opps[rng.below(opps.len())].clone();
 
     // 1. Reps update amounts, stages and close dates; the stream carries each commit.
-    progress.phase(PHASES[0].name);
+    done.begin(0, progress);
     let n = (opps.len() / 4).clamp(10, 2_000);
     for _ in 0..n {
         let id = pick(&mut rng);
@@ -172,7 +191,7 @@ pub async fn run(
 
     // 2. Planners adjust quotas (owned by Anaplan) and forecast overrides (shared); the
     //    poller finds them.
-    progress.phase(PHASES[1].name);
+    done.begin(1, progress);
     let n = (ters.len() + opps.len() / 20).clamp(5, 400);
     for k in 0..n {
         if k % 2 == 0 {
@@ -202,7 +221,7 @@ pub async fn run(
 
     // 3. True concurrent edits of the shared forecast override (held for review), and values
     //    the rules refuse (a negative amount, a probability over 100).
-    progress.phase(PHASES[2].name);
+    done.begin(2, progress);
     for _ in 0..3 {
         let id = pick(&mut rng);
         planner
@@ -235,7 +254,7 @@ pub async fn run(
 
     // 4. The stream drops (the org ends every streaming session) while reps keep working;
     //    the CRM poller covers what the stream would have carried.
-    progress.phase(PHASES[3].name);
+    done.begin(3, progress);
     world.crm.drop_sessions();
     let n = 20.min(opps.len());
     for _ in 0..n {
@@ -254,9 +273,9 @@ pub async fn run(
     //    amount jumps are held), a burst of updates arrives, and Anaplan's rate limit is
     //    squeezed to 6 calls a minute while it lasts (the engine's client meets 429s and
     //    backs off; the batches only grow, and nothing is lost).
-    progress.phase(PHASES[4].name);
+    done.begin(4, progress);
     quarter_end.await?;
-    world.anaplan.set_rate_per_minute(6);
+    world.anaplan.set_rate_per_minute(BURST_RATE_PER_MINUTE);
     let n = (opps.len() / 2).clamp(10, 20_000);
     for k in 0..n {
         let id = &opps[(k * 7919) % opps.len()];
@@ -268,6 +287,7 @@ pub async fn run(
             .and_then(|r| r["Amount"].as_f64())
             .unwrap_or(10_000.0);
         let factor = if k % 50 == 7 {
+            done.quarter_end_jumps += 1;
             2.5
         } else {
             0.8 + rng.between(0, 50) as f64 / 100.0

@@ -78,10 +78,27 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
 /// Loads every rule file under `paths` into one rule set, reporting every file's errors.
 pub fn load(paths: &[PathBuf]) -> Result<RuleSet, Vec<LoadError>> {
     let files = rule_files(paths).map_err(|e| vec![e])?;
+    collect(files.iter().map(|file| load_file(file)))
+}
+
+/// Compiles rule files already in memory (`path`, `text`), as [`load`] compiles files: the
+/// demo's built-in rules, which must not depend on the directory it is started in.
+pub fn load_texts(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<LoadError>> {
+    collect(
+        files
+            .iter()
+            .map(|(path, text)| Ok(compile::compile_file(path, text)?)),
+    )
+}
+
+/// One rule set from compiled files, refusing two files for one object.
+fn collect(
+    compiled: impl Iterator<Item = Result<Pairing, LoadError>>,
+) -> Result<RuleSet, Vec<LoadError>> {
     let mut errors = Vec::new();
     let mut set = RuleSet::default();
-    for file in files {
-        match load_file(&file) {
+    for result in compiled {
+        match result {
             Ok(pairing) => {
                 if let Some(first) = set
                     .pairings

@@ -37,6 +37,7 @@ pub use exceptions::{
     StatusKindCount,
 };
 pub use resolve::{Resolution, ResolutionHow, ResolveOutcome};
+pub use latency::{DecisionCount, WriteLatency};
 pub use rows::{
     AuditRecord, ExceptionField, ExceptionRecord, FieldKey, Observed, OutboxReason, OutboxRecord,
     OutboxState, RecordMapEntry, RecordState, ResolutionKind, ShadowState,
@@ -339,7 +340,7 @@ fn last_ack_from_row(
 }
 
 /// `model::Source` has no `FromStr`; the store is the only place that reads it back.
-fn parse_source(
+pub(crate) fn parse_source(
     table: &'static str,
     column: &'static str,
     raw: String,
