@@ -224,8 +224,14 @@ fn outside_a_checkout_the_summary_explains_itself() {
         assert!(line.chars().count() <= 100, "too wide: {line}");
     }
     // The files it names are there.
-    assert!(text.contains("  plansync-demo.db\n      the store, for review"), "{text}");
-    assert!(text.contains("  plansync-demo.quarter-end-rules/\n"), "{text}");
+    assert!(
+        text.contains("  plansync-demo.db\n      the store, for review"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  plansync-demo.quarter-end-rules/\n"),
+        "{text}"
+    );
     assert!(dir.path().join("plansync-demo.db").is_file());
     let rules = dir.path().join("plansync-demo.quarter-end-rules");
     assert!(rules.join("opportunity.toml").is_file());

@@ -81,7 +81,10 @@ fn example_for(dir: &Path, anaplan: &str, crm: &str) -> PathBuf {
         (EXAMPLE_ANAPLAN, anaplan),
         (EXAMPLE_CRM, crm),
         ("rules = \"../rules\"", rules.as_str()),
-        ("store = \"../plansync-sim.db\"", "store = \"plansync-sim.db\""),
+        (
+            "store = \"../plansync-sim.db\"",
+            "store = \"plansync-sim.db\"",
+        ),
     ] {
         assert!(out.contains(from), "the example has `{from}`");
         out = out.replace(from, to);
@@ -660,8 +663,9 @@ fn the_readme_real_path_runs_as_written() {
     // The store answers the README's SQL, and the record it names has its sync state.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
-    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open the store");
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the store");
     let mut statements = 0;
     for block in readme.split("```sql").skip(1) {
         let block = &block[..block.find("```").expect("a closed block")];
@@ -674,10 +678,7 @@ fn the_readme_real_path_runs_as_written() {
             let mut stmt = conn
                 .prepare(&sql)
                 .unwrap_or_else(|e| panic!("the README's SQL `{sql}`: {e}"));
-            let rows = stmt
-                .query_map([], |_| Ok(()))
-                .expect("query")
-                .count();
+            let rows = stmt.query_map([], |_| Ok(())).expect("query").count();
             if sql.contains("shadow_readable") {
                 assert!(rows >= 1, "the README's record has sync state: {sql}");
                 assert!(sql.contains(deal), "{sql}");

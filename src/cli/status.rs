@@ -193,7 +193,9 @@ fn outcome_exceptions(d: &plansync::store::OutboxDepth) -> String {
         return "-".into();
     }
     let ids: Vec<String> = d.exception_ids.iter().map(|id| format!("#{id}")).collect();
-    let more = d.exception_count.saturating_sub(d.exception_ids.len() as u64);
+    let more = d
+        .exception_count
+        .saturating_sub(d.exception_ids.len() as u64);
     if more > 0 {
         format!("{} and {more} more", ids.join(" "))
     } else {

@@ -410,7 +410,11 @@ impl DemoReport {
         out.push_str("What people did\n");
         let s = &self.script;
         line(&mut out, "reps' edits in the CRM", edits(s.rep_edits));
-        line(&mut out, "planners' edits in Anaplan", edits(s.planner_edits));
+        line(
+            &mut out,
+            "planners' edits in Anaplan",
+            edits(s.planner_edits),
+        );
         line(
             &mut out,
             "true concurrent edits",
@@ -419,11 +423,7 @@ impl DemoReport {
                 n(s.concurrent_edits as u64)
             ),
         );
-        line(
-            &mut out,
-            "values the rules refuse",
-            edits(s.invalid_values),
-        );
+        line(&mut out, "values the rules refuse", edits(s.invalid_values));
         line(
             &mut out,
             "edits while the stream was down",

@@ -36,8 +36,8 @@ pub use exceptions::{
     ExceptionDetail, ExceptionFilter, ExceptionStats, FieldCount, HISTORY_LIMIT, OLDEST_OPEN_LIMIT,
     StatusKindCount,
 };
-pub use resolve::{Resolution, ResolutionHow, ResolveOutcome};
 pub use latency::{DecisionCount, WriteLatency};
+pub use resolve::{Resolution, ResolutionHow, ResolveOutcome};
 pub use rows::{
     AuditRecord, ExceptionField, ExceptionRecord, FieldKey, Observed, OutboxReason, OutboxRecord,
     OutboxState, RecordMapEntry, RecordState, ResolutionKind, ShadowState,

@@ -223,8 +223,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let broken: i64 = if !migration.rebuilds {
             0
         } else {
-            tx
-            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
                 row.get(0)
             })
             .map_err(step)?

@@ -224,7 +224,11 @@ impl Store {
                 continue;
             }
             let (count, ids): (i64, Option<String>) = linked.query_row(
-                rusqlite::params![d.target.as_str(), d.state.as_str(), EXCEPTION_IDS_SHOWN as i64],
+                rusqlite::params![
+                    d.target.as_str(),
+                    d.state.as_str(),
+                    EXCEPTION_IDS_SHOWN as i64
+                ],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
             d.exception_count = count.max(0) as u64;

@@ -708,7 +708,10 @@ fn a_v6_outbox_is_rebuilt_with_its_rows_and_the_references_to_them_kept() {
     assert_eq!(enforced, 1);
     let err = store
         .conn
-        .execute("UPDATE outbox SET result_exception_id = 999 WHERE id = 1", [])
+        .execute(
+            "UPDATE outbox SET result_exception_id = 999 WHERE id = 1",
+            [],
+        )
         .unwrap_err();
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
 }
