@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use plansync::model::{Decimal, ExceptionKind, ExceptionStatus, Side, Source, Value};
+use plansync::model::{Decimal, ExceptionKind, ExceptionStatus, Side, Source, Value, ValueKind};
 use plansync::rules::decide::Seen;
 use plansync::rules::{self, Context, FieldState, Observation, decide};
 use plansync::store::{Batch, ExceptionField, FieldKey, NewAudit, NewException, Store};
@@ -490,4 +490,283 @@ fn the_readme_sql_queries_run() {
         })
         .unwrap();
     assert_eq!(total, open);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The list table at a terminal's width, its columns, `--status all`, and who resolved.
+
+const LONG_MESSAGE: &str = "CRM and Anaplan both changed Amount since the last sync and the \
+     rules hold the field for a person to decide which value is right";
+
+/// A small store: two open exceptions (one with a long message), one auto-resolved.
+fn small_store(db: &Path) {
+    let mut store = Store::open(db).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let mut batch = Batch::new(at);
+    let rows = [
+        (
+            ExceptionKind::Conflict,
+            ExceptionStatus::Open,
+            "006A",
+            LONG_MESSAGE,
+        ),
+        (
+            ExceptionKind::Validation,
+            ExceptionStatus::Open,
+            "006B",
+            "below the floor",
+        ),
+        (
+            ExceptionKind::Conflict,
+            ExceptionStatus::AutoResolved,
+            "006C",
+            "newest wins",
+        ),
+    ];
+    for (i, (kind, status, crm_id, message)) in rows.into_iter().enumerate() {
+        batch.add_exception(NewException {
+            kind,
+            status,
+            pairing: "opportunity".into(),
+            object: "Opportunity".into(),
+            crm_id: Some(crm_id.into()),
+            field: Some(ExceptionField {
+                name: "Amount".into(),
+                kind: ValueKind::Number { scale: 2 },
+                crm_value: n(700),
+                anaplan_value: n(650),
+                base_value: n(500),
+            }),
+            rule_id: Some("Opportunity.Amount".into()),
+            rule_hash: None,
+            message: message.into(),
+            at: at + Duration::hours(i as i64),
+        });
+    }
+    store.commit(&batch).unwrap();
+}
+
+fn list_at(db: &str, columns: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plansync"));
+    command
+        .args(["exceptions", "list", "--db", db])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("COLUMNS");
+    if let Some(columns) = columns {
+        command.env("COLUMNS", columns);
+    }
+    command.output().expect("run plansync")
+}
+
+/// The header cells of a table's first row of text.
+fn headers(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .trim_matches('│')
+        .split('┆')
+        .map(|cell| cell.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_list_fits_the_width_it_is_given_and_cuts_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("plansync.db");
+    small_store(&db_path);
+    let db = db_path.to_str().unwrap();
+
+    let table = ok(&list_at(db, Some("80"), &[]));
+    for line in table.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80:\n{table}");
+    }
+    assert_eq!(
+        headers(&table),
+        [
+            "id", "kind", "status", "field", "record", "crm", "anaplan", "base", "age", "message"
+        ],
+        "{table}"
+    );
+    // One line per exception, and the long message ends in `…` instead of wrapping.
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("│ ")).collect();
+    assert_eq!(rows.len(), 4, "a header and three rows:\n{table}");
+    assert!(rows[1].contains("…"), "{table}");
+    assert!(!table.contains("right"), "{table}");
+    assert!(table.ends_with("3 of 3 matching exceptions\n"), "{table}");
+
+    // A status the filter fixes is not a column.
+    let open = ok(&list_at(db, Some("80"), &["--status", "open"]));
+    assert!(!headers(&open).contains(&"status".to_string()), "{open}");
+
+    // Exactly the columns asked for, in that order: a golden table.
+    let chosen = ok(&list_at(
+        db,
+        Some("60"),
+        &["--columns", "id,kind,record,message"],
+    ));
+    assert_eq!(
+        chosen,
+        "\
+┌────┬────────────┬────────┬───────────────────────────────┐
+│ id ┆ kind       ┆ record ┆ message                       │
+╞════╪════════════╪════════╪═══════════════════════════════╡
+│ 1  ┆ conflict   ┆ 006A   ┆ CRM and Anaplan both changed… │
+│ 2  ┆ validation ┆ 006B   ┆ below the floor               │
+│ 3  ┆ conflict   ┆ 006C   ┆ newest wins                   │
+└────┴────────────┴────────┴───────────────────────────────┘
+3 of 3 matching exceptions
+"
+    );
+    let two = ok(&list_at(db, Some("80"), &["--columns", "id,message"]));
+    assert_eq!(headers(&two), ["id", "message"], "{two}");
+
+    // --wide: every column, every value whole, whatever the width.
+    let wide = ok(&list_at(db, Some("80"), &["--wide"]));
+    assert_eq!(
+        headers(&wide),
+        [
+            "id",
+            "kind",
+            "status",
+            "field",
+            "record",
+            "crm",
+            "anaplan",
+            "base",
+            "rule",
+            "created",
+            "age",
+            "resolution",
+            "by",
+            "note",
+            "message"
+        ],
+        "{wide}"
+    );
+    assert!(wide.contains(LONG_MESSAGE), "{wide}");
+    assert!(!wide.contains('…'), "{wide}");
+
+    // Not a terminal and no COLUMNS (a pipe, a file): nothing is cut, the same text always.
+    let piped = ok(&list_at(db, None, &[]));
+    assert!(piped.contains(LONG_MESSAGE), "{piped}");
+    assert_eq!(piped.lines().filter(|l| l.starts_with("│ ")).count(), 4);
+
+    // JSON and CSV are not tables: every field, whole, at any width.
+    let json = ok(&list_at(db, Some("40"), &["--format", "json"]));
+    assert!(
+        json.contains(LONG_MESSAGE) && json.contains("rule_id"),
+        "{json}"
+    );
+    let csv = ok(&list_at(
+        db,
+        Some("40"),
+        &["--format", "csv", "--columns", "id"],
+    ));
+    assert!(csv.contains(LONG_MESSAGE), "{csv}");
+}
+
+#[test]
+fn an_unknown_column_or_status_names_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("plansync.db");
+    small_store(&db_path);
+    let db = db_path.to_str().unwrap();
+    fails_with(
+        &["exceptions", "list", "--db", db, "--columns", "id,colour"],
+        "unknown column `colour` (one of: id, kind, status, field, record, crm, anaplan, base, \
+         rule, created, age, resolution, by, note, message)",
+    );
+    for command in ["list", "stats"] {
+        fails_with(
+            &["exceptions", command, "--db", db, "--status", "closed"],
+            "unknown status `closed` (one of: all, open, resolved, auto_resolved, converged)",
+        );
+    }
+}
+
+#[test]
+fn status_all_is_every_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("plansync.db");
+    small_store(&db_path);
+    let db = db_path.to_str().unwrap();
+    ok(&plansync(&[
+        "exceptions",
+        "resolve",
+        "2",
+        "--db",
+        db,
+        "--dismiss",
+        "--by",
+        "ana",
+    ]));
+    let all = json_list(db, &["--status", "all"]);
+    let statuses: Vec<&str> = all.iter().filter_map(|r| r["status"].as_str()).collect();
+    assert_eq!(statuses, ["open", "resolved", "auto_resolved"]);
+    assert_eq!(all.len(), json_list(db, &[]).len());
+
+    let table = ok(&list_at(db, Some("100"), &["--status", "all"]));
+    assert!(headers(&table).contains(&"status".to_string()), "{table}");
+    assert!(
+        table.contains("resolved") && table.contains("open"),
+        "{table}"
+    );
+
+    let stats = ok(&plansync(&[
+        "exceptions",
+        "stats",
+        "--db",
+        db,
+        "--status",
+        "all",
+        "--format",
+        "json",
+    ]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["open"], 1);
+}
+
+/// What `id -un` says this process's user is called.
+fn os_user_name() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_resolution_without_by_or_user_is_recorded_under_the_systems_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("plansync.db");
+    small_store(&db_path);
+    let db = db_path.to_str().unwrap();
+    let expected = os_user_name();
+    assert!(!expected.is_empty() && expected != "unknown");
+    // No $USER, then an empty one: both fall back to the passwd entry of the uid.
+    for (id, user) in [("1", None), ("2", Some(""))] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_plansync"));
+        command
+            .args(["exceptions", "resolve", id, "--db", db, "--dismiss"])
+            .env("NO_COLOR", "1")
+            .env_remove("USER")
+            .env_remove("USERNAME");
+        if let Some(user) = user {
+            command.env("USER", user);
+        }
+        let out = ok(&command.output().expect("run plansync"));
+        assert!(out.contains(&format!("by {expected} at")), "{out}");
+    }
+    let resolved = json_list(db, &["--status", "resolved"]);
+    assert_eq!(resolved.len(), 2);
+    for row in &resolved {
+        assert_eq!(row["resolved_by"], expected.as_str(), "{row}");
+    }
+    let shown = ok(&plansync(&["exceptions", "show", "1", "--db", db]));
+    assert!(
+        shown.contains(&format!("resolved by   ┆ {expected}")),
+        "{shown}"
+    );
+    assert!(!shown.contains("unknown"), "{shown}");
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use plansync::model::{ExceptionKind, ExceptionStatus, Side, Source, Value, ValueKind};
-use plansync::review::{self, Format, TimeBound, parse_time_arg};
+use plansync::review::{self, Format, ListTable, TableWidth, TimeBound, parse_time_arg};
 use plansync::store::{
     Batch, ExceptionField, ExceptionFilter, ExceptionRef, ExceptionUpdate, FieldKey, NewAudit,
     NewException, NewOutbox, Observed, OutboxReason, OutboxRef, Resolution, ResolutionHow,
@@ -536,7 +536,7 @@ fn json_list_parses_back_to_the_model() {
         ..Default::default()
     };
     let text = render(|out| {
-        review::list(&f.store, &filter, Format::Json, out).unwrap();
+        review::list(&f.store, &filter, Format::Json, &ListTable::default(), out).unwrap();
     });
     let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
     let rows = parsed.as_array().unwrap();
@@ -567,7 +567,7 @@ fn json_list_parses_back_to_the_model() {
         ..Default::default()
     };
     let text = render(|out| {
-        review::list(&f.store, &none, Format::Json, out).unwrap();
+        review::list(&f.store, &none, Format::Json, &ListTable::default(), out).unwrap();
     });
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&text).unwrap(),
@@ -583,7 +583,7 @@ fn csv_list_has_a_header_one_row_per_exception_and_quotes_awkward_values() {
         ..Default::default()
     };
     let text = render(|out| {
-        review::list(&f.store, &filter, Format::Csv, out).unwrap();
+        review::list(&f.store, &filter, Format::Csv, &ListTable::default(), out).unwrap();
     });
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
@@ -621,7 +621,7 @@ fn csv_list_has_a_header_one_row_per_exception_and_quotes_awkward_values() {
         ..Default::default()
     };
     let text = render(|out| {
-        review::list(&f.store, &none, Format::Csv, out).unwrap();
+        review::list(&f.store, &none, Format::Csv, &ListTable::default(), out).unwrap();
     });
     assert_eq!(text.trim_end(), LIST_KEYS.join(","));
 }
@@ -636,7 +636,7 @@ fn table_list_names_the_rows_and_the_total() {
     };
     let text = render(|out| {
         assert_eq!(
-            review::list(&f.store, &filter, Format::Table, out).unwrap(),
+            review::list(&f.store, &filter, Format::Table, &ListTable::default(), out).unwrap(),
             5
         );
     });
@@ -682,7 +682,9 @@ fn show_gives_values_rule_history_and_related_exceptions() {
     let on_field = f.audits[&key];
     assert!(on_field > 1);
 
-    let text = render(|out| review::show(&f.store, m.id, Format::Json, out).unwrap());
+    let text = render(|out| {
+        review::show(&f.store, m.id, Format::Json, TableWidth::Unlimited, out).unwrap()
+    });
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["id"], m.id);
     assert_eq!(json["crm_value"].as_str(), m.crm_value.as_deref());
@@ -696,7 +698,9 @@ fn show_gives_values_rule_history_and_related_exceptions() {
         assert_eq!(h["decision"], "held");
     }
 
-    let text = render(|out| review::show(&f.store, m.id, Format::Table, out).unwrap());
+    let text = render(|out| {
+        review::show(&f.store, m.id, Format::Table, TableWidth::Unlimited, out).unwrap()
+    });
     for needle in [
         format!("exception {}", m.id),
         m.message.clone(),
@@ -707,11 +711,20 @@ fn show_gives_values_rule_history_and_related_exceptions() {
         assert!(text.contains(&needle), "missing {needle:?} in\n{text}");
     }
 
-    let text = render(|out| review::show(&f.store, m.id, Format::Csv, out).unwrap());
+    let text = render(|out| {
+        review::show(&f.store, m.id, Format::Csv, TableWidth::Unlimited, out).unwrap()
+    });
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(reader.records().count(), 1);
 
-    let err = review::show(&f.store, 999_999, Format::Table, &mut Vec::new()).unwrap_err();
+    let err = review::show(
+        &f.store,
+        999_999,
+        Format::Table,
+        TableWidth::Unlimited,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert!(
         err.to_string().contains("no exception with id 999999"),
         "{err}"
@@ -779,16 +792,22 @@ fn stats_match_the_model() {
         let got: Vec<i64> = stats.oldest_open.iter().map(|e| e.id).collect();
         assert_eq!(got, want);
 
-        let text = render(|out| review::stats(&f.store, &filter, Format::Json, out).unwrap());
+        let text = render(|out| {
+            review::stats(&f.store, &filter, Format::Json, TableWidth::Unlimited, out).unwrap()
+        });
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["total"], selected.len());
         assert_eq!(json["oldest_open"][0]["id"], want[0]);
 
-        let text = render(|out| review::stats(&f.store, &filter, Format::Csv, out).unwrap());
+        let text = render(|out| {
+            review::stats(&f.store, &filter, Format::Csv, TableWidth::Unlimited, out).unwrap()
+        });
         let rows = csv::Reader::from_reader(text.as_bytes()).records().count();
         assert_eq!(rows, stats.by_status_kind.len() + stats.open_by_field.len());
 
-        let text = render(|out| review::stats(&f.store, &filter, Format::Table, out).unwrap());
+        let text = render(|out| {
+            review::stats(&f.store, &filter, Format::Table, TableWidth::Unlimited, out).unwrap()
+        });
         assert!(text.contains(&format!(
             "{} exceptions, {} open.",
             selected.len(),

@@ -7,10 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use plansync::review::{self, Format, TimeBound, parse_time_arg};
+use std::io::IsTerminal as _;
+
+use plansync::review::{
+    self, Format, ListColumns, ListTable, TableWidth, TimeBound, parse_time_arg,
+};
 use plansync::store::{ExceptionFilter, Resolution, ResolutionHow, Store};
 
-use super::{FilterArgs, ResolveArgs};
+use super::{FilterArgs, ListArgs, ResolveArgs, os_user};
 
 fn open_read_only(db: &Path) -> anyhow::Result<Store> {
     Ok(Store::open_read_only(db)?)
@@ -18,7 +22,7 @@ fn open_read_only(db: &Path) -> anyhow::Result<Store> {
 
 fn filter(args: &FilterArgs) -> anyhow::Result<ExceptionFilter> {
     Ok(ExceptionFilter {
-        status: args.status,
+        status: args.status.and_then(|s| s.status()),
         kind: args.kind,
         object: args.object.clone(),
         field: args.field.clone(),
@@ -40,11 +44,40 @@ fn filter(args: &FilterArgs) -> anyhow::Result<ExceptionFilter> {
     })
 }
 
-pub fn list(db: &Path, args: &FilterArgs, format: Format) -> anyhow::Result<ExitCode> {
+/// How wide tables may be: `COLUMNS` when it is a number (as `ls` does; it also lets a pipe
+/// or a test ask for a width), else the terminal's when stdout is one; not a terminal and
+/// no `COLUMNS`, no limit, so what a pipe or a file gets does not depend on a window.
+fn table_width() -> TableWidth {
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|&c| c > 0);
+    match columns {
+        Some(columns) => TableWidth::Columns(columns),
+        None if std::io::stdout().is_terminal() => TableWidth::Terminal,
+        None => TableWidth::Unlimited,
+    }
+}
+
+pub fn list(db: &Path, args: &ListArgs, format: Format) -> anyhow::Result<ExitCode> {
     let store = open_read_only(db)?;
-    let filter = filter(args)?;
+    let filter = filter(&args.filter)?;
+    let columns = match (args.columns.is_empty(), args.wide) {
+        (false, _) => ListColumns::These(args.columns.clone()),
+        (true, true) => ListColumns::All,
+        (true, false) => ListColumns::ForFilter,
+    };
+    let layout = ListTable {
+        columns,
+        width: if args.wide {
+            TableWidth::Unlimited
+        } else {
+            table_width()
+        },
+        now: Utc::now(),
+    };
     let mut out = std::io::stdout().lock();
-    review::list(&store, &filter, format, &mut out)?;
+    review::list(&store, &filter, format, &layout, &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -52,7 +85,7 @@ pub fn list(db: &Path, args: &FilterArgs, format: Format) -> anyhow::Result<Exit
 pub fn show(db: &Path, id: i64, format: Format) -> anyhow::Result<ExitCode> {
     let store = open_read_only(db)?;
     let mut out = std::io::stdout().lock();
-    review::show(&store, id, format, &mut out)?;
+    review::show(&store, id, format, table_width(), &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -61,7 +94,7 @@ pub fn stats(db: &Path, args: &FilterArgs, format: Format) -> anyhow::Result<Exi
     let store = open_read_only(db)?;
     let filter = filter(args)?;
     let mut out = std::io::stdout().lock();
-    review::stats(&store, &filter, format, &mut out)?;
+    review::stats(&store, &filter, format, table_width(), &mut out)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -107,6 +140,18 @@ pub fn resolve(db: &Path, args: &ResolveArgs, format: Format) -> anyhow::Result<
             db.display()
         );
     }
+    // A resolution is a person's decision: one nobody can be named for is not recorded
+    // (asked before the store is opened, which may migrate it).
+    let by = match args.by.as_deref().map(str::trim) {
+        Some("") => anyhow::bail!("--by needs a name"),
+        Some(by) => by.to_string(),
+        None => os_user::name().ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot tell who you are ($USER is not set and the system has no name for \
+                 this user); pass --by NAME"
+            )
+        })?,
+    };
     let mut store = Store::open(db)?;
     if let (Some(raw), false) = (&args.set, args.rules.is_empty()) {
         check_against_rules(&store, args, raw)?;
@@ -120,12 +165,6 @@ pub fn resolve(db: &Path, args: &ResolveArgs, format: Format) -> anyhow::Result<
         (None, None, true) => ResolutionHow::Dismiss,
         // clap's argument group makes exactly one of them present.
         _ => anyhow::bail!("give exactly one of --take, --set, --dismiss"),
-    };
-    let by = match &args.by {
-        Some(by) => by.clone(),
-        None => std::env::var("USER")
-            .or_else(|_| std::env::var("USERNAME"))
-            .unwrap_or_else(|_| "unknown".to_string()),
     };
     let resolution = Resolution {
         how,

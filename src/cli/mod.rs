@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod demo;
 mod exceptions;
+mod os_user;
 mod rules;
 mod run;
 mod sim_anaplan;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use plansync::model::{ExceptionKind, ExceptionStatus, Side};
-use plansync::review::Format;
+use plansync::review::{Format, ListColumn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -107,7 +108,7 @@ fn parse_format(s: &str) -> Result<Format, String> {
 #[derive(Subcommand, Debug)]
 pub enum ExceptionsCommand {
     /// List exceptions, oldest first, with filters.
-    List(FilterArgs),
+    List(ListArgs),
     /// Show one exception: both values, the base, the rule, and the field's history.
     Show {
         /// The exception's id.
@@ -127,10 +128,40 @@ pub enum ExceptionsCommand {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The table's columns, in this order (comma-separated): id, kind, status, field, record,
+    /// crm, anaplan, base, rule, created, age, resolution, by, note, message.
+    #[arg(long, value_delimiter = ',', value_parser = parse_column)]
+    pub columns: Vec<ListColumn>,
+    /// Every column (unless --columns chooses), every value in full, however wide.
+    #[arg(long)]
+    pub wide: bool,
+}
+
+/// `--status`: one status, or `all` (the same as leaving it out; there for scripts and for
+/// people who expect to be able to say it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusArg {
+    All,
+    Only(ExceptionStatus),
+}
+
+impl StatusArg {
+    pub fn status(self) -> Option<ExceptionStatus> {
+        match self {
+            StatusArg::All => None,
+            StatusArg::Only(status) => Some(status),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct FilterArgs {
-    /// open, resolved, auto_resolved or converged.
+    /// all, open, resolved, auto_resolved or converged (default: all).
     #[arg(long, value_parser = parse_status)]
-    pub status: Option<ExceptionStatus>,
+    pub status: Option<StatusArg>,
     /// conflict, ownership_violation, validation, write_failed, gap, unmapped or lifecycle.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Option<ExceptionKind>,
@@ -174,7 +205,8 @@ pub struct ResolveArgs {
     /// Why, for the record.
     #[arg(long)]
     pub note: Option<String>,
-    /// Who resolved it (default: $USER).
+    /// Who resolved it (default: $USER, else $USERNAME, else the system's name for the
+    /// process's user).
     #[arg(long)]
     pub by: Option<String>,
     /// Rule files: with them, a --set value must also pass the field's picklist, allowed
@@ -183,7 +215,17 @@ pub struct ResolveArgs {
     pub rules: Vec<PathBuf>,
 }
 
-fn parse_status(s: &str) -> Result<ExceptionStatus, String> {
+fn parse_status(s: &str) -> Result<StatusArg, String> {
+    if s == "all" {
+        return Ok(StatusArg::All);
+    }
+    s.parse().map(StatusArg::Only).map_err(|_: String| {
+        let names: Vec<&str> = ExceptionStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status `{s}` (one of: all, {})", names.join(", "))
+    })
+}
+
+fn parse_column(s: &str) -> Result<ListColumn, String> {
     s.parse()
 }
 

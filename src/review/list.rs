@@ -2,16 +2,39 @@
 
 use std::io::Write;
 
+use chrono::{DateTime, Utc};
+
+use super::columns::ListColumns;
 use super::rows::ExceptionRow;
-use super::table::{new_table, object_field, short_time, values};
+use super::table::{LineTable, TableWidth};
 use super::{Format, ReviewError};
 use crate::store::{ExceptionFilter, Store};
+
+/// How the table form of a list looks; JSON and CSV always carry every field in full.
+#[derive(Debug, Clone)]
+pub struct ListTable {
+    pub columns: ListColumns,
+    pub width: TableWidth,
+    /// What ages are counted from.
+    pub now: DateTime<Utc>,
+}
+
+impl Default for ListTable {
+    fn default() -> Self {
+        ListTable {
+            columns: ListColumns::default(),
+            width: TableWidth::default(),
+            now: Utc::now(),
+        }
+    }
+}
 
 /// Prints the exceptions `filter` selects; returns how many were printed.
 pub fn list(
     store: &Store,
     filter: &ExceptionFilter,
     format: Format,
+    layout: &ListTable,
     out: &mut dyn Write,
 ) -> Result<usize, ReviewError> {
     let exceptions = store.list_exceptions(filter)?;
@@ -38,24 +61,16 @@ pub fn list(
                 writeln!(out, "No exceptions match ({total} in the selection).")?;
                 return Ok(0);
             }
-            let mut table = new_table([
-                "id", "kind", "status", "field", "record", "crm", "anaplan", "base", "created",
-                "message",
-            ]);
+            let columns = layout.columns.resolve(filter);
+            let header: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+            let mut table = LineTable::new(&header, layout.width);
+            for (index, column) in columns.iter().enumerate() {
+                if column.keep_whole() {
+                    table.keep_whole(index);
+                }
+            }
             for e in &exceptions {
-                let [crm, anaplan, base] = values(e);
-                table.add_row([
-                    e.id.to_string(),
-                    e.kind.to_string(),
-                    e.status.to_string(),
-                    object_field(e),
-                    e.crm_id.clone().unwrap_or_else(|| "-".into()),
-                    crm,
-                    anaplan,
-                    base,
-                    short_time(e.created_at),
-                    e.message.clone(),
-                ]);
+                table.add_row(columns.iter().map(|c| c.cell(e, layout.now)));
             }
             writeln!(out, "{table}")?;
             writeln!(out, "{} of {total} matching exceptions", exceptions.len())?;

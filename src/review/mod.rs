@@ -7,6 +7,7 @@
 //! snake_case, values are the canonical text the store keeps (`12.50`, `true`, `2026-11-01`;
 //! null for no value), timestamps are RFC 3339 UTC.
 
+mod columns;
 mod list;
 mod resolve;
 mod rows;
@@ -19,10 +20,12 @@ use std::fmt;
 use std::io;
 use std::str::FromStr;
 
-pub use list::list;
+pub use columns::{ListColumn, ListColumns};
+pub use list::{ListTable, list};
 pub use resolve::resolve;
 pub use show::show;
 pub use stats::stats;
+pub use table::TableWidth;
 pub use time_arg::{TimeArgError, TimeBound, parse_time_arg};
 
 use crate::store::StoreError;

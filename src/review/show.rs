@@ -5,7 +5,9 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::rows::{AuditRow, ExceptionRow};
-use super::table::{new_table, object_field, short_time, value};
+use super::table::{
+    LineTable, TableWidth, new_table, object_field, resolution, short_time, value, wrap_to,
+};
 use super::{Format, ReviewError};
 use crate::store::{ExceptionDetail, ExceptionRecord, Store};
 
@@ -25,6 +27,7 @@ pub fn show(
     store: &Store,
     id: i64,
     format: Format,
+    width: TableWidth,
     out: &mut dyn Write,
 ) -> Result<(), ReviewError> {
     let detail = store.exception_detail(id)?;
@@ -44,14 +47,20 @@ pub fn show(
             csv.serialize(ExceptionRow::from(&detail.exception))?;
             csv.flush()?;
         }
-        Format::Table => write_table(&detail, out)?,
+        Format::Table => write_table(&detail, width, out)?,
     }
     Ok(())
 }
 
-fn write_table(detail: &ExceptionDetail, out: &mut dyn Write) -> Result<(), ReviewError> {
+fn write_table(
+    detail: &ExceptionDetail,
+    width: TableWidth,
+    out: &mut dyn Write,
+) -> Result<(), ReviewError> {
     let e = &detail.exception;
+    // Read in full: long values wrap rather than being cut.
     let mut table = new_table(["", &format!("exception {}", e.id)]);
+    wrap_to(&mut table, width);
     for (name, text) in exception_lines(e) {
         table.add_row([name.to_string(), text]);
     }
@@ -71,16 +80,22 @@ fn write_table(detail: &ExceptionDetail, out: &mut dyn Write) -> Result<(), Revi
             object_field(e),
             e.crm_id.as_deref().unwrap_or("-"),
         )?;
-        let mut history = new_table([
-            "audit",
-            "at",
-            "side",
-            "source",
-            "value",
-            "decision",
-            "rule",
-            "exception",
-        ]);
+        let mut history = LineTable::new(
+            &[
+                "audit",
+                "at",
+                "side",
+                "source",
+                "value",
+                "decision",
+                "rule",
+                "exception",
+            ],
+            width,
+        );
+        for keep in [0, 1, 7] {
+            history.keep_whole(keep);
+        }
         for a in &detail.history {
             history.add_row([
                 a.id.to_string(),
@@ -97,7 +112,10 @@ fn write_table(detail: &ExceptionDetail, out: &mut dyn Write) -> Result<(), Revi
     }
     if !detail.related.is_empty() {
         writeln!(out, "Other exceptions on this field:")?;
-        let mut related = new_table(["id", "kind", "status", "created", "message"]);
+        let mut related = LineTable::new(&["id", "kind", "status", "created", "message"], width);
+        for keep in [0, 2, 3] {
+            related.keep_whole(keep);
+        }
         for r in &detail.related {
             related.add_row([
                 r.id.to_string(),
@@ -143,13 +161,8 @@ fn exception_lines(e: &ExceptionRecord) -> Vec<(&'static str, String)> {
     if let Some(by) = &e.resolved_by {
         lines.push(("resolved by", by.clone()));
     }
-    if let Some(how) = e.resolution {
-        let chosen = e
-            .resolution_value
-            .as_ref()
-            .map(|v| format!(" → {}", value(v)))
-            .unwrap_or_default();
-        lines.push(("resolution", format!("{how}{chosen}")));
+    if let Some(how) = resolution(e) {
+        lines.push(("resolution", how));
     }
     if let Some(note) = &e.note {
         lines.push(("note", note.clone()));

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::rows::{ExceptionRow, time};
-use super::table::{new_table, object_field, short_time};
+use super::table::{LineTable, TableWidth, new_table, object_field, short_time, wrap_to};
 use super::{Format, ReviewError};
 use crate::model::{ExceptionKind, ExceptionStatus};
 use crate::store::{ExceptionFilter, ExceptionStats, Store};
@@ -53,6 +53,7 @@ pub fn stats(
     store: &Store,
     filter: &ExceptionFilter,
     format: Format,
+    width: TableWidth,
     out: &mut dyn Write,
 ) -> Result<(), ReviewError> {
     let stats = store.exception_stats(filter)?;
@@ -117,12 +118,16 @@ pub fn stats(
             }
             csv.flush()?;
         }
-        Format::Table => write_table(&stats, out)?,
+        Format::Table => write_table(&stats, width, out)?,
     }
     Ok(())
 }
 
-fn write_table(stats: &ExceptionStats, out: &mut dyn Write) -> Result<(), ReviewError> {
+fn write_table(
+    stats: &ExceptionStats,
+    width: TableWidth,
+    out: &mut dyn Write,
+) -> Result<(), ReviewError> {
     writeln!(out, "{} exceptions, {} open.", stats.total, stats.open)?;
     if stats.total == 0 {
         return Ok(());
@@ -141,6 +146,7 @@ fn write_table(stats: &ExceptionStats, out: &mut dyn Write) -> Result<(), Review
     header.extend(ExceptionStatus::ALL.iter().map(|s| s.to_string()));
     header.push("total".into());
     let mut table = new_table(header);
+    wrap_to(&mut table, width);
     for (kind, counts) in &by_kind {
         let mut row = vec![kind.to_string()];
         row.extend(counts.iter().map(u64::to_string));
@@ -151,7 +157,10 @@ fn write_table(stats: &ExceptionStats, out: &mut dyn Write) -> Result<(), Review
 
     if !stats.open_by_field.is_empty() {
         writeln!(out, "Open by field:")?;
-        let mut table = new_table(["object", "field", "open", "oldest"]);
+        let mut table = LineTable::new(&["object", "field", "open", "oldest"], width);
+        for keep in [2, 3] {
+            table.keep_whole(keep);
+        }
         for c in &stats.open_by_field {
             table.add_row([
                 c.object.clone(),
@@ -164,7 +173,13 @@ fn write_table(stats: &ExceptionStats, out: &mut dyn Write) -> Result<(), Review
     }
     if !stats.oldest_open.is_empty() {
         writeln!(out, "Oldest open:")?;
-        let mut table = new_table(["id", "kind", "field", "record", "created", "message"]);
+        let mut table = LineTable::new(
+            &["id", "kind", "field", "record", "created", "message"],
+            width,
+        );
+        for keep in [0, 4] {
+            table.keep_whole(keep);
+        }
         for e in &stats.oldest_open {
             table.add_row([
                 e.id.to_string(),
