@@ -547,17 +547,26 @@ pub fn invalid(
     match value {
         Value::Number(n) => {
             if let Some(min) = rules.min.filter(|m| n.units < m.units) {
-                return Some(format!("{}: `{n}` is below the minimum {min}", field.id));
+                return Some(format!(
+                    "{}: `{n}` is below the minimum {}",
+                    field.id,
+                    min.shortest()
+                ));
             }
             if let Some(max) = rules.max.filter(|m| n.units > m.units) {
-                return Some(format!("{}: `{n}` is above the maximum {max}", field.id));
+                return Some(format!(
+                    "{}: `{n}` is above the maximum {}",
+                    field.id,
+                    max.shortest()
+                ));
             }
             if let (Some(pct), Some(Value::Number(b))) = (rules.max_change_pct, base)
                 && exceeds_change(*b, *n, pct)
             {
                 return Some(format!(
-                    "{}: `{n}` changes `{b}` by more than {pct}%",
-                    field.id
+                    "{}: `{n}` changes `{b}` by more than {}%",
+                    field.id,
+                    pct.shortest()
                 ));
             }
             None
