@@ -41,8 +41,29 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", chain_once(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `: `-joined as anyhow's `{:#}` prints them, but a cause whose
+/// text its parent already shows is left out. Many error types print their source in their
+/// own message (`CDC authentication failed: {0}` over a `#[from]` source); `{:#}` would then
+/// say the same thing twice ("`abc` is not a number: `abc` is not a number").
+fn chain_once(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut shown = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !shown.is_empty() && shown.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        shown = text;
+    }
+    out
 }

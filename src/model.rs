@@ -290,6 +290,19 @@ impl Decimal {
         }
     }
 
+    /// The same number with no trailing zeros after the point (`50`, `12.5`), for limits
+    /// read from rule files: they are kept at the largest scale, whose every digit would
+    /// otherwise be printed (`50.000000000000000000`). Field values keep their own scale:
+    /// `1200.00` is what the CRM shows.
+    pub fn shortest(self) -> Decimal {
+        let mut d = self;
+        while d.scale > 0 && d.units % 10 == 0 {
+            d.units /= 10;
+            d.scale -= 1;
+        }
+        d
+    }
+
     pub fn to_f64(self) -> f64 {
         self.units as f64 / 10f64.powi(i32::from(self.scale))
     }
@@ -684,6 +697,21 @@ mod tests {
         assert_eq!(ValueKind::from_tag("number:19"), None);
     }
 
+    #[test]
+    fn limits_print_in_their_shortest_form() {
+        let show = |raw: &str| {
+            Decimal::parse(raw, ValueKind::MAX_SCALE)
+                .unwrap()
+                .shortest()
+                .to_string()
+        };
+        assert_eq!(show("50"), "50");
+        assert_eq!(show("12.5"), "12.5");
+        assert_eq!(show("0.125"), "0.125");
+        assert_eq!(show("-3.10"), "-3.1");
+        assert_eq!(show("0"), "0");
+    }
+
     proptest::proptest! {
         #[test]
         fn large_decimals_round_trip_or_are_refused(digits in "[0-9]{30,40}(\\.[0-9]{0,20})?", scale in 0u8..=18) {
@@ -696,6 +724,14 @@ mod tests {
         fn decimal_text_round_trips(units in proptest::num::i64::ANY, scale in 0u8..=18) {
             let d = Decimal { units: i128::from(units), scale };
             proptest::prop_assert_eq!(Decimal::parse(&d.to_string(), scale).unwrap(), d);
+        }
+
+        #[test]
+        fn the_shortest_form_is_the_same_number(units in proptest::num::i64::ANY, scale in 0u8..=18) {
+            let d = Decimal { units: i128::from(units), scale };
+            let short = d.shortest();
+            proptest::prop_assert_eq!(Decimal::parse(&short.to_string(), scale).unwrap(), d);
+            proptest::prop_assert!(!short.to_string().contains('.') || !short.to_string().ends_with('0'));
         }
 
         #[test]

@@ -332,3 +332,40 @@ fn a_tie_set_in_a_when_is_applied() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
 }
+
+/// A limit read from a rule file is kept at the largest scale; people see it as written.
+#[test]
+fn percentages_and_limits_print_as_written() {
+    let out = plansync(&[
+        "rules",
+        "explain",
+        "--object",
+        "Opportunity",
+        "--field",
+        "Amount",
+        "--at",
+        "2027-01-27T15:00:00Z",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("  owner = crm; non-owner changes are reverted; min 0; max change 50%\n"),
+        "{stdout}"
+    );
+
+    // The decision's own message, shown beside a failing case.
+    let dir = tempfile::tempdir().unwrap();
+    let opp = std::fs::read_to_string("rules/opportunity.toml").unwrap();
+    let wrong = format!(
+        "{opp}\n[[test]]\nname = \"wrong on purpose\"\nfield = \"Amount\"\nat = 2027-01-27T15:00:00Z\nfrom = \"crm\"\nbase = 1000\nvalue = 2000\nexpect = {{ action = \"write\" }}\n"
+    );
+    let path = write(dir.path(), "opportunity.toml", &wrong);
+    let out = plansync(&["rules", "test", path.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(
+            "(exception message: Opportunity.Amount: `2000.00` changes `1000.00` by more than 50%)"
+        ),
+        "{stdout}"
+    );
+}

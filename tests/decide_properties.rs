@@ -404,3 +404,122 @@ fn an_overwritten_edit_is_recorded() {
         }
     );
 }
+
+/// The messages of the shipped rules' decisions when the two sides were never synced (no
+/// base: the first reconciliation found them different) and when they were.
+#[test]
+fn the_first_reconciliation_is_not_called_a_change_or_a_concurrent_edit() {
+    let set = plansync::rules::load(&["rules".into()]).expect("the shipped rules compile");
+    let message = |object: &str,
+                   name: &str,
+                   base: Option<Value>,
+                   obs: Observation,
+                   other: Value,
+                   ctx: &Context| {
+        let pairing = set.find(object).expect("pairing");
+        let field = pairing.field(name).expect("field");
+        let seen = Some(Seen {
+            value: other,
+            at: obs.at,
+        });
+        let mut st = FieldState {
+            base,
+            ..FieldState::default()
+        };
+        match obs.side {
+            Side::Crm => st.seen_anaplan = seen,
+            Side::Anaplan => st.seen_crm = seen,
+        }
+        let d = decide(pairing, field, &st, &obs, ctx);
+        d.exception.map(|e| e.message).unwrap_or_default()
+    };
+    let text = |s: &str| Value::Text(s.into());
+    let money = |units: i128| {
+        Value::Number(Decimal {
+            units: units * 100,
+            scale: 2,
+        })
+    };
+    let crm = |value: Value, at: DateTime<Utc>| Observation {
+        side: Side::Crm,
+        value,
+        at,
+        ours: false,
+    };
+    let mid_quarter = Utc.with_ymd_and_hms(2026, 12, 10, 15, 0, 0).unwrap();
+    let quarter_end = Utc.with_ymd_and_hms(2027, 1, 27, 15, 0, 0).unwrap();
+    let negotiation = Context {
+        record: [("StageName".to_string(), text("Negotiation"))].into(),
+        ..Context::default()
+    };
+
+    // An owned field: the CRM's value was never a change.
+    assert_eq!(
+        message(
+            "Territory__c",
+            "Region__c",
+            None,
+            crm(text("EMEA"), mid_quarter),
+            text("AMER"),
+            &Context::default()
+        ),
+        "Territory__c.Region__c is owned by anaplan; the CRM's `EMEA` differs from Anaplan's `AMER` at the first reconciliation and was not propagated"
+    );
+    assert_eq!(
+        message(
+            "Territory__c",
+            "Region__c",
+            Some(text("AMER")),
+            crm(text("EMEA"), mid_quarter),
+            text("AMER"),
+            &Context::default()
+        ),
+        "Territory__c.Region__c is owned by anaplan; the change to `EMEA` on crm was not propagated"
+    );
+
+    // A shared field settled by its policy, and one held for a person.
+    assert_eq!(
+        message(
+            "Opportunity",
+            "Forecast_Override__c",
+            None,
+            crm(money(700), quarter_end),
+            money(650),
+            &negotiation
+        ),
+        "Opportunity.Forecast_Override__c found different at the first reconciliation: crm `700.00`, anaplan `650.00` (never synced before); crm wins by crm_wins"
+    );
+    assert_eq!(
+        message(
+            "Opportunity",
+            "Forecast_Override__c",
+            Some(money(500)),
+            crm(money(700), quarter_end),
+            money(650),
+            &negotiation
+        ),
+        "concurrent edit of Opportunity.Forecast_Override__c: crm `700.00`, anaplan `650.00`, base `500.00`; crm wins by crm_wins"
+    );
+    assert_eq!(
+        message(
+            "Opportunity",
+            "Forecast_Override__c",
+            None,
+            crm(money(700), mid_quarter),
+            money(650),
+            &negotiation
+        ),
+        "Opportunity.Forecast_Override__c found different at the first reconciliation: crm `700.00`, anaplan `650.00` (never synced before); held for a person to resolve"
+    );
+    assert_eq!(
+        message(
+            "Opportunity",
+            "Forecast_Override__c",
+            Some(money(500)),
+            crm(money(700), mid_quarter),
+            money(650),
+            &negotiation
+        ),
+        "concurrent edit of Opportunity.Forecast_Override__c on both sides; held for a person to resolve"
+    );
+}

@@ -1017,7 +1017,11 @@ impl Compiler<'_, '_> {
                 .map_or(span.clone(), |(_, s)| s.clone());
             self.p.push(Problem::new(
                 at,
-                format!("min {min} is above max {max}: no value could pass"),
+                format!(
+                    "min {} is above max {}: no value could pass",
+                    min.shortest(),
+                    max.shortest()
+                ),
             ));
             ok = false;
         }

@@ -418,11 +418,29 @@ pub fn decide(
             .base
             .clone()
             .or_else(|| other.map(|x| x.value.clone()));
-        let message = format!(
-            "{} is owned by {}; the change to `{v}` on {s} was not propagated",
-            field.id,
-            policy.owner.as_str()
-        );
+        // With no base the two sides were never synced: the value is what this side held when
+        // it was first read, not a change.
+        let message = match (&state.base, other) {
+            (None, Some(x)) => format!(
+                "{} is owned by {}; {} `{v}` differs from {} `{}` at the first reconciliation and was not propagated",
+                field.id,
+                policy.owner.as_str(),
+                possessive(s),
+                possessive(o),
+                x.value
+            ),
+            (None, None) => format!(
+                "{} is owned by {}; {} `{v}` (never synced before) was not propagated",
+                field.id,
+                policy.owner.as_str(),
+                possessive(s)
+            ),
+            (Some(_), _) => format!(
+                "{} is owned by {}; the change to `{v}` on {s} was not propagated",
+                field.id,
+                policy.owner.as_str()
+            ),
+        };
         // A blank the owner was never seen to agree on (an item just created, an empty
         // cell at the first run) is not the owner's value: putting it back would destroy
         // the non-owner's value on a guess. Refused with the exception instead.
@@ -464,16 +482,22 @@ pub fn decide(
         },
         // `compile` gives every shared policy an `on_conflict`; holding is the safe answer
         // should one ever be missing.
-        None | Some(ConflictPolicy::Manual) => return held(field, rule_id, &draft),
+        None | Some(ConflictPolicy::Manual) => {
+            return held(field, rule_id, state, &crm_now, &anaplan_now, &draft);
+        }
     };
-    let note = format!(
-        "concurrent edit of {}: crm `{}`, anaplan `{}`, base `{}`; {winner} wins by {}",
-        field.id,
-        crm_now.as_ref().unwrap_or(&Value::Null),
-        anaplan_now.as_ref().unwrap_or(&Value::Null),
-        state.base.as_ref().unwrap_or(&Value::Null),
-        policy.on_conflict.map_or("", |p| p.as_str()),
-    );
+    let values = both_values(state, &crm_now, &anaplan_now);
+    let conflict_policy = policy.on_conflict.map_or("", |p| p.as_str());
+    let note = match state.base {
+        Some(_) => format!(
+            "concurrent edit of {}: {values}; {winner} wins by {conflict_policy}",
+            field.id
+        ),
+        None => format!(
+            "{} found different at the first reconciliation: {values}; {winner} wins by {conflict_policy}",
+            field.id
+        ),
+    };
     let (target, value) = if winner == s {
         (o, v.clone())
     } else {
@@ -491,22 +515,49 @@ pub fn decide(
     )
 }
 
+/// "the CRM's" / "Anaplan's", for messages that compare the two sides' values.
+fn possessive(side: Side) -> &'static str {
+    match side {
+        Side::Crm => "the CRM's",
+        Side::Anaplan => "Anaplan's",
+    }
+}
+
+/// Both sides' values and the base, for a conflict's message. With no base the two sides
+/// were never synced: the values were found different when both were first read, which is
+/// not a concurrent edit, and there is no base to show.
+fn both_values(state: &FieldState, crm: &Option<Value>, anaplan: &Option<Value>) -> String {
+    let crm = crm.as_ref().unwrap_or(&Value::Null);
+    let anaplan = anaplan.as_ref().unwrap_or(&Value::Null);
+    match &state.base {
+        Some(base) => format!("crm `{crm}`, anaplan `{anaplan}`, base `{base}`"),
+        None => format!("crm `{crm}`, anaplan `{anaplan}` (never synced before)"),
+    }
+}
+
 fn held(
     field: &FieldRule,
     rule_id: &str,
+    state: &FieldState,
+    crm: &Option<Value>,
+    anaplan: &Option<Value>,
     draft: &dyn Fn(ExceptionKind, bool, String) -> ExceptionDraft,
 ) -> Decision {
+    let message = match state.base {
+        Some(_) => format!(
+            "concurrent edit of {} on both sides; held for a person to resolve",
+            field.id
+        ),
+        None => format!(
+            "{} found different at the first reconciliation: {}; held for a person to resolve",
+            field.id,
+            both_values(state, crm, anaplan)
+        ),
+    };
     Decision {
         action: Action::Hold,
         rule_id: rule_id.to_string(),
-        exception: Some(draft(
-            ExceptionKind::Conflict,
-            false,
-            format!(
-                "concurrent edit of {} on both sides; held for a person to resolve",
-                field.id
-            ),
-        )),
+        exception: Some(draft(ExceptionKind::Conflict, false, message)),
     }
 }
 
@@ -547,17 +598,26 @@ pub fn invalid(
     match value {
         Value::Number(n) => {
             if let Some(min) = rules.min.filter(|m| n.units < m.units) {
-                return Some(format!("{}: `{n}` is below the minimum {min}", field.id));
+                return Some(format!(
+                    "{}: `{n}` is below the minimum {}",
+                    field.id,
+                    min.shortest()
+                ));
             }
             if let Some(max) = rules.max.filter(|m| n.units > m.units) {
-                return Some(format!("{}: `{n}` is above the maximum {max}", field.id));
+                return Some(format!(
+                    "{}: `{n}` is above the maximum {}",
+                    field.id,
+                    max.shortest()
+                ));
             }
             if let (Some(pct), Some(Value::Number(b))) = (rules.max_change_pct, base)
                 && exceeds_change(*b, *n, pct)
             {
                 return Some(format!(
-                    "{}: `{n}` changes `{b}` by more than {pct}%",
-                    field.id
+                    "{}: `{n}` changes `{b}` by more than {}%",
+                    field.id,
+                    pct.shortest()
                 ));
             }
             None

@@ -112,13 +112,13 @@ pub fn describe(p: &Policy) -> String {
     }
     let v = &p.validation;
     if let Some(min) = v.min {
-        parts.push(format!("min {min}"));
+        parts.push(format!("min {}", min.shortest()));
     }
     if let Some(max) = v.max {
-        parts.push(format!("max {max}"));
+        parts.push(format!("max {}", max.shortest()));
     }
     if let Some(pct) = v.max_change_pct {
-        parts.push(format!("max change {pct}%"));
+        parts.push(format!("max change {}%", pct.shortest()));
     }
     if let Some(allowed) = &v.allowed {
         let list: Vec<&str> = allowed.iter().map(String::as_str).collect();

@@ -64,13 +64,13 @@ pub enum StoreError {
     )]
     NoWal { path: PathBuf, mode: String },
 
+    // `cause` is in the message, so it is not also the source (see BadValue).
     #[error(
-        "migrating the store to schema v{version} failed: {source} (nothing of that step was kept; fix the cause and start again)"
+        "migrating the store to schema v{version} failed: {cause} (nothing of that step was kept; fix the cause and start again)"
     )]
     Migration {
         version: i64,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
 
     #[error("the store was opened read-only and this operation writes: open it with Store::open")]
@@ -95,15 +95,16 @@ pub enum StoreError {
     #[error("exception {id} ({kind}) has no field value to write: resolve it with --how dismiss")]
     NoField { id: i64, kind: ExceptionKind },
 
-    #[error("`{raw}` is not a valid {kind} value for {field}: {source}")]
+    // The problem is printed here and not exposed as the source: an error chain printed
+    // with `{:#}` would say "`abc` is not a number" twice.
+    #[error("{problem}: {field} holds {kind} values")]
     BadValue {
         raw: String,
         /// The value kind's tag, e.g. `number:2`.
         kind: String,
         /// `Object.Field`, e.g. `Opportunity.Amount`.
         field: String,
-        #[source]
-        source: ValueError,
+        problem: ValueError,
     },
 
     #[error("a resolution needs the name of who made it (pass --by, or set USER)")]

@@ -199,9 +199,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     // A store with data (not one being created): its upgrade is worth a line in the log.
     let existing = conn.pragma_query_value(None, "user_version", |row| row.get::<_, i64>(0))? > 0;
     for migration in MIGRATIONS {
-        let step = |source| StoreError::Migration {
+        let step = |cause| StoreError::Migration {
             version: migration.version,
-            source,
+            cause,
         };
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -194,11 +194,11 @@ fn choose(
         ),
         ResolutionHow::SetValue(raw) => {
             let value =
-                Value::from_text(field.kind, raw).map_err(|source| StoreError::BadValue {
+                Value::from_text(field.kind, raw).map_err(|problem| StoreError::BadValue {
                     raw: raw.clone(),
                     kind: field.kind.tag(),
                     field: format!("{}.{}", exception.object, field.name),
-                    source,
+                    problem,
                 })?;
             (ResolutionKind::SetValue, Some(value))
         }
