@@ -172,21 +172,6 @@ fn age(seconds: i64) -> String {
     format!("{sign}{body}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_in_two_units() {
-        assert_eq!(age(0), "0s");
-        assert_eq!(age(59), "59s");
-        assert_eq!(age(1205), "20m 05s");
-        assert_eq!(age(3600), "1h 00m");
-        assert_eq!(age(2 * 86400 + 4 * 3600 + 59), "2d 04h");
-        assert_eq!(age(-90), "-1m 30s");
-    }
-}
-
 /// The exceptions writes of one state ended in, as `exceptions show` ids.
 fn outcome_exceptions(d: &plansync::store::OutboxDepth) -> String {
     if d.exception_ids.is_empty() {
@@ -200,5 +185,20 @@ fn outcome_exceptions(d: &plansync::store::OutboxDepth) -> String {
         format!("{} and {more} more", ids.join(" "))
     } else {
         ids.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_in_two_units() {
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(1205), "20m 05s");
+        assert_eq!(age(3600), "1h 00m");
+        assert_eq!(age(2 * 86400 + 4 * 3600 + 59), "2d 04h");
+        assert_eq!(age(-90), "-1m 30s");
     }
 }
