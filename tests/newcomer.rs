@@ -355,38 +355,16 @@ fn the_first_run_between_the_default_simulators_is_quiet() {
     assert_eq!(http.state(), before, "both simulators as they started");
 }
 
-/// The shell lines of the README section that starts with `heading`, up to the next `## `,
-/// continuation lines joined, comments dropped.
+#[path = "support/readme_text.rs"]
+mod readme_text;
+
+/// The shell lines of the README section that starts with `heading`, up to the next `## `.
 fn readme_commands(heading: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let start = readme.find(heading).expect("the section");
     let rest = &readme[start + heading.len()..];
-    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-    let mut out = Vec::new();
-    let mut in_block = false;
-    let mut pending = String::new();
-    for line in section.lines() {
-        if line.trim_start().starts_with("```") {
-            in_block = line.trim() == "```sh";
-            continue;
-        }
-        if !in_block {
-            continue;
-        }
-        let code = line.find(" #").map_or(line, |i| &line[..i]).trim();
-        if let Some(head) = code.strip_suffix('\\') {
-            pending.push_str(head.trim_end());
-            pending.push(' ');
-            continue;
-        }
-        pending.push_str(code);
-        let command = std::mem::take(&mut pending);
-        if !command.trim().is_empty() {
-            out.push(command.trim().to_string());
-        }
-    }
-    out
+    readme_text::shell_commands(&rest[..rest.find("\n## ").unwrap_or(rest.len())])
 }
 
 /// Splits a command line as a shell would for these simple cases (single and double quotes).

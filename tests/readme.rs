@@ -7,36 +7,12 @@
 use std::path::Path;
 use std::process::Command;
 
+#[path = "support/readme_text.rs"]
+mod readme_text;
+
 /// The shell blocks' command lines, continuation lines joined, comments dropped.
 fn commands(readme: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut in_block = false;
-    let mut pending = String::new();
-    for line in readme.lines() {
-        if line.trim_start().starts_with("```") {
-            in_block = line.trim() == "```sh";
-            continue;
-        }
-        if !in_block {
-            continue;
-        }
-        let code = match line.find(" #") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        let code = code.trim();
-        if let Some(head) = code.strip_suffix('\\') {
-            pending.push_str(head.trim_end());
-            pending.push(' ');
-            continue;
-        }
-        pending.push_str(code);
-        let command = std::mem::take(&mut pending);
-        if !command.trim().is_empty() {
-            out.push(command.trim().to_string());
-        }
-    }
-    out
+    readme_text::shell_commands(readme)
 }
 
 /// Splits a command line like a shell would for these simple cases (double quotes only).

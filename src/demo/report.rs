@@ -64,10 +64,8 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseLatency {
     pub phase: String,
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub samples: usize,
+    #[serde(flatten)]
+    pub latency: Latency,
 }
 
 /// What the first run did.
@@ -223,12 +221,7 @@ pub fn build(inputs: Inputs<'_>) -> Result<DemoReport, super::DemoError> {
             seconds,
         },
         rate_limited: count("anaplan.rate_limited"),
-        latency_ms: Latency {
-            p50: crate::bench::percentile(&latencies, 50.0),
-            p99: crate::bench::percentile(&latencies, 99.0),
-            max: latencies.last().copied().unwrap_or(0.0),
-            samples: latencies.len(),
-        },
+        latency_ms: Latency::of(&latencies),
         latency_by_phase,
         burst_rate_per_minute: BURST_RATE_PER_MINUTE,
         first_run: FirstRun {
@@ -287,10 +280,7 @@ fn by_phase(
             g.sort_by(f64::total_cmp);
             PhaseLatency {
                 phase: (*name).to_string(),
-                p50: crate::bench::percentile(&g, 50.0),
-                p99: crate::bench::percentile(&g, 99.0),
-                max: g.last().copied().unwrap_or(0.0),
-                samples: g.len(),
+                latency: Latency::of(&g),
             }
         })
         .collect()
@@ -549,30 +539,9 @@ impl DemoReport {
 
         out.push_str("\nLatency, CRM commit → Anaplan acknowledgement, by phase of the day\n");
         for p in &self.latency_by_phase {
-            line(
-                &mut out,
-                &p.phase,
-                format!(
-                    "p50 {} ms, p99 {} ms, max {} ms ({} writes)",
-                    n(p.p50.round() as u64),
-                    n(p.p99.round() as u64),
-                    n(p.max.round() as u64),
-                    n(p.samples as u64)
-                ),
-            );
+            line(&mut out, &p.phase, p.latency.render());
         }
-        let l = &self.latency_ms;
-        line(
-            &mut out,
-            "all streamed changes",
-            format!(
-                "p50 {} ms, p99 {} ms, max {} ms ({} writes)",
-                n(l.p50.round() as u64),
-                n(l.p99.round() as u64),
-                n(l.max.round() as u64),
-                n(l.samples as u64)
-            ),
-        );
+        line(&mut out, "all streamed changes", self.latency_ms.render());
         let burst = if self.rate_limited > 0 {
             format!(
                 "Anaplan answered {} calls with 429, so the burst's writes waited for the \
@@ -650,6 +619,28 @@ impl DemoReport {
             db = self.db
         ));
         out
+    }
+}
+
+impl Latency {
+    /// The percentiles of `sorted` (ascending milliseconds).
+    fn of(sorted: &[f64]) -> Latency {
+        Latency {
+            p50: crate::bench::percentile(sorted, 50.0),
+            p99: crate::bench::percentile(sorted, 99.0),
+            max: sorted.last().copied().unwrap_or(0.0),
+            samples: sorted.len(),
+        }
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms ({} writes)",
+            n(self.p50.round() as u64),
+            n(self.p99.round() as u64),
+            n(self.max.round() as u64),
+            n(self.samples as u64)
+        )
     }
 }
 
