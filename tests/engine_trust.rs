@@ -6,13 +6,21 @@
 mod support;
 
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plansync::anaplan::{CellValue as Cell, ListItemWrite};
+use plansync::engine::dispatch::Sink;
+use plansync::engine::write::{WriteReport, WriteRequest};
+use plansync::model::Side;
 use plansync::model::{ExceptionKind, ExceptionStatus};
+use plansync::rules::RuleSet;
 use plansync::store::{Resolution, ResolutionHow, Store};
 use serde_json::{Value as Json, json};
 use support::*;
+use tokio::sync::watch;
 
 fn count(db: &Path, sql: &str) -> i64 {
     rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -400,6 +408,39 @@ async fn an_overdue_poll_runs_at_once_after_a_restart() {
     env.stop().await;
 }
 
+/// A planner's edit made while plansync was down is not left for the next scheduled poll
+/// (the interval is one hour, and the last poll was just now): Anaplan has no change feed, so
+/// a restart polls it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_polls_anaplan_at_once() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(false).await;
+    env.settle().await;
+    env.stop().await;
+    let territory = env.ids("Territory__c").await[0].clone();
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        &territory,
+        "Annual Quota",
+        number("8800000"),
+    )
+    .await;
+    let just_now = chrono::Utc::now();
+    let mut store = Store::open(&env.db).expect("store");
+    store
+        .set_last_poll("anaplan_poll:territory", just_now)
+        .expect("set");
+    drop(store);
+
+    env.start(false).await;
+    wait_for("the restart's poll to bring the quota", || async {
+        env.crm_field(&territory, "Annual_Quota__c").as_f64() == Some(8_800_000.0)
+    })
+    .await;
+    env.stop().await;
+}
+
 /// A copy of the example rules with `new_item` set for territories.
 fn territory_rules_with_new_item(mode: &str) -> tempfile::TempDir {
     rules_copy(|file, text| {
@@ -493,6 +534,151 @@ async fn blanks_of_an_item_plansync_created_are_not_copied_over_crm_values() {
     assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_100_000.0));
     assert_eq!(record["Name"], json!("EMEA North"), "the unset name stays");
     assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    env.stop().await;
+}
+
+/// Where a [`GatedSink`] holds the writes handed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Open,
+    /// Before anything is sent to Anaplan.
+    BeforeSending,
+    /// After Anaplan took the writes, before the engine hears back.
+    BeforeAnswering,
+}
+
+/// An Anaplan sink that holds its batches where the test says, counting the batches held at
+/// each point, so a poll can be made to land inside a write.
+struct GatedSink {
+    inner: Box<dyn Sink>,
+    hold: watch::Receiver<Hold>,
+    held_before: Arc<AtomicUsize>,
+    held_after: Arc<AtomicUsize>,
+}
+
+async fn pass(hold: &mut watch::Receiver<Hold>, at: Hold, count: &AtomicUsize) {
+    if *hold.borrow() == at {
+        count.fetch_add(1, Ordering::SeqCst);
+        let _ = hold.wait_for(|h| *h != at).await;
+    }
+}
+
+impl Sink for GatedSink {
+    fn side(&self) -> Side {
+        self.inner.side()
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        rules: &'a RuleSet,
+        batch: &'a [WriteRequest],
+    ) -> Pin<Box<dyn Future<Output = WriteReport> + Send + 'a>> {
+        Box::pin(async move {
+            pass(&mut self.hold, Hold::BeforeSending, &self.held_before).await;
+            let report = self.inner.write(rules, batch).await;
+            pass(&mut self.hold, Hold::BeforeAnswering, &self.held_after).await;
+            report
+        })
+    }
+}
+
+async fn wait_count(what: &str, count: &AtomicUsize) {
+    wait_for(what, || async { count.load(Ordering::SeqCst) > 0 }).await;
+}
+
+/// Runs one Anaplan poll of territories and waits until it is recorded as complete (the
+/// sink may be holding writes, so the outbox is not waited for).
+async fn poll_territories(env: &Env) {
+    let before = env
+        .store()
+        .last_poll("anaplan_poll:territory")
+        .expect("state");
+    env.engine().poll_now(Some(Side::Anaplan));
+    wait_for("the Anaplan poll to complete", || async {
+        env.store()
+            .last_poll("anaplan_poll:territory")
+            .expect("state")
+            != before
+    })
+    .await;
+}
+
+/// Polls that land while plansync is creating an item, before the item exists and after it
+/// exists but before the engine has the answer, see no planner's delete and no planner's
+/// blanks: the CRM keeps its values, and the only exception is the new item's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_during_an_items_creation_see_no_delete_and_no_blanks() {
+    let mut env = Env::new(&rules_dir()).await;
+    let (hold, hold_rx) = watch::channel(Hold::Open);
+    let held_before = Arc::new(AtomicUsize::new(0));
+    let held_after = Arc::new(AtomicUsize::new(0));
+    let (before, after) = (held_before.clone(), held_after.clone());
+    let engine = env
+        .launch_with(true, 2, anaplan_client(&env.anaplan), move |inner| {
+            Box::new(GatedSink {
+                inner,
+                hold: hold_rx,
+                held_before: before,
+                held_after: after,
+            })
+        })
+        .await;
+    engine.ready().await.expect("the first run completes");
+    wait_for("the stream to connect", || async {
+        engine.stream_connected()
+    })
+    .await;
+    env.engine = Some(engine);
+    env.settle().await;
+
+    hold.send_replace(Hold::BeforeSending);
+    let territory = env
+        .crm
+        .create(
+            "Territory__c",
+            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
+            None,
+        )
+        .expect("create");
+    wait_count("the item's creation to be held", &held_before).await;
+    poll_territories(&env).await;
+    hold.send_replace(Hold::BeforeAnswering);
+    wait_count("the item's answer to be held", &held_after).await;
+    assert!(
+        env.anaplan
+            .list_items(MODEL, TER_LIST)
+            .expect("list")
+            .iter()
+            .any(|i| i.code.as_deref() == Some(territory.as_str())),
+        "the item exists in Anaplan"
+    );
+    poll_territories(&env).await;
+    hold.send_replace(Hold::Open);
+    env.settle().await;
+    env.poll().await;
+    env.poll().await;
+
+    let record = env.crm.record(&territory).expect("record");
+    assert_eq!(record["Name"], json!("EMEA North"));
+    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
+    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    let to_crm = count(
+        &env.db,
+        &format!("SELECT count(*) FROM outbox WHERE crm_id = '{territory}' AND target = 'crm'"),
+    );
+    assert_eq!(to_crm, 0, "no blank is written to the CRM");
+    let raised: Vec<_> = env
+        .exceptions(None)
+        .into_iter()
+        .filter(|e| e.crm_id.as_deref() == Some(territory.as_str()))
+        .collect();
+    assert_eq!(raised.len(), 1, "only the new item's exception: {raised:?}");
+    assert_eq!(raised[0].kind, ExceptionKind::Lifecycle);
+    assert!(
+        !raised[0].message.contains("removed"),
+        "{}",
+        raised[0].message
+    );
     env.stop().await;
 }
 

@@ -1343,8 +1343,31 @@ impl Round<'_> {
         }
     }
 
+    /// Whether the record's `$ensure_item` write is queued (in this batch or stored) and not
+    /// yet answered.
+    fn item_being_created(&self, record: &RecordKey) -> Result<bool, StoreError> {
+        let key = FieldKey {
+            record: record.clone(),
+            field: lifecycle::ENSURE_ITEM.to_string(),
+        };
+        Ok(self.batch.queues_write(&key) || self.store.has_open_write(&key)?)
+    }
+
     fn anaplan_delete(&mut self, pairing: &Pairing, change: &Change) -> Result<(), StoreError> {
         let record = &change.record;
+        // An item plansync is still creating is missing from a list read before the create
+        // went out: that is no planner's delete. Nothing is forgotten, so a poll after the
+        // create is answered reports the item again if it really is gone.
+        if self.item_being_created(record)? {
+            tracing::debug!(
+                target: "plansync::engine",
+                event = "delete_ignored",
+                pairing = %record.pairing,
+                record = %record.crm_id,
+                "the item is missing because its creation is not answered yet",
+            );
+            return Ok(());
+        }
         // Forget what Anaplan showed, so the poller stops reporting the item as gone.
         for rule in &pairing.fields {
             let key = FieldKey {

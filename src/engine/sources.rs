@@ -457,19 +457,27 @@ pub async fn flagged_items(db: &Db, pairing: &str) -> HashSet<String> {
 }
 
 /// The Anaplan poller of one pairing: every `interval` from its last completed run, or when
-/// triggered; a failed poll is retried with backoff.
+/// triggered; a failed poll is retried with backoff. With `poll_now` (a restart) the first
+/// poll runs at once: Anaplan has no change feed, so what planners edited while plansync was
+/// down is seen only by a poll, where the CRM's edits are replayed by the stream. After a
+/// first run, which has just read everything, the schedule is kept.
 pub async fn run_anaplan_poller(
     ctx: PollerCtx,
     client: AnaplanClient,
     pairing: String,
     interval: Duration,
     trigger: Arc<Trigger>,
+    poll_now: bool,
 ) {
     let mut target = None;
     let mut flagged = flagged_items(&ctx.db, &pairing).await;
     let mut shutdown = ctx.shutdown.clone();
     let source = anaplan_poll_source(&pairing);
-    let mut due = first_due(&ctx.db, &source, interval).await;
+    let mut due = if poll_now {
+        tokio::time::Instant::now()
+    } else {
+        first_due(&ctx.db, &source, interval).await
+    };
     let mut failures = 0u32;
     while wait_until(due, &trigger, &mut shutdown).await {
         trigger.full.store(false, Ordering::SeqCst);

@@ -151,6 +151,7 @@ impl Sources {
             triggers,
             options,
             stream_connected,
+            first_run,
             ..
         } = self;
         let mut tasks = Vec::new();
@@ -171,6 +172,7 @@ impl Sources {
                 name.clone(),
                 options.anaplan_poll,
                 anaplan_trigger,
+                !first_run,
             )));
         }
         if let Some(stream) = options.stream.as_ref() {

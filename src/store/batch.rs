@@ -256,6 +256,11 @@ impl Batch {
         })
     }
 
+    /// Whether this batch queues a write to `key`.
+    pub fn queues_write(&self, key: &FieldKey) -> bool {
+        self.outbox.iter().any(|o| &o.key == key)
+    }
+
     pub fn update_outbox(&mut self, row: OutboxUpdate) {
         self.outbox_updates.push(row);
     }

@@ -170,6 +170,19 @@ impl Store {
         Ok(found > 0)
     }
 
+    /// Whether a write to `key` (a field or a `$…` lifecycle operation) is queued or sent and
+    /// not yet answered.
+    pub fn has_open_write(&self, key: &FieldKey) -> Result<bool, StoreError> {
+        let found: i64 = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM outbox
+                 WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3
+                   AND state IN ('pending', 'in_flight'))",
+            params![key.record.pairing, key.record.crm_id, key.field],
+            |row| row.get(0),
+        )?;
+        Ok(found != 0)
+    }
+
     /// Writes queued or sent and not yet answered.
     pub fn open_outbox_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(

@@ -14,6 +14,7 @@ use plansync::anaplan::{
 };
 use plansync::crm::cdc::Transport;
 use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
+use plansync::engine::dispatch::Sink;
 use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
@@ -129,6 +130,17 @@ impl Env {
         shards: usize,
         anaplan: AnaplanClient,
     ) -> EngineHandle {
+        self.launch_with(stream, shards, anaplan, |sink| sink).await
+    }
+
+    /// [`Env::launch`] with the Anaplan sink wrapped by `wrap` (e.g. to hold its writes).
+    pub async fn launch_with(
+        &self,
+        stream: bool,
+        shards: usize,
+        anaplan: AnaplanClient,
+        wrap: impl FnOnce(Box<dyn Sink>) -> Box<dyn Sink>,
+    ) -> EngineHandle {
         let mut options = EngineOptions::new(&self.db);
         options.shards = shards;
         options.batch_window = Duration::from_millis(20);
@@ -147,13 +159,13 @@ impl Env {
         });
         let crm = crm_client(&self.crm);
         let sinks = Sinks {
-            anaplan: Box::new(AnaplanSink::new(
+            anaplan: wrap(Box::new(AnaplanSink::new(
                 anaplan.clone(),
                 AnaplanSinkSettings {
                     transactional_max_cells: 50_000,
                     bulk_imports: Default::default(),
                 },
-            )),
+            ))),
             crm: Box::new(CrmSink::new(crm.clone())),
         };
         let (_tx, rx) = watch::channel(Arc::new(self.rules.clone()));
