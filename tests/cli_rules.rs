@@ -369,3 +369,137 @@ fn percentages_and_limits_print_as_written() {
         "{stdout}"
     );
 }
+
+/// The words of a rule file a typo can land in: runs of three or more letters (keys, section
+/// names, values, words inside strings), outside comments, as byte ranges.
+fn typo_targets(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let mut in_string = false;
+        let mut start = None;
+        for (i, c) in line.char_indices() {
+            if c.is_ascii_alphabetic() || c == '_' {
+                start.get_or_insert(i);
+                continue;
+            }
+            if let Some(s) = start.take()
+                && i - s >= 3
+            {
+                out.push(offset + s..offset + i);
+            }
+            match c {
+                '"' => in_string = !in_string,
+                '#' if !in_string => break,
+                _ => {}
+            }
+        }
+        offset += line.len();
+    }
+    out
+}
+
+/// Three one-character typos of `word`: a letter dropped, two swapped, one replaced.
+fn typos(word: &str) -> Vec<String> {
+    let b = word.as_bytes();
+    let mid = b.len() / 2;
+    let mut dropped = b.to_vec();
+    dropped.remove(mid);
+    let mut swapped = b.to_vec();
+    swapped.swap(mid - 1, mid);
+    let mut replaced = b.to_vec();
+    let last = replaced.len() - 1;
+    replaced[last] = if replaced[last] == b'x' { b'q' } else { b'x' };
+    [dropped, swapped, replaced]
+        .into_iter()
+        .filter(|t| t != b)
+        .map(|t| String::from_utf8(t).expect("ASCII"))
+        .collect()
+}
+
+/// One typo in a shipped rule file gives at most one error: its root, never a cascade of
+/// "missing" keys or of the `[[test]]` cases that name what the typo broke. Every word of
+/// every shipped file, with three typos each.
+#[test]
+fn one_typo_gives_at_most_one_error() {
+    let mut cascades = Vec::new();
+    let mut tried = 0;
+    for file in ["opportunity.toml", "territory.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("rules")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            plansync::rules::compile::compile_file(&path, &text).is_ok(),
+            "{file} compiles as shipped"
+        );
+        for range in typo_targets(&text) {
+            let word = &text[range.clone()];
+            for typo in typos(word) {
+                tried += 1;
+                let changed = format!("{}{typo}{}", &text[..range.start], &text[range.end..]);
+                if let Err(e) = plansync::rules::compile::compile_file(&path, &changed)
+                    && e.problems.len() > 1
+                {
+                    let line = text[..range.start].lines().count();
+                    cascades.push(format!(
+                        "{file}:{line}: `{word}` → `{typo}`: {:?}",
+                        e.one_line_each()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(tried > 500, "{tried} typos tried");
+    assert!(
+        cascades.is_empty(),
+        "{} of {tried} typos gave more than one error:\n{}",
+        cascades.len(),
+        cascades.join("\n")
+    );
+}
+
+/// The two typos a new user met: a bad `owner` value was also reported as a missing owner,
+/// and a misspelt CRM field name as one error per test case naming the field. Each is now one
+/// error, with the cases said to be not run, or the other uses counted.
+#[test]
+fn a_typo_is_one_error_that_says_what_it_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/opportunity.toml"),
+    )
+    .unwrap();
+
+    let bad_owner = shipped.replacen("owner = \"crm\"", "owner = \"crmm\"", 1);
+    let path = write(dir.path(), "opportunity.toml", &bad_owner);
+    let out = plansync(&["rules", "check", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("`crmm` is not a valid `owner`"), "{stderr}");
+    assert!(stderr.contains("did you mean `crm`?"), "{stderr}");
+    assert!(!stderr.contains("has no `owner`"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "has 1 error; its 13 [[test]] cases were not run, as the file did not compile"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\n1 error in rule files"), "{stderr}");
+
+    let bad_field = shipped.replacen("crm = \"Amount\"", "crm = \"Amuont\"", 1);
+    let path = write(dir.path(), "opportunity.toml", &bad_field);
+    let out = plansync(&["rules", "test", path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(
+        stderr.matches("`Amount` is not a mapped field").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`Amount` is named here and in 3 more places"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `Amuont`?"), "{stderr}");
+    assert!(stderr.contains("`Amuont` is mapped here"), "{stderr}");
+}

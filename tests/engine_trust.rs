@@ -369,76 +369,73 @@ async fn checkpoints_are_re_keyed_when_the_shard_count_changes() {
     );
 }
 
-/// The schedule survives a restart: a poll that came due while the engine was down runs at
-/// once after the start, not one full interval later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_overdue_poll_runs_at_once_after_a_restart() {
+/// Stops a settled engine, makes an edit with `edit` (which names the record it edited),
+/// dates the last run of the poller `source` at `last_poll` (the interval is one hour), and
+/// restarts without the stream: `arrived` must then come true without a poll being asked for.
+async fn restart_after(
+    source: &str,
+    last_poll: chrono::DateTime<chrono::Utc>,
+    edit: impl AsyncFnOnce(&Env) -> String,
+    arrived: impl Fn(&Env, &str) -> bool,
+) {
     let mut env = Env::new(&rules_dir()).await;
     env.start(false).await;
     env.settle().await;
     env.stop().await;
-    let territory = env.ids("Territory__c").await[0].clone();
-    env.planner_sets(
-        TER_MODULE,
-        TER_LIST,
-        &territory,
-        "Annual Quota",
-        number("7700000"),
-    )
-    .await;
-    // The last Anaplan poll was two hours ago; the interval is one hour.
+    let record = edit(&env).await;
     let mut store = Store::open(&env.db).expect("store");
-    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
-    store
-        .set_last_poll("anaplan_poll:territory", two_hours_ago)
-        .expect("set");
+    store.set_last_poll(source, last_poll).expect("set");
     drop(store);
 
     env.start(false).await;
-    wait_for("the overdue poll to bring the quota", || async {
-        env.crm_field(&territory, "Annual_Quota__c").as_f64() == Some(7_700_000.0)
+    wait_for("the edit made while plansync was down", || {
+        let done = arrived(&env, &record);
+        async move { done }
     })
     .await;
     let last = env
         .store()
-        .last_poll("anaplan_poll:territory")
+        .last_poll(source)
         .expect("state")
         .expect("stored");
-    assert!(last > two_hours_ago, "the run is recorded");
+    assert!(last > last_poll, "the run is recorded");
     env.stop().await;
 }
 
-/// A planner's edit made while plansync was down is not left for the next scheduled poll
-/// (the interval is one hour, and the last poll was just now): Anaplan has no change feed, so
-/// a restart polls it at once.
+/// The schedule survives a restart: a CRM poll that came due while the engine was down runs
+/// at once after the start, not one full interval later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_polls_anaplan_at_once() {
-    let mut env = Env::new(&rules_dir()).await;
-    env.start(false).await;
-    env.settle().await;
-    env.stop().await;
-    let territory = env.ids("Territory__c").await[0].clone();
-    env.planner_sets(
-        TER_MODULE,
-        TER_LIST,
-        &territory,
-        "Annual Quota",
-        number("8800000"),
+async fn an_overdue_poll_runs_at_once_after_a_restart() {
+    restart_after(
+        "crm_poll:opportunity",
+        chrono::Utc::now() - chrono::Duration::hours(2),
+        async |env: &Env| {
+            let deal = env.deal_in("Negotiation").await;
+            env.rep_edits(&deal, json!({ "Amount": 133000.5 }));
+            deal
+        },
+        |env, deal| env.cell(deal, "Amount").as_deref() == Some("133000.5"),
     )
     .await;
-    let just_now = chrono::Utc::now();
-    let mut store = Store::open(&env.db).expect("store");
-    store
-        .set_last_poll("anaplan_poll:territory", just_now)
-        .expect("set");
-    drop(store);
+}
 
-    env.start(false).await;
-    wait_for("the restart's poll to bring the quota", || async {
-        env.crm_field(&territory, "Annual_Quota__c").as_f64() == Some(8_800_000.0)
-    })
+/// A planner's edit made while plansync was down is not left for the next scheduled poll
+/// (the last poll was just now): Anaplan has no change feed, so a restart polls it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_polls_anaplan_at_once() {
+    restart_after(
+        "anaplan_poll:territory",
+        chrono::Utc::now(),
+        async |env: &Env| {
+            let territory = env.ids("Territory__c").await[0].clone();
+            let quota = number("8800000");
+            env.planner_sets(TER_MODULE, TER_LIST, &territory, "Annual Quota", quota)
+                .await;
+            territory
+        },
+        |env, territory| env.crm_field(territory, "Annual_Quota__c").as_f64() == Some(8_800_000.0),
+    )
     .await;
-    env.stop().await;
 }
 
 /// A copy of the example rules with `new_item` set for territories.
@@ -463,6 +460,39 @@ fn territory_cell(env: &Env, code: &str, line_item: &str) -> Option<String> {
         .map(|v| v.to_string())
 }
 
+/// A territory created in the CRM alone, with a name, a region and both quotas.
+fn crm_only_territory(env: &Env) -> String {
+    env.crm
+        .create(
+            "Territory__c",
+            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
+            None,
+        )
+        .expect("create")
+}
+
+fn territory_item_exists(env: &Env, code: &str) -> bool {
+    env.anaplan
+        .list_items(MODEL, TER_LIST)
+        .expect("list")
+        .iter()
+        .any(|i| i.code.as_deref() == Some(code))
+}
+
+/// The CRM still shows the values [`crm_only_territory`] gave it, and nothing was ever
+/// queued for the CRM.
+fn crm_territory_kept(env: &Env, territory: &str) {
+    let record = env.crm.record(territory).expect("record");
+    assert_eq!(record["Name"], json!("EMEA North"));
+    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
+    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    let to_crm = count(
+        &env.db,
+        &format!("SELECT count(*) FROM outbox WHERE crm_id = '{territory}' AND target = 'crm'"),
+    );
+    assert_eq!(to_crm, 0, "no blank is written to the CRM");
+}
+
 /// An item plansync creates for a CRM-only territory has blank cells that no planner chose:
 /// they are not the owner's values. With the default `new_item = "hold"` the CRM keeps its
 /// name and quotas (one `lifecycle` exception says which fields wait for a planner), the next
@@ -470,36 +500,17 @@ fn territory_cell(env: &Env, code: &str, line_item: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blanks_of_an_item_plansync_created_are_not_copied_over_crm_values() {
     let mut env = Env::new(&rules_dir()).await;
-    let territory = env
-        .crm
-        .create(
-            "Territory__c",
-            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
-            None,
-        )
-        .expect("create");
+    let territory = crm_only_territory(&env);
     env.start(false).await;
     env.settle().await;
     env.poll().await;
     env.poll().await;
 
-    let record = env.crm.record(&territory).expect("record");
-    assert_eq!(record["Name"], json!("EMEA North"));
-    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
-    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
+    crm_territory_kept(&env, &territory);
     assert!(
-        env.anaplan
-            .list_items(MODEL, TER_LIST)
-            .expect("list")
-            .iter()
-            .any(|i| i.code.as_deref() == Some(territory.as_str())),
+        territory_item_exists(&env, &territory),
         "the item was created"
     );
-    let to_crm = count(
-        &env.db,
-        &format!("SELECT count(*) FROM outbox WHERE crm_id = '{territory}' AND target = 'crm'"),
-    );
-    assert_eq!(to_crm, 0, "no blank is written to the CRM");
     let lifecycle: Vec<_> = env
         .exceptions(Some(ExceptionKind::Lifecycle))
         .into_iter()
@@ -632,24 +643,13 @@ async fn polls_during_an_items_creation_see_no_delete_and_no_blanks() {
     env.settle().await;
 
     hold.send_replace(Hold::BeforeSending);
-    let territory = env
-        .crm
-        .create(
-            "Territory__c",
-            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
-            None,
-        )
-        .expect("create");
+    let territory = crm_only_territory(&env);
     wait_count("the item's creation to be held", &held_before).await;
     poll_territories(&env).await;
     hold.send_replace(Hold::BeforeAnswering);
     wait_count("the item's answer to be held", &held_after).await;
     assert!(
-        env.anaplan
-            .list_items(MODEL, TER_LIST)
-            .expect("list")
-            .iter()
-            .any(|i| i.code.as_deref() == Some(territory.as_str())),
+        territory_item_exists(&env, &territory),
         "the item exists in Anaplan"
     );
     poll_territories(&env).await;
@@ -658,15 +658,7 @@ async fn polls_during_an_items_creation_see_no_delete_and_no_blanks() {
     env.poll().await;
     env.poll().await;
 
-    let record = env.crm.record(&territory).expect("record");
-    assert_eq!(record["Name"], json!("EMEA North"));
-    assert_eq!(record["Annual_Quota__c"].as_f64(), Some(2_000_000.0));
-    assert_eq!(record["Quarterly_Quota__c"].as_f64(), Some(500_000.0));
-    let to_crm = count(
-        &env.db,
-        &format!("SELECT count(*) FROM outbox WHERE crm_id = '{territory}' AND target = 'crm'"),
-    );
-    assert_eq!(to_crm, 0, "no blank is written to the CRM");
+    crm_territory_kept(&env, &territory);
     let raised: Vec<_> = env
         .exceptions(None)
         .into_iter()
@@ -688,14 +680,7 @@ async fn polls_during_an_items_creation_see_no_delete_and_no_blanks() {
 async fn a_new_item_can_be_seeded_from_the_crm() {
     let rules = territory_rules_with_new_item("seed_from_crm");
     let mut env = Env::new(rules.path()).await;
-    let territory = env
-        .crm
-        .create(
-            "Territory__c",
-            json!({ "Name": "EMEA North", "Region__c": "EMEA", "Annual_Quota__c": 2000000, "Quarterly_Quota__c": 500000, "Active__c": true }),
-            None,
-        )
-        .expect("create");
+    let territory = crm_only_territory(&env);
     env.start(false).await;
     env.settle().await;
     env.poll().await;

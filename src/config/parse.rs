@@ -110,6 +110,7 @@ pub(super) fn parse(path: &Path, text: &str, sources: &dyn Sources) -> Result<Co
                 path: path.to_path_buf(),
                 source_text: text.to_string(),
                 problems: list,
+                tests_not_run: 0,
             })
         }
     }

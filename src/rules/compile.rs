@@ -91,12 +91,18 @@ pub fn compile_file(path: &Path, text: &str) -> Result<Pairing, FileErrors> {
         let span = err.span().unwrap_or(0..0);
         problems.push(Problem::new(span, err.message().trim().to_string()).label("TOML syntax"));
     }
+    let mut tests_not_run = 0;
     let pairing = if problems.0.is_empty() {
-        Compiler {
+        let mut compiler = Compiler {
             p: &mut problems,
             text,
-        }
-        .pairing(&root, &name, path)
+            tests_not_run: 0,
+            once: BTreeMap::new(),
+        };
+        let pairing = compiler.pairing(&root, &name, path);
+        tests_not_run = compiler.tests_not_run;
+        compiler.label_repeats();
+        pairing
     } else {
         None
     };
@@ -113,6 +119,7 @@ pub fn compile_file(path: &Path, text: &str) -> Result<Pairing, FileErrors> {
                 path: path.to_path_buf(),
                 source_text: text.to_string(),
                 problems: list,
+                tests_not_run,
             })
         }
     }
@@ -121,12 +128,28 @@ pub fn compile_file(path: &Path, text: &str) -> Result<Pairing, FileErrors> {
 struct Compiler<'p, 't> {
     p: &'p mut Problems,
     text: &'t str,
+    /// `[[test]]` cases left unchecked because the definitions they test did not compile.
+    tests_not_run: usize,
+    /// Unknown names reported once each (a window, a field, a flag): by what was unknown,
+    /// where the problem is and how many places name it.
+    once: BTreeMap<String, Once>,
+}
+
+struct Once {
+    index: usize,
+    uses: usize,
+    name: String,
 }
 
 /// The policy settings written on a field or a `when`, before they are merged and checked.
 #[derive(Default)]
 struct PolicyParts {
     owner: Option<(Owner, Range<usize>)>,
+    /// Some policy key was written (maybe misspelt) but gave no setting: its error is
+    /// reported, and checks of how the settings fit together would only repeat it.
+    broken: bool,
+    /// Some policy key was written, even if none of them is valid.
+    any_written: bool,
     on_violation: Option<(OnViolation, Range<usize>)>,
     on_conflict: Option<(&'static str, Range<usize>)>,
     tie: Option<(Side, Range<usize>)>,
@@ -146,6 +169,15 @@ impl PolicyParts {
             && self.max.is_none()
             && self.allowed.is_none()
             && self.max_change_pct.is_none()
+    }
+}
+
+/// How many `[[test]]` cases the file has.
+fn count_tests(root: &Table<'_, '_>) -> usize {
+    match root.get("test").map(|v| v.get_ref()) {
+        Some(DeValue::Array(cases)) => cases.len(),
+        Some(_) => 1,
+        None => 0,
     }
 }
 
@@ -181,6 +213,13 @@ fn is_hex32(s: &str) -> bool {
 impl Compiler<'_, '_> {
     fn pairing(&mut self, root: &Spanned<DeTable<'_>>, name: &str, path: &Path) -> Option<Pairing> {
         let root = Table::root(self.p, root, ROOT_KEYS);
+        // A misspelt section moves what follows it: the `[[field.when]]`s after `[[fild]]`
+        // join the field before, and a `[winow.x]` leaves its window undefined. Whatever
+        // else would be reported follows from the misspelling, so it is reported alone.
+        if root.has_misspelt() {
+            self.tests_not_run = count_tests(&root);
+            return None;
+        }
         let Some(pairing_value) = root.get("pairing") else {
             self.p.push(
                 Problem::new(0..0, "the file has no [pairing] section")
@@ -231,13 +270,26 @@ impl Compiler<'_, '_> {
         // The names a `when` may test: mapped fields (even one that failed its own checks,
         // so its `when`s are not misreported) and the declared extra fields.
         let mut record_kinds: BTreeMap<String, FieldInfo> = infos;
+        let mut untyped = BTreeSet::new();
+        let mut names_unreadable = false;
         for ft in &field_tables {
             let mut quiet = Problems::default();
             let mut shadow = Compiler {
                 p: &mut quiet,
                 text: self.text,
+                tests_not_run: 0,
+                once: BTreeMap::new(),
             };
-            if let (Some(crm), Some(kind)) = (ft.str(shadow.p, "crm"), shadow.kind(ft)) {
+            let crm = ft.str(shadow.p, "crm");
+            let kind = shadow.kind(ft);
+            match (&crm, kind) {
+                (None, _) => names_unreadable = true,
+                (Some(crm), None) => {
+                    untyped.insert(crm.value.clone());
+                }
+                (Some(_), Some(_)) => {}
+            }
+            if let (Some(crm), Some(kind)) = (crm, kind) {
                 let picklist = (kind == ValueKind::Picklist)
                     .then(|| shadow.picklist(ft))
                     .flatten();
@@ -271,6 +323,19 @@ impl Compiler<'_, '_> {
         }
         let scope = Scope {
             windows: &windows,
+            window_names: root
+                .get("window")
+                .and_then(|w| match w.get_ref() {
+                    DeValue::Table(t) => Some(t.keys().map(|k| k.get_ref().to_string()).collect()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            flags_unreadable: pt.attempted("flags")
+                && pt
+                    .get("flags")
+                    .is_none_or(|v| !matches!(v.get_ref(), DeValue::Array(_))),
+            untyped,
+            names_unreadable,
             record_kinds: &record_kinds,
             flags: &flag_names,
         };
@@ -287,7 +352,15 @@ impl Compiler<'_, '_> {
                 }
             }
         }
-        let tests = self.tests(&root, &fields, &record_kinds);
+        // A case of a definition that did not compile would only repeat its error (its
+        // field "not mapped", its value "not a number"): the root is reported alone, and
+        // the cases wait until the definitions compile.
+        let tests = if self.p.0.is_empty() {
+            self.tests(&root, &fields, &record_kinds)
+        } else {
+            self.tests_not_run = count_tests(&root);
+            Vec::new()
+        };
 
         if lifecycle.crm_delete == CrmDelete::Flag
             && let Some(flag) = &lifecycle.deleted_flag
@@ -372,13 +445,16 @@ impl Compiler<'_, '_> {
         let Some(t) = root.table(self.p, "lifecycle", LIFECYCLE_KEYS) else {
             return lc;
         };
+        let mut crm_delete_read = !t.attempted("crm_delete");
         if let Some(s) = t.str(self.p, "crm_delete") {
             let options = [
                 ("delete_item", CrmDelete::DeleteItem),
                 ("flag", CrmDelete::Flag),
                 ("ignore", CrmDelete::Ignore),
             ];
-            lc.crm_delete = choice(self.p, &s, "crm_delete", &options).unwrap_or(lc.crm_delete);
+            let chosen = choice(self.p, &s, "crm_delete", &options);
+            crm_delete_read = chosen.is_some();
+            lc.crm_delete = chosen.unwrap_or(lc.crm_delete);
         }
         if let Some(s) = t.str(self.p, "crm_undelete") {
             let options = [
@@ -406,6 +482,8 @@ impl Compiler<'_, '_> {
         }
         let flag = t.str(self.p, "deleted_flag");
         match (&flag, lc.crm_delete) {
+            // What crm_delete says is not known: its error is the one to fix.
+            _ if !crm_delete_read => {}
             (None, CrmDelete::Flag) => t.missing(
                 self.p,
                 "deleted_flag",
@@ -526,6 +604,7 @@ impl Compiler<'_, '_> {
                     );
                     continue;
                 }
+                (None, None) if t.attempted("first_business_days") => continue,
                 (None, None) => {
                     t.missing(
                         self.p,
@@ -609,6 +688,7 @@ impl Compiler<'_, '_> {
                 );
                 None
             }
+            (None, None) if ft.attempted("anaplan_property") => None,
             (None, None) => {
                 ft.missing(self.p, "anaplan", "name the Anaplan line item, e.g. anaplan = \"Amount\" (or anaplan_property = \"…\")");
                 None
@@ -617,7 +697,9 @@ impl Compiler<'_, '_> {
         let kind = self.kind(ft);
         let picklist = match kind {
             Some(ValueKind::Picklist) => self.picklist(ft),
-            _ => {
+            // An unknown type is reported already; `values` may well be right.
+            None => None,
+            Some(_) => {
                 for key in ["values", "map"] {
                     if let Some(v) = ft.get(key) {
                         self.p.push(
@@ -756,6 +838,7 @@ impl Compiler<'_, '_> {
                 .push(Problem::new(span, "a picklist needs at least one value"));
             return None;
         }
+        let mut unlisted = false;
         if let Some(map) = ft.map(self.p, "map") {
             let mut seen_targets: BTreeMap<String, Range<usize>> = BTreeMap::new();
             for (key, value) in map.entries() {
@@ -775,8 +858,14 @@ impl Compiler<'_, '_> {
                     );
                     if let Some(guess) = did_you_mean(&key.value, &names) {
                         problem = problem.help(format!("did you mean `{guess}`?"));
+                        if let Some(listed) = values.iter().find(|v| v.value == guess) {
+                            problem = problem.also(listed.span.clone(), "listed here");
+                        }
                     }
                     self.p.push(problem);
+                    // Which spelling is the typo is for the author to say: the picklist is
+                    // not used, so `when`s naming the value do not repeat this error.
+                    unlisted = true;
                     continue;
                 }
                 if let Some(first) = seen_targets.get(&target) {
@@ -808,11 +897,14 @@ impl Compiler<'_, '_> {
                 }
             }
         }
-        Some(pick)
+        (!unlisted).then_some(pick)
     }
 
     fn policy_parts(&mut self, t: &Table<'_, '_>) -> PolicyParts {
-        let mut parts = PolicyParts::default();
+        let mut parts = PolicyParts {
+            any_written: POLICY_KEYS.iter().any(|k| t.attempted(k)),
+            ..PolicyParts::default()
+        };
         if let Some(s) = t.str(self.p, "owner") {
             let options = [
                 ("crm", Owner::Crm),
@@ -855,6 +947,17 @@ impl Compiler<'_, '_> {
         if let Some((values, span)) = t.str_array(self.p, "allowed") {
             parts.allowed = Some((values.into_iter().map(|v| v.value).collect(), span));
         }
+        let given = [
+            ("owner", parts.owner.is_some()),
+            ("on_violation", parts.on_violation.is_some()),
+            ("on_conflict", parts.on_conflict.is_some()),
+            ("tie", parts.tie.is_some()),
+            ("min", parts.min.is_some()),
+            ("max", parts.max.is_some()),
+            ("max_change_pct", parts.max_change_pct.is_some()),
+            ("allowed", parts.allowed.is_some()),
+        ];
+        parts.broken = given.iter().any(|(key, ok)| !ok && t.attempted(key));
         parts
     }
 
@@ -867,6 +970,9 @@ impl Compiler<'_, '_> {
         info: &FieldInfo,
         span: &Range<usize>,
     ) -> Option<Policy> {
+        if parts.broken {
+            return None;
+        }
         let owner = match (&parts.owner, base) {
             (Some((o, _)), _) => *o,
             (None, Some(b)) => b.owner,
@@ -1102,7 +1208,7 @@ impl Compiler<'_, '_> {
             };
             let conditions = self.conditions(wt, scope);
             let parts = self.policy_parts(wt);
-            if parts.is_empty() {
+            if parts.is_empty() && !parts.any_written {
                 self.p.push(
                     Problem::new(wt.span.clone(), "this `when` changes nothing")
                         .help("give it owner, on_violation, on_conflict, tie, min, max, allowed or max_change_pct"),
@@ -1149,6 +1255,8 @@ impl Compiler<'_, '_> {
         if let Some(w) = wt.str(self.p, "window") {
             if scope.windows.iter().any(|x| x.name == w.value) {
                 out.push(Condition::Window(w.value));
+            } else if scope.window_names.contains(&w.value) {
+                ok = false;
             } else {
                 let names: Vec<&str> = scope.windows.iter().map(|x| x.name.as_str()).collect();
                 let help = match did_you_mean(&w.value, &names) {
@@ -1158,41 +1266,47 @@ impl Compiler<'_, '_> {
                         w.value
                     ),
                 };
-                self.p.push(
-                    Problem::new(w.span, format!("window `{}` is not defined", w.value))
-                        .label("no [window] of this name")
-                        .help(help),
-                );
+                let problem = Problem::new(w.span, format!("window `{}` is not defined", w.value))
+                    .label("no [window] of this name")
+                    .help(help);
+                self.report_once("window", &w.value, problem);
                 ok = false;
             }
         }
         if let Some(f) = wt.str(self.p, "anaplan_flag") {
             if scope.flags.contains(&f.value) {
                 out.push(Condition::AnaplanFlag(f.value));
+            } else if scope.flags_unreadable {
+                // `flags` is misspelt or malformed, reported already.
+                ok = false;
             } else {
-                self.p.push(
+                let problem =
                     Problem::new(f.span, format!("`{}` is not a known Anaplan flag", f.value))
-                        .help("list the boolean line item in [pairing] flags = [...], or map it as a boolean field"),
-                );
+                        .help("list the boolean line item in [pairing] flags = [...], or map it as a boolean field");
+                self.report_once("flag", &f.value, problem);
                 ok = false;
             }
         }
         if let Some(rt) = wt.map(self.p, "record") {
             for (key, value) in rt.entries() {
                 let Some(info) = scope.record_kinds.get(&key.value) else {
+                    ok = false;
+                    // A field whose name or type could not be read (reported already) may
+                    // be the one named here.
+                    if scope.untyped.contains(&key.value) || scope.names_unreadable {
+                        continue;
+                    }
                     let names: Vec<&str> = scope.record_kinds.keys().map(String::as_str).collect();
                     let help = match did_you_mean(&key.value, &names) {
                         Some(g) => format!("did you mean `{g}`?"),
                         None => "a `when` may test mapped fields, and fields listed in [pairing] extra_crm_fields".into(),
                     };
-                    self.p.push(
-                        Problem::new(
-                            key.span,
-                            format!("`{}` is not a field of this pairing", key.value),
-                        )
-                        .help(help),
-                    );
-                    ok = false;
+                    let problem = Problem::new(
+                        key.span,
+                        format!("`{}` is not a field of this pairing", key.value),
+                    )
+                    .help(help);
+                    self.report_once("field", &key.value, problem);
                     continue;
                 };
                 let items: Vec<&Spanned<DeValue<'_>>> = match value.get_ref() {
@@ -1228,6 +1342,14 @@ impl Compiler<'_, '_> {
                     values,
                 });
             }
+        }
+        let tried = ["window", "record", "anaplan_flag"]
+            .iter()
+            .any(|k| wt.attempted(k));
+        if out.is_empty() && tried {
+            // Its condition is misspelt or malformed (reported already): read as "always",
+            // it would hide the `when`s after it.
+            return None;
         }
         if out.is_empty() && ok {
             self.p.push(
@@ -1310,6 +1432,42 @@ impl Compiler<'_, '_> {
         out
     }
 
+    /// Reports an unknown `name` (of a kind: "field", "window", "flag") once, at its first
+    /// use: a typo in a definition is one error, not one per place that names it.
+    fn report_once(&mut self, kind: &str, name: &str, problem: Problem) {
+        let key = format!("{kind}:{name}");
+        match self.once.get_mut(&key) {
+            Some(once) => once.uses += 1,
+            None => {
+                self.once.insert(
+                    key,
+                    Once {
+                        index: self.p.0.len(),
+                        uses: 1,
+                        name: name.to_string(),
+                    },
+                );
+                self.p.push(problem);
+            }
+        }
+    }
+
+    /// Says, on each name reported once, how many places name it.
+    fn label_repeats(&mut self) {
+        for once in self.once.values() {
+            if once.uses > 1
+                && let Some(problem) = self.p.0.get_mut(once.index)
+            {
+                problem.label = Some(format!(
+                    "`{}` is named here and in {} more place{}",
+                    once.name,
+                    once.uses - 1,
+                    if once.uses == 2 { "" } else { "s" }
+                ));
+            }
+        }
+    }
+
     fn test(
         &mut self,
         tt: &Table<'_, '_>,
@@ -1330,8 +1488,11 @@ impl Compiler<'_, '_> {
             );
             if let Some(g) = did_you_mean(&field_name.value, &names) {
                 problem = problem.help(format!("did you mean `{g}`?"));
+                if let Some(f) = fields.iter().find(|f| f.crm == g) {
+                    problem = problem.also(f.span.clone(), format!("`{g}` is mapped here"));
+                }
             }
-            self.p.push(problem);
+            self.report_once("field", &field_name.value, problem);
             return None;
         };
         let kind = field.kind;
@@ -1410,10 +1571,17 @@ impl Compiler<'_, '_> {
                             record.insert(key.value, val);
                         }
                     }
-                    None => self.p.push(Problem::new(
-                        key.span,
-                        format!("`{}` is not a field of this pairing", key.value),
-                    )),
+                    None => {
+                        let names: Vec<&str> = kinds.keys().map(String::as_str).collect();
+                        let mut problem = Problem::new(
+                            key.span.clone(),
+                            format!("`{}` is not a field of this pairing", key.value),
+                        );
+                        if let Some(g) = did_you_mean(&key.value, &names) {
+                            problem = problem.help(format!("did you mean `{g}`?"));
+                        }
+                        self.report_once("field", &key.value, problem);
+                    }
                 }
             }
         }
@@ -1548,6 +1716,14 @@ fn period_without_room(calendar: &Calendar, window: &Window) -> Option<NaiveDate
 /// What a `when` may refer to.
 struct Scope<'a> {
     windows: &'a [Window],
+    /// Every window the file defines, also those that did not compile (reported already).
+    window_names: BTreeSet<String>,
+    /// `[pairing] flags` was written but could not be read.
+    flags_unreadable: bool,
+    /// Mapped fields whose type could not be read.
+    untyped: BTreeSet<String>,
+    /// Some `[[field]]`'s CRM name could not be read.
+    names_unreadable: bool,
     record_kinds: &'a BTreeMap<String, FieldInfo>,
     flags: &'a BTreeSet<String>,
 }

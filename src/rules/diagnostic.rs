@@ -75,14 +75,24 @@ impl Diagnostic for Problem {
 
 /// Everything wrong with one rule file: rendered as one report with each problem under it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{} has {} error{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" })]
+#[error("{} has {} error{}{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" }, self.not_run_note())]
 pub struct FileErrors {
     pub path: PathBuf,
     pub source_text: String,
     pub problems: Vec<Problem>,
+    /// The file's `[[test]]` cases not checked because its definitions did not compile.
+    pub tests_not_run: usize,
 }
 
 impl FileErrors {
+    fn not_run_note(&self) -> String {
+        match self.tests_not_run {
+            0 => String::new(),
+            1 => "; its [[test]] case was not run, as the file did not compile".to_string(),
+            n => format!("; its {n} [[test]] cases were not run, as the file did not compile"),
+        }
+    }
+
     /// `file:line:column: message` for each problem, one per line: the form for logs and
     /// tools, beside miette's picture for people.
     pub fn one_line_each(&self) -> Vec<String> {
@@ -92,6 +102,13 @@ impl FileErrors {
                 let (line, col) = line_col(&self.source_text, p.span.start);
                 format!("{}:{line}:{col}: {}", self.path.display(), p.message)
             })
+            .chain((self.tests_not_run > 0).then(|| {
+                format!(
+                    "{}: {}",
+                    self.path.display(),
+                    self.not_run_note().trim_start_matches("; ")
+                )
+            }))
             .collect()
     }
 }

@@ -32,6 +32,9 @@ pub struct Table<'d, 'i> {
     entries: &'d DeTable<'i>,
     /// What this table is called in messages, e.g. "[[field]]".
     pub what: String,
+    /// The known keys its unknown keys were taken for (`ownr` → `owner`): a key reported as
+    /// misspelt is not also reported as missing.
+    misspelt: Vec<String>,
 }
 
 fn type_name(v: &DeValue<'_>) -> &'static str {
@@ -80,10 +83,11 @@ impl<'d, 'i> Table<'d, 'i> {
     ) -> Option<Table<'d, 'i>> {
         match value.get_ref() {
             DeValue::Table(entries) => {
-                let table = Table {
+                let mut table = Table {
                     span: value.span(),
                     entries,
                     what: what.to_string(),
+                    misspelt: Vec::new(),
                 };
                 table.check_keys(problems, known);
                 Some(table)
@@ -107,16 +111,17 @@ impl<'d, 'i> Table<'d, 'i> {
         root: &'d Spanned<DeTable<'i>>,
         known: &[&str],
     ) -> Table<'d, 'i> {
-        let table = Table {
+        let mut table = Table {
             span: root.span(),
             entries: root.get_ref(),
             what: "the file".to_string(),
+            misspelt: Vec::new(),
         };
         table.check_keys(problems, known);
         table
     }
 
-    fn check_keys(&self, problems: &mut Problems, known: &[&str]) {
+    fn check_keys(&mut self, problems: &mut Problems, known: &[&str]) {
         for key in self.entries.keys() {
             let name: &str = key.get_ref();
             if known.contains(&name) {
@@ -126,7 +131,10 @@ impl<'d, 'i> Table<'d, 'i> {
                 Problem::new(key.span(), format!("unknown key `{name}` in {}", self.what))
                     .label("not a known key here");
             problem = match did_you_mean(name, known) {
-                Some(guess) => problem.help(format!("did you mean `{guess}`?")),
+                Some(guess) => {
+                    self.misspelt.push(guess.to_string());
+                    problem.help(format!("did you mean `{guess}`?"))
+                }
                 None => problem.help(format!("the keys allowed here are: {}", known.join(", "))),
             };
             problems.push(problem);
@@ -135,6 +143,17 @@ impl<'d, 'i> Table<'d, 'i> {
 
     pub fn get(&self, key: &str) -> Option<&'d Spanned<DeValue<'i>>> {
         self.entries.get(key)
+    }
+
+    /// Whether an unknown key of this table was taken for a known one (a misspelling).
+    pub fn has_misspelt(&self) -> bool {
+        !self.misspelt.is_empty()
+    }
+
+    /// Whether the author wrote `key`: present (whatever its value), or misspelt as an
+    /// unknown key already reported. A required key that is attempted is not also missing.
+    pub fn attempted(&self, key: &str) -> bool {
+        self.get(key).is_some() || self.misspelt.iter().any(|k| k == key)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (Str, &'d Spanned<DeValue<'i>>)> + '_ {
@@ -169,7 +188,12 @@ impl<'d, 'i> Table<'d, 'i> {
         );
     }
 
+    /// Reports `key` as required here, unless the author wrote it (its bad value, or its
+    /// misspelling, is the one error to report).
     pub fn missing(&self, problems: &mut Problems, key: &str, help: &str) {
+        if self.attempted(key) {
+            return;
+        }
         problems.push(
             Problem::new(self.span.clone(), format!("{} has no `{key}`", self.what))
                 .label(format!("`{key}` is required here"))
@@ -274,6 +298,7 @@ impl<'d, 'i> Table<'d, 'i> {
                 span: value.span(),
                 entries,
                 what: format!("`{key}`"),
+                misspelt: Vec::new(),
             }),
             _ => {
                 self.wrong_type(problems, key, value, "a table");
