@@ -18,8 +18,8 @@ use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig};
-use plansync::sim::crm::{self as csim, CrmSimConfig};
+use plansync_sim::anaplan::{self as asim, AnaplanSim, SimConfig};
+use plansync_sim::crm::{self as csim, CrmSimConfig};
 use tokio::net::TcpListener;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";

@@ -1,7 +1,11 @@
-//! The `plansync` command: a thin layer of argument parsing over the library. Errors are
-//! `anyhow` here and only here.
+//! The `plansync` command: argument parsing over the library (`plansync`), and what only the
+//! command has: the demo, the bench harness, and the simulators' command lines (over
+//! `plansync-sim`). Errors are `anyhow` here and only here.
 
+mod bench;
 mod cli;
+mod demo;
+mod harness;
 
 use std::process::ExitCode;
 

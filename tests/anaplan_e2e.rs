@@ -1,5 +1,5 @@
 //! The production Anaplan client (`plansync::anaplan`) against the Anaplan simulator
-//! (`plansync::sim::anaplan`) over real loopback sockets. The two were written independently
+//! (`plansync_sim::anaplan`) over real loopback sockets. The two were written independently
 //! from the same public reference, so every test here checks that they agree: the outcome is
 //! read both from what the client returned and from the simulator's model (its cells, lists and
 //! request log), never from one side alone.
@@ -15,7 +15,7 @@ use plansync::anaplan::{
 };
 use plansync::model::Decimal;
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{self as sim, AnaplanSim, Faults, Seed, SimConfig, SimHandle};
+use plansync_sim::anaplan::{self as sim, AnaplanSim, Faults, Seed, SimConfig, SimHandle};
 use proptest::prelude::*;
 use serde_json::Value;
 use tokio::net::TcpListener;

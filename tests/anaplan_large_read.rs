@@ -1,5 +1,5 @@
 //! Large-volume reads: the production client's read requests (`plansync::anaplan::large_read`)
-//! against the simulator's (`plansync::sim::anaplan`), over real loopback sockets. Outcomes are
+//! against the simulator's (`plansync_sim::anaplan`), over real loopback sockets. Outcomes are
 //! checked against the simulator's own model and its count of live read requests.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use plansync::anaplan::{
 };
 use plansync::model::Decimal;
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{self as sim, AnaplanSim, Faults, SimConfig, SimHandle};
+use plansync_sim::anaplan::{self as sim, AnaplanSim, Faults, SimConfig, SimHandle};
 use tokio::net::TcpListener;
 
 const WS: &str = "8a81b09d5e8c6f27015e8d4f1a2b3c4d";

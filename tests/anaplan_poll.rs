@@ -19,8 +19,8 @@ use plansync::model::{ChangeKind, Decimal, ExceptionKind, Side, Source, Value, V
 use plansync::rules::Pairing;
 use plansync::rules::ruleset::AnaplanField;
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{self as sim, AnaplanSim, Seed, SimConfig, SimHandle};
 use plansync::store::{Batch, FieldKey, Observed, ShadowUpsert, Store};
+use plansync_sim::anaplan::{self as sim, AnaplanSim, Seed, SimConfig, SimHandle};
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 

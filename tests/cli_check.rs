@@ -9,9 +9,9 @@ use std::process::Output;
 use serde_json::Value as Json;
 use tokio::net::TcpListener;
 
-use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
-use plansync::sim::crm::seed::DEFAULT_SEED;
-use plansync::sim::crm::{self as csim, CrmSimConfig, CrmSimHandle, Seed};
+use plansync_sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
+use plansync_sim::crm::seed::DEFAULT_SEED;
+use plansync_sim::crm::{self as csim, CrmSimConfig, CrmSimHandle, Seed};
 
 struct Sims {
     crm: CrmSimHandle,

@@ -12,7 +12,7 @@ use plansync::config::{Config, ConfigError, Sources, SystemSources};
 use plansync::crm::cdc::Transport;
 use plansync::crm::{AuthConfig, CrmClient};
 use plansync::rules::FileErrors;
-use plansync::rules::diagnostic::render;
+use plansync_toml::diagnostic::render;
 
 /// Environment variables from a map (so tests never call the `unsafe` `set_var`), files from
 /// the real file system.
@@ -163,8 +163,8 @@ fn sim_example_path() -> PathBuf {
 /// default ports (that a run on it is quiet is `tests/newcomer.rs`).
 #[test]
 fn the_simulators_example_loads_with_their_default_credentials() {
-    use plansync::sim::anaplan as asim;
-    use plansync::sim::crm as csim;
+    use plansync_sim::anaplan as asim;
+    use plansync_sim::crm as csim;
     let text = std::fs::read_to_string(sim_example_path()).unwrap();
     for export in [
         format!(

@@ -1,5 +1,5 @@
 //! The production CRM client (`plansync::crm`) against the CRM org simulator
-//! (`plansync::sim::crm`) over real loopback sockets: authentication, paging, collections and
+//! (`plansync_sim::crm`) over real loopback sockets: authentication, paging, collections and
 //! bulk writes, the CDC stream on both transports (echo marking, replay after a disconnect,
 //! expired replay ids, gap/overflow/merged events, token revocation) and the fault paths
 //! (row locks, the daily request limit).
@@ -22,7 +22,7 @@ use plansync::crm::{
 };
 use plansync::model::ChangeKind;
 use plansync::secret::Secret;
-use plansync::sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, Seed};
+use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, Seed};
 
 const PRIVATE_KEY: &str = include_str!("data/keys/crm_jwt_rsa.pem");
 const PUBLIC_KEY: &str = include_str!("data/keys/crm_jwt_rsa.pub.pem");

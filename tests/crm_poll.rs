@@ -18,7 +18,7 @@ use plansync::engine::crm_poll::{CrmPoll, PollError, RecentSeen, poll_once};
 use plansync::model::{Change, ChangeKind, Position, Side, Source};
 use plansync::rules::Pairing;
 use plansync::secret::Secret;
-use plansync::sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, Seed};
+use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, Seed};
 
 /// Long enough that every record the tests touch stays inside the window.
 const LOOKBACK: Duration = Duration::from_secs(3600);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use plansync::crm::{AuthConfig, CrmClient, CrmConfig};
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
-use plansync::sim::crm::{self as csim, CrmSimConfig, CrmSimHandle};
+use plansync_sim::anaplan::{self as asim, AnaplanSim, SimConfig, SimHandle};
+use plansync_sim::crm::{self as csim, CrmSimConfig, CrmSimHandle};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use plansync::anaplan::ListItemWrite;
 use plansync::model::{ExceptionKind, ExceptionStatus};
-use plansync::sim::anaplan::{self as asim, SimConfig};
-use plansync::sim::crm::CrmSimConfig;
 use plansync::store::{Resolution, ResolutionHow, Store};
+use plansync_sim::anaplan::{self as asim, SimConfig};
+use plansync_sim::crm::CrmSimConfig;
 use serde_json::json;
 use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

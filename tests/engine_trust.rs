@@ -713,7 +713,7 @@ async fn a_new_item_can_be_seeded_from_the_crm() {
 /// for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paged_anaplan_read_failing_part_way_decides_nothing() {
-    let anaplan = plansync::sim::anaplan::SimConfig {
+    let anaplan = plansync_sim::anaplan::SimConfig {
         // The lists and modules are read with read requests in pages of a row or two, and a
         // request left alone for 100 ms is gone: with every call slowed by 150 ms, the
         // second page finds it expired.
@@ -721,17 +721,17 @@ async fn a_paged_anaplan_read_failing_part_way_decides_nothing() {
         read_page_bytes: 120,
         read_request_step: Duration::from_millis(10),
         read_request_ttl: Duration::from_millis(100),
-        ..plansync::sim::anaplan::SimConfig::default()
+        ..plansync_sim::anaplan::SimConfig::default()
     };
     let env = Env::with(
         &rules_dir(),
-        plansync::sim::crm::CrmSimConfig::default(),
+        plansync_sim::crm::CrmSimConfig::default(),
         anaplan,
     )
     .await;
-    env.anaplan.set_faults(plansync::sim::anaplan::Faults {
+    env.anaplan.set_faults(plansync_sim::anaplan::Faults {
         latency_ms: 150,
-        ..plansync::sim::anaplan::Faults::default()
+        ..plansync_sim::anaplan::Faults::default()
     });
     let engine = env.launch(false, 2, anaplan_client(&env.anaplan)).await;
     wait_for("the first run to wait for a new attempt", || async {
@@ -923,14 +923,14 @@ async fn unknown_flags_are_polled_before_anything_is_decided() {
     .expect("forget");
     drop(conn);
     // A slow Anaplan: its poll would come well after the stream's first event.
-    env.anaplan.set_faults(plansync::sim::anaplan::Faults {
+    env.anaplan.set_faults(plansync_sim::anaplan::Faults {
         latency_ms: 300,
-        ..plansync::sim::anaplan::Faults::default()
+        ..plansync_sim::anaplan::Faults::default()
     });
 
     env.start(true).await;
     rep_forecast_edit_is_refused(&env, &deal, 654321, "approved").await;
     env.anaplan
-        .set_faults(plansync::sim::anaplan::Faults::default());
+        .set_faults(plansync_sim::anaplan::Faults::default());
     env.stop().await;
 }

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use plansync::sim::anaplan as asim;
-use plansync::sim::crm as csim;
+use plansync_sim::anaplan as asim;
+use plansync_sim::crm as csim;
 use serde_json::Value as Json;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";

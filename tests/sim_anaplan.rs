@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use plansync::sim::anaplan::{AnaplanSim, CellValue, Faults, SimConfig, SimHandle};
+use plansync_sim::anaplan::{AnaplanSim, CellValue, Faults, SimConfig, SimHandle};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

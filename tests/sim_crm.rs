@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use plansync::sim::crm::{self, CrmSimConfig, CrmSimHandle, Seed};
+use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, Seed};
 
 const V: &str = "/services/data/v59.0";
 const PRIVATE_KEY: &str = include_str!("data/keys/crm_jwt_rsa.pem");

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use plansync::sim::crm::{self, CrmSimConfig, CrmSimHandle, Seed, seed::DEFAULT_SEED};
+use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, Seed, seed::DEFAULT_SEED};
 
 const V: &str = "/services/data/v59.0";
 

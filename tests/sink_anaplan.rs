@@ -15,7 +15,7 @@ use plansync::model::{Decimal, RecordKey, Value};
 use plansync::rules::RuleSet;
 use plansync::rules::ruleset::AnaplanField;
 use plansync::secret::Secret;
-use plansync::sim::anaplan::{
+use plansync_sim::anaplan::{
     self as sim, AnaplanSim, CellValue, Faults, LoggedRequest, Seed, SimConfig, SimHandle,
 };
 use tokio::net::TcpListener;

@@ -20,7 +20,7 @@ use plansync::engine::write::{WriteOutcome, WriteRequest, lifecycle};
 use plansync::model::{Decimal, RecordKey, Value};
 use plansync::rules::RuleSet;
 use plansync::secret::Secret;
-use plansync::sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID};
+use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID};
 
 const OUR_CLIENT: &str = "plansync-sink-test";
 const PATIENCE: Duration = Duration::from_secs(25);

@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 
 use super::{BenchError, BenchOptions, Rig};
-use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
-use crate::demo::world;
-use crate::model::Decimal;
+use crate::harness::world;
+use plansync::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
+use plansync::model::Decimal;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP_MODULE: &str = "OPP01 Opportunity Data";

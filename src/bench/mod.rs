@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::demo::world::{self, World};
-use crate::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
-use crate::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
-use crate::engine::sink::crm::CrmSink;
-use crate::rules::{self, RuleSet};
+use crate::harness::world::{self, World};
+use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use plansync::engine::sink::crm::CrmSink;
+use plansync::rules::{self, RuleSet};
 
 pub use burst::BurstReport;
 pub use poll_diff::PollDiffReport;
@@ -50,11 +50,15 @@ pub enum BenchError {
     #[error("bench: {0}")]
     Run(String),
     #[error(transparent)]
-    Demo(#[from] crate::demo::DemoError),
+    Engine(#[from] plansync::engine::run::EngineError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::run::EngineError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] plansync::store::StoreError),
+}
+
+impl From<crate::harness::SetupError> for BenchError {
+    fn from(e: crate::harness::SetupError) -> Self {
+        BenchError::Setup(e.0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,9 +195,9 @@ impl Rig {
         let db = fresh_db(&options.dir, name)?;
         let world = world::start(&rules, records, options.seed).await?;
         if !options.anaplan_latency.is_zero() {
-            world.anaplan.set_faults(crate::sim::anaplan::Faults {
+            world.anaplan.set_faults(plansync_sim::anaplan::Faults {
                 latency_ms: u64::try_from(options.anaplan_latency.as_millis()).unwrap_or(u64::MAX),
-                ..crate::sim::anaplan::Faults::default()
+                ..plansync_sim::anaplan::Faults::default()
             });
         }
         let crm = world::crm_client(&world.crm)?;
@@ -206,7 +210,7 @@ impl Rig {
         engine_options.stream = Some(StreamOptions {
             api_version: world::API_VERSION.into(),
             channels: vec!["/data/OpportunityChangeEvent".into()],
-            transport: crate::crm::cdc::Transport::WebSocket,
+            transport: plansync::crm::cdc::Transport::WebSocket,
             client_id: world::CLIENT_ID.into(),
         });
         let sinks = Sinks {
@@ -284,14 +288,4 @@ pub async fn run(
         report.reverse = Some(reverse::run(options).await?);
     }
     Ok(report)
-}
-
-/// The value at percentile `p` (0–100) of `sorted`, nearest rank; 0 for no values.
-/// Shared with the demo's summary.
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }

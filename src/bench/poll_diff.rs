@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{BenchError, BenchOptions, Rig};
-use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
-use crate::demo::world;
-use crate::model::{Decimal, Side};
+use crate::harness::world;
+use plansync::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
+use plansync::model::{Decimal, Side};
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP_MODULE: &str = "OPP01 Opportunity Data";

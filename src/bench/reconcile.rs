@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{BenchError, BenchOptions, fresh_db};
-use crate::demo::world;
-use crate::sim::anaplan as asim;
-use crate::sim::crm as csim;
-use crate::store::Store;
+use crate::harness::world;
+use plansync::store::Store;
+use plansync_sim::anaplan as asim;
+use plansync_sim::crm as csim;
 
 const CRM_SECRET_ENV: &str = "PLANSYNC_BENCH_CRM_SECRET";
 const ANAPLAN_PASSWORD_ENV: &str = "PLANSYNC_BENCH_ANAPLAN_PASSWORD";

@@ -18,10 +18,10 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::{BenchError, BenchOptions, Rig};
-use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
-use crate::demo::world;
-use crate::model::{Decimal, Side, Value};
-use crate::rules::ruleset::FieldRule;
+use crate::harness::world;
+use plansync::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
+use plansync::model::{Decimal, Side, Value};
+use plansync::rules::ruleset::FieldRule;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP_MODULE: &str = "OPP01 Opportunity Data";
@@ -299,18 +299,18 @@ mod tests {
     fn the_rules_compile_and_their_cases_pass() {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let rules_dir = write_rules(dir.path()).expect("the rules written");
-        let rules = crate::rules::load(&[rules_dir]).expect("the reverse rules load");
+        let rules = plansync::rules::load(&[rules_dir]).expect("the reverse rules load");
         let pairing = &rules.pairings[0];
         for (crm, _) in FIELDS {
             let rule = pairing.field(crm).expect("a rule per field");
             assert_eq!(
                 rule.policy.owner,
-                crate::rules::ruleset::Owner::Anaplan,
+                plansync::rules::ruleset::Owner::Anaplan,
                 "{crm}"
             );
             assert!(rule.overrides.is_empty(), "{crm} has no conditional rule");
         }
-        let outcomes = crate::rules::cases::run(pairing);
+        let outcomes = plansync::rules::cases::run(pairing);
         assert!(!outcomes.is_empty());
         for o in outcomes {
             assert!(o.passed(), "{}: {:?}", o.name, o.mismatches);

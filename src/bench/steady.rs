@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{BenchError, BenchOptions, Rig, percentile};
+use super::{BenchError, BenchOptions, Rig};
+use crate::harness::percentile;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SteadyReport {
@@ -60,7 +61,7 @@ pub async fn run(options: &BenchOptions) -> Result<SteadyReport, BenchError> {
         }
     }
     rig.settle(Duration::from_secs(600)).await?;
-    let store = crate::store::Store::open_read_only(&rig.db)?;
+    let store = plansync::store::Store::open_read_only(&rig.db)?;
     let mut latencies = store.stream_write_latencies_ms()?;
     drop(store);
     latencies.sort_by(f64::total_cmp);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use plansync::bench::{self, BenchOptions, BenchReport};
+use crate::bench::{self, BenchOptions, BenchReport};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -12,7 +12,8 @@ use serde_json::json;
 
 use plansync::config::{Config, ConfigError};
 use plansync::preflight::{self, Outcome, Report};
-use plansync::rules::{self, LoadError, diagnostic};
+use plansync::rules::{self, LoadError};
+use plansync_toml::diagnostic;
 
 #[derive(Args, Debug, Clone)]
 pub struct CheckArgs {

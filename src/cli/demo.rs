@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use plansync::demo::{self, DemoOptions, Progress};
+use crate::demo::{self, DemoOptions, Progress};
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -85,11 +85,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "\nStill running (Ctrl-C to stop):\n  CRM      {}  (OAuth client {} / {})\n  Anaplan  {}  (user {} / {})\n  store    {}",
                 running.world.crm.instance_url(),
-                plansync::sim::crm::DEFAULT_CLIENT_ID,
-                plansync::sim::crm::DEFAULT_CLIENT_SECRET,
+                plansync_sim::crm::DEFAULT_CLIENT_ID,
+                plansync_sim::crm::DEFAULT_CLIENT_SECRET,
                 running.world.anaplan.base_url(),
-                plansync::sim::anaplan::DEFAULT_USER,
-                plansync::sim::anaplan::DEFAULT_PASSWORD,
+                plansync_sim::anaplan::DEFAULT_USER,
+                plansync_sim::anaplan::DEFAULT_PASSWORD,
                 report.db,
             );
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

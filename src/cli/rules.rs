@@ -8,7 +8,8 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 
 use plansync::model::{Value, ValueKind};
-use plansync::rules::{self, LoadError, RuleSet, cases, diagnostic, explain as explainer};
+use plansync::rules::{self, LoadError, RuleSet, cases, explain as explainer};
+use plansync_toml::diagnostic;
 
 /// Prints every load error (miette's picture for rule errors) to stderr.
 fn report(errors: &[LoadError], color: bool) {

@@ -20,7 +20,8 @@ use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
 use plansync::preflight::{self, Outcome};
-use plansync::rules::{self, LoadError, RuleSet, cases, diagnostic};
+use plansync::rules::{self, LoadError, RuleSet, cases};
+use plansync_toml::diagnostic;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {

@@ -2,7 +2,7 @@
 //!
 //! It prints the auth, API and admin base URLs on stdout (the first line is the base URL, so a
 //! script can read it), and takes the seed, users, trusted CAs and limits from flags. Faults
-//! are set at run time through `/__sim/faults` (see `plansync::sim::anaplan`).
+//! are set at run time through `/__sim/faults` (see `plansync_sim::anaplan`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use plansync::secret::Secret;
-use plansync::sim::anaplan::{AnaplanSim, DEFAULT_PASSWORD, DEFAULT_USER, Seed, SimConfig};
+use plansync_sim::Secret;
+use plansync_sim::anaplan::{AnaplanSim, DEFAULT_PASSWORD, DEFAULT_USER, Seed, SimConfig};
 
 #[derive(Args, Debug)]
 pub struct SimAnaplanArgs {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use plansync::secret::Secret;
-use plansync::sim::crm::{self, CrmSimConfig, Seed};
+use plansync_sim::Secret;
+use plansync_sim::crm::{self, CrmSimConfig, Seed};
 
 #[derive(Args, Debug, Clone)]
 pub struct SimCrmArgs {

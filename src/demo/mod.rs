@@ -6,7 +6,6 @@
 
 mod report;
 mod script;
-pub mod world;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,15 +15,15 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::watch;
 
+use crate::harness::world::{self, World};
 pub use report::DemoReport;
-use world::World;
 
-use crate::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
-use crate::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
-use crate::engine::sink::crm::CrmSink;
-use crate::rules::decide::{Context, effective};
-use crate::rules::{self, RuleSet};
-use crate::store::{Store, StoreError};
+use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
+use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
+use plansync::engine::sink::crm::CrmSink;
+use plansync::rules::decide::{Context, effective};
+use plansync::rules::{self, RuleSet};
+use plansync::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -35,9 +34,15 @@ pub enum DemoError {
     #[error("the rules in {}: {message}", path.display())]
     Rules { path: PathBuf, message: String },
     #[error(transparent)]
-    Engine(#[from] crate::engine::run::EngineError),
+    Engine(#[from] plansync::engine::run::EngineError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] plansync::store::StoreError),
+}
+
+impl From<crate::harness::SetupError> for DemoError {
+    fn from(e: crate::harness::SetupError) -> Self {
+        DemoError::Setup(e.0)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +115,7 @@ pub struct Running {
     pub world: World,
     pub engine: EngineHandle,
     /// Keeps the engine's rules channel open.
-    pub rules: watch::Sender<Arc<RuleSet>>,
+    pub _rules: watch::Sender<Arc<RuleSet>>,
 }
 
 /// The Anaplan import that loads the opportunity module (default simulator seed).
@@ -151,7 +156,7 @@ pub async fn run(
                 None => format!("/data/{}ChangeEvent", p.crm_object),
             })
             .collect(),
-        transport: crate::crm::cdc::Transport::WebSocket,
+        transport: plansync::crm::cdc::Transport::WebSocket,
         client_id: world::CLIENT_ID.into(),
     });
     let sinks = Sinks {
@@ -222,7 +227,7 @@ pub async fn run(
         Running {
             world,
             engine,
-            rules: rules_tx,
+            _rules: rules_tx,
         },
     ))
 }
@@ -300,7 +305,7 @@ fn quarter_end_rules(texts: &[(PathBuf, String)], out: &Path) -> Result<RuleSet,
                 let ctx = Context {
                     record: BTreeMap::from([(
                         "StageName".to_string(),
-                        crate::model::Value::Text("Negotiation".into()),
+                        plansync::model::Value::Text("Negotiation".into()),
                     )]),
                     flags: BTreeMap::new(),
                 };
@@ -325,7 +330,7 @@ mod tests {
     /// A file marked as a plansync store at `version`, with one table.
     fn store_file(path: &Path, version: i64) {
         let conn = rusqlite::Connection::open(path).unwrap();
-        conn.pragma_update(None, "application_id", crate::store::APPLICATION_ID)
+        conn.pragma_update(None, "application_id", plansync::store::APPLICATION_ID)
             .unwrap();
         conn.pragma_update(None, "user_version", version).unwrap();
         conn.execute_batch("CREATE TABLE t (x)").unwrap();
@@ -335,7 +340,7 @@ mod tests {
     fn a_demo_store_of_any_schema_version_is_replaced_and_other_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("demo.db");
-        let version = crate::store::SCHEMA_VERSION;
+        let version = plansync::store::SCHEMA_VERSION;
         for found in [version - 1, version, version + 1] {
             store_file(&db, found);
             fresh_store(&db).unwrap_or_else(|e| panic!("schema v{found}: {e}"));

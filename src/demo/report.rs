@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 
 use super::DemoError;
 use super::script::{BURST_RATE_PER_MINUTE, Done};
-use super::world::World;
-use crate::engine::run::EngineHandle;
-use crate::model::{ExceptionStatus, Side, Source, Value};
-use crate::rules::RuleSet;
-use crate::rules::ruleset::AnaplanField;
-use crate::store::{DecisionCount, ExceptionFilter, Store, WriteLatency};
+use crate::harness::world::World;
+use plansync::engine::run::EngineHandle;
+use plansync::model::{ExceptionStatus, Side, Source, Value};
+use plansync::rules::RuleSet;
+use plansync::rules::ruleset::AnaplanField;
+use plansync::store::{DecisionCount, ExceptionFilter, Store, WriteLatency};
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 
@@ -626,8 +626,8 @@ impl Latency {
     /// The percentiles of `sorted` (ascending milliseconds).
     fn of(sorted: &[f64]) -> Latency {
         Latency {
-            p50: crate::bench::percentile(sorted, 50.0),
-            p99: crate::bench::percentile(sorted, 99.0),
+            p50: crate::harness::percentile(sorted, 50.0),
+            p99: crate::harness::percentile(sorted, 99.0),
             max: sorted.last().copied().unwrap_or(0.0),
             samples: sorted.len(),
         }

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 
 use serde_json::json;
 
-use super::world::{Rng, World, anaplan_client};
 use super::{DemoError, Progress};
-use crate::anaplan::{AnaplanClient, CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
-use crate::engine::run::EngineHandle;
-use crate::model::{Decimal, Side};
+use crate::harness::world::{Rng, World, anaplan_client};
+use plansync::anaplan::{AnaplanClient, CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
+use plansync::engine::run::EngineHandle;
+use plansync::model::{Decimal, Side};
 
 const OPP_MODULE: &str = "OPP01 Opportunity Data";
 const OPP_LIST: &str = "Opportunities";
