@@ -2,18 +2,16 @@
 //! real clients, sinks and SQLite file, and assertions on the final state of both systems and
 //! of the store. (The crash test, which needs a separate process, is `engine_crash.rs`.)
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use plansync::anaplan::ListItemWrite;
 use plansync::model::{ExceptionKind, ExceptionStatus};
 use plansync::store::{Resolution, ResolutionHow, Store};
 use plansync_sim::anaplan::{self as asim, SimConfig};
 use plansync_sim::crm::CrmSimConfig;
 use serde_json::json;
-use support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_edit_reaches_the_anaplan_cell_through_the_stream() {
     let mut env = Env::new(&rules_dir()).await;

@@ -3,14 +3,13 @@
 //! count), and blanks that are not values. Each test runs both simulators on loopback
 //! sockets and the engine in-process, and checks both systems and the store.
 
-mod support;
-
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use plansync::anaplan::{CellValue as Cell, ListItemWrite};
 use plansync::engine::dispatch::Sink;
 use plansync::engine::write::{WriteReport, WriteRequest};
@@ -19,7 +18,6 @@ use plansync::model::{ExceptionKind, ExceptionStatus};
 use plansync::rules::RuleSet;
 use plansync::store::{Resolution, ResolutionHow, Store};
 use serde_json::{Value as Json, json};
-use support::*;
 use tokio::sync::watch;
 
 fn count(db: &Path, sql: &str) -> i64 {

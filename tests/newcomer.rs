@@ -355,8 +355,7 @@ fn the_first_run_between_the_default_simulators_is_quiet() {
     assert_eq!(http.state(), before, "both simulators as they started");
 }
 
-#[path = "support/readme_text.rs"]
-mod readme_text;
+use crate::support::readme_text;
 
 /// The shell lines of the README section that starts with `heading`, up to the next `## `.
 fn readme_commands(heading: &str) -> Vec<String> {

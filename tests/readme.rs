@@ -7,8 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-#[path = "support/readme_text.rs"]
-mod readme_text;
+use crate::support::readme_text;
 
 /// The shell blocks' command lines, continuation lines joined, comments dropped.
 fn commands(readme: &str) -> Vec<String> {

@@ -1,8 +1,9 @@
-//! The end-to-end harness shared by the engine's test binaries: both simulators on loopback
-//! sockets, the engine in-process with its real clients, sinks and SQLite file, and the
-//! helpers that read both systems and the store.
-// Each test binary uses a part of it.
-#![allow(dead_code)]
+//! The end-to-end harness the integration tests share: both simulators on loopback sockets,
+//! the engine in-process with its real clients, sinks and SQLite file, and the helpers that
+//! read both systems and the store.
+
+pub mod readme_text;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
