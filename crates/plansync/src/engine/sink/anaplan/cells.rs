@@ -1,0 +1,229 @@
+//! Cell writes: a CRM value made a cell value ([`cell_value`]), the batch's cells planned
+//! for the records that have an item, and the transactional writes, split as the client
+//! splits them; large batches of a pairing with a bulk import go to `import.rs` first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+use tracing::debug;
+
+use crate::anaplan::chunk::chunk_ranges;
+use crate::anaplan::transactional::encode_cell;
+use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
+use crate::model::{Value, ValueKind};
+use crate::rules::Pairing;
+
+use super::AnaplanSink;
+use super::answers::Run;
+use super::plan::{Op, PlannedCell, RecordPlan};
+
+/// The value a CRM-vocabulary value becomes in a cell of `kind`.
+///
+/// `Null`: the API takes no null, and a CRM null means "no value". A blank string clears a
+/// cell of any format, as a blank value in an import does: a text or list-formatted cell
+/// becomes blank, a number reads back as 0, a date as blank, a boolean as false (the
+/// simulator accepts `""` for every format; the reference documents the blank clearing text
+/// and import values). Writing `0`/`false` instead would store a value the CRM never had.
+pub(super) fn cell_value(kind: ValueKind, value: Value) -> Result<CellValue, String> {
+    match (kind, value) {
+        (_, Value::Null) => Ok(CellValue::Text(String::new())),
+        (ValueKind::Number { .. }, Value::Number(d)) => Ok(CellValue::Number(d)),
+        (ValueKind::Text | ValueKind::Picklist, Value::Text(s)) => Ok(CellValue::Text(s)),
+        (ValueKind::Boolean, Value::Bool(b)) => Ok(CellValue::Bool(b)),
+        (ValueKind::Date, Value::Date(d)) => Ok(CellValue::Date(d)),
+        (kind, other) => Err(format!(
+            "a {} field cannot take the value `{other}`",
+            kind.tag()
+        )),
+    }
+}
+
+impl AnaplanSink {
+    /// The batch's cells for records that have an item: transactional, or by import.
+    pub(super) async fn write_cells(
+        &mut self,
+        pairing: &Pairing,
+        records: &BTreeMap<&str, RecordPlan<'_>>,
+        run: &mut Run,
+    ) {
+        let Some(target) = self.targets.get(&pairing.name) else {
+            return;
+        };
+        let mut cells: Vec<PlannedCell> = Vec::new();
+        for (code, plan) in records {
+            for (i, op) in &plan.ops {
+                let Op::Cell { line_item, value } = op else {
+                    continue;
+                };
+                if !run.pending(*i) {
+                    continue;
+                }
+                // Checked when the ops were planned; a failure here cannot happen.
+                let Ok(li) = target.line_item(line_item) else {
+                    continue;
+                };
+                cells.push(PlannedCell {
+                    req: *i,
+                    code: code.to_string(),
+                    line_item_name: line_item.clone(),
+                    write: CellWrite {
+                        line_item: LineItemRef::Id(li),
+                        dimensions: vec![(
+                            DimRef::Id(target.list_id.clone()),
+                            ItemRef::Code(code.to_string()),
+                        )],
+                        value: value.clone(),
+                    },
+                });
+            }
+        }
+        if cells.is_empty() {
+            return;
+        }
+        if let Some(message) = run.down.clone() {
+            for c in &cells {
+                run.retry(c.req, &message);
+            }
+            return;
+        }
+        let bulk = cells.len() > self.settings.transactional_max_cells
+            && self.settings.bulk_imports.contains_key(&pairing.name);
+        let transactional = if bulk {
+            self.write_by_import(pairing, cells, run).await
+        } else {
+            cells
+        };
+        self.write_transactional(pairing, transactional, run).await;
+    }
+
+    /// Transactional cell writes, split the way the client splits them (so each call's
+    /// requests get that call's time), at most 100,000 cells and 15 MB a call.
+    async fn write_transactional(
+        &mut self,
+        pairing: &Pairing,
+        cells: Vec<PlannedCell>,
+        run: &mut Run,
+    ) {
+        if cells.is_empty() {
+            return;
+        }
+        let Some(target) = self.targets.get_mut(&pairing.name) else {
+            return;
+        };
+        let cfg = self.client.config();
+        let (max_cells, max_bytes) = (cfg.max_cells_per_write, cfg.max_write_bytes);
+        // A cell too large for any call is refused alone instead of failing the batch.
+        let mut sendable = Vec::with_capacity(cells.len());
+        let mut sizes = Vec::with_capacity(cells.len());
+        for c in cells {
+            let size = encode_cell(&c.write).len();
+            if size.saturating_add(2) > max_bytes {
+                run.reject(
+                    c.req,
+                    format!(
+                        "the cell's value makes a {size}-byte write, over the {max_bytes}-byte request limit"
+                    ),
+                );
+            } else {
+                sizes.push(size);
+                sendable.push(c);
+            }
+        }
+        let ranges = chunk_ranges(&sizes, max_cells, max_bytes, 2)
+            .unwrap_or_else(|_| (0..sendable.len()).map(|i| i..i + 1).collect());
+        for range in ranges {
+            let Some(chunk) = sendable.get(range.clone()) else {
+                continue;
+            };
+            if let Some(message) = run.down.clone() {
+                for c in chunk {
+                    run.retry(c.req, &message);
+                }
+                continue;
+            }
+            let writes: Vec<CellWrite> = chunk.iter().map(|c| c.write.clone()).collect();
+            let at = Utc::now();
+            match self
+                .client
+                .write_cells(&target.names.model, &target.module_id, &writes)
+                .await
+            {
+                Ok(outcome) => {
+                    run.count("cells", outcome.calls as u64);
+                    debug!(
+                        pairing = %pairing.name,
+                        cells = writes.len(),
+                        changed = outcome.cells_changed,
+                        failures = outcome.failures.len(),
+                        calls = outcome.calls,
+                        "Anaplan sink: wrote cells"
+                    );
+                    let mut refused: HashMap<usize, String> = HashMap::new();
+                    for f in &outcome.failures {
+                        refused.insert(f.index, format!("{}: {}", f.failure_type, f.details));
+                        // Anything but a calculated cell may be an item deleted behind our
+                        // back: check the item again before its next write.
+                        if f.failure_type != "cellIsCalculated"
+                            && let (Some(c), Some(items)) =
+                                (chunk.get(f.index), target.items.as_mut())
+                        {
+                            items.remove(&c.code);
+                        }
+                    }
+                    for (n, c) in chunk.iter().enumerate() {
+                        match refused.remove(&n) {
+                            Some(why) => run.reject(c.req, why),
+                            None => run.ack(c.req, at),
+                        }
+                    }
+                }
+                Err(e) => {
+                    run.failed_call(chunk.iter().map(|c| c.req), "writing cells", &e);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Decimal;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn values_become_cells_of_their_kind_and_null_clears() {
+        let d = Decimal::parse("12345678901234567.25", 2).unwrap();
+        assert_eq!(
+            cell_value(ValueKind::Number { scale: 2 }, Value::Number(d)),
+            Ok(CellValue::Number(d))
+        );
+        assert_eq!(
+            cell_value(ValueKind::Picklist, Value::Text("Won".into())),
+            Ok(CellValue::Text("Won".into()))
+        );
+        assert_eq!(
+            cell_value(ValueKind::Boolean, Value::Bool(true)),
+            Ok(CellValue::Bool(true))
+        );
+        let day = NaiveDate::from_ymd_opt(2026, 12, 18).unwrap();
+        assert_eq!(
+            cell_value(ValueKind::Date, Value::Date(day)),
+            Ok(CellValue::Date(day))
+        );
+        for kind in [
+            ValueKind::Text,
+            ValueKind::Number { scale: 0 },
+            ValueKind::Boolean,
+            ValueKind::Date,
+        ] {
+            assert_eq!(
+                cell_value(kind, Value::Null),
+                Ok(CellValue::Text(String::new()))
+            );
+        }
+        let err =
+            cell_value(ValueKind::Number { scale: 2 }, Value::Text("abc".into())).unwrap_err();
+        assert!(err.contains("number:2") && err.contains("abc"), "{err}");
+    }
+}
