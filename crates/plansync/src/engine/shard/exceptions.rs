@@ -1,0 +1,170 @@
+//! Raising exceptions: a field's or a record's, a notice, a refused lifecycle write, and the
+//! check that the same one is not raised twice.
+
+use super::*;
+
+impl Round<'_> {
+    pub(super) fn problem(
+        &mut self,
+        record: &RecordKey,
+        field: Option<&str>,
+        kind: ExceptionKind,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let rules = self.rules;
+        let pairing = rules.pairing(&record.pairing);
+        match (
+            pairing,
+            field.and_then(|f| pairing.and_then(|p| p.field(f))),
+        ) {
+            (Some(pairing), Some(rule)) => {
+                self.load_record(pairing, record)?;
+                self.field_exception(pairing, rule, record, kind, message)
+            }
+            (pairing, _) => {
+                let object = pairing.map_or(record.pairing.clone(), |p| p.crm_object.clone());
+                self.record_exception(record, &object, pairing, kind, message)
+            }
+        }
+    }
+
+    /// Whether this exception was raised already (this round, or in the store: while open,
+    /// or ever with `open_only` false); if not, it is noted as raised now.
+    pub(super) fn already_raised(
+        &mut self,
+        kind: ExceptionKind,
+        record: &RecordKey,
+        field: Option<&str>,
+        message: &str,
+        open_only: bool,
+    ) -> Result<bool, StoreError> {
+        let once = (
+            kind,
+            record.clone(),
+            field.map(str::to_string),
+            message.to_string(),
+        );
+        if self.raised.contains(&once)
+            || self.store.exception_exists(
+                kind,
+                &record.pairing,
+                &record.crm_id,
+                field,
+                message,
+                open_only,
+            )?
+        {
+            return Ok(true);
+        }
+        self.raised.insert(once);
+        Ok(false)
+    }
+
+    /// An exception about one field's value, raised once while the same one is open.
+    pub(super) fn field_exception(
+        &mut self,
+        pairing: &Pairing,
+        rule: &FieldRule,
+        record: &RecordKey,
+        kind: ExceptionKind,
+        message: String,
+    ) -> Result<(), StoreError> {
+        if self.already_raised(kind, record, Some(&rule.crm), &message, true)? {
+            return Ok(());
+        }
+        let key = FieldKey {
+            record: record.clone(),
+            field: rule.crm.clone(),
+        };
+        let field = self.working(&key, rule.kind).exception_field(&rule.crm);
+        self.batch.add_exception(NewException {
+            kind,
+            status: ExceptionStatus::Open,
+            pairing: pairing.name.clone(),
+            object: pairing.crm_object.clone(),
+            crm_id: Some(record.crm_id.clone()),
+            field: Some(field),
+            rule_id: Some(rule.id.clone()),
+            rule_hash: Some(pairing.hash.clone()),
+            message,
+            at: self.now,
+        });
+        self.summary.exceptions += 1;
+        Ok(())
+    }
+
+    /// An exception about a record as a whole, raised once while the same one is open.
+    pub(super) fn record_exception(
+        &mut self,
+        record: &RecordKey,
+        object: &str,
+        pairing: Option<&Pairing>,
+        kind: ExceptionKind,
+        message: String,
+    ) -> Result<(), StoreError> {
+        if self.already_raised(kind, record, None, &message, true)? {
+            return Ok(());
+        }
+        self.lifecycle_exception(record, object, pairing, kind, message);
+        Ok(())
+    }
+
+    /// A handled event, on record once (whatever became of an earlier copy).
+    pub(super) fn notice(
+        &mut self,
+        record: &RecordKey,
+        kind: ExceptionKind,
+        message: String,
+    ) -> Result<(), StoreError> {
+        if self.already_raised(kind, record, None, &message, false)? {
+            return Ok(());
+        }
+        let rules = self.rules;
+        let pairing = rules.pairing(&record.pairing);
+        let object = pairing.map_or(record.pairing.clone(), |p| p.crm_object.clone());
+        self.summary.exceptions += 1;
+        self.batch.add_exception(NewException {
+            kind,
+            status: ExceptionStatus::AutoResolved,
+            pairing: record.pairing.clone(),
+            object,
+            crm_id: Some(record.crm_id.clone()),
+            field: None,
+            rule_id: None,
+            rule_hash: pairing.map(|p| p.hash.clone()),
+            message,
+            at: self.now,
+        });
+        Ok(())
+    }
+
+    pub(super) fn lifecycle_exception(
+        &mut self,
+        record: &RecordKey,
+        object: &str,
+        pairing: Option<&Pairing>,
+        kind: ExceptionKind,
+        message: String,
+    ) -> ExceptionRef {
+        self.summary.exceptions += 1;
+        tracing::warn!(
+            target: "plansync::engine",
+            event = "exception_recorded",
+            kind = %kind.as_str(),
+            record = %record.crm_id,
+            message = %message,
+        );
+        self.batch.add_exception(NewException {
+            kind,
+            status: ExceptionStatus::Open,
+            pairing: record.pairing.clone(),
+            object: object.to_string(),
+            crm_id: Some(record.crm_id.clone()),
+            field: None,
+            rule_id: None,
+            rule_hash: pairing.map(|p| p.hash.clone()),
+            message,
+            at: self.now,
+        })
+    }
+}
