@@ -6,6 +6,7 @@
 //! command-line code (`plansync-cli`, the `plansync` binary).
 
 pub mod anaplan;
+pub mod backoff;
 pub mod config;
 pub mod crm;
 pub mod engine;

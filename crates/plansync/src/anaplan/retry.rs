@@ -1,8 +1,7 @@
 //! When to try a call again, and how long to wait first.
 //!
-//! Transient answers (429, 409 "busy", 5xx, connection failures) are retried with exponential
-//! backoff and "equal jitter" (half the step fixed, half random) so that many clients throttled
-//! together do not come back together. A `Retry-After` header wins over the schedule. The whole
+//! Transient answers (429, 409 "busy", 5xx, connection failures) are retried on the shared
+//! schedule of `crate::backoff` (doubling, with "equal jitter"). A `Retry-After` header wins over the schedule. The whole
 //! call is bounded in time: once the next wait would pass `max_elapsed`, the caller gets an
 //! error saying what kept failing.
 
@@ -11,6 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::error::AnaplanError;
+use crate::backoff::Backoff;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -42,15 +42,10 @@ impl RetryPolicy {
         Ok(())
     }
 
-    /// The wait before retry number `retry` (0 for the first retry): the exponential step,
-    /// capped, then half of it fixed and half uniformly random. `unit` is a number in [0, 1).
+    /// The wait before retry number `retry` (0 for the first retry), on the shared schedule
+    /// (`crate::backoff`). `unit` is a number in [0, 1).
     pub fn backoff(&self, retry: u32, unit: f64) -> Duration {
-        let step = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry.min(30)))
-            .min(self.max_backoff);
-        let half = step / 2;
-        half + half.mul_f64(unit.clamp(0.0, 1.0))
+        Backoff::new(self.initial_backoff, self.max_backoff).wait_with(retry + 1, unit)
     }
 
     /// The wait before the next attempt: what the server asked for when it said, otherwise the

@@ -45,15 +45,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The wait before attempt `attempt + 1` (exponential, capped, with up to 50% jitter so
-    /// many clients do not come back at the same instant).
+    /// The wait before attempt `attempt + 1`, on the shared schedule (`crate::backoff`).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_backoff);
-        let jitter = base.mul_f64(fastrand::f64() * 0.5);
-        base.saturating_sub(jitter)
+        crate::backoff::Backoff::new(self.initial_backoff, self.max_backoff).wait(attempt + 1)
     }
 }
 

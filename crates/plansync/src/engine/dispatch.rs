@@ -192,9 +192,7 @@ fn may_be_edited_in_anaplan(rules: &RuleSet, pairing: &str, field: &str) -> bool
         .any(|p| p.owner != Owner::Crm)
 }
 
-/// 1 s, 2 s, 4 s … up to `max`, with a little jitter so two engines do not beat in step.
+/// Steps of 1 s, 2 s, 4 s … up to `max`, on the shared schedule (`crate::backoff`).
 fn backoff(failures: u32, max: Duration) -> Duration {
-    let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(10));
-    let jitter = Duration::from_millis(fastrand::u64(0..250));
-    (base + jitter).min(max)
+    crate::backoff::Backoff::new(Duration::from_secs(1), max).wait(failures)
 }

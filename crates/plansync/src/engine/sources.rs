@@ -26,6 +26,7 @@ use super::db::Db;
 use super::router::{Router, ShardGone};
 use super::shard::ShardMsg;
 use crate::anaplan::AnaplanClient;
+use crate::backoff::Backoff;
 use crate::crm::CrmClient;
 use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener};
 use crate::model::{Change, Position, RecordKey, Source};
@@ -214,12 +215,13 @@ pub async fn completed_run(ctx: &PollerCtx, source: &str, at: chrono::DateTime<U
     }
 }
 
-/// How long a poller waits after its `failures`-th failure in a row: 2 s, doubling, at most
-/// a minute and never more than the interval (a failed poll is retried soon, not one whole
-/// interval later).
+/// How long a poller waits after its `failures`-th failure in a row: steps of 2 s, doubling,
+/// at most a minute (the shared schedule, `crate::backoff`), and never more than the interval
+/// (a failed poll is retried soon, not one whole interval later).
 pub fn retry_after(failures: u32, interval: Duration) -> Duration {
-    let backoff = Duration::from_secs(2).saturating_mul(1 << failures.saturating_sub(1).min(5));
-    backoff.min(Duration::from_secs(60)).min(interval)
+    Backoff::new(Duration::from_secs(2), Duration::from_secs(60))
+        .wait(failures)
+        .min(interval)
 }
 
 /// One CRM poll of `pairing`: from the stored watermark (or everything, for the first run and

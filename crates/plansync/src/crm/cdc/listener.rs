@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
+
 use tokio::sync::mpsc;
 
 use crate::crm::CrmError;
@@ -35,23 +37,6 @@ impl Transport {
             Transport::WebSocket => "websocket",
             Transport::LongPolling => "long-polling",
         }
-    }
-}
-
-/// Reconnect timing after failures: exponential from `initial` up to `max`, with jitter.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The wait after the `failures`-th consecutive failure (1-based): between half and all of
-    /// `initial × 2^(failures-1)`, capped at `max`.
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(20);
-        let full = self.initial.saturating_mul(1u32 << exp).min(self.max);
-        full.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }
 
@@ -268,7 +253,7 @@ impl Driver {
                 Err(e) if e.is_transient() => {
                     last_reason = e.to_string();
                     self.failures += 1;
-                    tokio::time::sleep(self.config.backoff.delay(self.failures)).await;
+                    tokio::time::sleep(self.config.backoff.wait(self.failures)).await;
                     continue;
                 }
                 Err(e) => return Err(CdcError::Auth(e)),
@@ -290,7 +275,7 @@ impl Driver {
                             continue;
                         }
                         self.failures += 1;
-                        tokio::time::sleep(self.config.backoff.delay(self.failures)).await;
+                        tokio::time::sleep(self.config.backoff.wait(self.failures)).await;
                         continue;
                     }
                 },
@@ -324,14 +309,14 @@ impl Driver {
                     let wait = if self.failures <= 1 {
                         Duration::from_millis(self.session.interval_ms)
                     } else {
-                        self.config.backoff.delay(self.failures)
+                        self.config.backoff.wait(self.failures)
                     };
                     tokio::time::sleep(wait).await;
                     conn = Some(open);
                 }
                 Step::Reconnect(_) => {
                     open.close().await;
-                    tokio::time::sleep(self.config.backoff.delay(self.failures)).await;
+                    tokio::time::sleep(self.config.backoff.wait(self.failures)).await;
                 }
                 Step::Reauth(_) => {
                     open.close().await;
@@ -417,7 +402,7 @@ impl Driver {
                         return Step::Reconnect(reason);
                     }
                     let wait = Duration::from_millis(self.session.interval_ms)
-                        .max(self.config.backoff.delay(self.failures));
+                        .max(self.config.backoff.wait(self.failures));
                     tokio::time::sleep(wait).await;
                 }
                 Err(step) => return step,

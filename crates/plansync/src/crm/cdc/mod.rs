@@ -17,8 +17,9 @@ pub mod probe;
 mod transport;
 pub mod ws;
 
+pub use crate::backoff::Backoff;
 pub use bayeux::ReplayFrom;
 pub use event::{CdcEvent, ParseContext, Parsed, ProblemKind, Replay};
 #[doc(hidden)]
 pub use fuzz::fuzz_cdc;
-pub use listener::{Backoff, CdcConfig, CdcError, CdcItem, CdcListener, Transport};
+pub use listener::{CdcConfig, CdcError, CdcItem, CdcListener, Transport};
