@@ -83,3 +83,44 @@ fn every_source_file_opens_with_a_module_doc() {
         missing.join("\n")
     );
 }
+
+/// One log dialect: every `tracing` event in the code carries an `event = "…"` name, the field
+/// operators filter and alert on.
+#[test]
+fn every_log_event_is_named() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut unnamed = Vec::new();
+    for dir in ["src", "crates/plansync/src", "crates/plansync-sim/src"] {
+        for file in rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            for level in ["trace", "debug", "info", "warn", "error"] {
+                let call = format!("tracing::{level}!(");
+                for (at, _) in text.match_indices(&call) {
+                    let args = &text[at + call.len()..];
+                    // The arguments up to the call's closing parenthesis.
+                    let mut depth = 1;
+                    let end = args
+                        .char_indices()
+                        .find(|&(_, c)| {
+                            match c {
+                                '(' => depth += 1,
+                                ')' => depth -= 1,
+                                _ => {}
+                            }
+                            depth == 0
+                        })
+                        .map_or(args.len(), |(i, _)| i);
+                    if !args[..end].contains("event =") {
+                        let line = text[..at].matches('\n').count() + 1;
+                        unnamed.push(format!("{}:{line}", file.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unnamed.is_empty(),
+        "log events without `event =`:\n{}",
+        unnamed.join("\n")
+    );
+}

@@ -141,7 +141,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
         for c in report.checks.iter().filter(|c| c.outcome == Outcome::CouldNotRun) {
-            tracing::warn!(target: "plansync::engine", check = %c.name, detail = %c.detail, "a preflight check could not be made; starting anyway");
+            tracing::warn!(target: "plansync::engine", event = "preflight_check_skipped", check = %c.name, detail = %c.detail, "a preflight check could not be made; starting anyway");
         }
         serve(config, rules, args.no_stream, signals).await
     })
@@ -256,7 +256,7 @@ async fn serve(
     let engine = EngineHandle::launch(options, rules_rx, crm, anaplan, sinks)
         .await
         .with_context(|| format!("starting the engine on {}", config.store.display()))?;
-    tracing::info!(target: "plansync::engine", store = %config.store.display(), "plansync is running");
+    tracing::info!(target: "plansync::engine", event = "running", store = %config.store.display(), "plansync is running");
 
     let progress = FirstRunBar::start(&config.store);
     let mut announced = false;
@@ -271,11 +271,17 @@ async fn serve(
                     tracing::info!(target: "plansync::engine", event = "rules_reloaded", rules = %hashes.join(", "));
                     let _ = rules_tx.send(Arc::new(new));
                 }
-                Err(e) => tracing::error!(
-                    target: "plansync::engine",
-                    event = "rules_reload_refused",
-                    "the new rules were not taken (the running ones stay):\n{e}"
-                ),
+                // One line per problem: a log event is one line, for the shippers that read them.
+                Err(e) => {
+                    for problem in e.lines() {
+                        tracing::error!(
+                            target: "plansync::engine",
+                            event = "rules_reload_refused",
+                            problem,
+                            "the new rules were not taken (the running ones stay)"
+                        );
+                    }
+                }
             },
             // Before the first run is over the pollers are not running yet: the request is
             // kept, and they poll as soon as they start.
@@ -291,7 +297,7 @@ async fn serve(
         }
     };
     progress.finish();
-    tracing::info!(target: "plansync::engine", "stopping");
+    tracing::info!(target: "plansync::engine", event = "stopping", "stopping");
     let stopped = engine.shutdown().await;
     match (failure, stopped) {
         (None, Ok(())) => Ok(ExitCode::SUCCESS),

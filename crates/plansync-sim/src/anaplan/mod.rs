@@ -184,7 +184,7 @@ impl AnaplanSim {
                 },
             );
             if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "Anaplan simulator stopped with an error.");
+                tracing::warn!(event = "sim_stopped", error = %e, "the Anaplan simulator stopped with an error");
             }
         });
         Ok(SimHandle {

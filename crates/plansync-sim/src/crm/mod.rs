@@ -312,7 +312,7 @@ pub async fn start(
             .with_graceful_shutdown(stopped)
             .await
         {
-            tracing::warn!(error = %err, "CRM simulator stopped with an error.");
+            tracing::warn!(event = "sim_stopped", error = %err, "the CRM simulator stopped with an error");
         }
     });
     Ok(CrmSimHandle::new(sim, task))

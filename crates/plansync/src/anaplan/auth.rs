@@ -163,7 +163,9 @@ impl Auth {
         if let Some(t) = current.filter(|t| t.expires_at.is_some_and(|at| SystemTime::now() < at)) {
             match self.refresh(transport, &t).await {
                 Ok(new) => return Ok(new),
-                Err(e) => tracing::warn!(error = %e, "Token refresh failed; authenticating again."),
+                Err(e) => {
+                    tracing::warn!(event = "token_refresh_failed", error = %e, "token refresh failed; authenticating again")
+                }
             }
         }
         self.authenticate(transport).await
@@ -222,7 +224,10 @@ impl Auth {
         let token = self
             .call_auth(transport, &req.idempotent(true), &header)
             .await?;
-        tracing::debug!("Authenticated with Anaplan.");
+        tracing::debug!(
+            event = "anaplan_authenticated",
+            "authenticated with Anaplan"
+        );
         Ok(token)
     }
 
@@ -234,7 +239,10 @@ impl Auth {
         )
         .idempotent(true);
         let token = self.call_auth(transport, &req, &token.header).await?;
-        tracing::debug!("Refreshed the Anaplan token.");
+        tracing::debug!(
+            event = "anaplan_token_refreshed",
+            "refreshed the Anaplan token"
+        );
         Ok(token)
     }
 

@@ -178,12 +178,12 @@ impl Transport {
                 });
             }
             tracing::debug!(
-                method = %req.method,
+                event = "anaplan_call_retry", method = %req.method,
                 path = %req.path(),
                 retry = retries + 1,
                 wait_ms = wait.as_millis() as u64,
                 reason = %last,
-                "Retrying an Anaplan call."
+                "retrying an Anaplan call"
             );
             tokio::time::sleep(wait).await;
             retries += 1;

@@ -481,7 +481,7 @@ impl Drop for Pages {
         runtime.spawn(async move {
             let req = Request::new(Method::DELETE, url, CallKind::Read);
             if let Err(e) = client.call(req).await {
-                tracing::debug!(error = %e, "Could not delete an abandoned Anaplan read request.");
+                tracing::debug!(event = "read_request_delete_failed", error = %e, "could not delete an abandoned Anaplan read request");
             }
         });
     }

@@ -68,7 +68,7 @@ impl CrmClient {
                 stats.failure();
                 return Err(failed.error);
             }
-            tracing::debug!(kind = ?call.kind, attempt, error = %failed.error, "Retrying a CRM call.");
+            tracing::debug!(event = "crm_call_retry", kind = ?call.kind, attempt, error = %failed.error, "retrying a CRM call");
             stats.retry();
             tokio::time::sleep(policy.backoff(attempt)).await;
             attempt += 1;

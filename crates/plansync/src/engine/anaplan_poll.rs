@@ -296,7 +296,7 @@ pub async fn poll_resolved_each_with(
         Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         // A list whose metadata has no readable count: the plain read (and its 400) decides.
         Err(e @ AnaplanError::Decode { .. }) => {
-            tracing::debug!(target: "plansync::engine", list = %t.list, error = %e, "no item count: reading the list whole");
+            tracing::debug!(target: "plansync::engine", event = "list_read_whole", list = %t.list, error = %e, "no item count: reading the list whole");
             None
         }
         Err(e) => return Err(anaplan_err(list_what())(e)),
@@ -310,7 +310,7 @@ pub async fn poll_resolved_each_with(
         match client.list_items(&target.model, &target.list_id).await {
             Ok(items) => index = Some(ListIndex::from_items(pairing, &items)?),
             Err(e) if e.is_over_read_limit() => {
-                tracing::debug!(target: "plansync::engine", list = %t.list, "the list is over the read limit: reading it in pages");
+                tracing::debug!(target: "plansync::engine", event = "list_read_paged", list = %t.list, "the list is over the read limit: reading it in pages");
             }
             Err(e) => return Err(anaplan_err(list_what())(e)),
         }
@@ -334,7 +334,7 @@ pub async fn poll_resolved_each_with(
                 return each.part(outcome).await;
             }
             Err(e) if e.is_over_read_limit() => {
-                tracing::debug!(target: "plansync::engine", module = %t.module, "the module is over the view read limit: reading it in pages");
+                tracing::debug!(target: "plansync::engine", event = "module_read_paged", module = %t.module, "the module is over the view read limit: reading it in pages");
             }
             Err(e) => return Err(anaplan_err(module_what())(e)),
         }
@@ -366,7 +366,7 @@ pub async fn poll_resolved_each_with(
     }
     if let Err(e) = pages.finish().await {
         // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
-        tracing::debug!(target: "plansync::engine", error = %e, "could not delete a read request");
+        tracing::debug!(target: "plansync::engine", event = "read_request_delete_failed", error = %e, "could not delete a read request");
     }
     let mut last = differ.finish();
     last.calls = calls;

@@ -75,7 +75,7 @@ pub async fn run(
             let rows = match db.call(move |s| s.sendable_outbox(side, limit)).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::error!(target: "plansync::engine", %side, error = %e, "reading the outbox failed");
+                    tracing::error!(target: "plansync::engine", event = "outbox_read_failed", %side, error = %e, "reading the outbox failed");
                     break;
                 }
             };
@@ -86,7 +86,7 @@ pub async fn run(
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let now = Utc::now();
             if let Err(e) = db.call(move |s| s.mark_outbox_sent(&ids, now)).await {
-                tracing::error!(target: "plansync::engine", %side, error = %e, "marking writes as sent failed");
+                tracing::error!(target: "plansync::engine", event = "outbox_mark_failed", %side, error = %e, "marking writes as sent failed");
                 break;
             }
             let current = rules.borrow().clone();

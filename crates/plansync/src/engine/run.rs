@@ -178,11 +178,11 @@ async fn run_checkpointer(db: Db, mut shutdown: watch::Receiver<bool>) {
             .await;
         match step {
             Ok(Some((passive, done))) => {
-                tracing::debug!(target: "plansync::engine", frames = passive.frames, restarted = done, "WAL restart");
+                tracing::debug!(target: "plansync::engine", event = "wal_restart", frames = passive.frames, restarted = done, "the WAL was restarted");
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(target: "plansync::engine", error = %e, "a WAL checkpoint failed; the next one retries");
+                tracing::warn!(target: "plansync::engine", event = "wal_checkpoint_failed", error = %e, "a WAL checkpoint failed; the next one retries");
             }
         }
     }
@@ -238,7 +238,7 @@ fn run_shard(
         let result = core.round_then(&current, msgs, Utc::now(), count);
         if took.elapsed() > SLOW_ROUND {
             // Other connections wait for the write lock meanwhile: worth knowing.
-            tracing::warn!(target: "plansync::engine", shard = core.index, messages = n, ms = took.elapsed().as_millis() as u64, "slow round");
+            tracing::warn!(target: "plansync::engine", event = "slow_round", shard = core.index, messages = n, ms = took.elapsed().as_millis() as u64, "slow round");
         }
         match result {
             Ok(summary) => {
@@ -253,7 +253,7 @@ fn run_shard(
                 // answers leave their writes `in_flight`, so a restart redoes all of it. Going
                 // on would decide later changes on a state that misses this round.
                 let message = format!("shard {} could not store a round: {e}", core.index);
-                tracing::error!(target: "plansync::engine", "{message}");
+                tracing::error!(target: "plansync::engine", event = "round_store_failed", "{message}");
                 *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
                 failed.notify_waiters();
                 return;
@@ -297,7 +297,7 @@ impl EngineHandle {
         let mut main = engine_store(&options.store, &gate)?;
         let requeued = main.requeue_sent_outbox(Utc::now())?;
         if requeued > 0 {
-            tracing::info!(target: "plansync::engine", requeued, "writes sent before a stop are sent again");
+            tracing::info!(target: "plansync::engine", event = "writes_requeued", requeued, "writes sent before a stop are sent again");
         }
         rekey_checkpoints(&mut main, shards)?;
         let first_run = main.first_run_completed()?.is_none();
@@ -307,7 +307,7 @@ impl EngineHandle {
             let moved =
                 main.unstage_first_run(Utc::now(), UNSTAGE_PAGE, &unclaimed(&rules.borrow()))?;
             if moved.cleared > 0 {
-                tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "Anaplan values staged by the first run recorded in the shadow");
+                tracing::info!(target: "plansync::engine", event = "first_run_unstaged", items = moved.items, fields = moved.fields, "Anaplan values staged by the first run recorded in the shadow");
             }
         }
         let counters = Arc::new(Counters::default());
@@ -501,7 +501,7 @@ impl EngineHandle {
                 .await
                 .is_err()
             {
-                tracing::warn!(target: "plansync::engine", "a task did not stop within 30 s");
+                tracing::warn!(target: "plansync::engine", event = "task_stop_timeout", "a task did not stop within 30 s");
             }
         }
         let flushed = self.router.flush().await;
@@ -533,7 +533,7 @@ async fn run_claimer(db: Db, router: Router, mut shutdown: watch::Receiver<bool>
         let rows = match db.call(|s| s.unclaimed_outbox(1000)).await {
             Ok(rows) => rows,
             Err(e) => {
-                tracing::warn!(target: "plansync::engine", error = %e, "reading resolution writes failed");
+                tracing::warn!(target: "plansync::engine", event = "claims_read_failed", error = %e, "reading resolution writes failed");
                 continue;
             }
         };
@@ -592,6 +592,6 @@ pub(super) async fn store_metrics(db: &Db, counters: &Counters) {
         })
         .await;
     if let Err(e) = result {
-        tracing::warn!(target: "plansync::engine", error = %e, "storing the counters failed");
+        tracing::warn!(target: "plansync::engine", event = "counters_store_failed", error = %e, "storing the counters failed");
     }
 }

@@ -72,7 +72,7 @@ pub async fn resume_position(db: &Db, source: &str) -> Option<Position> {
     let rows = match db.call(move |s| s.checkpoints_of(&name)).await {
         Ok(rows) => rows,
         Err(e) => {
-            tracing::error!(target: "plansync::engine", source, error = %e, "reading checkpoints failed");
+            tracing::error!(target: "plansync::engine", event = "checkpoints_read_failed", source, error = %e, "reading checkpoints failed");
             return None;
         }
     };
@@ -197,7 +197,7 @@ async fn first_due(db: &Db, source: &str, interval: Duration) -> tokio::time::In
         }
         Ok(None) => now,
         Err(e) => {
-            tracing::warn!(target: "plansync::engine", source, error = %e, "reading when this poller last ran failed; polling now");
+            tracing::warn!(target: "plansync::engine", event = "last_poll_read_failed", source, error = %e, "reading when this poller last ran failed; polling now");
             now
         }
     }
@@ -211,7 +211,7 @@ pub async fn completed_run(ctx: &PollerCtx, source: &str, at: chrono::DateTime<U
     }
     let name = source.to_string();
     if let Err(e) = ctx.db.call(move |s| s.set_last_poll(&name, at)).await {
-        tracing::warn!(target: "plansync::engine", source, error = %e, "storing when this poller ran failed");
+        tracing::warn!(target: "plansync::engine", event = "last_poll_store_failed", source, error = %e, "storing when this poller ran failed");
     }
 }
 
@@ -255,7 +255,7 @@ pub async fn crm_poll_once(
             ctx.counters.first_run_total.store(total, Ordering::Relaxed);
         }
         for problem in &batch.problems {
-            tracing::warn!(target: "plansync::engine", pairing = pairing_name, problem = %problem, "CRM poll skipped a row");
+            tracing::warn!(target: "plansync::engine", event = "crm_poll_row_skipped", pairing = pairing_name, problem = %problem, "CRM poll skipped a row");
         }
         for change in batch.changes {
             n += 1;
@@ -314,7 +314,7 @@ pub async fn run_crm_poller(
                 }
                 failures += 1;
                 let wait = retry_after(failures, interval);
-                tracing::warn!(target: "plansync::engine", side = "crm", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "CRM poll failed; retrying");
+                tracing::warn!(target: "plansync::engine", event = "poll_failed", side = "crm", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "CRM poll failed; retrying");
                 due = tokio::time::Instant::now() + wait;
             }
         }
@@ -426,7 +426,7 @@ impl PollParts for RouteParts<'_> {
         }
         for p in outcome.problems {
             if p.code.is_empty() {
-                tracing::warn!(target: "plansync::engine", pairing = self.pairing, message = %p.message, "Anaplan poll skipped an item");
+                tracing::warn!(target: "plansync::engine", event = "anaplan_poll_item_skipped", pairing = self.pairing, message = %p.message, "Anaplan poll skipped an item");
                 continue;
             }
             let msg = ShardMsg::Problem {
@@ -452,7 +452,7 @@ pub async fn flagged_items(db: &Db, pairing: &str) -> HashSet<String> {
             .map(|(r, _)| r.crm_id)
             .collect(),
         Err(e) => {
-            tracing::warn!(target: "plansync::engine", pairing, error = %e, "reading the stored Anaplan flags failed");
+            tracing::warn!(target: "plansync::engine", event = "flags_read_failed", pairing, error = %e, "reading the stored Anaplan flags failed");
             HashSet::new()
         }
     }
@@ -502,7 +502,7 @@ pub async fn run_anaplan_poller(
             Err(e) => {
                 failures += 1;
                 let wait = retry_after(failures, interval);
-                tracing::warn!(target: "plansync::engine", side = "anaplan", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "Anaplan poll failed; retrying");
+                tracing::warn!(target: "plansync::engine", event = "poll_failed", side = "anaplan", pairing = %pairing, error = %e, failures, retry_in_s = wait.as_secs(), "Anaplan poll failed; retrying");
                 due = tokio::time::Instant::now() + wait;
             }
         }
@@ -522,7 +522,7 @@ pub async fn run_cdc(
     let listener = match CdcListener::new(client, config) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(target: "plansync::engine", error = %e, "the CDC listener cannot start; the pollers carry on alone");
+            tracing::error!(target: "plansync::engine", event = "stream_start_failed", error = %e, "the CDC listener cannot start; the pollers carry on alone");
             return;
         }
     };
@@ -536,7 +536,7 @@ pub async fn run_cdc(
             }
         };
         if let Err(e) = listener.run(tx, stopped).await {
-            tracing::error!(target: "plansync::engine", error = %e, "the CDC stream stopped for good; the pollers carry on alone");
+            tracing::error!(target: "plansync::engine", event = "stream_stopped", error = %e, "the CDC stream stopped for good; the pollers carry on alone");
         }
     });
     let wake = |entity: &str, full: bool| {
@@ -564,7 +564,7 @@ pub async fn run_cdc(
                         }
                     }
                 } else {
-                    tracing::debug!(target: "plansync::engine", entity = %event.entity, "an event for an object no rule maps");
+                    tracing::debug!(target: "plansync::engine", event = "stream_event_unmapped", entity = %event.entity, "an event for an object no rule maps");
                 }
                 if ctx.router.mark(&source, &position).await.is_err() {
                     break;
@@ -627,7 +627,7 @@ pub async fn run_cdc(
                 entity,
                 ..
             } => {
-                tracing::warn!(target: "plansync::engine", %channel, %reason, "the stream sent an event that could not be used; re-reading");
+                tracing::warn!(target: "plansync::engine", event = "stream_event_unusable", %channel, %reason, "the stream sent an event that could not be used; re-reading");
                 // Without an entity the hole could be anywhere: every poller re-reads.
                 wake(entity.as_deref().unwrap_or(""), false);
             }

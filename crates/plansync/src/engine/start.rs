@@ -66,7 +66,7 @@ pub(super) fn rekey_checkpoints(store: &mut Store, shards: usize) -> Result<(), 
         }
     }
     store.replace_checkpoints(&new_rows, Utc::now())?;
-    tracing::info!(target: "plansync::engine", shards, sources = by_source.len(), "checkpoints re-keyed for a new shard count; each source resumes from its oldest position");
+    tracing::info!(target: "plansync::engine", event = "checkpoints_rekeyed", shards, sources = by_source.len(), "checkpoints re-keyed for a new shard count; each source resumes from its oldest position");
     Ok(())
 }
 
@@ -185,7 +185,7 @@ impl Sources {
                     },
                     _ => ReplayFrom::Tip,
                 };
-                tracing::info!(target: "plansync::engine", %channel, ?from, "stream resumes");
+                tracing::info!(target: "plansync::engine", event = "stream_resume", %channel, ?from, "stream resumes");
                 channels.push((channel.clone(), from));
             }
             let mut config = CdcConfig::new(
@@ -231,7 +231,7 @@ impl Sources {
             if !has_flags || matches!(polled, Ok(Some(_))) {
                 continue;
             }
-            tracing::info!(target: "plansync::engine", pairing = %name, "the Anaplan flags are not on record yet: polling Anaplan before anything is decided");
+            tracing::info!(target: "plansync::engine", event = "flags_poll_first", pairing = %name, "the Anaplan flags are not on record yet: polling Anaplan before anything is decided");
             let mut failures = 0u32;
             loop {
                 let at = Utc::now();
@@ -249,7 +249,7 @@ impl Sources {
                     Err(e) => {
                         failures += 1;
                         let wait = sources::retry_after(failures, FIRST_RUN_MAX_BACKOFF);
-                        tracing::error!(target: "plansync::engine", pairing = %name, error = %e, failures, retry_in_s = wait.as_secs(), "polling the Anaplan flags failed; nothing is decided before they are known, retrying");
+                        tracing::error!(target: "plansync::engine", event = "flags_poll_failed", pairing = %name, error = %e, failures, retry_in_s = wait.as_secs(), "polling the Anaplan flags failed; nothing is decided before they are known, retrying");
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
                             () = stopped(&mut shutdown) => return false,
@@ -268,7 +268,7 @@ impl Sources {
             .call(move |s| s.set_first_run_phase(&phase, Utc::now()))
             .await;
         if let Err(e) = result {
-            tracing::warn!(target: "plansync::engine", error = %e, "storing the first run's phase failed");
+            tracing::warn!(target: "plansync::engine", event = "first_run_phase_store_failed", error = %e, "storing the first run's phase failed");
         }
     }
 
@@ -389,7 +389,7 @@ impl Sources {
             .call(move |s| s.unstage_first_run(Utc::now(), UNSTAGE_PAGE, &orphans))
             .await
             .map_err(store_failed("anaplan"))?;
-        tracing::info!(target: "plansync::engine", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded, each with an unmapped exception");
+        tracing::info!(target: "plansync::engine", event = "first_run_unmapped_items", items = moved.items, fields = moved.fields, "first run: Anaplan items without a CRM record recorded, each with an unmapped exception");
         // Stored at once, not at the next counters tick: `plansync status` and the bench read
         // it to know the first run is over (every value read, decided and committed).
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -487,7 +487,7 @@ async fn report_progress(ctx: PollerCtx, side: &'static str) {
             .call(move |s| s.set_first_run_phase(&phase, Utc::now()))
             .await;
         if let Err(e) = stored {
-            tracing::warn!(target: "plansync::engine", error = %e, "storing the first run's progress failed");
+            tracing::warn!(target: "plansync::engine", event = "first_run_progress_store_failed", error = %e, "storing the first run's progress failed");
         }
     }
 }

@@ -85,7 +85,7 @@ impl Drop for ReadSnapshot<'_> {
             // It only read: ending it cannot lose anything, and a failure leaves the
             // transaction open, which the next commit's BEGIN reports.
             if let Err(e) = conn.execute_batch("ROLLBACK") {
-                tracing::warn!(target: "plansync::store", error = %e, "a read transaction could not be ended");
+                tracing::warn!(target: "plansync::store", event = "read_txn_end_failed", error = %e, "a read transaction could not be ended");
             }
         }
     }

@@ -215,7 +215,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if existing {
             // Upgrading a store with data: some steps rewrite a table (v5: the shadow), which
             // takes a while on a large file; say why the start is slow.
-            tracing::info!(target: "plansync::store", from = current, to = migration.version,
+            tracing::info!(target: "plansync::store", event = "store_migrating", from = current, to = migration.version,
                 "migrating the store's schema");
         }
         tx.execute_batch(migration.sql).map_err(step)?;

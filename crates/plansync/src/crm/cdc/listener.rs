@@ -288,7 +288,7 @@ impl Driver {
                 Step::Stop(e) => e.to_string(),
                 Step::ReceiverGone => return Ok(()),
             };
-            tracing::info!(reason = %reason, "CDC session ended.");
+            tracing::info!(event = "cdc_session_ended", reason = %reason, "the CDC session ended");
             if self
                 .tx
                 .send(CdcItem::Disconnected {
@@ -512,7 +512,7 @@ impl Driver {
                         advice,
                     } => match (invalid_replay, self.session.channel_index(&channel)) {
                         (Some(replay_id), Some(index)) => {
-                            tracing::warn!(%channel, replay_id, "Replay id refused; resubscribing from the tip.");
+                            tracing::warn!(event = "replay_id_refused", %channel, replay_id, "replay id refused; resubscribing from the tip");
                             self.send(CdcItem::ReplayInvalid {
                                 channel: channel.clone(),
                                 replay_id,
@@ -610,7 +610,7 @@ impl Driver {
                 record_ids,
                 reason,
             } => {
-                tracing::warn!(%channel, ?kind, replay_id, reason = %reason, "Skipped a CDC event.");
+                tracing::warn!(event = "cdc_event_skipped", %channel, ?kind, replay_id, reason = %reason, "skipped a CDC event");
                 (
                     CdcItem::Problem {
                         channel,
@@ -640,7 +640,7 @@ impl Driver {
         reason: String,
         excerpt: String,
     ) -> Result<(), Step> {
-        tracing::warn!(%channel, ?kind, reason = %reason, "Skipped CDC input.");
+        tracing::warn!(event = "cdc_input_skipped", %channel, ?kind, reason = %reason, "skipped CDC input");
         self.send(CdcItem::Problem {
             channel,
             replay,

@@ -7,7 +7,7 @@ impl Round<'_> {
     /// A sink's answer for one write.
     pub(super) fn ack(&mut self, outbox_id: i64, outcome: WriteOutcome) -> Result<(), StoreError> {
         let Some(row) = self.store.outbox(outbox_id)? else {
-            tracing::warn!(target: "plansync::engine", outbox_id, "an answer for an unknown write");
+            tracing::warn!(target: "plansync::engine", event = "unknown_write_answer", outbox_id, "an answer for an unknown write");
             return Ok(());
         };
         if matches!(row.state, OutboxState::Done | OutboxState::Failed) {

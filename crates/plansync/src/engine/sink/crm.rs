@@ -127,13 +127,13 @@ impl CrmSink {
         let count =
             |f: fn(&WriteOutcome) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
         tracing::debug!(
-            requests = batch.len(),
+            event = "crm_batch_written", requests = batch.len(),
             records = records.len(),
             acked = count(|o| matches!(o, WriteOutcome::Acked { .. })),
             rejected = count(|o| matches!(o, WriteOutcome::Rejected { .. })),
             retry = count(|o| matches!(o, WriteOutcome::Retry { .. })),
             calls = ?report.calls,
-            "CRM sink wrote a batch."
+            "the CRM sink wrote a batch"
         );
         report
     }
