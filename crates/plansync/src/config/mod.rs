@@ -167,28 +167,8 @@ impl Config {
             Some(channels) => channels.clone(),
             None => objects
                 .into_iter()
-                .map(|o| format!("/data/{}", change_event_name(o)))
+                .map(crate::crm::cdc::channel::of_object)
                 .collect(),
         }
-    }
-}
-
-/// The change event entity of an object: `Opportunity` → `OpportunityChangeEvent`, custom
-/// `Deal__c` → `Deal__ChangeEvent`.
-fn change_event_name(object: &str) -> String {
-    match object.strip_suffix("__c") {
-        Some(stem) => format!("{stem}__ChangeEvent"),
-        None => format!("{object}ChangeEvent"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn change_event_channels_follow_the_crm_naming() {
-        assert_eq!(change_event_name("Opportunity"), "OpportunityChangeEvent");
-        assert_eq!(change_event_name("Deal__c"), "Deal__ChangeEvent");
     }
 }

@@ -46,18 +46,33 @@ pub struct DispatchSettings {
     pub max_backoff: Duration,
 }
 
+/// What one side's write loop works with, besides its sink.
+pub struct DispatchCtx {
+    /// Its own store connection: the outbox reads and the "sent" marks.
+    pub db: Db,
+    /// Where the sink's answers go (each to its record's shard).
+    pub router: Router,
+    /// The rules in force, for what a write must check first.
+    pub rules: watch::Receiver<Arc<RuleSet>>,
+    /// Rung by a shard that queued writes for this side.
+    pub wake: Arc<Notify>,
+    pub settings: DispatchSettings,
+    pub counters: Arc<Counters>,
+    /// Turns true when the engine stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
 /// Runs until `shutdown` turns true; the batch being written is finished first.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    mut sink: Box<dyn Sink>,
-    db: Db,
-    router: Router,
-    rules: watch::Receiver<Arc<RuleSet>>,
-    wake: Arc<Notify>,
-    settings: DispatchSettings,
-    counters: Arc<Counters>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(mut sink: Box<dyn Sink>, ctx: DispatchCtx) {
+    let DispatchCtx {
+        db,
+        router,
+        rules,
+        wake,
+        settings,
+        counters,
+        mut shutdown,
+    } = ctx;
     let side = sink.side();
     let mut failures: u32 = 0;
     loop {

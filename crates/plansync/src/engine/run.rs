@@ -343,16 +343,16 @@ impl EngineHandle {
         let [wake_anaplan, wake_crm] = wake;
         for (sink, wake) in [(sinks.anaplan, wake_anaplan), (sinks.crm, wake_crm)] {
             let db = Db::new(engine_store(&options.store, &gate)?);
-            tasks.push(tokio::spawn(dispatch::run(
-                sink,
+            let ctx = dispatch::DispatchCtx {
                 db,
-                router.clone(),
-                rules.clone(),
+                router: router.clone(),
+                rules: rules.clone(),
                 wake,
                 settings,
-                counters.clone(),
-                shutdown.clone(),
-            )));
+                counters: counters.clone(),
+                shutdown: shutdown.clone(),
+            };
+            tasks.push(tokio::spawn(dispatch::run(sink, ctx)));
         }
         tasks.push(tokio::spawn(run_checkpointer(
             Db::new(engine_store(&options.store, &gate)?),

@@ -609,16 +609,8 @@ pub async fn run_cdc(
                 message,
             } => {
                 tracing::warn!(target: "plansync::engine", event = "gap", %channel, replay_id, %message, "the stored replay id is no longer valid; reconciling in full");
-                // `/data/OpportunityChangeEvent` → Opportunity,
-                // `/data/Territory__ChangeEvent` → Territory__c.
-                let stem = channel
-                    .trim_start_matches("/data/")
-                    .trim_end_matches("ChangeEvent");
-                let entity = if stem.ends_with("__") {
-                    format!("{stem}c")
-                } else {
-                    stem.to_string()
-                };
+                // A channel of several objects names none: every poller re-reads.
+                let entity = crate::crm::cdc::channel::object_of(&channel).unwrap_or_default();
                 wake(&entity, true);
             }
             CdcItem::Problem {

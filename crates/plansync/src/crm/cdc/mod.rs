@@ -1,6 +1,7 @@
 //! The change-data-capture listener: a Bayeux client over WebSocket or HTTP long-polling,
 //! one message layer for both, turning change events into plansync changes.
 //!
+//! - `channel.rs`: which channel carries which object's events;
 //! - `bayeux.rs`: message types, frame splitting, session state (shared by both transports);
 //! - `transport.rs`, `ws.rs`, `longpoll.rs`: moving frames;
 //! - `event.rs`: change event payloads → `CdcEvent` → `model::Change`;
@@ -9,6 +10,7 @@
 //! - `fuzz.rs`: the pure parser as a fuzz target body.
 
 pub mod bayeux;
+pub mod channel;
 pub mod event;
 mod fuzz;
 pub mod listener;
