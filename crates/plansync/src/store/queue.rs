@@ -84,14 +84,15 @@ impl Store {
             .collect()
     }
 
-    /// Whether `key` has a queued or sent write other than `except`: a resolution queues one
-    /// per side, and the second must go before the field is decided again.
-    pub fn other_open_write(&self, key: &FieldKey, except: i64) -> Result<bool, StoreError> {
+    /// Whether `key` (a field or a `$…` lifecycle operation) has a queued or sent write, other
+    /// than `except` when given: a resolution queues one per side, and the second must go
+    /// before the field is decided again; an item being created is not yet missing.
+    pub fn open_write(&self, key: &FieldKey, except: Option<i64>) -> Result<bool, StoreError> {
         let found: Option<i64> = self
             .conn
             .prepare_cached(
                 "SELECT id FROM outbox WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3
-                   AND state IN ('pending', 'in_flight') AND id != ?4 LIMIT 1",
+                   AND state IN ('pending', 'in_flight') AND id IS NOT ?4 LIMIT 1",
             )?
             .query_row(
                 params![key.record.pairing, key.record.crm_id, key.field, except],
@@ -168,19 +169,6 @@ impl Store {
                 |row| row.get(0),
             )?;
         Ok(found > 0)
-    }
-
-    /// Whether a write to `key` (a field or a `$…` lifecycle operation) is queued or sent and
-    /// not yet answered.
-    pub fn has_open_write(&self, key: &FieldKey) -> Result<bool, StoreError> {
-        let found: i64 = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM outbox
-                 WHERE pairing = ?1 AND crm_id = ?2 AND field = ?3
-                   AND state IN ('pending', 'in_flight'))",
-            params![key.record.pairing, key.record.crm_id, key.field],
-            |row| row.get(0),
-        )?;
-        Ok(found != 0)
     }
 
     /// Writes queued or sent and not yet answered.

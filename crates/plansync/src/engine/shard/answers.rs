@@ -172,7 +172,7 @@ impl Round<'_> {
             }
             return Ok(());
         };
-        if self.store.other_open_write(&row.key, outbox_id)? {
+        if self.store.open_write(&row.key, Some(outbox_id))? {
             if let WriteOutcome::Stale { current } = &outcome {
                 self.store_stale(id, &row, current, None);
             }

@@ -269,7 +269,7 @@ impl Round<'_> {
             record: record.clone(),
             field: lifecycle::ENSURE_ITEM.to_string(),
         };
-        Ok(self.batch.queues_write(&key) || self.store.has_open_write(&key)?)
+        Ok(self.batch.queues_write(&key) || self.store.open_write(&key, None)?)
     }
 
     pub(super) fn anaplan_delete(
