@@ -3,6 +3,7 @@
 //! a planner's would arrive (cell and list item writes through the API); each test checks the
 //! poll's report against the simulator's own state and the store.
 
+use crate::support::anaplan_sim;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -15,14 +16,14 @@ use plansync::engine::anaplan_poll::{
     AnaplanPollError, AnaplanPollOutcome, PollLimits, PollParts, poll_anaplan,
     poll_resolved_each_with, resolve_target,
 };
+use plansync::engine::anaplan_target::ReadLimits;
 use plansync::model::{ChangeKind, Decimal, ExceptionKind, Side, Source, Value, ValueKind};
 use plansync::rules::Pairing;
 use plansync::rules::ruleset::AnaplanField;
 use plansync::secret::Secret;
 use plansync::store::{Batch, FieldKey, Observed, ShadowUpsert, Store};
-use plansync_sim::anaplan::{self as sim, AnaplanSim, Seed, SimConfig, SimHandle};
+use plansync_sim::anaplan::{self as sim, Seed, SimConfig, SimHandle};
 use serde_json::Value as Json;
-use tokio::net::TcpListener;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP: &str = "OPP01 Opportunity Data";
@@ -47,16 +48,11 @@ fn pairing() -> Pairing {
 }
 
 async fn start(seed: Seed) -> SimHandle {
-    start_with(SimConfig {
+    anaplan_sim(SimConfig {
         seed,
         ..SimConfig::default()
     })
     .await
-}
-
-async fn start_with(config: SimConfig) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    AnaplanSim::start(config, listener).await.unwrap()
 }
 
 fn client(sim: &SimHandle) -> AnaplanClient {
@@ -561,7 +557,7 @@ fn api_log(sim: &SimHandle) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_outcome() {
-    let sim = start_with(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         read_page_bytes: 500,
         read_request_step: Duration::from_millis(20),
         ..SimConfig::default()
@@ -588,7 +584,10 @@ async fn a_list_over_the_paging_threshold_is_indexed_page_by_page_with_the_same_
 
     sim.clear_request_log();
     let limits = PollLimits {
-        paged_list_items: 10,
+        read: ReadLimits {
+            paged_list_items: 10,
+            ..ReadLimits::default()
+        },
         ..PollLimits::default()
     };
     let paged = poll_with(&c, &store, t(5), limits).await;
@@ -670,7 +669,7 @@ impl PollParts for Parts {
 #[tokio::test]
 async fn a_paged_poll_hands_a_page_on_in_parts_of_a_bounded_number_of_items() {
     // One page holds every row: without parts its changes would all be held at once.
-    let sim = start_with(SimConfig::default()).await;
+    let sim = anaplan_sim(SimConfig::default()).await;
     let c = client(&sim);
     let (_dir, store) = open_store();
     let pairing = pairing();
@@ -680,9 +679,11 @@ async fn a_paged_poll_hands_a_page_on_in_parts_of_a_bounded_number_of_items() {
         .unwrap();
     let seen = store.anaplan_seen(&pairing.name).unwrap();
     let limits = PollLimits {
-        paged_list_items: 10,
+        read: ReadLimits {
+            paged_list_items: 10,
+            ..ReadLimits::default()
+        },
         part_items: 4,
-        ..PollLimits::default()
     };
     sim.clear_request_log();
     let mut parts = Parts::default();
@@ -711,7 +712,7 @@ async fn a_paged_poll_hands_a_page_on_in_parts_of_a_bounded_number_of_items() {
 async fn a_stale_count_falls_back_to_read_requests_when_the_plain_reads_are_refused() {
     // 34 items: within the paging threshold by the count, but over the simulator's 20-item and
     // 20-cell read limits, so both plain reads are refused with 400 and read in pages instead.
-    let sim = start_with(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         max_read: 20,
         read_page_bytes: 400,
         read_request_step: Duration::from_millis(20),

@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt, StreamExt};
 use plansync::crm::cdc::{
-    Backoff, CdcConfig, CdcItem, CdcListener, ProblemKind, ReplayFrom, Transport,
+    Backoff, CdcConfig, CdcItem, CdcListener, EventProblem, ProblemKind, ReplayFrom, Transport,
 };
 use plansync::crm::{
     AuthConfig, CallKind, CrmClient, CrmConfig, CrmError, RecordUpdate, RetryPolicy, WriteOptions,
@@ -936,7 +936,10 @@ async fn websocket_resumes_from_the_last_delivered_replay_id_after_a_drop() {
     assert!(matches!(
         run.next().await,
         CdcItem::Problem {
-            kind: ProblemKind::Malformed,
+            problem: EventProblem {
+                kind: ProblemKind::Malformed,
+                ..
+            },
             ..
         }
     ));
@@ -1040,7 +1043,10 @@ async fn websocket_invalid_replay_id_is_reported_and_the_tip_taken() {
     assert!(matches!(
         run.next().await,
         CdcItem::Problem {
-            kind: ProblemKind::UnknownChannel,
+            problem: EventProblem {
+                kind: ProblemKind::UnknownChannel,
+                ..
+            },
             ..
         }
     ));

@@ -8,6 +8,7 @@
 //! through its handle. Waits are bounded by `PATIENCE`; "nothing else arrived" is shown with a
 //! sentinel edit that must be the very next event, never with a sleep.
 
+use crate::support::crm_sim;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use plansync::crm::cdc::{
-    Backoff, CdcConfig, CdcError, CdcEvent, CdcItem, CdcListener, ReplayFrom, Transport,
+    Backoff, CdcConfig, CdcError, CdcEvent, CdcItem, CdcListener, Gap, Overflow, ReplayFrom,
+    Transport,
 };
 use plansync::crm::{
     AuthConfig, CallKind, CrmClient, CrmConfig, CrmError, RecordUpdate, RetryPolicy, WriteOptions,
@@ -39,15 +41,6 @@ fn sim_config() -> CrmSimConfig {
         jwt_public_keys_pem: vec![PUBLIC_KEY.to_string()],
         ..CrmSimConfig::default()
     }
-}
-
-async fn start_sim(config: CrmSimConfig) -> CrmSimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    crm::start(config, listener)
-        .await
-        .expect("simulator starts")
 }
 
 fn client_credentials() -> AuthConfig {
@@ -270,7 +263,7 @@ fn assert_amount_event(event: &CdcEvent, id: &str, amount: f64) {
 
 #[tokio::test]
 async fn client_credentials_and_jwt_bearer_both_authenticate_and_query() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
 
     let cc = client(&sim);
     let rows = cc.query("SELECT Id, Name FROM Opportunity").await.unwrap();
@@ -331,7 +324,7 @@ async fn a_query_over_five_thousand_records_pages_through_every_row_once() {
             ("Amount".into(), json!(i as f64)),
         ]
     });
-    let sim = start_sim(CrmSimConfig {
+    let sim = crm_sim(CrmSimConfig {
         seed,
         ..sim_config()
     })
@@ -372,7 +365,7 @@ async fn a_query_over_five_thousand_records_pages_through_every_row_once() {
 
 #[tokio::test]
 async fn a_collections_update_comes_back_as_ours_and_a_user_edit_does_not() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let accounts = ids_by_name(&client, "Account").await;
@@ -454,7 +447,7 @@ async fn a_collections_update_comes_back_as_ours_and_a_user_edit_does_not() {
 
 #[tokio::test]
 async fn create_delete_and_undelete_events_carry_what_the_reference_says() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let mut cdc = listen_on(
         client.clone(),
@@ -508,7 +501,7 @@ async fn create_delete_and_undelete_events_carry_what_the_reference_says() {
 
 #[tokio::test]
 async fn all_or_none_rolls_back_everything_and_without_it_only_the_bad_record_fails() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let before: Vec<Value> = opps
@@ -583,7 +576,7 @@ async fn all_or_none_rolls_back_everything_and_without_it_only_the_bad_record_fa
 
 #[tokio::test]
 async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_rows() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let stage_before = sim_field(&sim, &opps[2], "StageName");
@@ -672,7 +665,7 @@ async fn a_bulk_update_maps_row_results_to_caller_indexes_and_lands_the_good_row
 // everything before stopping, so they allow no repeat at all.
 
 async fn replay_delivers_exactly_the_missed_events(transport: Transport) {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
 
@@ -756,7 +749,7 @@ async fn long_polling_replay_after_a_disconnect_delivers_exactly_the_missed_even
 // ---- 7. expired replay ids ----
 
 async fn an_expired_replay_id_is_reported(transport: Transport, expire: impl Fn(&CrmSimHandle)) {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let mut first = listen(client.clone(), transport, ReplayFrom::Tip);
@@ -807,7 +800,7 @@ async fn long_polling_a_purged_replay_id_is_reported_as_invalid() {
 
 #[tokio::test]
 async fn gap_overflow_and_merged_events_are_surfaced() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let mut cdc = listen(client.clone(), Transport::LongPolling, ReplayFrom::Tip);
@@ -822,12 +815,12 @@ async fn gap_overflow_and_merged_events_are_surfaced() {
     )
     .unwrap();
     match cdc.next_data().await {
-        CdcItem::Gap {
+        CdcItem::Gap(Gap {
             entity,
             record_ids,
             change_type,
             replay,
-        } => {
+        }) => {
             assert_eq!(entity, "Opportunity");
             assert_eq!(record_ids, vec![opps[0].clone()]);
             assert_eq!(change_type, "GAP_UPDATE");
@@ -839,7 +832,7 @@ async fn gap_overflow_and_merged_events_are_surfaced() {
 
     sim.inject_overflow("Opportunity").unwrap();
     match cdc.next_data().await {
-        CdcItem::Overflow { entity, .. } => assert_eq!(entity, "Opportunity"),
+        CdcItem::Overflow(Overflow { entity, .. }) => assert_eq!(entity, "Opportunity"),
         other => panic!("expected Overflow, got {other:?}"),
     }
 
@@ -870,7 +863,7 @@ async fn gap_overflow_and_merged_events_are_surfaced() {
 // ---- 9. token revoked mid-stream ----
 
 async fn the_listener_reauthenticates_after_revocation(transport: Transport) {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let mut cdc = listen(client.clone(), transport, ReplayFrom::Tip);
@@ -943,7 +936,7 @@ async fn long_polling_listener_reauthenticates_after_revocation_and_loses_nothin
 
 #[tokio::test]
 async fn a_locked_row_is_retried_until_the_write_lands() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let writes_before = sim.request_counts().write;
@@ -998,7 +991,7 @@ async fn a_locked_row_is_retried_until_the_write_lands() {
 
 #[tokio::test]
 async fn the_request_limit_is_a_clear_error_and_not_retried() {
-    let sim = start_sim(sim_config()).await;
+    let sim = crm_sim(sim_config()).await;
     let client = client(&sim);
     let opps = opportunity_ids(&client).await;
     let amount_before = sim_field(&sim, &opps[0], "Amount");

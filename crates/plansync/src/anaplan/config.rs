@@ -7,14 +7,11 @@ use std::time::Duration;
 use crate::secret::Secret;
 
 use super::error::AnaplanError;
+use super::limits::{
+    MAX_CELLS_PER_WRITE, MAX_LIST_ITEMS_PER_CALL, MAX_PAGE_SIZE, MAX_UPLOAD_CHUNK_BYTES,
+    MAX_WRITE_BYTES,
+};
 use super::retry::RetryPolicy;
-
-/// Documented per-call limits of the Anaplan API.
-pub const MAX_CELLS_PER_WRITE: usize = 100_000;
-pub const MAX_WRITE_BYTES: usize = 15 * 1024 * 1024;
-pub const MAX_LIST_ITEMS_PER_CALL: usize = 100_000;
-pub const MAX_UPLOAD_CHUNK_BYTES: usize = 50 * 1024 * 1024;
-pub const MAX_PAGE_SIZE: usize = 5000;
 
 /// How the client proves who it is.
 #[derive(Debug, Clone)]

@@ -26,6 +26,7 @@ pub mod error;
 pub mod fuzz;
 mod http;
 pub mod large_read;
+pub mod limits;
 pub mod rate;
 pub mod retry;
 pub mod stats;
@@ -43,8 +44,8 @@ pub use large_read::{ListPages, ReadState, ReadStatus, ViewPages};
 pub use retry::RetryPolicy;
 pub use stats::{CallKind, CallStats};
 pub use transactional::{
-    CellFailure, CellValue, CellWrite, CellWriteOutcome, DimRef, ItemFailure, ItemRef, LineItemRef,
-    ListDeleteOutcome, ListItemWrite, ListWriteOutcome,
+    CellCall, CellFailure, CellValue, CellWrite, CellWriteCalls, CellWriteOutcome, DimRef,
+    ItemFailure, ItemRef, LineItemRef, ListDeleteOutcome, ListItemWrite, ListWriteOutcome,
 };
 pub use view::{CsvLayout, ViewData, ViewRow};
 pub use wire::{

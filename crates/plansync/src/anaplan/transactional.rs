@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +15,7 @@ use crate::model::Decimal;
 use super::chunk::{chunk_ranges, join_json};
 use super::error::AnaplanError;
 use super::http::Request;
+use super::limits::LOOKUP_CODES_PER_CALL;
 use super::stats::CallKind;
 use super::view::{CsvLayout, ViewData, parse_view_csv, parse_view_json};
 use super::wire::{
@@ -22,10 +23,6 @@ use super::wire::{
     parse_list_metadata, parse_list_properties, parse_list_write, parse_page,
 };
 use super::{AnaplanClient, seg};
-
-/// Codes per item lookup call. Anaplan documents no limit; this keeps a request's body
-/// (about 20 bytes a code) well under a megabyte.
-pub const LOOKUP_CODES_PER_CALL: usize = 10_000;
 
 /// A line item, by id or by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +80,29 @@ pub struct CellWriteOutcome {
     pub failures: Vec<CellFailure>,
     /// API calls made (excluding retries).
     pub calls: usize,
+}
+
+/// One call of a cell write that Anaplan answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellCall {
+    /// The cells it carried, as indices into the caller's slice.
+    pub cells: Range<usize>,
+    /// When it was first sent: a bound on when Anaplan applied its cells.
+    pub sent_at: DateTime<Utc>,
+    pub cells_changed: u64,
+}
+
+/// A cell write call by call ([`AnaplanClient::write_cells_by_call`]): what each answered
+/// call carried, and where the write stopped if a call failed as a whole.
+#[derive(Debug, Default)]
+pub struct CellWriteCalls {
+    /// The answered calls, in order.
+    pub calls: Vec<CellCall>,
+    /// Cells Anaplan refused, by the caller's index.
+    pub failures: Vec<CellFailure>,
+    /// The call that failed as a whole (after retries and re-authentication): its cells are
+    /// not known to be written, and the cells after them were not sent.
+    pub stopped: Option<(Range<usize>, AnaplanError)>,
 }
 
 /// A list item to add or update, keyed by code.
@@ -478,34 +498,78 @@ impl AnaplanClient {
         module: &str,
         cells: &[CellWrite],
     ) -> Result<CellWriteOutcome, AnaplanError> {
+        let by_call = self.write_cells_by_call(model, module, cells).await?;
+        if let Some((_, e)) = by_call.stopped {
+            return Err(e);
+        }
+        Ok(CellWriteOutcome {
+            cells_changed: by_call.calls.iter().map(|c| c.cells_changed).sum(),
+            calls: by_call.calls.len(),
+            failures: by_call.failures,
+        })
+    }
+
+    /// The bytes `cell` makes in a write's body, if that is over what one call may carry:
+    /// such a cell is refused whatever else is sent.
+    pub fn cell_too_large(&self, cell: &CellWrite) -> Option<usize> {
+        let size = encode_cell(cell).len();
+        (size.saturating_add(2) > self.inner.config.max_write_bytes).then_some(size)
+    }
+
+    /// Writes cells as [`AnaplanClient::write_cells`] does, split under the per-call limits,
+    /// and reports each call: the cells it carried and when it was sent. The first call that
+    /// fails as a whole ends the write (see [`CellWriteCalls::stopped`]); the caller decides
+    /// whether the rest is worth another try. An error is returned only when nothing could be
+    /// sent: a cell too large for any call (see [`AnaplanClient::cell_too_large`]).
+    pub async fn write_cells_by_call(
+        &self,
+        model: &str,
+        module: &str,
+        cells: &[CellWrite],
+    ) -> Result<CellWriteCalls, AnaplanError> {
         let encoded: Vec<Vec<u8>> = cells.iter().map(encode_cell).collect();
         let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
         let cfg = &self.inner.config;
         let ranges = chunk_ranges(&sizes, cfg.max_cells_per_write, cfg.max_write_bytes, 2)?;
         let identity: Vec<usize> = (0..cells.len()).collect();
         let path = format!("/models/{}/modules/{}/data", seg(model), seg(module));
-        let mut outcome = CellWriteOutcome::default();
+        let mut report = CellWriteCalls::default();
         for range in ranges {
             let body = join_json(b"", &encoded[range.clone()], b"");
             // Setting a cell to a value twice is harmless: the write may be retried.
             let req = Request::new(Method::POST, self.url(&path), CallKind::Write)
                 .json(body)
                 .idempotent(true);
-            let r = self.call(req).await?;
-            let parsed = parse_cell_write(r.status, &r.content_type, &r.body)?;
-            outcome.calls += 1;
-            outcome.cells_changed += parsed.number_of_cells_changed.unwrap_or(0);
-            for (index, failure_type, details) in
-                map_failures(parsed.failures, &range, &identity, "cell write")?
-            {
-                outcome.failures.push(CellFailure {
+            let sent_at = Utc::now();
+            let answered = match self.call(req).await {
+                Ok(r) => parse_cell_write(r.status, &r.content_type, &r.body),
+                Err(e) => Err(e),
+            };
+            let failures = answered.and_then(|parsed| {
+                let failures = map_failures(parsed.failures, &range, &identity, "cell write")?;
+                Ok((parsed.number_of_cells_changed.unwrap_or(0), failures))
+            });
+            let (changed, failures) = match failures {
+                Ok(done) => done,
+                Err(e) => {
+                    report.stopped = Some((range, e));
+                    return Ok(report);
+                }
+            };
+            for (index, failure_type, details) in failures {
+                report.failures.push(CellFailure {
                     index,
                     failure_type,
                     details,
                 });
             }
+            report.calls.push(CellCall {
+                cells: range,
+                sent_at,
+                cells_changed: changed,
+            });
         }
-        Ok(outcome)
+        Ok(report)
     }
 
     /// Adds items whose code the list does not have and updates the others: one read of the

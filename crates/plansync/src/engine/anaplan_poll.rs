@@ -34,6 +34,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
 use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData, ViewRow};
+pub use crate::engine::anaplan_target::ResolvedTarget;
+use crate::engine::anaplan_target::{self, ReadLimits, View};
 use crate::model::{
     Change, ChangeKind, ExceptionKind, FieldChange, Position, RecordKey, Side, Source, Value,
 };
@@ -80,16 +82,6 @@ impl AnaplanPollError {
             AnaplanPollError::Route(_) => false,
         }
     }
-}
-
-/// The ids the rule file's names resolve to. Resolve once with [`resolve_target`] and reuse
-/// them across polls to save two listing calls a poll.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedTarget {
-    pub model: String,
-    pub list_id: String,
-    /// Also the id of the module's default view.
-    pub module_id: String,
 }
 
 /// A value of one item that could not be normalised, for the engine to turn into an exception.
@@ -149,20 +141,12 @@ pub async fn resolve_target(
     client: &AnaplanClient,
     pairing: &Pairing,
 ) -> Result<ResolvedTarget, AnaplanPollError> {
-    let t = &pairing.anaplan;
-    let list_id = client
-        .list_id(&t.model, &t.list)
+    anaplan_target::resolve(client, &pairing.anaplan)
         .await
-        .map_err(anaplan_err(format!("list {}", t.list)))?;
-    let module_id = client
-        .module_id(&t.model, &t.module)
-        .await
-        .map_err(anaplan_err(format!("module {}", t.module)))?;
-    Ok(ResolvedTarget {
-        model: t.model.clone(),
-        list_id,
-        module_id,
-    })
+        .map_err(|e| AnaplanPollError::Anaplan {
+            what: e.what,
+            source: e.source,
+        })
 }
 
 /// Polls `pairing`'s list and module once and diffs them against `seen` (from
@@ -175,7 +159,7 @@ pub async fn poll_anaplan(
 ) -> Result<AnaplanPollOutcome, AnaplanPollError> {
     let target = resolve_target(client, pairing).await?;
     let mut outcome = poll_resolved(client, pairing, &target, seen, at).await?;
-    outcome.calls += 2;
+    outcome.calls += anaplan_target::RESOLVE_CALLS;
     Ok(outcome)
 }
 
@@ -213,20 +197,11 @@ impl PollParts for AnaplanPollOutcome {
 /// Items diffed into one part of a paged poll (a shard takes up to 1,024 messages a round).
 pub const PART_ITEMS: usize = 1024;
 
-/// The most cells a plain view read returns (Anaplan refuses more with a 400).
-pub const MAX_VIEW_CELLS: usize = 1_000_000;
-
-/// A list of more items than this is read with a read request, page by page into a
-/// [`ListIndex`], and its module too: the plain list read would hold every parsed item.
-pub const PAGED_LIST_ITEMS: usize = 50_000;
-
 /// When a poll reads in pages rather than whole (the defaults outside tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollLimits {
-    /// Lists of more items are read in pages ([`PAGED_LIST_ITEMS`]).
-    pub paged_list_items: usize,
-    /// Items × line items read above this are read in pages ([`MAX_VIEW_CELLS`]).
-    pub max_view_cells: usize,
+    /// When the list and the module are read through read requests.
+    pub read: ReadLimits,
     /// Rows of a page diffed into one part of a paged poll ([`PART_ITEMS`]).
     pub part_items: usize,
 }
@@ -234,8 +209,7 @@ pub struct PollLimits {
 impl Default for PollLimits {
     fn default() -> Self {
         PollLimits {
-            paged_list_items: PAGED_LIST_ITEMS,
-            max_view_cells: MAX_VIEW_CELLS,
+            read: ReadLimits::default(),
             part_items: PART_ITEMS,
         }
     }
@@ -265,8 +239,8 @@ pub async fn poll_resolved_each(
 
 /// Polls with ids already resolved and hands the outcome to `each` in parts. The list's item
 /// count is read first. A small list and module are read whole (the list's items, then the
-/// view): one part, in code order. A list of more than `limits.paged_list_items` items, or
-/// whose items times the line items read exceed `limits.max_view_cells`, is read with a list
+/// view): one part, in code order. A list of more than `limits.read.paged_list_items` items,
+/// or whose items times the line items read exceed `limits.read.max_view_cells`, is read with a list
 /// read request folded page by page into a [`ListIndex`], and its module with a view read
 /// request: parts of at most `limits.part_items` rows of a page (the changes of those items,
 /// in view order), then a last part with items no page showed, items without a code, the
@@ -292,58 +266,42 @@ pub async fn poll_resolved_each_with(
         .count()
         + pairing.flags.len();
     let mut calls = 1;
-    let count = match client.list_item_count(&target.model, &target.list_id).await {
-        Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-        // A list whose metadata has no readable count: the plain read (and its 400) decides.
-        Err(e @ AnaplanError::Decode { .. }) => {
-            tracing::debug!(target: "plansync::engine", event = "list_read_whole", list = %t.list, error = %e, "no item count: reading the list whole");
-            None
-        }
-        Err(e) => return Err(anaplan_err(list_what())(e)),
-    };
-    let large = count.is_some_and(|n| {
-        n > limits.paged_list_items || n.saturating_mul(read) > limits.max_view_cells
-    });
-    let mut index = None;
-    if !large {
-        calls += 1;
-        match client.list_items(&target.model, &target.list_id).await {
-            Ok(items) => index = Some(ListIndex::from_items(pairing, &items)?),
-            Err(e) if e.is_over_read_limit() => {
-                tracing::debug!(target: "plansync::engine", event = "list_read_paged", list = %t.list, "the list is over the read limit: reading it in pages");
-            }
-            Err(e) => return Err(anaplan_err(list_what())(e)),
-        }
-    }
-    let index = match index {
-        Some(index) => index,
-        None => {
-            calls += 1;
-            read_list_paged(client, pairing, target, count.unwrap_or(0)).await?
-        }
-    };
-    if !large && index.items().saturating_mul(read) <= limits.max_view_cells {
-        calls += 1;
-        match client
-            .read_view_json(&target.model, &target.module_id, &[])
-            .await
+    let count = anaplan_target::item_count(client, target)
+        .await
+        .map_err(anaplan_err(list_what()))?;
+    // A list whose module is too large for a plain view read is paged too: the poll then
+    // holds neither the parsed list nor the module whole.
+    let large = limits.read.list_paged(count) || limits.read.view_paged(count, read);
+    let mut builder = ListIndex::builder(pairing, count.unwrap_or(0));
+    // Items are folded in as they are parsed: a page's items are never held at once.
+    let mut refused = None;
+    let list = anaplan_target::read_list(client, target, large, &mut |item| {
+        if refused.is_none()
+            && let Err(e) = builder.add(&item)
         {
-            Ok(view) => {
-                let mut outcome = diff_index(pairing, &index, &view, seen, at)?;
-                outcome.calls = calls;
-                return each.part(outcome).await;
-            }
-            Err(e) if e.is_over_read_limit() => {
-                tracing::debug!(target: "plansync::engine", event = "module_read_paged", module = %t.module, "the module is over the view read limit: reading it in pages");
-            }
-            Err(e) => return Err(anaplan_err(module_what())(e)),
+            refused = Some(e);
         }
+    })
+    .await
+    .map_err(anaplan_err(list_what()))?;
+    calls += list.calls;
+    if let Some(e) = refused {
+        return Err(e);
     }
-    let mut pages = client
-        .read_view_pages(&t.workspace, &target.model, &target.module_id)
+    let index = builder.finish();
+    let paged = large || limits.read.view_paged(Some(index.items()), read);
+    let (view, view_calls) = anaplan_target::read_view(client, target, paged)
         .await
         .map_err(anaplan_err(module_what()))?;
-    calls += 1;
+    calls += view_calls;
+    let mut pages = match view {
+        View::Whole(view) => {
+            let mut outcome = diff_index(pairing, &index, &view, seen, at)?;
+            outcome.calls = calls;
+            return each.part(outcome).await;
+        }
+        View::Pages(pages) => pages,
+    };
     let mut differ = PageDiff::new(pairing, &index, seen, at);
     // A page's rows are held (about 400 bytes a row), then diffed and handed on a round's
     // worth at a time: the changes of a whole page, about 1.5 KB an item at a first run,
@@ -364,49 +322,10 @@ pub async fn poll_resolved_each_with(
         }
         rows.clear();
     }
-    if let Err(e) = pages.finish().await {
-        // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
-        tracing::debug!(target: "plansync::engine", event = "read_request_delete_failed", error = %e, "could not delete a read request");
-    }
+    anaplan_target::close_view(pages).await;
     let mut last = differ.finish();
     last.calls = calls;
     each.part(last).await
-}
-
-/// The list through a list read request, each item folded into the index as it is parsed.
-/// `expected` is the item count if known (0 if not).
-async fn read_list_paged(
-    client: &AnaplanClient,
-    pairing: &Pairing,
-    target: &ResolvedTarget,
-    expected: usize,
-) -> Result<ListIndex, AnaplanPollError> {
-    let what = || anaplan_err(format!("list {}", pairing.anaplan.list));
-    let mut pages = client
-        .read_list_pages(&pairing.anaplan.workspace, &target.model, &target.list_id)
-        .await
-        .map_err(what())?;
-    let mut index = ListIndex::builder(pairing, expected);
-    // Items are folded in as the page is parsed: the page's items are never held at once.
-    let mut refused = None;
-    while pages
-        .next_page_each(|item| {
-            if refused.is_none()
-                && let Err(e) = index.add(&item)
-            {
-                refused = Some(e);
-            }
-        })
-        .await
-        .map_err(what())?
-        .is_some()
-    {
-        if let Some(e) = refused.take() {
-            return Err(e);
-        }
-    }
-    pages.finish().await.map_err(what())?;
-    Ok(index.finish())
 }
 
 /// The view's column of each line item the pairing reads (mapped fields and flags).

@@ -3,6 +3,7 @@
 //! the shards and the scheduler that runs the pollers.
 
 pub mod anaplan_poll;
+pub mod anaplan_target;
 pub mod counters;
 pub mod crm_poll;
 pub mod db;

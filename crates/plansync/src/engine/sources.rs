@@ -28,7 +28,7 @@ use super::shard::ShardMsg;
 use crate::anaplan::AnaplanClient;
 use crate::backoff::Backoff;
 use crate::crm::CrmClient;
-use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener};
+use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener, Gap, Overflow};
 use crate::model::{Change, Position, RecordKey, Source};
 use crate::rules::RuleSet;
 
@@ -337,7 +337,8 @@ pub async fn anaplan_poll_once(
     let Some(pairing) = rules.pairing(pairing_name) else {
         return Ok(0);
     };
-    if target.is_none() {
+    // Resolved once, and again when a reloaded rule file names other objects.
+    if !target.as_ref().is_some_and(|t| t.is_for(&pairing.anaplan)) {
         *target = Some(resolve_target(client, pairing).await?);
     }
     let Some(resolved) = target.as_ref() else {
@@ -570,12 +571,12 @@ pub async fn run_cdc(
                     break;
                 }
             }
-            CdcItem::Gap {
+            CdcItem::Gap(Gap {
                 entity,
                 record_ids,
                 change_type,
                 ..
-            } => {
+            }) => {
                 tracing::warn!(target: "plansync::engine", event = "gap", %entity, records = record_ids.len(), %change_type, "the stream sent a gap; re-reading");
                 let rules = ctx.rules.borrow().clone();
                 if let Some(pairing) = rules.find(&entity) {
@@ -599,7 +600,7 @@ pub async fn run_cdc(
                 }
                 wake(&entity, false);
             }
-            CdcItem::Overflow { entity, .. } => {
+            CdcItem::Overflow(Overflow { entity, .. }) => {
                 tracing::warn!(target: "plansync::engine", event = "gap", %entity, "the stream overflowed; re-reading the object");
                 wake(&entity, false);
             }
@@ -614,14 +615,11 @@ pub async fn run_cdc(
                 wake(&entity, true);
             }
             CdcItem::Problem {
-                channel,
-                reason,
-                entity,
-                ..
+                channel, problem, ..
             } => {
-                tracing::warn!(target: "plansync::engine", event = "stream_event_unusable", %channel, %reason, "the stream sent an event that could not be used; re-reading");
+                tracing::warn!(target: "plansync::engine", event = "stream_event_unusable", %channel, reason = %problem.reason, "the stream sent an event that could not be used; re-reading");
                 // Without an entity the hole could be anywhere: every poller re-reads.
-                wake(entity.as_deref().unwrap_or(""), false);
+                wake(problem.entity.as_deref().unwrap_or(""), false);
             }
             CdcItem::Connected { transport } => {
                 connected.store(true, Ordering::SeqCst);

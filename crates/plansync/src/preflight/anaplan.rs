@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{Check, Limits, Report, quoted};
 use crate::anaplan::{AnaplanClient, AnaplanError, TaskKind};
 use crate::config::Config;
-use crate::engine::anaplan_poll::resolve_target;
+use crate::engine::anaplan_target;
 use crate::rules::ruleset::AnaplanField;
 use crate::rules::{Pairing, RuleSet};
 
@@ -222,7 +222,7 @@ async fn pairing_checks(
         ));
         return None;
     };
-    let (list, module) = match resolve_target(client, pairing).await {
+    let (list, module) = match anaplan_target::resolve(client, &pairing.anaplan).await {
         Ok(target) => (Ok(target.list_id), Ok(target.module_id)),
         // Which of the two names failed: ask for each (two listings, on this path only).
         Err(_) => (

@@ -177,29 +177,53 @@ pub enum ProblemKind {
     FrameDropped,
 }
 
-/// The outcome of reading one data message.
+/// Records changed but the event carries no values (`GAP_*`): re-read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub entity: String,
+    pub record_ids: Vec<String>,
+    pub change_type: String,
+    pub replay: Replay,
+}
+
+/// Changes to `entity` were not sent one by one (`GAP_OVERFLOW`, or a wildcard record id):
+/// re-read the whole object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overflow {
+    pub entity: String,
+    pub replay: Replay,
+}
+
+/// An event that could not be used, with what could be read of it, so that the engine can
+/// re-read what it was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventProblem {
+    pub kind: ProblemKind,
+    pub replay_id: Option<i64>,
+    pub entity: Option<String>,
+    pub record_ids: Vec<String>,
+    pub reason: String,
+}
+
+/// The outcome of reading one data message. The listener hands each on as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     Event(CdcEvent),
-    /// Records changed but the event carries no values: re-read them.
-    Gap {
-        entity: String,
-        record_ids: Vec<String>,
-        change_type: String,
-        replay: Replay,
-    },
-    /// Too many changes (or a wildcard id): re-read the whole object.
-    Overflow {
-        entity: String,
-        replay: Replay,
-    },
-    Problem {
-        kind: ProblemKind,
-        replay_id: Option<i64>,
-        entity: Option<String>,
-        record_ids: Vec<String>,
-        reason: String,
-    },
+    Gap(Gap),
+    Overflow(Overflow),
+    Problem(EventProblem),
+}
+
+impl Parsed {
+    /// The replay id the message carried, when it could be read.
+    pub fn replay_id(&self) -> Option<i64> {
+        match self {
+            Parsed::Event(e) => Some(e.replay_id),
+            Parsed::Gap(g) => Some(g.replay.replay_id),
+            Parsed::Overflow(o) => Some(o.replay.replay_id),
+            Parsed::Problem(p) => p.replay_id,
+        }
+    }
 }
 
 /// What the parser needs to know beyond the message.
@@ -322,13 +346,13 @@ fn problem(
     record_ids: Vec<String>,
     reason: impl Into<String>,
 ) -> Parsed {
-    Parsed::Problem {
+    Parsed::Problem(EventProblem {
         kind,
         replay_id,
         entity,
         record_ids,
         reason: reason.into(),
-    }
+    })
 }
 
 /// Reads the `data` of a message on `channel`. Never fails: trouble is a `Parsed::Problem`.
@@ -371,10 +395,10 @@ pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
     }
     if header.change_type == "GAP_OVERFLOW" || header.record_ids.iter().any(|id| id.ends_with('*'))
     {
-        return Parsed::Overflow {
+        return Parsed::Overflow(Overflow {
             entity,
             replay: replay(),
-        };
+        });
     }
     let kind = match header.change_type.as_ref() {
         "CREATE" => ChangeKind::Create,
@@ -382,12 +406,12 @@ pub fn parse_data(channel: &str, data: &str, ctx: &ParseContext<'_>) -> Parsed {
         "DELETE" => ChangeKind::Delete,
         "UNDELETE" => ChangeKind::Undelete,
         gap if gap.starts_with("GAP_") => {
-            return Parsed::Gap {
+            return Parsed::Gap(Gap {
                 entity,
                 record_ids: header.record_ids,
                 change_type: gap.to_string(),
                 replay: replay(),
-            };
+            });
         }
         other => {
             return bad(
@@ -768,12 +792,12 @@ mod tests {
             &data(header("GAP_UPDATE", &["001A"]), json!({})),
             &ctx(),
         ) {
-            Parsed::Gap {
+            Parsed::Gap(Gap {
                 entity,
                 record_ids,
                 change_type,
                 replay,
-            } => {
+            }) => {
                 assert_eq!(entity, "Account");
                 assert_eq!(record_ids, ["001A"]);
                 assert_eq!(change_type, "GAP_UPDATE");
@@ -783,20 +807,20 @@ mod tests {
         }
         assert!(matches!(
             parse_data(CH, &data(header("GAP_OVERFLOW", &[]), json!({})), &ctx()),
-            Parsed::Overflow { entity, .. } if entity == "Account"
+            Parsed::Overflow(Overflow { entity, .. }) if entity == "Account"
         ));
         assert!(matches!(
             parse_data(CH, &data(header("UPDATE", &["001*"]), json!({})), &ctx()),
-            Parsed::Overflow { .. }
+            Parsed::Overflow(_)
         ));
     }
 
     #[test]
     fn bad_input_is_a_problem_with_what_is_known() {
         let kind_of = |p: Parsed| match p {
-            Parsed::Problem {
+            Parsed::Problem(EventProblem {
                 kind, replay_id, ..
-            } => (kind, replay_id),
+            }) => (kind, replay_id),
             other => panic!("{other:?}"),
         };
         assert_eq!(
@@ -891,12 +915,12 @@ mod tests {
             &data(header("CREATE", &["001A"]), json!({"Secret__c": 1})),
             &strict,
         ) {
-            Parsed::Problem {
+            Parsed::Problem(EventProblem {
                 kind,
                 entity,
                 record_ids,
                 ..
-            } => {
+            }) => {
                 assert_eq!(kind, ProblemKind::UnknownField);
                 assert_eq!(entity.as_deref(), Some("Account"));
                 assert_eq!(record_ids, ["001A"]);
@@ -907,10 +931,10 @@ mod tests {
         h["entityName"] = json!("Territory__c");
         assert!(matches!(
             parse_data(CH, &data(h, json!({})), &strict),
-            Parsed::Problem {
+            Parsed::Problem(EventProblem {
                 kind: ProblemKind::UnknownObject,
                 ..
-            }
+            })
         ));
     }
 

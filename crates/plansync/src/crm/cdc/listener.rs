@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 
 use crate::crm::CrmError;
 use crate::crm::cdc::bayeux::{self, Message, MetaOutcome, Reconnect, ReplayFrom, Session};
-use crate::crm::cdc::event::{CdcEvent, ParseContext, Parsed, ProblemKind, Replay, parse_data};
+use crate::crm::cdc::event::{
+    CdcEvent, EventProblem, Gap, Overflow, ParseContext, Parsed, ProblemKind, parse_data,
+};
 use crate::crm::cdc::longpoll::LongPollConn;
 use crate::crm::cdc::transport::{Conn, Frame, TransportError};
 use crate::crm::cdc::ws::{WsConn, ws_url};
@@ -93,16 +95,10 @@ impl CdcConfig {
 pub enum CdcItem {
     /// A change event (call `to_changes` for the engine).
     Event(CdcEvent),
-    /// Records changed but the event had no values (`GAP_*`): re-read them.
-    Gap {
-        entity: String,
-        record_ids: Vec<String>,
-        change_type: String,
-        replay: Replay,
-    },
-    /// Changes to `entity` were not sent one by one (`GAP_OVERFLOW`, or a wildcard record
-    /// id): re-read the whole object.
-    Overflow { entity: String, replay: Replay },
+    /// Records changed but the event had no values: re-read them.
+    Gap(Gap),
+    /// Changes were not sent one by one: re-read the whole object.
+    Overflow(Overflow),
     /// The server refused to resume `channel` after `replay_id` (expired or unknown). The
     /// listener has resubscribed from the tip (new events only); the engine must reconcile
     /// the channel's objects in full to cover what was missed.
@@ -112,15 +108,12 @@ pub enum CdcItem {
         message: String,
     },
     /// Something arrived that could not be used; it was skipped and the stream goes on.
-    /// With `entity`/`record_ids` the engine can re-read what the bad event was about.
+    /// With the problem's `entity`/`record_ids` the engine can re-read what it was about.
     Problem {
         channel: String,
-        replay: Option<i64>,
-        kind: ProblemKind,
-        reason: String,
+        problem: EventProblem,
+        /// The start of the message, for the log.
         excerpt: String,
-        entity: Option<String>,
-        record_ids: Vec<String>,
     },
     /// Handshake done and every channel subscribed.
     Connected { transport: Transport },
@@ -577,52 +570,19 @@ impl Driver {
             our_client_id: &self.config.our_client_id,
             known_fields: self.config.known_fields.as_ref(),
         };
-        let (item, replay_id) = match parse_data(&channel, data.get(), &context) {
-            Parsed::Event(event) => {
-                let id = event.replay_id;
-                (CdcItem::Event(event), Some(id))
-            }
-            Parsed::Gap {
-                entity,
-                record_ids,
-                change_type,
-                replay,
-            } => {
-                let id = replay.replay_id;
-                (
-                    CdcItem::Gap {
-                        entity,
-                        record_ids,
-                        change_type,
-                        replay,
-                    },
-                    Some(id),
-                )
-            }
-            Parsed::Overflow { entity, replay } => {
-                let id = replay.replay_id;
-                (CdcItem::Overflow { entity, replay }, Some(id))
-            }
-            Parsed::Problem {
-                kind,
-                replay_id,
-                entity,
-                record_ids,
-                reason,
-            } => {
-                tracing::warn!(event = "cdc_event_skipped", %channel, ?kind, replay_id, reason = %reason, "skipped a CDC event");
-                (
-                    CdcItem::Problem {
-                        channel,
-                        replay: replay_id,
-                        kind,
-                        reason,
-                        excerpt: bayeux::excerpt(raw.as_bytes()),
-                        entity,
-                        record_ids,
-                    },
-                    replay_id,
-                )
+        let parsed = parse_data(&channel, data.get(), &context);
+        let replay_id = parsed.replay_id();
+        let item = match parsed {
+            Parsed::Event(event) => CdcItem::Event(event),
+            Parsed::Gap(gap) => CdcItem::Gap(gap),
+            Parsed::Overflow(overflow) => CdcItem::Overflow(overflow),
+            Parsed::Problem(problem) => {
+                tracing::warn!(event = "cdc_event_skipped", %channel, kind = ?problem.kind, replay_id, reason = %problem.reason, "skipped a CDC event");
+                CdcItem::Problem {
+                    channel,
+                    problem,
+                    excerpt: bayeux::excerpt(raw.as_bytes()),
+                }
             }
         };
         self.send(item).await?;
@@ -643,12 +603,14 @@ impl Driver {
         tracing::warn!(event = "cdc_input_skipped", %channel, ?kind, reason = %reason, "skipped CDC input");
         self.send(CdcItem::Problem {
             channel,
-            replay,
-            kind,
-            reason,
+            problem: EventProblem {
+                kind,
+                replay_id: replay,
+                entity: None,
+                record_ids: Vec::new(),
+                reason,
+            },
             excerpt,
-            entity: None,
-            record_ids: Vec::new(),
         })
         .await
     }

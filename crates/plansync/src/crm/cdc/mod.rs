@@ -21,7 +21,7 @@ pub mod ws;
 
 pub use crate::backoff::Backoff;
 pub use bayeux::ReplayFrom;
-pub use event::{CdcEvent, ParseContext, Parsed, ProblemKind, Replay};
+pub use event::{CdcEvent, EventProblem, Gap, Overflow, ParseContext, Parsed, ProblemKind, Replay};
 #[doc(hidden)]
 pub use fuzz::fuzz_cdc;
 pub use listener::{CdcConfig, CdcError, CdcItem, CdcListener, Transport};

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tracing::warn;
 
 use crate::anaplan::AnaplanError;
 use crate::engine::write::WriteOutcome;
@@ -66,7 +65,7 @@ impl Run {
         e: &AnaplanError,
     ) {
         let message = format!("{what}: {e}");
-        warn!(error = %e, "Anaplan sink: {what} failed; the writes it carried will be retried");
+        tracing::warn!(target: "plansync::engine", event = "sink_call_failed", error = %e, "{what} failed; the writes it carried will be retried");
         for i in which {
             self.retry(i, &message);
         }

@@ -1,14 +1,10 @@
 //! Cell writes: a CRM value made a cell value ([`cell_value`]), the batch's cells planned
-//! for the records that have an item, and the transactional writes, split as the client
-//! splits them; large batches of a pairing with a bulk import go to `import.rs` first.
+//! for the records that have an item, and the transactional writes, answered call by call
+//! as the client reports them; large batches of a pairing with a bulk import go to
+//! `import.rs` first.
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::Utc;
-use tracing::debug;
-
-use crate::anaplan::chunk::chunk_ranges;
-use crate::anaplan::transactional::encode_cell;
 use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
 use crate::model::{Value, ValueKind};
 use crate::rules::Pairing;
@@ -69,7 +65,7 @@ impl AnaplanSink {
                     write: CellWrite {
                         line_item: LineItemRef::Id(li),
                         dimensions: vec![(
-                            DimRef::Id(target.list_id.clone()),
+                            DimRef::Id(target.resolved.list_id.clone()),
                             ItemRef::Code(code.to_string()),
                         )],
                         value: value.clone(),
@@ -96,8 +92,10 @@ impl AnaplanSink {
         self.write_transactional(pairing, transactional, run).await;
     }
 
-    /// Transactional cell writes, split the way the client splits them (so each call's
-    /// requests get that call's time), at most 100,000 cells and 15 MB a call.
+    /// Transactional cell writes. The client splits them under its per-call limits and
+    /// reports each call, so each request is answered with its own call's send time, and a
+    /// call that fails as a whole answers only the requests it carried; the cells after it
+    /// are sent again, unless the failure says the tenant cannot be reached.
     async fn write_transactional(
         &mut self,
         pairing: &Pairing,
@@ -110,77 +108,85 @@ impl AnaplanSink {
         let Some(target) = self.targets.get_mut(&pairing.name) else {
             return;
         };
-        let cfg = self.client.config();
-        let (max_cells, max_bytes) = (cfg.max_cells_per_write, cfg.max_write_bytes);
+        let max_bytes = self.client.config().max_write_bytes;
         // A cell too large for any call is refused alone instead of failing the batch.
         let mut sendable = Vec::with_capacity(cells.len());
-        let mut sizes = Vec::with_capacity(cells.len());
         for c in cells {
-            let size = encode_cell(&c.write).len();
-            if size.saturating_add(2) > max_bytes {
-                run.reject(
+            match self.client.cell_too_large(&c.write) {
+                Some(size) => run.reject(
                     c.req,
                     format!(
                         "the cell's value makes a {size}-byte write, over the {max_bytes}-byte request limit"
                     ),
-                );
-            } else {
-                sizes.push(size);
-                sendable.push(c);
+                ),
+                None => sendable.push(c),
             }
         }
-        let ranges = chunk_ranges(&sizes, max_cells, max_bytes, 2)
-            .unwrap_or_else(|_| (0..sendable.len()).map(|i| i..i + 1).collect());
-        for range in ranges {
-            let Some(chunk) = sendable.get(range.clone()) else {
-                continue;
-            };
+        let mut rest: &[PlannedCell] = &sendable;
+        while !rest.is_empty() {
             if let Some(message) = run.down.clone() {
-                for c in chunk {
+                for c in rest {
                     run.retry(c.req, &message);
                 }
-                continue;
+                return;
             }
-            let writes: Vec<CellWrite> = chunk.iter().map(|c| c.write.clone()).collect();
-            let at = Utc::now();
-            match self
+            let writes: Vec<CellWrite> = rest.iter().map(|c| c.write.clone()).collect();
+            let report = match self
                 .client
-                .write_cells(&target.names.model, &target.module_id, &writes)
+                .write_cells_by_call(
+                    &target.resolved.names.model,
+                    &target.resolved.module_id,
+                    &writes,
+                )
                 .await
             {
-                Ok(outcome) => {
-                    run.count("cells", outcome.calls as u64);
-                    debug!(
-                        pairing = %pairing.name,
-                        cells = writes.len(),
-                        changed = outcome.cells_changed,
-                        failures = outcome.failures.len(),
-                        calls = outcome.calls,
-                        "Anaplan sink: wrote cells"
-                    );
-                    let mut refused: HashMap<usize, String> = HashMap::new();
-                    for f in &outcome.failures {
-                        refused.insert(f.index, format!("{}: {}", f.failure_type, f.details));
-                        // Anything but a calculated cell may be an item deleted behind our
-                        // back: check the item again before its next write.
-                        if f.failure_type != "cellIsCalculated"
-                            && let (Some(c), Some(items)) =
-                                (chunk.get(f.index), target.items.as_mut())
-                        {
-                            items.remove(&c.code);
-                        }
-                    }
-                    for (n, c) in chunk.iter().enumerate() {
-                        match refused.remove(&n) {
-                            Some(why) => run.reject(c.req, why),
-                            None => run.ack(c.req, at),
-                        }
-                    }
-                }
+                Ok(report) => report,
                 Err(e) => {
-                    run.failed_call(chunk.iter().map(|c| c.req), "writing cells", &e);
+                    // Nothing was sent (the cells could not be split into calls).
+                    run.failed_call(rest.iter().map(|c| c.req), "writing cells", &e);
+                    return;
+                }
+            };
+            run.count("cells", report.calls.len() as u64);
+            tracing::debug!(target: "plansync::engine", event = "sink_cells_written",
+                pairing = %pairing.name,
+                cells = writes.len(),
+                changed = report.calls.iter().map(|c| c.cells_changed).sum::<u64>(),
+                failures = report.failures.len(),
+                calls = report.calls.len(),
+                stopped = report.stopped.is_some(),
+                "wrote cells"
+            );
+            let mut refused: HashMap<usize, String> = HashMap::new();
+            for f in &report.failures {
+                refused.insert(f.index, format!("{}: {}", f.failure_type, f.details));
+                // Anything but a calculated cell may be an item deleted behind our back:
+                // check the item again before its next write.
+                if f.failure_type != "cellIsCalculated"
+                    && let (Some(c), Some(items)) = (rest.get(f.index), target.items.as_mut())
+                {
+                    items.remove(&c.code);
                 }
             }
+            for call in &report.calls {
+                for (n, c) in rest
+                    .iter()
+                    .enumerate()
+                    .take(call.cells.end)
+                    .skip(call.cells.start)
+                {
+                    match refused.remove(&n) {
+                        Some(why) => run.reject(c.req, why),
+                        None => run.ack(c.req, call.sent_at),
+                    }
+                }
+            }
+            let Some((failed, e)) = report.stopped else {
+                return;
+            };
+            let carried = rest.get(failed.clone()).unwrap_or_default();
+            run.failed_call(carried.iter().map(|c| c.req), "writing cells", &e);
+            rest = rest.get(failed.end..).unwrap_or_default();
         }
     }
 }

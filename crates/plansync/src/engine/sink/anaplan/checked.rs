@@ -4,10 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracing::debug;
-
 use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ViewData, ViewRow};
-use crate::engine::anaplan_poll::{MAX_VIEW_CELLS, PAGED_LIST_ITEMS};
+use crate::engine::anaplan_target::{self, ReadLimits, View};
 use crate::engine::write::{WriteOutcome, WriteRequest, lifecycle};
 use crate::model::Side;
 use crate::rules::Pairing;
@@ -15,7 +13,7 @@ use crate::rules::ruleset::AnaplanField;
 
 use super::AnaplanSink;
 use super::answers::Run;
-use super::items::{Target, list_size, read_list_each};
+use super::items::Target;
 use super::plan::{Op, RecordPlan};
 
 impl AnaplanSink {
@@ -91,10 +89,10 @@ impl AnaplanSink {
             };
             let expected = expect.to_kind(rule.kind).unwrap_or_else(|_| expect.clone());
             if current != expected {
-                debug!(
+                tracing::debug!(target: "plansync::engine", event = "sink_stale",
                     record = %req.record.crm_id,
                     field = %req.field,
-                    "Anaplan sink: the cell changed since it was last read; not written"
+                    "the cell changed since it was last read; not written"
                 );
                 run.set(i, WriteOutcome::Stale { current });
                 stale.insert(i);
@@ -118,11 +116,10 @@ struct Checked {
     rows: HashMap<String, Vec<String>>,
 }
 
-/// Reads the list and the module for the items `codes`, keeping only theirs. Each is read
-/// whole when small. A list of more than [`PAGED_LIST_ITEMS`] items, a module of more than
-/// [`MAX_VIEW_CELLS`] cells, or either refused by Anaplan for its size, is read with a read
-/// request, page by page: a plain read of a large model is refused (over 1,000,000 items or
-/// cells), and would hold every item and row when not. The error names what was being read.
+/// Reads the list and the module for the items `codes`, keeping only theirs, each read as
+/// [`anaplan_target`] decides by its size: a plain read of a large model is refused (over
+/// 1,000,000 items or cells), and would hold every item and row when not. The error names
+/// what was being read.
 async fn read_checked(
     client: &AnaplanClient,
     target: &Target,
@@ -131,41 +128,34 @@ async fn read_checked(
 ) -> Result<Checked, (&'static str, AnaplanError)> {
     const LIST: &str = "reading the list before a checked write";
     const MODULE: &str = "reading the module before a checked write";
-    let (model, module) = (&target.names.model, &target.module_id);
+    let resolved = &target.resolved;
+    let limits = ReadLimits::default();
     // Known from the cache's read (`load_items` runs before any write), unless a failed
     // write emptied it since.
     let known = match target.list_size {
-        Some(n) => n,
+        Some(n) => Some(n),
         None => {
             run.count("list_items", 1);
-            list_size(client, target)
+            anaplan_target::item_count(client, resolved)
                 .await
                 .map_err(|e| (LIST, e))?
-                .unwrap_or(0)
         }
     };
 
     let mut items = HashMap::new();
-    let mut keep_item = |item: ListItem| {
-        if let Some(code) = item.code.as_deref().filter(|c| codes.contains(c)) {
-            items.insert(code.to_string(), item);
-        }
-    };
-    let mut paged = known > PAGED_LIST_ITEMS;
-    if !paged {
-        run.count("list_items", 1);
-        match client.list_items(model, &target.list_id).await {
-            Ok(all) => all.into_iter().for_each(&mut keep_item),
-            Err(e) if e.is_over_read_limit() => paged = true,
-            Err(e) => return Err((LIST, e)),
-        }
-    }
-    if paged {
-        run.count("list_items", 1);
-        read_list_each(client, target, &mut keep_item)
-            .await
-            .map_err(|e| (LIST, e))?;
-    }
+    let list = anaplan_target::read_list(
+        client,
+        resolved,
+        limits.list_paged(known),
+        &mut |item: ListItem| {
+            if let Some(code) = item.code.as_deref().filter(|c| codes.contains(c)) {
+                items.insert(code.to_string(), item);
+            }
+        },
+    )
+    .await
+    .map_err(|e| (LIST, e))?;
+    run.count("list_items", list.calls as u64);
 
     let names: HashSet<String> = items.values().map(|i| i.name.clone()).collect();
     let mut rows = HashMap::new();
@@ -180,36 +170,28 @@ async fn read_checked(
             .map(|(name, c)| (name.to_string(), c))
             .collect()
     };
+    let paged = limits.view_paged(known, target.line_items.len());
+    let (view, calls) = anaplan_target::read_view(client, resolved, paged)
+        .await
+        .map_err(|e| (MODULE, e))?;
+    run.count("view", calls as u64);
     let mut columns = HashMap::new();
-    let mut paged = known.saturating_mul(target.line_items.len()) > MAX_VIEW_CELLS;
-    if !paged {
-        run.count("view", 1);
-        match client.read_view_json(model, module, &[]).await {
-            Ok(view) => {
-                columns = owned(&view);
-                view.rows.into_iter().for_each(&mut keep_row);
-            }
-            Err(e) if e.is_over_read_limit() => paged = true,
-            Err(e) => return Err((MODULE, e)),
+    match view {
+        View::Whole(view) => {
+            columns = owned(&view);
+            view.rows.into_iter().for_each(&mut keep_row);
         }
-    }
-    if paged {
-        run.count("view", 1);
-        let mut pages = client
-            .read_view_pages(&target.names.workspace, model, module)
-            .await
-            .map_err(|e| (MODULE, e))?;
-        while let Some(shape) = pages
-            .next_page_each(|_, row| keep_row(row))
-            .await
-            .map_err(|e| (MODULE, e))?
-        {
-            if columns.is_empty() {
-                columns = owned(&shape);
+        View::Pages(mut pages) => {
+            while let Some(shape) = pages
+                .next_page_each(|_, row| keep_row(row))
+                .await
+                .map_err(|e| (MODULE, e))?
+            {
+                if columns.is_empty() {
+                    columns = owned(&shape);
+                }
             }
-        }
-        if let Err(e) = pages.finish().await {
-            debug!(error = %e, "Anaplan sink: could not delete a read request");
+            anaplan_target::close_view(pages).await;
         }
     }
     Ok(Checked {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::Utc;
-use tracing::{debug, warn};
 
 use crate::anaplan::{AnaplanError, CellValue, DumpRowError, TaskKind};
 use crate::rules::Pairing;
@@ -112,7 +111,7 @@ impl AnaplanSink {
                 file_id,
             }) => (name, import_id, file_id),
             Ok(ImportState::Unusable(why)) => {
-                warn!(pairing = %pairing.name, "Anaplan sink: bulk import unusable ({why}); writing cells transactionally");
+                tracing::warn!(target: "plansync::engine", event = "sink_import_unusable", pairing = %pairing.name, "bulk import unusable ({why}); writing cells transactionally");
                 return cells;
             }
             Err(e) => {
@@ -198,7 +197,10 @@ impl AnaplanSink {
         let Some(target) = self.targets.get_mut(&pairing.name) else {
             return;
         };
-        let (ws, model) = (target.names.workspace.clone(), target.names.model.clone());
+        let (ws, model) = (
+            target.resolved.names.workspace.clone(),
+            target.resolved.names.model.clone(),
+        );
         let before = self.client.stats().bulk;
         let uploaded = self
             .client
@@ -219,14 +221,14 @@ impl AnaplanSink {
                 return;
             }
         };
-        debug!(
+        tracing::debug!(target: "plansync::engine", event = "sink_import_ran",
             pairing = %pairing.name,
             import = %name,
             rows = file.row_lines.len(),
             bytes = file.csv.len(),
             successful = outcome.successful,
             row_errors = outcome.row_errors.len(),
-            "Anaplan sink: ran a bulk import"
+            "ran a bulk import"
         );
         let failed: Vec<&DumpRowError> = outcome
             .row_errors
@@ -249,7 +251,7 @@ impl AnaplanSink {
                     detail.join("; ")
                 }
             );
-            warn!(pairing = %pairing.name, "Anaplan sink: {message}");
+            tracing::warn!(target: "plansync::engine", event = "sink_import_failed", pairing = %pairing.name, "{message}");
             for i in all {
                 run.retry(i, &message);
             }
@@ -277,7 +279,7 @@ impl AnaplanSink {
                 "import `{name}` refused rows that could not be matched to the file: {}",
                 unplaced.join("; ")
             );
-            warn!(pairing = %pairing.name, "Anaplan sink: {message}");
+            tracing::warn!(target: "plansync::engine", event = "sink_import_failed", pairing = %pairing.name, "{message}");
             for (code, reqs) in reqs_of {
                 for &i in reqs {
                     match refused.get(code) {
@@ -317,8 +319,8 @@ impl AnaplanSink {
         let found = self
             .client
             .definition(
-                &target.names.workspace,
-                &target.names.model,
+                &target.resolved.names.workspace,
+                &target.resolved.names.model,
                 TaskKind::Import,
                 &name,
             )

@@ -5,13 +5,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
-use tracing::{debug, warn};
 
-use crate::anaplan::transactional::LOOKUP_CODES_PER_CALL;
+use crate::anaplan::limits::LOOKUP_CODES_PER_CALL;
 use crate::anaplan::{AnaplanClient, AnaplanError, ListItem, ListItemWrite};
-use crate::engine::anaplan_poll::PAGED_LIST_ITEMS;
+use crate::engine::anaplan_target::{self, ReadLimits, ResolvedTarget};
 use crate::rules::Pairing;
-use crate::rules::ruleset::AnaplanTarget;
 
 use super::AnaplanSink;
 use super::answers::Run;
@@ -20,11 +18,9 @@ use super::plan::{Op, RecordPlan};
 
 /// The ids one pairing's names resolve to, and what the sink knows of its list.
 pub(super) struct Target {
-    /// What the ids were resolved from: a reloaded rule file naming other objects
-    /// re-resolves.
-    pub(super) names: AnaplanTarget,
-    pub(super) list_id: String,
-    pub(super) module_id: String,
+    /// The list and module ids, and the names they were resolved from: a reloaded rule file
+    /// naming other objects re-resolves.
+    pub(super) resolved: ResolvedTarget,
     /// Line item name (trimmed) → ids with that name (more than one: ambiguous).
     pub(super) line_items: HashMap<String, Vec<String>>,
     /// Item code → item id; `None` until read, and again after a write whose effect on the
@@ -47,7 +43,7 @@ impl Target {
             Some(many) if many.len() > 1 => Err(format!(
                 "{} line items are named `{name}` in module `{}`; the rule file must name one",
                 many.len(),
-                self.names.module
+                self.resolved.names.module
             )),
             _ => {
                 // A rule file may name a line item by id.
@@ -56,7 +52,7 @@ impl Target {
                 }
                 Err(format!(
                     "no line item `{name}` in module `{}` of model {}",
-                    self.names.module, self.names.model
+                    self.resolved.names.module, self.resolved.names.model
                 ))
             }
         }
@@ -101,18 +97,19 @@ impl AnaplanSink {
         if self
             .targets
             .get(&pairing.name)
-            .is_some_and(|t| t.names == pairing.anaplan)
+            .is_some_and(|t| t.resolved.is_for(&pairing.anaplan))
         {
             return Ok(());
         }
-        let names = pairing.anaplan.clone();
-        let model = names.model.as_str();
+        run.count("metadata", anaplan_target::RESOLVE_CALLS as u64);
+        let resolved = anaplan_target::resolve(&self.client, &pairing.anaplan)
+            .await
+            .map_err(|e| e.source)?;
         run.count("metadata", 1);
-        let list_id = self.client.list_id(model, &names.list).await?;
-        run.count("metadata", 1);
-        let module_id = self.client.module_id(model, &names.module).await?;
-        run.count("metadata", 1);
-        let all = self.client.list_line_items(model, Some(&module_id)).await?;
+        let all = self
+            .client
+            .list_line_items(resolved.model(), Some(&resolved.module_id))
+            .await?;
         let mut line_items: HashMap<String, Vec<String>> = HashMap::new();
         for li in all {
             line_items
@@ -120,19 +117,11 @@ impl AnaplanSink {
                 .or_default()
                 .push(li.id);
         }
-        debug!(
-            pairing = %pairing.name,
-            list_id = %list_id,
-            module_id = %module_id,
-            line_items = line_items.len(),
-            "Anaplan sink: resolved the pairing's names (3 calls)"
-        );
+        tracing::debug!(target: "plansync::engine", event = "sink_resolved", pairing = %pairing.name, list_id = %resolved.list_id, module_id = %resolved.module_id, line_items = line_items.len(), "resolved the pairing's names (3 calls)");
         self.targets.insert(
             pairing.name.clone(),
             Target {
-                names,
-                list_id,
-                module_id,
+                resolved,
                 line_items,
                 items: None,
                 list_size: None,
@@ -211,7 +200,11 @@ impl AnaplanSink {
         let at = Utc::now();
         let added = self
             .client
-            .add_list_items(&target.names.model, &target.list_id, &writes)
+            .add_list_items(
+                &target.resolved.names.model,
+                &target.resolved.list_id,
+                &writes,
+            )
             .await;
         let outcome = match added {
             Ok(o) => o,
@@ -227,13 +220,13 @@ impl AnaplanSink {
             }
         };
         run.count("list_items", outcome.calls as u64);
-        debug!(
+        tracing::debug!(target: "plansync::engine", event = "sink_items_added",
             pairing = %pairing.name,
             items = writes.len(),
             added = outcome.added,
             failures = outcome.failures.len(),
             calls = outcome.calls,
-            "Anaplan sink: added list items"
+            "added list items"
         );
         let failures: HashMap<usize, String> = outcome
             .failures
@@ -243,7 +236,7 @@ impl AnaplanSink {
         // Read the list again: for the new items' ids, and because a refused add of an item
         // that turns out to exist (added by someone else since the cache was filled) is fine.
         let expected = target.list_size.map(|n| n + writes.len());
-        let large = target.list_paged || expected.is_some_and(|n| n > PAGED_LIST_ITEMS);
+        let large = target.list_paged || ReadLimits::default().list_paged(expected);
         let reread = if large && target.items.is_some() {
             // A large list is not read again whole for a few new items: their codes are
             // looked up, which tells the same about them.
@@ -253,7 +246,11 @@ impl AnaplanSink {
                 codes.len().div_ceil(LOOKUP_CODES_PER_CALL) as u64,
             );
             self.client
-                .lookup_list_items(&target.names.model, &target.list_id, &codes)
+                .lookup_list_items(
+                    &target.resolved.names.model,
+                    &target.resolved.list_id,
+                    &codes,
+                )
                 .await
                 .map(|found| target.add_items(found))
         } else {
@@ -265,8 +262,8 @@ impl AnaplanSink {
             Ok(()) => true,
             Err(e) => {
                 target.items = None;
-                warn!(error = %e, pairing = %pairing.name,
-                    "Anaplan sink: could not read the list after adding items");
+                tracing::warn!(target: "plansync::engine", event = "sink_list_reread_failed", error = %e, pairing = %pairing.name,
+                    "could not read the list after adding items");
                 false
             }
         };
@@ -356,7 +353,11 @@ impl AnaplanSink {
         let at = Utc::now();
         let outcome = match self
             .client
-            .delete_list_items(&target.names.model, &target.list_id, &codes)
+            .delete_list_items(
+                &target.resolved.names.model,
+                &target.resolved.list_id,
+                &codes,
+            )
             .await
         {
             Ok(o) => o,
@@ -367,13 +368,13 @@ impl AnaplanSink {
             }
         };
         run.count("list_items", outcome.calls as u64);
-        debug!(
+        tracing::debug!(target: "plansync::engine", event = "sink_items_deleted",
             pairing = %pairing.name,
             items = codes.len(),
             deleted = outcome.deleted,
             failures = outcome.failures.len(),
             calls = outcome.calls,
-            "Anaplan sink: deleted list items"
+            "deleted list items"
         );
         if let Some(items) = target.items.as_mut() {
             for code in &codes {
@@ -400,7 +401,7 @@ impl AnaplanSink {
             }
             Err(e) => {
                 target.items = None;
-                warn!(error = %e, "Anaplan sink: could not read the list after a refused delete");
+                tracing::warn!(target: "plansync::engine", event = "sink_list_reread_failed", error = %e, "could not read the list after a refused delete");
                 None
             }
         };
@@ -426,25 +427,21 @@ impl AnaplanSink {
     }
 }
 
-/// One read of the list's items: code → id (items without a code are not plansync's).
-///
-/// A list of more than [`PAGED_LIST_ITEMS`] items, or one Anaplan refuses to return whole
-/// (over 1,000,000 items), is read with a list read request, each item folded into the map as
-/// its page is parsed: the plain read would hold every parsed item (ids, parents, every
-/// property: about 770 bytes each) beside the map. The size decides from `expected` (what the
-/// cache held, plus the items just added), or else from the list's item count, one call.
+/// One read of the list's items: code → id (items without a code are not plansync's),
+/// whole or through a read request as [`anaplan_target::read_list`] decides. The size
+/// decides from `expected` (what the cache held, plus the items just added), or else from
+/// the list's item count, one call.
 async fn read_items(
     client: &AnaplanClient,
     target: &Target,
     expected: Option<usize>,
     run: &mut Run,
 ) -> Result<ListRead, AnaplanError> {
-    let (model, list) = (&target.names.model, &target.list_id);
     let count = match expected {
         Some(n) => Some(n),
         None => {
             run.count("list_items", 1);
-            list_size(client, target).await?
+            anaplan_target::item_count(client, &target.resolved).await?
         }
     };
     let mut read = ListRead {
@@ -452,74 +449,20 @@ async fn read_items(
         size: 0,
         paged: false,
     };
-    let mut keep = |item: ListItem| {
-        read.size += 1;
-        if let Some(code) = item.code.filter(|c| !c.is_empty()) {
-            read.ids.insert(code, item.id);
-        }
-    };
-    if count.is_none_or(|n| n <= PAGED_LIST_ITEMS) {
-        run.count("list_items", 1);
-        match client.list_items(model, list).await {
-            Ok(items) => {
-                debug!(list = %target.names.list, items = items.len(),
-                    "Anaplan sink: read the list's items");
-                items.into_iter().for_each(keep);
-                return Ok(read);
+    let limits = ReadLimits::default();
+    let done = anaplan_target::read_list(
+        client,
+        &target.resolved,
+        limits.list_paged(count),
+        &mut |item: ListItem| {
+            read.size += 1;
+            if let Some(code) = item.code.filter(|c| !c.is_empty()) {
+                read.ids.insert(code, item.id);
             }
-            Err(e) if e.is_over_read_limit() => {
-                debug!(list = %target.names.list,
-                    "Anaplan sink: the list is over the read limit: reading it in pages");
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    // One call in the counts, as the poller counts a paged read.
-    run.count("list_items", 1);
-    read_list_each(client, target, &mut keep).await?;
-    read.paged = true;
+        },
+    )
+    .await?;
+    run.count("list_items", done.calls as u64);
+    read.paged = done.paged;
     Ok(read)
-}
-
-/// The list's item count (one call), `None` if Anaplan's answer carries none readable: then
-/// a plain read (and its refusal for size) decides.
-pub(super) async fn list_size(
-    client: &AnaplanClient,
-    target: &Target,
-) -> Result<Option<usize>, AnaplanError> {
-    match client
-        .list_item_count(&target.names.model, &target.list_id)
-        .await
-    {
-        Ok(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        Err(e @ AnaplanError::Decode { .. }) => {
-            debug!(list = %target.names.list, error = %e,
-                "Anaplan sink: no item count; reading the list whole");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The list through a read request, each item handed to `each` as its page is parsed.
-pub(super) async fn read_list_each(
-    client: &AnaplanClient,
-    target: &Target,
-    each: &mut impl FnMut(ListItem),
-) -> Result<(), AnaplanError> {
-    let names = &target.names;
-    let mut pages = client
-        .read_list_pages(&names.workspace, &names.model, &target.list_id)
-        .await?;
-    let mut items = 0;
-    while let Some(n) = pages.next_page_each(&mut *each).await? {
-        items += n;
-    }
-    if let Err(e) = pages.finish().await {
-        // The pages are read; Anaplan reclaims the request after 30 minutes anyway.
-        debug!(error = %e, "Anaplan sink: could not delete a read request");
-    }
-    debug!(list = %names.list, items,
-        "Anaplan sink: read the list's items through a read request");
-    Ok(())
 }

@@ -27,8 +27,8 @@
 //! 5. **Properties** (`properties.rs`): `ListProperty` writes of existing items, one update
 //!    call.
 //! 6. **Cells** (`cells.rs`): `LineItem` fields and `$deleted_flag`, as transactional
-//!    writes split exactly as the client would split them so each call's requests get that
-//!    call's send time; or (`import.rs`), for a large batch of a pairing with a bulk import
+//!    writes that the client splits and reports call by call, so each call's requests get
+//!    that call's send time and a failed call answers only its own; or (`import.rs`), for a large batch of a pairing with a bulk import
 //!    configured, a CSV upload and an import whose failure dump rows are tied back to the
 //!    requests of their rows. The import and its data source file are looked up at the
 //!    pairing's first bulk write, and kept.

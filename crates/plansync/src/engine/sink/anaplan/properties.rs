@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use tracing::debug;
 
 use crate::anaplan::ListItemWrite;
 use crate::rules::Pairing;
@@ -59,18 +58,22 @@ impl AnaplanSink {
         let at = Utc::now();
         match self
             .client
-            .update_list_items(&target.names.model, &target.list_id, &writes)
+            .update_list_items(
+                &target.resolved.names.model,
+                &target.resolved.list_id,
+                &writes,
+            )
             .await
         {
             Ok(outcome) => {
                 run.count("list_items", outcome.calls as u64);
-                debug!(
+                tracing::debug!(target: "plansync::engine", event = "sink_properties_updated",
                     pairing = %pairing.name,
                     items = writes.len(),
                     updated = outcome.updated,
                     failures = outcome.failures.len(),
                     calls = outcome.calls,
-                    "Anaplan sink: updated list item properties"
+                    "updated list item properties"
                 );
                 let failures: HashMap<usize, String> = outcome
                     .failures
