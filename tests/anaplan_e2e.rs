@@ -4,6 +4,7 @@
 //! read both from what the client returned and from the simulator's model (its cells, lists and
 //! request log), never from one side alone.
 
+use crate::support::anaplan_sim;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -15,10 +16,9 @@ use plansync::anaplan::{
 };
 use plansync::model::Decimal;
 use plansync::secret::Secret;
-use plansync_sim::anaplan::{self as sim, AnaplanSim, Faults, Seed, SimConfig, SimHandle};
+use plansync_sim::anaplan::{self as sim, Faults, Seed, SimConfig, SimHandle};
 use proptest::prelude::*;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 const WS: &str = "8a81b09d5e8c6f27015e8d4f1a2b3c4d";
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
@@ -34,11 +34,6 @@ fn sim_config() -> SimConfig {
         task_step: Duration::from_millis(30),
         ..SimConfig::default()
     }
-}
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    AnaplanSim::start(config, listener).await.unwrap()
 }
 
 fn basic() -> AuthMethod {
@@ -220,7 +215,7 @@ fn cert_auth(leaf_pem: &str, format: CertFormat) -> AuthMethod {
 #[tokio::test]
 async fn basic_and_certificate_auth_v1_v2_then_a_call_succeeds() {
     let (ca_pem, leaf_pem) = pki("ca_rsa.pem", sim::DEFAULT_USER);
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         ca_certs_pem: vec![ca_pem],
         ..sim_config()
     })
@@ -272,7 +267,7 @@ async fn basic_and_certificate_auth_v1_v2_then_a_call_succeeds() {
 
 #[tokio::test]
 async fn an_expired_token_is_replaced_and_the_run_carries_on() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     within("first", c.list_modules(MODEL)).await.unwrap();
     assert!(sim.expire_tokens() >= 1);
@@ -299,7 +294,7 @@ async fn an_expired_token_is_replaced_and_the_run_carries_on() {
 
 #[tokio::test]
 async fn a_short_lived_token_is_refreshed_before_it_expires() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         token_ttl: Duration::from_secs(5),
         ..sim_config()
     })
@@ -329,7 +324,7 @@ async fn concurrent_writes(
     client_per_minute: u32,
     writers: u32,
 ) -> (SimHandle, Duration, u64) {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         rate_per_minute: sim_per_minute,
         ..sim_config()
     })
@@ -394,7 +389,7 @@ async fn a_budget_within_the_tenant_limit_is_never_throttled() {
 
 #[tokio::test]
 async fn a_cell_write_during_an_import_waits_for_it_and_lands_after() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         task_step: Duration::from_millis(1500),
         ..sim_config()
     })
@@ -453,7 +448,7 @@ async fn a_cell_write_during_an_import_waits_for_it_and_lands_after() {
 
 #[tokio::test]
 async fn an_import_reports_exactly_its_bad_rows_and_applies_the_good_ones() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let mut cfg = client_config(&sim, basic());
     cfg.chunk_bytes = 64;
     let c = AnaplanClient::new(cfg).unwrap();
@@ -543,7 +538,7 @@ async fn an_import_reports_exactly_its_bad_rows_and_applies_the_good_ones() {
 
 #[tokio::test]
 async fn a_partial_cell_write_reports_failures_at_the_callers_indexes() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     let module = within("module", c.module_id(MODEL, OPP)).await.unwrap();
     let cells = vec![
@@ -615,7 +610,7 @@ async fn a_partial_cell_write_reports_failures_at_the_callers_indexes() {
 
 #[tokio::test]
 async fn list_upsert_and_delete_by_code_leave_the_list_as_asked() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     let list = within("list", c.list_id(MODEL, OPPS)).await.unwrap();
     let item = |code: &str, name: &str, opp_name: &str| ListItemWrite {
@@ -693,7 +688,7 @@ async fn list_upsert_and_delete_by_code_leave_the_list_as_asked() {
 
 #[tokio::test]
 async fn view_reads_in_json_and_csv_return_what_the_model_holds() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     let module = within("module", c.module_id(MODEL, OPP)).await.unwrap();
     within(
@@ -746,7 +741,7 @@ async fn view_reads_in_json_and_csv_return_what_the_model_holds() {
 
 #[tokio::test]
 async fn an_export_reflects_a_cell_written_just_before() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     let d = defs(&sim).await;
     let module = within("module", c.module_id(MODEL, OPP)).await.unwrap();
@@ -784,7 +779,7 @@ async fn an_export_reflects_a_cell_written_just_before() {
 
 #[tokio::test]
 async fn listings_follow_paging_and_ids_resolve_for_writes() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let mut cfg = client_config(&sim, basic());
     cfg.page_size = 1;
     let c = AnaplanClient::new(cfg).unwrap();
@@ -839,7 +834,7 @@ async fn listings_follow_paging_and_ids_resolve_for_writes() {
 
 #[tokio::test]
 async fn a_process_reports_the_failure_dump_of_its_import() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let mut cfg = client_config(&sim, basic());
     cfg.chunk_bytes = 50;
     let c = AnaplanClient::new(cfg).unwrap();
@@ -902,7 +897,7 @@ async fn a_process_reports_the_failure_dump_of_its_import() {
 
 #[tokio::test]
 async fn server_errors_and_dropped_connections_on_idempotent_calls_are_retried() {
-    let sim = start(sim_config()).await;
+    let sim = anaplan_sim(sim_config()).await;
     let c = client(&sim);
     let module = within("module", c.module_id(MODEL, OPP)).await.unwrap();
     sim.clear_request_log();
@@ -1084,7 +1079,7 @@ async fn both_paths(cells: &BTreeMap<(String, usize), CellValue>) {
         task_step: Duration::from_millis(5),
         ..SimConfig::default()
     };
-    let (a, b) = (start(config()).await, start(config()).await);
+    let (a, b) = (anaplan_sim(config()).await, anaplan_sim(config()).await);
 
     // Transactional.
     let ca = client(&a);
@@ -1150,7 +1145,7 @@ proptest! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_definitions_resolve_by_name_or_id() {
-    let sim = start(SimConfig::default()).await;
+    let sim = anaplan_sim(SimConfig::default()).await;
     let c = client(&sim);
     // Config files name definitions as people see them: by name, or by id.
     let by_name = within(

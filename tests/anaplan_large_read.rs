@@ -2,6 +2,7 @@
 //! against the simulator's (`plansync_sim::anaplan`), over real loopback sockets. Outcomes are
 //! checked against the simulator's own model and its count of live read requests.
 
+use crate::support::anaplan_sim;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,19 +12,13 @@ use plansync::anaplan::{
 };
 use plansync::model::Decimal;
 use plansync::secret::Secret;
-use plansync_sim::anaplan::{self as sim, AnaplanSim, Faults, SimConfig, SimHandle};
-use tokio::net::TcpListener;
+use plansync_sim::anaplan::{self as sim, Faults, SimConfig, SimHandle};
 
 const WS: &str = "8a81b09d5e8c6f27015e8d4f1a2b3c4d";
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP: &str = "OPP01 Opportunity Data";
 const OPPS: &str = "Opportunities";
 const LONG: Duration = Duration::from_secs(60);
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    AnaplanSim::start(config, listener).await.unwrap()
-}
 
 /// A simulator whose reads are limited to 100 cells, with pages of at most 300 bytes.
 fn small_limits() -> SimConfig {
@@ -106,7 +101,7 @@ async fn read_all(c: &AnaplanClient, view: &str) -> (ViewData, usize) {
 
 #[tokio::test]
 async fn a_view_over_the_limit_is_read_in_pages_and_matches_the_model() {
-    let sim = start(small_limits()).await;
+    let sim = anaplan_sim(small_limits()).await;
     let c = client(&sim);
     let module = c.module_id(MODEL, OPP).await.unwrap();
     let list = c.list_id(MODEL, OPPS).await.unwrap();
@@ -147,7 +142,7 @@ async fn a_view_over_the_limit_is_read_in_pages_and_matches_the_model() {
 
 #[tokio::test]
 async fn a_view_within_the_limit_reads_the_same_both_ways() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         read_request_step: Duration::from_millis(50),
         ..SimConfig::default()
     })
@@ -163,7 +158,7 @@ async fn a_view_within_the_limit_reads_the_same_both_ways() {
 
 #[tokio::test]
 async fn a_list_is_read_in_pages_with_codes_and_properties() {
-    let sim = start(small_limits()).await;
+    let sim = anaplan_sim(small_limits()).await;
     let c = client(&sim);
     let module = c.module_id(MODEL, OPP).await.unwrap();
     let list = c.list_id(MODEL, OPPS).await.unwrap();
@@ -190,7 +185,7 @@ async fn a_list_is_read_in_pages_with_codes_and_properties() {
 
 #[tokio::test]
 async fn an_expired_request_is_an_error_and_a_deleted_one_too() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         read_page_bytes: 200,
         read_request_step: Duration::ZERO,
         read_request_ttl: Duration::from_millis(300),
@@ -277,7 +272,7 @@ async fn raw_token(raw: &reqwest::Client, sim: &SimHandle) -> String {
 
 #[tokio::test]
 async fn a_dropped_handle_deletes_its_request_and_faults_are_retried() {
-    let sim = start(small_limits()).await;
+    let sim = anaplan_sim(small_limits()).await;
     let c = client(&sim);
     let module = c.module_id(MODEL, OPP).await.unwrap();
     let list = c.list_id(MODEL, OPPS).await.unwrap();
@@ -334,7 +329,7 @@ fn the_error_names_the_request() {
 
 #[tokio::test]
 async fn item_by_item_and_row_by_row_reads_give_what_whole_pages_give() {
-    let sim = start(small_limits()).await;
+    let sim = anaplan_sim(small_limits()).await;
     let c = client(&sim);
     let module = c.module_id(MODEL, OPP).await.unwrap();
     let list = c.list_id(MODEL, OPPS).await.unwrap();

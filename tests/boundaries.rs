@@ -93,6 +93,16 @@ fn every_log_event_is_named() {
     for dir in ["src", "crates/plansync/src", "crates/plansync-sim/src"] {
         for file in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&file).expect("read source");
+            // Macros imported bare (`use tracing::debug;`) would escape the check below.
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("use tracing::") {
+                    unnamed.push(format!(
+                        "{}:{}: call tracing's macros by path",
+                        file.display(),
+                        n + 1
+                    ));
+                }
+            }
             for level in ["trace", "debug", "info", "warn", "error"] {
                 let call = format!("tracing::{level}!(");
                 for (at, _) in text.match_indices(&call) {

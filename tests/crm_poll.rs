@@ -6,6 +6,7 @@
 //! Every outcome is checked against the simulator's own state through its handle, not only
 //! against what the poller returned.
 
+use crate::support::crm_sim;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -22,15 +23,6 @@ use plansync_sim::crm::{self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, See
 
 /// Long enough that every record the tests touch stays inside the window.
 const LOOKBACK: Duration = Duration::from_secs(3600);
-
-async fn start_sim(config: CrmSimConfig) -> CrmSimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    crm::start(config, listener)
-        .await
-        .expect("simulator starts")
-}
 
 fn client(sim: &CrmSimHandle) -> CrmClient {
     let auth = AuthConfig::ClientCredentials {
@@ -142,7 +134,7 @@ fn is_live_opportunity(sim: &CrmSimHandle, id: &str) -> bool {
 
 #[tokio::test]
 async fn the_first_poll_reads_every_live_record_with_its_mapped_fields() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     // Learn the ids the way an operator would, then delete one: the initial read is of live
@@ -188,7 +180,7 @@ async fn the_first_poll_reads_every_live_record_with_its_mapped_fields() {
 
 #[tokio::test]
 async fn edits_are_reported_exactly_once_and_quiet_polls_report_nothing() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     let mut seen = RecentSeen::new();
@@ -276,7 +268,7 @@ async fn records_sharing_the_watermarks_millisecond_are_not_skipped() {
             ("CloseDate".into(), json!("2027-06-30")),
         ]
     });
-    let sim = start_sim(CrmSimConfig {
+    let sim = crm_sim(CrmSimConfig {
         seed,
         query_batch_size: 10,
         ..CrmSimConfig::default()
@@ -324,7 +316,7 @@ async fn records_sharing_the_watermarks_millisecond_are_not_skipped() {
 
 #[tokio::test]
 async fn the_lookback_is_deduped_until_a_restart_forgets_it() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     let mut seen = RecentSeen::new();
@@ -413,7 +405,7 @@ async fn the_lookback_is_deduped_until_a_restart_forgets_it() {
 
 #[tokio::test]
 async fn deletes_and_undeletes_the_stream_missed_are_polled() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     let mut seen = RecentSeen::new();
@@ -472,7 +464,7 @@ async fn a_poll_over_thousands_of_records_pages_and_stays_exact() {
             ("Amount".into(), json!(i as f64)),
         ]
     });
-    let sim = start_sim(CrmSimConfig {
+    let sim = crm_sim(CrmSimConfig {
         seed,
         ..CrmSimConfig::default()
     })
@@ -528,7 +520,7 @@ async fn a_poll_over_thousands_of_records_pages_and_stays_exact() {
 
 #[tokio::test]
 async fn a_revoked_token_is_renewed_and_a_spent_daily_limit_fails_the_poll() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     let mut seen = RecentSeen::new();
@@ -597,7 +589,7 @@ async fn a_revoked_token_is_renewed_and_a_spent_daily_limit_fails_the_poll() {
 
 #[tokio::test]
 async fn a_cursor_that_is_not_a_watermark_is_refused() {
-    let sim = start_sim(CrmSimConfig::default()).await;
+    let sim = crm_sim(CrmSimConfig::default()).await;
     let client = client(&sim);
     let pairing = pairing();
     let mut seen = RecentSeen::new();

@@ -2,15 +2,15 @@
 //! `reqwest` calls and untyped JSON, checked against the public reference (paths, status codes,
 //! envelope, paging, error bodies, bulk lifecycle, limits and faults).
 
+use crate::support::anaplan_sim;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use plansync_sim::anaplan::{AnaplanSim, CellValue, Faults, SimConfig, SimHandle};
+use plansync_sim::anaplan::{CellValue, Faults, SimConfig, SimHandle};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const WS: &str = "8a81b09d5e8c6f27015e8d4f1a2b3c4d";
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
@@ -22,11 +22,6 @@ fn config() -> SimConfig {
         task_step: Duration::from_millis(50),
         ..SimConfig::default()
     }
-}
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    AnaplanSim::start(config, listener).await.unwrap()
 }
 
 fn client() -> Client {
@@ -163,7 +158,7 @@ fn detail_value(details: &Value, key: &str) -> String {
 
 #[tokio::test]
 async fn basic_auth_answers_201_with_the_token_and_401_on_bad_credentials() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let url = format!("{}/token/authenticate", sim.auth_url());
     let resp = c
@@ -320,7 +315,7 @@ async fn cert_login(
 #[tokio::test]
 async fn certificate_auth_v1_and_v2_accepts_only_trusted_valid_signed_logins() {
     let good = pki("ca_rsa.pem", "demo@plansync.local", 4000);
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         ca_certs_pem: vec![good.ca_pem.clone()],
         ..config()
     })
@@ -388,7 +383,7 @@ async fn certificate_auth_v1_and_v2_accepts_only_trusted_valid_signed_logins() {
 
 #[tokio::test]
 async fn refresh_validate_logout() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let token = login(&c, &sim).await;
     let url = |p: &str| format!("{}/token/{p}", sim.auth_url());
@@ -459,7 +454,7 @@ async fn refresh_validate_logout() {
 
 #[tokio::test]
 async fn tokens_expire_after_their_ttl_and_on_demand() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         token_ttl: Duration::from_secs(1),
         ..config()
     })
@@ -490,7 +485,7 @@ async fn tokens_expire_after_their_ttl_and_on_demand() {
     sim.shutdown().await;
 
     // Forced expiry, over the admin endpoint.
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let token = login(&c, &sim).await;
     assert_eq!(get(&c, &sim, &token, "/users/me").await.0, 200);
     let resp = c
@@ -507,7 +502,7 @@ async fn tokens_expire_after_their_ttl_and_on_demand() {
 
 #[tokio::test]
 async fn structure_paging_and_both_path_forms() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
 
@@ -688,7 +683,7 @@ async fn structure_paging_and_both_path_forms() {
 
 #[tokio::test]
 async fn list_items_add_update_delete_with_partial_failures() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let list = id_of(&c, &sim, &t, "lists", "Opportunities").await;
@@ -815,7 +810,7 @@ async fn list_items_add_update_delete_with_partial_failures() {
 
 #[tokio::test]
 async fn cell_writes_report_calculated_and_invalid_cells_per_cell() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
@@ -929,7 +924,7 @@ async fn cell_writes_report_calculated_and_invalid_cells_per_cell() {
 
 #[tokio::test]
 async fn cell_writes_are_limited_to_100000_cells() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
@@ -973,7 +968,7 @@ async fn cell_writes_are_limited_to_100000_cells() {
 
 #[tokio::test]
 async fn view_data_reads_as_json_and_csv() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
@@ -1111,7 +1106,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn bulk_upload_with_gzip_chunks_then_import_with_a_failure_dump() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let (_, imports) = get(&c, &sim, &t, &model_path("/imports")).await;
@@ -1297,7 +1292,7 @@ async fn bulk_upload_with_gzip_chunks_then_import_with_a_failure_dump() {
 
 #[tokio::test]
 async fn exports_are_generated_at_run_time_and_processes_nest_results() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     let module = id_of(&c, &sim, &t, "modules", OPP_MODULE).await;
@@ -1423,7 +1418,7 @@ async fn exports_are_generated_at_run_time_and_processes_nest_results() {
 
 #[tokio::test]
 async fn tasks_queue_per_model_and_hold_the_model_lock() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         task_step: Duration::from_millis(1500),
         ..config()
     })
@@ -1529,7 +1524,7 @@ async fn tasks_queue_per_model_and_hold_the_model_lock() {
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_once_the_bucket_is_empty() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         rate_per_minute: 5,
         ..config()
     })
@@ -1558,7 +1553,7 @@ async fn the_rate_limit_answers_429_once_the_bucket_is_empty() {
 
 #[tokio::test]
 async fn injected_5xx_and_dropped_connections() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     sim.set_faults(Faults {
@@ -1620,7 +1615,7 @@ async fn injected_5xx_and_dropped_connections() {
 
 #[tokio::test]
 async fn the_request_log_counts_calls_by_kind() {
-    let sim = start(config()).await;
+    let sim = anaplan_sim(config()).await;
     let c = client();
     let t = login(&c, &sim).await;
     get(&c, &sim, &t, "/workspaces").await;
@@ -1799,7 +1794,7 @@ async fn get_text(c: &Client, sim: &SimHandle, token: &str, path: &str) -> (Stat
 
 #[tokio::test]
 async fn read_requests_snapshot_views_and_lists_into_csv_pages() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         max_read: 20,
         read_page_bytes: 120,
         read_request_step: Duration::from_millis(300),
@@ -1968,7 +1963,7 @@ async fn read_requests_snapshot_views_and_lists_into_csv_pages() {
 
 #[tokio::test]
 async fn read_requests_expire_when_not_accessed() {
-    let sim = start(SimConfig {
+    let sim = anaplan_sim(SimConfig {
         read_request_step: Duration::ZERO,
         read_request_ttl: Duration::from_millis(300),
         ..config()

@@ -3,6 +3,7 @@
 //! answered AND what the simulator's model holds afterwards (cells, list items), and where the
 //! number or order of calls matters, the simulator's request log.
 
+use crate::support::anaplan_sim;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,9 +17,8 @@ use plansync::rules::RuleSet;
 use plansync::rules::ruleset::AnaplanField;
 use plansync::secret::Secret;
 use plansync_sim::anaplan::{
-    self as sim, AnaplanSim, CellValue, Faults, LoggedRequest, Seed, SimConfig, SimHandle,
+    self as sim, CellValue, Faults, LoggedRequest, Seed, SimConfig, SimHandle,
 };
-use tokio::net::TcpListener;
 
 const MODEL: &str = "75A40874E6B64FA3AE0743278996850F";
 const OPP: &str = "OPP01 Opportunity Data";
@@ -35,27 +35,25 @@ async fn start() -> SimHandle {
 }
 
 async fn start_with(seed: Seed) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+    anaplan_sim(SimConfig {
         seed,
         task_step: Duration::from_millis(30),
         ..SimConfig::default()
-    };
-    AnaplanSim::start(config, listener).await.unwrap()
+    })
+    .await
 }
 
 /// A model over Anaplan's read limits (1,000,000 items or cells; 3 here): plain list and view
 /// reads are refused, and read requests answer in pages of a few rows.
 async fn start_over_read_limits() -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+    anaplan_sim(SimConfig {
         task_step: Duration::from_millis(30),
         max_read: 3,
         read_page_bytes: 200,
         read_request_step: Duration::from_millis(20),
         ..SimConfig::default()
-    };
-    AnaplanSim::start(config, listener).await.unwrap()
+    })
+    .await
 }
 
 /// A client for `sim` whose retries give up after `give_up`.

@@ -6,6 +6,7 @@
 //!
 //! Every outcome is checked in the sink's answer and in the simulator's records.
 
+use crate::support::crm_sim;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,16 +27,11 @@ const OUR_CLIENT: &str = "plansync-sink-test";
 const PATIENCE: Duration = Duration::from_secs(25);
 
 async fn start_sim() -> CrmSimHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let config = CrmSimConfig {
+    crm_sim(CrmSimConfig {
         connect_timeout: Duration::from_secs(1),
         ..CrmSimConfig::default()
-    };
-    crm::start(config, listener)
-        .await
-        .expect("simulator starts")
+    })
+    .await
 }
 
 fn config_with(sim: &CrmSimHandle, secret: &str) -> CrmConfig {

@@ -36,6 +36,22 @@ pub const TER_MODULE: &str = "TER01 Territory Quotas";
 pub const TER_LIST: &str = "Territories";
 pub const API_VERSION: &str = "59.0";
 
+/// An Anaplan simulator on a loopback port of its own.
+pub async fn anaplan_sim(config: SimConfig) -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    AnaplanSim::start(config, listener)
+        .await
+        .expect("Anaplan simulator starts")
+}
+
+/// A CRM simulator on a loopback port of its own.
+pub async fn crm_sim(config: CrmSimConfig) -> CrmSimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    csim::start(config, listener)
+        .await
+        .expect("CRM simulator starts")
+}
+
 pub fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
 }

@@ -110,10 +110,13 @@ pub async fn run(mut sink: Box<dyn Sink>, ctx: DispatchCtx) {
                 .map(|r| {
                     // Nothing seen there yet (a new item, or a cell never read): nothing to
                     // protect, and a blank Anaplan number reads as 0, not as "no value".
-                    let expect = (side == Side::Anaplan
+                    let checked = side == Side::Anaplan
                         && !r.replaced.is_null()
-                        && may_be_edited_in_anaplan(&current, &r.key.record.pairing, &r.key.field))
-                    .then(|| r.replaced.clone());
+                        && current
+                            .pairing(&r.key.record.pairing)
+                            .and_then(|p| p.field(&r.key.field))
+                            .is_some_and(|rule| rule.may_be_edited_in(Side::Anaplan));
+                    let expect = checked.then(|| r.replaced.clone());
                     WriteRequest {
                         outbox_id: r.id,
                         record: r.key.record,
@@ -193,18 +196,6 @@ pub async fn run(mut sink: Box<dyn Sink>, ctx: DispatchCtx) {
             }
         }
     }
-}
-
-/// Whether planners may edit `field` in Anaplan under some policy of its rule (shared, or
-/// owned by Anaplan): then a write there must not replace an edit the poller has not seen.
-fn may_be_edited_in_anaplan(rules: &RuleSet, pairing: &str, field: &str) -> bool {
-    use crate::rules::ruleset::Owner;
-    let Some(rule) = rules.pairing(pairing).and_then(|p| p.field(field)) else {
-        return false;
-    };
-    std::iter::once(&rule.policy)
-        .chain(rule.overrides.iter().map(|o| &o.policy))
-        .any(|p| p.owner != Owner::Crm)
 }
 
 /// Steps of 1 s, 2 s, 4 s … up to `max`, on the shared schedule (`crate::backoff`).

@@ -227,6 +227,19 @@ pub struct NormaliseError {
 }
 
 impl FieldRule {
+    /// Whether people may edit this field on `side` under some policy of the rule (its own
+    /// or a `when` override's): the side owns it, or shares it. A write there must then not
+    /// replace an edit plansync has not read yet.
+    pub fn may_be_edited_in(&self, side: Side) -> bool {
+        let theirs = match side {
+            Side::Crm => Owner::Anaplan,
+            Side::Anaplan => Owner::Crm,
+        };
+        std::iter::once(&self.policy)
+            .chain(self.overrides.iter().map(|o| &o.policy))
+            .any(|p| p.owner != theirs)
+    }
+
     /// Whether `a` and `b` are the same value of this field: equal, or both blank where the
     /// field's [`Blank`] rule makes null, 0 and false one value.
     pub fn same(&self, a: &Value, b: &Value) -> bool {

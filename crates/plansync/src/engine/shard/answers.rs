@@ -4,7 +4,8 @@
 use super::*;
 
 impl Round<'_> {
-    /// A sink's answer for one write.
+    /// A sink's answer for one write: the outbox row's new state, then (for a field's write)
+    /// the field's working state, then the observations that waited for the write.
     pub(super) fn ack(&mut self, outbox_id: i64, outcome: WriteOutcome) -> Result<(), StoreError> {
         let Some(row) = self.store.outbox(outbox_id)? else {
             tracing::warn!(target: "plansync::engine", event = "unknown_write_answer", outbox_id, "an answer for an unknown write");
@@ -15,38 +16,33 @@ impl Round<'_> {
         }
         self.summary.acks += 1;
         let id = OutboxRef::stored(outbox_id);
-        let rules = self.rules;
-        let pairing = rules.pairing(&row.key.record.pairing);
-        let field_rule = pairing.and_then(|p| p.field(&row.key.field));
-        let same = |a: &Value, b: &Value| field_rule.map_or(a == b, |r| r.same(a, b));
-        match &outcome {
-            WriteOutcome::Retry { message } => {
-                tracing::info!(
-                    target: "plansync::engine",
-                    event = "retry",
-                    outbox_id,
-                    field = %row.key,
-                    message = %message,
-                );
-                self.batch.update_outbox(OutboxUpdate {
-                    id,
-                    state: OutboxState::Pending,
-                    add_attempts: 1,
-                    last_error: Some(message.clone()),
-                    result_exception: None,
-                });
-                return Ok(());
-            }
-            WriteOutcome::Acked { .. } => self.batch.update_outbox(OutboxUpdate {
+        if let WriteOutcome::Retry { message } = &outcome {
+            tracing::info!(
+                target: "plansync::engine",
+                event = "retry",
+                outbox_id,
+                field = %row.key,
+                message = %message,
+            );
+            self.batch.update_outbox(OutboxUpdate {
+                id,
+                state: OutboxState::Pending,
+                add_attempts: 1,
+                last_error: Some(message.clone()),
+                result_exception: None,
+            });
+            return Ok(());
+        }
+        if let WriteOutcome::Acked { .. } = &outcome {
+            self.batch.update_outbox(OutboxUpdate {
                 id,
                 state: OutboxState::Done,
                 add_attempts: 1,
                 last_error: None,
                 result_exception: None,
-            }),
-            // Stored below, with the exception the write ends in.
-            WriteOutcome::Rejected { .. } | WriteOutcome::Stale { .. } => {}
+            });
         }
+        // A refused or stale write is stored below, with the exception it ends in.
         tracing::debug!(
             target: "plansync::engine",
             event = "write_acked",
@@ -55,37 +51,63 @@ impl Round<'_> {
             target_side = %row.target,
             ok = matches!(outcome, WriteOutcome::Acked { .. }),
         );
-
         if lifecycle::is_lifecycle(&row.key.field) {
-            if let WriteOutcome::Rejected { message } = &outcome {
-                let object =
-                    pairing.map_or(row.key.record.pairing.clone(), |p| p.crm_object.clone());
-                let message = format!(
-                    "{} of {} in {} failed: {message}",
-                    row.key.field, row.key.record.crm_id, row.target
-                );
-                let record = row.key.record.clone();
-                let exception = self.lifecycle_exception(
-                    &record,
-                    &object,
-                    pairing,
-                    ExceptionKind::WriteFailed,
-                    message.clone(),
-                );
-                self.batch.update_outbox(OutboxUpdate {
-                    id,
-                    state: OutboxState::Failed,
-                    add_attempts: 1,
-                    last_error: Some(message),
-                    result_exception: Some(exception),
-                });
-            }
-            if let WriteOutcome::Stale { current } = &outcome {
-                self.store_stale(id, &row, current, None);
-            }
+            self.lifecycle_answer(id, &row, &outcome);
             return Ok(());
         }
+        let pre = self.field_answer(id, outbox_id, &row, &outcome)?;
+        self.decide_what_waited(id, outbox_id, &row, &outcome, &pre)
+    }
 
+    /// A lifecycle write's answer: a refusal is a record's `write_failed` exception.
+    fn lifecycle_answer(
+        &mut self,
+        id: OutboxRef,
+        row: &crate::store::OutboxRecord,
+        outcome: &WriteOutcome,
+    ) {
+        let rules = self.rules;
+        let pairing = rules.pairing(&row.key.record.pairing);
+        if let WriteOutcome::Rejected { message } = outcome {
+            let object = pairing.map_or(row.key.record.pairing.clone(), |p| p.crm_object.clone());
+            let message = format!(
+                "{} of {} in {} failed: {message}",
+                row.key.field, row.key.record.crm_id, row.target
+            );
+            let exception = self.lifecycle_exception(
+                &row.key.record,
+                &object,
+                pairing,
+                ExceptionKind::WriteFailed,
+                message.clone(),
+            );
+            self.batch.update_outbox(OutboxUpdate {
+                id,
+                state: OutboxState::Failed,
+                add_attempts: 1,
+                last_error: Some(message),
+                result_exception: Some(exception),
+            });
+        }
+        if let WriteOutcome::Stale { current } = outcome {
+            self.store_stale(id, row, current, None);
+        }
+    }
+
+    /// A field's write answered: the field's working state as it was before (the caller
+    /// decides what waited against it), and after: an acknowledged write is the new base and
+    /// what the target shows; a refused one is a `write_failed` exception.
+    fn field_answer(
+        &mut self,
+        id: OutboxRef,
+        outbox_id: i64,
+        row: &crate::store::OutboxRecord,
+        outcome: &WriteOutcome,
+    ) -> Result<Working, StoreError> {
+        let rules = self.rules;
+        let pairing = rules.pairing(&row.key.record.pairing);
+        let field_rule = pairing.and_then(|p| p.field(&row.key.field));
+        let same = |a: &Value, b: &Value| field_rule.map_or(a == b, |r| r.same(a, b));
         if let Some(pairing) = pairing {
             self.load_record(pairing, &row.key.record)?;
         }
@@ -99,7 +121,7 @@ impl Round<'_> {
             w.in_flight = None;
         }
         w.dirty = true;
-        match &outcome {
+        match outcome {
             WriteOutcome::Acked { at } => {
                 // The echo, when it came first, dates the commit exactly.
                 let seen = match pre.seen(target) {
@@ -124,20 +146,17 @@ impl Round<'_> {
             }
             WriteOutcome::Rejected { message } => {
                 let field = w.exception_field(&row.key.field);
-                let rule_id = pairing
-                    .and_then(|p| p.field(&row.key.field))
-                    .map(|r| r.id.clone());
                 let object =
                     pairing.map_or(row.key.record.pairing.clone(), |p| p.crm_object.clone());
                 let value = row.value.to_text().unwrap_or_else(|| "null".into());
-                let exception = self.batch.add_exception(NewException {
+                let exception = self.raise(NewException {
                     kind: ExceptionKind::WriteFailed,
                     status: ExceptionStatus::Open,
                     pairing: row.key.record.pairing.clone(),
                     object,
                     crm_id: Some(row.key.record.crm_id.clone()),
                     field: Some(field),
-                    rule_id,
+                    rule_id: field_rule.map(|r| r.id.clone()),
                     rule_hash: pairing.map(|p| p.hash.clone()),
                     message: format!("writing {value} to {target} failed: {message}"),
                     at: self.now,
@@ -149,32 +168,39 @@ impl Round<'_> {
                     last_error: Some(message.clone()),
                     result_exception: Some(exception),
                 });
-                self.summary.exceptions += 1;
-                tracing::warn!(
-                    target: "plansync::engine",
-                    event = "exception_recorded",
-                    kind = "write_failed",
-                    field = %row.key,
-                    message = %message,
-                );
             }
             WriteOutcome::Retry { .. } | WriteOutcome::Stale { .. } => {}
         }
+        Ok(pre)
+    }
 
-        // Observations that waited for this write are decided now, against the new state:
-        // a newer value on the side the write came from, and an edit on the written side
-        // other than the value the write meant to replace. A second write queued for the
-        // field (a resolution writes both sides) goes first.
+    /// Observations that waited for this write are decided now, against the new state: a
+    /// newer value on the side the write came from, and an edit on the written side other
+    /// than the value the write meant to replace. A second write queued for the field (a
+    /// resolution writes both sides) goes first. `pre` is the field as it was before the
+    /// answer.
+    fn decide_what_waited(
+        &mut self,
+        id: OutboxRef,
+        outbox_id: i64,
+        row: &crate::store::OutboxRecord,
+        outcome: &WriteOutcome,
+        pre: &Working,
+    ) -> Result<(), StoreError> {
+        let rules = self.rules;
+        let pairing = rules.pairing(&row.key.record.pairing);
+        let target = row.target;
         let (Some(pairing), Some(rule)) = (pairing, pairing.and_then(|p| p.field(&row.key.field)))
         else {
-            if let WriteOutcome::Stale { current } = &outcome {
-                self.store_stale(id, &row, current, None);
+            if let WriteOutcome::Stale { current } = outcome {
+                self.store_stale(id, row, current, None);
             }
             return Ok(());
         };
+        let same = |a: &Value, b: &Value| rule.same(a, b);
         if self.store.open_write(&row.key, Some(outbox_id))? {
-            if let WriteOutcome::Stale { current } = &outcome {
-                self.store_stale(id, &row, current, None);
+            if let WriteOutcome::Stale { current } = outcome {
+                self.store_stale(id, row, current, None);
             }
             return Ok(());
         }
@@ -182,7 +208,7 @@ impl Round<'_> {
         // It goes first, so a concurrent edit is held as a conflict rather than overwritten.
         // Decided even when that value was seen already: a poll that found the value we were
         // writing took it for our write landing (an echo), which it was not.
-        if let WriteOutcome::Stale { current } = &outcome {
+        if let WriteOutcome::Stale { current } = outcome {
             self.load_context(pairing, &row.key.record)?;
             let ctx = self.context(pairing, &row.key.record, &[]);
             let obs = Obs {
@@ -200,7 +226,7 @@ impl Round<'_> {
                 .batch
                 .open_exception_since(mark, &row.key)
                 .or_else(|| self.working(&row.key, row.kind).held);
-            self.store_stale(id, &row, current, held);
+            self.store_stale(id, row, current, held);
         }
         let source_side = target.other();
         let mut pending = Vec::new();

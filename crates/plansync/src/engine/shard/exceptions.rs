@@ -1,9 +1,26 @@
 //! Raising exceptions: a field's or a record's, a notice, a refused lifecycle write, and the
-//! check that the same one is not raised twice.
+//! check that the same one is not raised twice. Every exception of a round goes through
+//! [`Round::raise`], which records, counts and logs it.
 
 use super::*;
 
 impl Round<'_> {
+    /// Raises an exception: the one place that adds it to the round's batch, counts it in the
+    /// round's summary and emits `exception_recorded` (WARN while it waits for a person, INFO
+    /// when it is on record as handled).
+    pub(super) fn raise(&mut self, exception: NewException) -> ExceptionRef {
+        self.summary.exceptions += 1;
+        let field = exception.field.as_ref().map_or("", |f| f.name.as_str());
+        let record = exception.crm_id.as_deref().unwrap_or("");
+        let kind = exception.kind.as_str();
+        if exception.status == ExceptionStatus::Open {
+            tracing::warn!(target: "plansync::engine", event = "exception_recorded", kind, pairing = %exception.pairing, record, field, message = %exception.message);
+        } else {
+            tracing::info!(target: "plansync::engine", event = "exception_recorded", kind, status = %exception.status.as_str(), pairing = %exception.pairing, record, field, message = %exception.message);
+        }
+        self.batch.add_exception(exception)
+    }
+
     pub(super) fn problem(
         &mut self,
         record: &RecordKey,
@@ -77,7 +94,7 @@ impl Round<'_> {
             field: rule.crm.clone(),
         };
         let field = self.working(&key, rule.kind).exception_field(&rule.crm);
-        self.batch.add_exception(NewException {
+        self.raise(NewException {
             kind,
             status: ExceptionStatus::Open,
             pairing: pairing.name.clone(),
@@ -89,7 +106,6 @@ impl Round<'_> {
             message,
             at: self.now,
         });
-        self.summary.exceptions += 1;
         Ok(())
     }
 
@@ -122,8 +138,7 @@ impl Round<'_> {
         let rules = self.rules;
         let pairing = rules.pairing(&record.pairing);
         let object = pairing.map_or(record.pairing.clone(), |p| p.crm_object.clone());
-        self.summary.exceptions += 1;
-        self.batch.add_exception(NewException {
+        self.raise(NewException {
             kind,
             status: ExceptionStatus::AutoResolved,
             pairing: record.pairing.clone(),
@@ -146,15 +161,7 @@ impl Round<'_> {
         kind: ExceptionKind,
         message: String,
     ) -> ExceptionRef {
-        self.summary.exceptions += 1;
-        tracing::warn!(
-            target: "plansync::engine",
-            event = "exception_recorded",
-            kind = %kind.as_str(),
-            record = %record.crm_id,
-            message = %message,
-        );
-        self.batch.add_exception(NewException {
+        self.raise(NewException {
             kind,
             status: ExceptionStatus::Open,
             pairing: record.pairing.clone(),

@@ -40,7 +40,7 @@ use crate::model::{
     Source, Value, ValueKind,
 };
 use crate::rules::RuleSet;
-use crate::rules::decide::{Action, Context, Observation, decide};
+use crate::rules::decide::{Action, Context, Decision, Observation, decide};
 use crate::rules::ruleset::{
     AnaplanDelete, CrmDelete, CrmUndelete, FieldRule, NewItem, Owner, Pairing,
 };

@@ -176,33 +176,10 @@ impl Round<'_> {
             record: record.clone(),
             field: rule.crm.clone(),
         };
-        let w = self.working(&key, rule.kind);
-        if !redecide && let Some(seen) = w.seen(obs.side) {
-            // The same value again (a stream event and a poll of the same commit, a replay
-            // after a restart): nothing new on that side.
-            if rule.same(&seen.value, &obs.value) {
-                return Ok(());
-            }
-            // An older CRM commit arriving after a newer one was seen (the stream replaying
-            // what the poller already caught): applying it would go back in time. A polled
-            // value reflects every commit up to its SystemModstamp, so a streamed event of
-            // the same millisecond is covered too (two streamed events of one millisecond
-            // are not: the later one is newer). Times of our own acknowledged writes are
-            // send times, not commit times, so they do not count here.
-            let polled = matches!(seen.source, Source::Poll | Source::Reconcile);
-            let covered =
-                obs.at < seen.at || (obs.at == seen.at && polled && obs.source == Source::Stream);
-            if obs.side == Side::Crm && covered && seen.source != Source::Write {
-                tracing::debug!(
-                    target: "plansync::engine",
-                    event = "stale_skipped",
-                    field = %key,
-                    at = %obs.at,
-                    seen_at = %seen.at,
-                );
-                return Ok(());
-            }
+        if !redecide && self.already_covered(&key, rule, &obs) {
+            return Ok(());
         }
+        let w = self.working(&key, rule.kind);
         let observed = Observed {
             value: obs.value.clone(),
             at: obs.at,
@@ -248,52 +225,117 @@ impl Round<'_> {
             rule = %decision.rule_id,
         );
 
-        // The exception the decision raises, unless it only updates a held one.
-        let w = self.fields.get_mut(&key).map(|w| w.held);
-        let already_held = w.flatten();
-        let mut exception_ref = None;
-        if let Some(draft) = &decision.exception {
-            if matches!(decision.action, Action::Hold) && already_held.is_some() {
-                // The held conflict's exception carries the sides' latest values.
-            } else {
-                let field = ExceptionField {
-                    name: rule.crm.clone(),
-                    kind: rule.kind,
-                    crm_value: draft.crm.clone().unwrap_or(Value::Null),
-                    anaplan_value: draft.anaplan.clone().unwrap_or(Value::Null),
-                    base_value: draft.base.clone().unwrap_or(Value::Null),
-                };
-                let r = self.batch.add_exception(NewException {
-                    kind: draft.kind,
-                    status: if draft.auto_resolved {
-                        ExceptionStatus::AutoResolved
-                    } else {
-                        ExceptionStatus::Open
-                    },
-                    pairing: pairing.name.clone(),
-                    object: pairing.crm_object.clone(),
-                    crm_id: Some(record.crm_id.clone()),
-                    field: Some(field),
-                    rule_id: Some(decision.rule_id.clone()),
-                    rule_hash: Some(pairing.hash.clone()),
-                    message: draft.message.clone(),
-                    at: self.now,
-                });
-                self.summary.exceptions += 1;
-                tracing::info!(
-                    target: "plansync::engine",
-                    event = "exception_recorded",
-                    field = %key,
-                    kind = %draft.kind.as_str(),
-                    auto_resolved = draft.auto_resolved,
-                    message = %draft.message,
-                );
-                exception_ref = Some(r);
-            }
-        }
-
-        let Some(w) = self.fields.get_mut(&key) else {
+        let exception_ref = self.decision_exception(pairing, rule, &key, &decision);
+        self.apply_decision(&key, rule, &obs, observed, &decision, exception_ref);
+        if first_agreement {
+            // The first reconciliation found both sides already agreeing: the shadow's base
+            // (source `reconcile`, with its time) records that, and an audit row per field
+            // would double the first run's writes for nothing a reviewer asks about.
+            self.summary.agreed += 1;
             return Ok(());
+        }
+        self.batch.add_audit(NewAudit {
+            key,
+            at: obs.at,
+            side: obs.side,
+            source: obs.source,
+            kind: rule.kind,
+            value: obs.value,
+            decision: action.to_string(),
+            rule_id: Some(decision.rule_id),
+            rule_hash: Some(pairing.hash.clone()),
+            exception: exception_ref,
+        });
+        Ok(())
+    }
+
+    /// Whether `obs` tells nothing new: the value already seen on its side (a stream event
+    /// and a poll of the same commit, a replay after a restart), or an older CRM commit than
+    /// one already seen.
+    fn already_covered(&mut self, key: &FieldKey, rule: &FieldRule, obs: &Obs) -> bool {
+        let w = self.working(key, rule.kind);
+        let Some(seen) = w.seen(obs.side) else {
+            return false;
+        };
+        // The same value again (a stream event and a poll of the same commit, a replay
+        // after a restart): nothing new on that side.
+        if rule.same(&seen.value, &obs.value) {
+            return true;
+        }
+        // An older CRM commit arriving after a newer one was seen (the stream replaying
+        // what the poller already caught): applying it would go back in time. A polled
+        // value reflects every commit up to its SystemModstamp, so a streamed event of
+        // the same millisecond is covered too (two streamed events of one millisecond
+        // are not: the later one is newer). Times of our own acknowledged writes are
+        // send times, not commit times, so they do not count here.
+        let polled = matches!(seen.source, Source::Poll | Source::Reconcile);
+        let covered =
+            obs.at < seen.at || (obs.at == seen.at && polled && obs.source == Source::Stream);
+        if obs.side == Side::Crm && covered && seen.source != Source::Write {
+            tracing::debug!(
+                target: "plansync::engine",
+                event = "stale_skipped",
+                field = %key,
+                at = %obs.at,
+                seen_at = %seen.at,
+            );
+            return true;
+        }
+        false
+    }
+
+    /// The exception a decision raises, unless it only updates the held one: the held
+    /// conflict's exception then carries the sides' latest values.
+    fn decision_exception(
+        &mut self,
+        pairing: &Pairing,
+        rule: &FieldRule,
+        key: &FieldKey,
+        decision: &Decision,
+    ) -> Option<ExceptionRef> {
+        let draft = decision.exception.as_ref()?;
+        let held = self.fields.get(key).and_then(|w| w.held);
+        if matches!(decision.action, Action::Hold) && held.is_some() {
+            return None;
+        }
+        let field = ExceptionField {
+            name: rule.crm.clone(),
+            kind: rule.kind,
+            crm_value: draft.crm.clone().unwrap_or(Value::Null),
+            anaplan_value: draft.anaplan.clone().unwrap_or(Value::Null),
+            base_value: draft.base.clone().unwrap_or(Value::Null),
+        };
+        Some(self.raise(NewException {
+            kind: draft.kind,
+            status: if draft.auto_resolved {
+                ExceptionStatus::AutoResolved
+            } else {
+                ExceptionStatus::Open
+            },
+            pairing: pairing.name.clone(),
+            object: pairing.crm_object.clone(),
+            crm_id: Some(key.record.crm_id.clone()),
+            field: Some(field),
+            rule_id: Some(decision.rule_id.clone()),
+            rule_hash: Some(pairing.hash.clone()),
+            message: draft.message.clone(),
+            at: self.now,
+        }))
+    }
+
+    /// What a decision does to the field: what its side shows, its base, the held conflict
+    /// and the write it queues.
+    fn apply_decision(
+        &mut self,
+        key: &FieldKey,
+        rule: &FieldRule,
+        obs: &Obs,
+        observed: Observed,
+        decision: &Decision,
+        exception_ref: Option<ExceptionRef>,
+    ) {
+        let Some(w) = self.fields.get_mut(key) else {
+            return;
         };
         match &decision.action {
             // The side shows our write, not the person's value it replaced: that value lives
@@ -337,30 +379,10 @@ impl Round<'_> {
                 } else {
                     OutboxReason::Decision
                 };
-                self.queue_write(&key, rule, *to, value.clone(), reason, exception_ref);
+                self.queue_write(key, rule, *to, value.clone(), reason, exception_ref);
             }
             _ => {}
         }
-        if first_agreement {
-            // The first reconciliation found both sides already agreeing: the shadow's base
-            // (source `reconcile`, with its time) records that, and an audit row per field
-            // would double the first run's writes for nothing a reviewer asks about.
-            self.summary.agreed += 1;
-            return Ok(());
-        }
-        self.batch.add_audit(NewAudit {
-            key,
-            at: obs.at,
-            side: obs.side,
-            source: obs.source,
-            kind: rule.kind,
-            value: obs.value,
-            decision: action.to_string(),
-            rule_id: Some(decision.rule_id),
-            rule_hash: Some(pairing.hash.clone()),
-            exception: exception_ref,
-        });
-        Ok(())
     }
 
     /// Queues a write of `value` to `to` as the field's one write in flight.
