@@ -1,0 +1,239 @@
+//! The walk over `plansync.toml`: every section and key checked against what is allowed
+//! there, every value against its range, every secret looked up; all problems collected with
+//! their spans, none stops the walk.
+
+mod secrets;
+mod systems;
+mod values;
+
+use systems::{ANAPLAN_KEYS, CRM_KEYS};
+
+use std::collections::BTreeMap;
+use std::env::VarError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::anaplan::{AuthMethod, CertFormat};
+use crate::crm::AuthConfig;
+use crate::crm::cdc::Transport;
+use crate::rules::FileErrors;
+use crate::secret::Secret;
+use plansync_toml::diagnostic::Problem;
+use plansync_toml::table::{Problems, Str, Table, did_you_mean};
+
+use super::duration::{format_duration, parse_duration};
+use super::{
+    AnaplanSettings, Config, CrmSettings, EngineSettings, MAX_BATCH_WINDOW, MAX_SHARDS, MIN_POLL,
+    Schedule, Sources,
+};
+
+const ROOT_KEYS: &[&str] = &["crm", "anaplan", "rules", "store", "schedule", "engine"];
+const SCHEDULE_KEYS: &[&str] = &["crm_poll", "anaplan_poll", "lookback"];
+const ENGINE_KEYS: &[&str] = &[
+    "shards",
+    "batch_window",
+    "transactional_max_cells",
+    "crm_bulk_threshold",
+    "bulk_imports",
+];
+
+const DEFAULT_POLL: Duration = Duration::from_secs(300);
+const DEFAULT_LOOKBACK: Duration = Duration::from_secs(120);
+const MAX_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+
+pub(super) fn parse(path: &Path, text: &str, sources: &dyn Sources) -> Result<Config, FileErrors> {
+    let mut problems = Problems::default();
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for err in syntax {
+        let span = err.span().unwrap_or(0..0);
+        problems.push(Problem::new(span, err.message().trim().to_string()).label("TOML syntax"));
+    }
+    let config = if problems.0.is_empty() {
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        Walk {
+            p: &mut problems,
+            base,
+            sources,
+        }
+        .config(&root, path)
+    } else {
+        None
+    };
+    match config {
+        Some(config) if problems.0.is_empty() => Ok(config),
+        _ => {
+            let mut list = problems.0;
+            list.sort_by_key(|p| (p.span.start, p.span.end));
+            list.dedup();
+            if list.is_empty() {
+                list.push(Problem::new(0..0, "the config file could not be read"));
+            }
+            Err(FileErrors {
+                path: path.to_path_buf(),
+                source_text: text.to_string(),
+                problems: list,
+                note: None,
+            })
+        }
+    }
+}
+
+struct Walk<'a> {
+    p: &'a mut Problems,
+    /// The config file's directory: relative paths in the file are relative to it, so the
+    /// file means the same whatever directory plansync is started from.
+    base: PathBuf,
+    sources: &'a dyn Sources,
+}
+
+impl Walk<'_> {
+    fn config(&mut self, root: &toml::Spanned<DeTable<'_>>, path: &Path) -> Option<Config> {
+        let top = Table::root(self.p, root, ROOT_KEYS);
+        let crm = match top.table(self.p, "crm", CRM_KEYS) {
+            Some(t) => self.crm(&t),
+            None => {
+                if top.get("crm").is_none() {
+                    top.missing(
+                        self.p,
+                        "crm",
+                        "add a [crm] section: login_url and [crm.auth]",
+                    );
+                }
+                None
+            }
+        };
+        let anaplan = match top.table(self.p, "anaplan", ANAPLAN_KEYS) {
+            Some(t) => self.anaplan(&t),
+            None => {
+                if top.get("anaplan").is_none() {
+                    top.missing(
+                        self.p,
+                        "anaplan",
+                        "add an [anaplan] section with [anaplan.auth]",
+                    );
+                }
+                None
+            }
+        };
+        let rules = self.path_or(&top, "rules", "rules");
+        let store = self.path_or(&top, "store", "plansync.db");
+        let schedule = match top.table(self.p, "schedule", SCHEDULE_KEYS) {
+            Some(t) => self.schedule(&t),
+            None => Schedule {
+                crm_poll: DEFAULT_POLL,
+                anaplan_poll: DEFAULT_POLL,
+                lookback: DEFAULT_LOOKBACK,
+            },
+        };
+        let engine = match top.table(self.p, "engine", ENGINE_KEYS) {
+            Some(t) => self.engine(&t),
+            None => default_engine(),
+        };
+        Some(Config {
+            path: path.to_path_buf(),
+            crm: crm?,
+            anaplan: anaplan?,
+            rules: rules?,
+            store: store?,
+            schedule,
+            engine,
+        })
+    }
+
+    fn schedule(&mut self, t: &Table<'_, '_>) -> Schedule {
+        let poll = |w: &mut Self, key: &str| {
+            w.duration(
+                t,
+                key,
+                DEFAULT_POLL,
+                MIN_POLL,
+                Duration::from_secs(24 * 3600),
+            )
+        };
+        let crm_poll = poll(self, "crm_poll");
+        let anaplan_poll = poll(self, "anaplan_poll");
+        let lookback = self.duration(
+            t,
+            "lookback",
+            DEFAULT_LOOKBACK,
+            Duration::ZERO,
+            MAX_LOOKBACK,
+        );
+        Schedule {
+            crm_poll,
+            anaplan_poll,
+            lookback,
+        }
+    }
+
+    fn engine(&mut self, t: &Table<'_, '_>) -> EngineSettings {
+        let d = default_engine();
+        EngineSettings {
+            shards: self.count(t, "shards", d.shards, 1, MAX_SHARDS),
+            batch_window: self.duration(
+                t,
+                "batch_window",
+                d.batch_window,
+                Duration::from_millis(1),
+                MAX_BATCH_WINDOW,
+            ),
+            transactional_max_cells: self.count(
+                t,
+                "transactional_max_cells",
+                d.transactional_max_cells,
+                1,
+                100_000_000,
+            ),
+            crm_bulk_threshold: self.count(
+                t,
+                "crm_bulk_threshold",
+                d.crm_bulk_threshold,
+                1,
+                100_000_000,
+            ),
+            bulk_imports: self.bulk_imports(t),
+        }
+    }
+
+    /// `bulk_imports = { <pairing> = "<import name>" }`: the import definition that loads a
+    /// pairing's module from a CSV, for batches above `transactional_max_cells`.
+    fn bulk_imports(&mut self, t: &Table<'_, '_>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(map) = t.map(self.p, "bulk_imports") else {
+            return out;
+        };
+        for (pairing, value) in map.entries() {
+            match value.get_ref() {
+                DeValue::String(name) if !name.trim().is_empty() => {
+                    out.insert(pairing.value, name.to_string());
+                }
+                _ => self.p.push(
+                    Problem::new(
+                        value.span(),
+                        format!(
+                            "`bulk_imports.{}` must be the name of an import definition",
+                            pairing.value
+                        ),
+                    )
+                    .label("expected a non-empty string")
+                    .help("e.g. bulk_imports = { opportunity = \"Load Opportunities\" }"),
+                ),
+            }
+        }
+        out
+    }
+
+    // ---- value helpers ----
+}
+
+fn default_engine() -> EngineSettings {
+    EngineSettings {
+        shards: crate::engine::run::default_shards(),
+        batch_window: Duration::from_millis(100),
+        transactional_max_cells: 50_000,
+        crm_bulk_threshold: 2_000,
+        bulk_imports: BTreeMap::new(),
+    }
+}
