@@ -9,7 +9,7 @@
 //! Layout:
 //! - `server.rs`: the single entry point: admin hooks, faults, rate limit, request log.
 //! - `auth.rs`: tokens, Basic and CA-certificate authentication.
-//! - `api.rs`: the route table and the transactional API; `bulk.rs`: files, definitions,
+//! - `api/`: the route table and the transactional API; `bulk.rs`: files, definitions,
 //!   tasks, dumps; `tasks.rs`: the per-model task queue and runner; `actions.rs`: what
 //!   imports, exports and processes do; `large_read.rs`: read requests (large-volume reads
 //!   of views and lists, in CSV pages).
