@@ -41,39 +41,24 @@ pub fn build(seed: &Seed) -> Result<Tenant, SeedError> {
     let workspaces = workspaces(seed)?;
     let mut models = models(seed, &workspaces)?;
     for l in &seed.list {
-        let md = pick(seed, &mut models, &l.model, &format!("list {:?}", l.name))?;
+        let md = pick(&mut models, &l.model, &format!("list {:?}", l.name))?;
         add_list(md, l)?;
     }
     for m in &seed.module {
-        let md = pick(seed, &mut models, &m.model, &format!("module {:?}", m.name))?;
+        let md = pick(&mut models, &m.model, &format!("module {:?}", m.name))?;
         add_module(md, m)?;
     }
     add_views(seed, &mut models)?;
     for imp in &seed.import {
-        let md = pick(
-            seed,
-            &mut models,
-            &imp.model,
-            &format!("import {:?}", imp.name),
-        )?;
+        let md = pick(&mut models, &imp.model, &format!("import {:?}", imp.name))?;
         add_import(md, imp)?;
     }
     for ex in &seed.export {
-        let md = pick(
-            seed,
-            &mut models,
-            &ex.model,
-            &format!("export {:?}", ex.name),
-        )?;
+        let md = pick(&mut models, &ex.model, &format!("export {:?}", ex.name))?;
         add_export(md, ex)?;
     }
     for p in &seed.process {
-        let md = pick(
-            seed,
-            &mut models,
-            &p.model,
-            &format!("process {:?}", p.name),
-        )?;
+        let md = pick(&mut models, &p.model, &format!("process {:?}", p.name))?;
         add_process(md, p)?;
     }
     Ok(Tenant {
@@ -170,26 +155,21 @@ fn models(seed: &Seed, workspaces: &[Workspace]) -> Result<Vec<Draft>, SeedError
 }
 
 /// The model an entry names (`what` says which entry, for the error), or the first model.
+/// The drafts mirror the seed's models one for one, in order, so they answer for them.
 fn pick<'m>(
-    seed: &Seed,
     models: &'m mut [Draft],
     model: &Option<String>,
     what: &str,
 ) -> Result<&'m mut ModelData, SeedError> {
     let index = match model {
-        None if !seed.model.is_empty() => 0,
+        None if !models.is_empty() => 0,
         None => return Err(invalid(format!("{what}: the seed has no model"))),
-        Some(id) => seed
-            .model
+        Some(id) => models
             .iter()
-            .position(|m| &m.id == id)
+            .position(|d| &d.id == id)
             .ok_or_else(|| invalid(format!("{what}: no model {id:?}")))?,
     };
-    // `models` was built from `seed.model` one for one, so the index is in range.
-    models
-        .get_mut(index)
-        .map(|d| &mut d.data)
-        .ok_or_else(|| invalid(format!("{what}: no model {model:?}")))
+    Ok(&mut models[index].data)
 }
 
 /// A list, its properties and its items.
@@ -386,7 +366,7 @@ fn add_views(seed: &Seed, models: &mut [Draft]) -> Result<(), SeedError> {
         }
     }
     for m in &seed.module {
-        let md = pick(seed, models, &m.model, "view")?;
+        let md = pick(models, &m.model, "view")?;
         let module = md.find_module(&m.name).unwrap_or(0);
         for v in &m.views {
             let mut lis = Vec::with_capacity(v.line_items.len());
@@ -517,6 +497,10 @@ mod tests {
         // How to break the default seed, and the message that says so.
         type Case = (fn(&mut Seed), &'static str);
         let cases: Vec<Case> = vec![
+            (
+                |s| s.model.clear(),
+                "list \"Stages\": the seed has no model",
+            ),
             (
                 |s| s.workspace[0].id = "ABC".into(),
                 "workspace id \"ABC\" must be 32 lowercase hex digits",
