@@ -9,11 +9,12 @@
 //! Layout:
 //! - `server.rs`: the single entry point: admin hooks, faults, rate limit, request log.
 //! - `auth.rs`: tokens, Basic and CA-certificate authentication.
-//! - `api.rs`: the route table and the transactional API; `bulk.rs`: files, definitions,
+//! - `api/`: the route table and the transactional API; `bulk.rs`: files, definitions,
 //!   tasks, dumps; `tasks.rs`: the per-model task queue and runner; `actions.rs`: what
 //!   imports, exports and processes do; `large_read.rs`: read requests (large-volume reads
 //!   of views and lists, in CSV pages).
-//! - `model.rs`: the tenant's data; `formula.rs`: calculated line items; `seed.rs`: the seed.
+//! - `model/`: the tenant's data, and building it from a seed; `formula.rs`: calculated line
+//!   items; `seed.rs`: the seed.
 //! - `wire.rs`, `scalar.rs`: envelope, paging, errors, request parsing.
 //! - `faults.rs`, `conn.rs`, `admin.rs`: limits, injected faults, dropped connections, the
 //!   `/__sim/…` hooks.

@@ -1,7 +1,7 @@
 //! The one HTTP entry point: every request passes the admin check, fault injection, the rate
 //! limit and the request log here, then goes to the auth service or the Integration API.
 //!
-//! Routing is by path segments (see `api.rs`) rather than axum routes, so that both path forms
+//! Routing is by path segments (see `api/mod.rs`) rather than axum routes, so that both path forms
 //! of model-scoped resources share one table and unknown routes get Anaplan's 404 body.
 
 use std::sync::{Arc, Mutex, MutexGuard};
