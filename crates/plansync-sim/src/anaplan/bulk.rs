@@ -11,7 +11,7 @@ use super::actions::{self, OUTPUT_CHUNK};
 use super::model::{FileData, ImportTarget, ModelData, ModelSlot};
 use super::server::model_lock;
 use super::tasks::new_task_id;
-use super::wire::{self, Page, Req, envelope};
+use super::wire::{self, Req, envelope, model_schema, paged};
 
 pub fn owns(first: &str) -> bool {
     matches!(
@@ -63,29 +63,6 @@ pub fn handle(req: &Req, slot: &ModelSlot, rest: &[&str]) -> Response {
     }
 }
 
-fn schema(req: &Req, slot: &ModelSlot, kind: &str) -> String {
-    req.schema(&format!("models/{}/objects/{kind}", slot.id))
-}
-
-fn paged(req: &Req, schema: String, key: &str, all: Vec<Value>) -> Response {
-    let page = match Page::read(req, false) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let total = all.len();
-    let range = page.range(total);
-    let list: Vec<Value> = all
-        .into_iter()
-        .skip(range.start)
-        .take(range.len())
-        .collect();
-    envelope(
-        schema,
-        Some(page.meta(req, list.len(), total)),
-        vec![(key, Value::Array(list))],
-    )
-}
-
 fn file_json(f: &FileData) -> Value {
     json!({
         "id": f.id.to_string(),
@@ -110,7 +87,7 @@ fn files(req: &Req, slot: &ModelSlot) -> Response {
         .values()
         .map(file_json)
         .collect();
-    paged(req, schema(req, slot, "file"), "files", all)
+    paged(req, model_schema(req, slot, "file"), "files", all)
 }
 
 fn set_chunk_count(req: &Req, slot: &ModelSlot, f: &str) -> Response {
@@ -142,7 +119,7 @@ fn set_chunk_count(req: &Req, slot: &ModelSlot, f: &str) -> Response {
     file.chunks.clear();
     file.chunk_count = count;
     let v = file_json(file);
-    envelope(schema(req, slot, "file"), None, vec![("file", v)])
+    envelope(model_schema(req, slot, "file"), None, vec![("file", v)])
 }
 
 fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
@@ -204,7 +181,7 @@ fn complete(req: &Req, slot: &ModelSlot, f: &str) -> Response {
     };
     file.chunk_count = file.chunks.len() as i64;
     let v = file_json(file);
-    envelope(schema(req, slot, "file"), None, vec![("file", v)])
+    envelope(model_schema(req, slot, "file"), None, vec![("file", v)])
 }
 
 fn chunk_list(req: &Req, slot: &ModelSlot, f: &str) -> Response {
@@ -217,7 +194,7 @@ fn chunk_list(req: &Req, slot: &ModelSlot, f: &str) -> Response {
         .keys()
         .map(|k| json!({"id": k.to_string(), "name": format!("Chunk {k}")}))
         .collect();
-    paged(req, schema(req, slot, "chunk"), "chunks", all)
+    paged(req, model_schema(req, slot, "chunk"), "chunks", all)
 }
 
 fn download(req: &Req, slot: &ModelSlot, f: &str, n: Option<&str>) -> Response {
@@ -330,7 +307,7 @@ fn definitions(req: &Req, slot: &ModelSlot, kind: &str) -> Response {
         kind_schema
     };
     drop(md);
-    paged(req, schema(req, slot, kind_schema), key, all)
+    paged(req, model_schema(req, slot, kind_schema), key, all)
 }
 
 fn definition(req: &Req, slot: &ModelSlot, kind: &str, id: &str) -> Response {
@@ -391,7 +368,7 @@ fn definition(req: &Req, slot: &ModelSlot, kind: &str, id: &str) -> Response {
         }),
     };
     match found {
-        Some((key, v)) => envelope(schema(req, slot, kind), None, vec![(key, v)]),
+        Some((key, v)) => envelope(model_schema(req, slot, kind), None, vec![(key, v)]),
         None => wire::not_found(&req.path),
     }
 }
@@ -419,7 +396,7 @@ fn start_task(req: &Req, slot: &ModelSlot, kind: &str, id: &str) -> Response {
     let v = md.tasks.task_json(&md.tasks.tasks[i], false);
     drop(md);
     slot.wake.notify_one();
-    envelope(schema(req, slot, "task"), None, vec![("task", v)])
+    envelope(model_schema(req, slot, "task"), None, vec![("task", v)])
 }
 
 fn task_list(req: &Req, slot: &ModelSlot, id: &str) -> Response {
@@ -431,7 +408,7 @@ fn task_list(req: &Req, slot: &ModelSlot, id: &str) -> Response {
             .map(|t| md.tasks.task_json(t, false))
             .collect()
     };
-    paged(req, schema(req, slot, "task"), "tasks", all)
+    paged(req, model_schema(req, slot, "task"), "tasks", all)
 }
 
 fn task(req: &Req, slot: &ModelSlot, id: &str, t: &str, cancel: bool) -> Response {
@@ -444,7 +421,7 @@ fn task(req: &Req, slot: &ModelSlot, id: &str, t: &str, cancel: bool) -> Respons
         md.tasks.find(id, t).map(|x| md.tasks.task_json(x, true))
     };
     match found {
-        Some(v) => envelope(schema(req, slot, "task"), None, vec![("task", v)]),
+        Some(v) => envelope(model_schema(req, slot, "task"), None, vec![("task", v)]),
         None => wire::not_found(&req.path),
     }
 }
@@ -476,7 +453,7 @@ fn dump(
                 .map(|k| json!({"id": k.to_string(), "name": format!("Chunk {k}")}))
                 .collect();
             drop(md);
-            paged(req, schema(req, slot, "chunk"), "chunks", all)
+            paged(req, model_schema(req, slot, "chunk"), "chunks", all)
         }
         Some(Some(n)) => match n.parse::<usize>().ok().and_then(|k| pieces.get(k)) {
             Some(p) => wire::bytes(StatusCode::OK, "text/plain", p.to_vec()),

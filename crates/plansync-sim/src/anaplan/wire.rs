@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::model::ModelSlot;
+
 /// Default and maximum page size of paged collections.
 pub const MAX_PAGE: usize = 5000;
 
@@ -235,6 +237,31 @@ pub fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> R
 
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The schema URL of a model-scoped object kind.
+pub(super) fn model_schema(req: &Req, slot: &ModelSlot, kind: &str) -> String {
+    req.schema(&format!("models/{}/objects/{kind}", slot.id))
+}
+
+/// One page of `all` (from the request's `offset`/`limit`) under `key`, with its meta.
+pub(super) fn paged(req: &Req, schema: String, key: &str, all: Vec<Value>) -> Response {
+    let page = match Page::read(req, false) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let total = all.len();
+    let range = page.range(total);
+    let list: Vec<Value> = all
+        .into_iter()
+        .skip(range.start)
+        .take(range.len())
+        .collect();
+    envelope(
+        schema,
+        Some(page.meta(req, list.len(), total)),
+        vec![(key, Value::Array(list))],
+    )
 }
 
 #[cfg(test)]

@@ -19,13 +19,11 @@ mod views;
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use serde_json::Value;
 
 use super::bulk;
 use super::large_read;
-use super::model::ModelSlot;
 use super::server::{Shared, model_lock};
-use super::wire::{self, Page, Req, envelope};
+use super::wire::{self, Req};
 
 /// At most this many cells per write.
 pub const MAX_CELLS: usize = 100_000;
@@ -156,30 +154,8 @@ fn model_scoped(sh: &Shared, req: &Req, ws: Option<&str>, m: &str, rest: &[&str]
 
 // ---- helpers the route groups share ----
 
-/// The schema URL of a model-scoped object kind.
-fn model_schema(req: &Req, slot: &ModelSlot, kind: &str) -> String {
-    req.schema(&format!("models/{}/objects/{kind}", slot.id))
-}
-
-/// One page of `all` (from the request's `offset`/`limit`) under `key`, with its meta.
-fn paged(req: &Req, schema: String, key: &str, all: Vec<Value>) -> Response {
-    let page = match Page::read(req, false) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let total = all.len();
-    let range = page.range(total);
-    let list: Vec<Value> = all
-        .into_iter()
-        .skip(range.start)
-        .take(range.len())
-        .collect();
-    envelope(
-        schema,
-        Some(page.meta(req, list.len(), total)),
-        vec![(key, Value::Array(list))],
-    )
-}
+// Model-scoped listings are paged the same way here and in `bulk.rs`.
+use super::wire::{model_schema, paged};
 
 /// `1000000` as `1,000,000`, as Anaplan words its limits.
 fn grouped(n: usize) -> String {
