@@ -73,6 +73,7 @@ fn moved(id: i64, state: OutboxState) -> OutboxUpdate {
         add_attempts: 1,
         last_error: None,
         result_exception: None,
+        not_before: None,
     }
 }
 

@@ -27,6 +27,26 @@ use plansync::model::{Change, ChangeKind, FieldChange, Position, RecordKey, Side
 use plansync::rules::{self, RuleSet};
 use plansync::store::{ExceptionFilter, Resolution, ResolutionHow, Store};
 
+/// Every write the model delivers is sendable: the model's clock is its own, and a write's
+/// own backoff (`not_before`) is the engine's business, not the model's.
+fn far_future() -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc
+        .with_ymd_and_hms(9999, 12, 31, 0, 0, 0)
+        .single()
+        .expect("a valid time")
+}
+
+/// The model's "503" answers are retried until they pass: its invariants are about what a
+/// write that lands does, not about giving up.
+fn never_give_up() -> plansync::engine::write::WriteRetry {
+    plansync::engine::write::WriteRetry {
+        attempts: u32::MAX,
+        give_up_after: std::time::Duration::MAX,
+        ..plansync::engine::write::WriteRetry::default()
+    }
+}
+
 const RECORDS: usize = 3;
 const FIELDS: [&str; 4] = ["Amount", "Forecast_Override__c", "Probability", "StageName"];
 const STAGES: [&str; 5] = [
@@ -141,7 +161,8 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("model.db");
-        let shard = ShardCore::new(0, Store::open(&path).expect("store")).expect("shard");
+        let shard =
+            ShardCore::new(0, Store::open(&path).expect("store"), never_give_up()).expect("shard");
         let reviewer = Store::open(&path).expect("second connection");
         let mut w = World {
             rules: rules(),
@@ -343,7 +364,7 @@ impl World {
                 let rows = self
                     .shard
                     .store()
-                    .sendable_outbox(side, 1000)
+                    .sendable_outbox(side, 1000, far_future())
                     .expect("outbox");
                 let mut msgs = Vec::new();
                 let mut echoes = Vec::new();
@@ -445,8 +466,9 @@ impl World {
                 self.approved.insert(r, on);
             }
             Op::Restart => {
-                self.shard = ShardCore::new(0, Store::open(&self.path).expect("store"))
-                    .expect("the shard starts again");
+                self.shard =
+                    ShardCore::new(0, Store::open(&self.path).expect("store"), never_give_up())
+                        .expect("the shard starts again");
             }
         }
         self.check_one_writer();
@@ -456,13 +478,13 @@ impl World {
         let open = self
             .shard
             .store()
-            .sendable_outbox(Side::Crm, 10_000)
+            .sendable_outbox(Side::Crm, 10_000, far_future())
             .expect("crm")
             .into_iter()
             .chain(
                 self.shard
                     .store()
-                    .sendable_outbox(Side::Anaplan, 10_000)
+                    .sendable_outbox(Side::Anaplan, 10_000, far_future())
                     .expect("anaplan"),
             );
         let mut per_field: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -513,12 +535,12 @@ impl World {
     fn open_writes(&self) -> Vec<i64> {
         let store = self.shard.store();
         let mut ids: Vec<i64> = store
-            .sendable_outbox(Side::Crm, 10_000)
+            .sendable_outbox(Side::Crm, 10_000, far_future())
             .expect("crm")
             .into_iter()
             .chain(
                 store
-                    .sendable_outbox(Side::Anaplan, 10_000)
+                    .sendable_outbox(Side::Anaplan, 10_000, far_future())
                     .expect("anaplan"),
             )
             .chain(store.unclaimed_outbox(10_000).expect("unclaimed"))

@@ -25,6 +25,7 @@ mod crm_poll;
 mod decide_properties;
 mod engine_crash;
 mod engine_e2e;
+mod engine_failures;
 mod engine_model;
 mod engine_trust;
 mod fuzz_corpus;

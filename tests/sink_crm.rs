@@ -147,6 +147,17 @@ fn assert_rejected(outcome: &WriteOutcome, needle: &str) {
     }
 }
 
+/// Not sent because the CRM could not be reached at all: the side waits, the write uncounted.
+#[track_caller]
+fn assert_unreachable(outcome: &WriteOutcome, needle: &str) {
+    match outcome {
+        WriteOutcome::Unreachable { message } => {
+            assert!(message.contains(needle), "`{message}` lacks `{needle}`")
+        }
+        other => panic!("expected Unreachable with `{needle}`, got {other:?}"),
+    }
+}
+
 #[track_caller]
 fn assert_retry(outcome: &WriteOutcome, needle: &str) {
     match outcome {
@@ -398,8 +409,8 @@ async fn lock_contention_and_a_spent_limit_are_retried_and_nothing_is_lost() {
     let (_, limit) = sim.api_usage();
     sim.set_daily_limit(None, Some(limit));
     let report = sink.write(&rules, &batch).await;
-    assert_retry(outcome(&report, 1), "REQUEST_LIMIT_EXCEEDED");
-    assert_retry(outcome(&report, 2), "REQUEST_LIMIT_EXCEEDED");
+    assert_unreachable(outcome(&report, 1), "REQUEST_LIMIT_EXCEEDED");
+    assert_unreachable(outcome(&report, 2), "REQUEST_LIMIT_EXCEEDED");
     assert_eq!(field(&sim, &a, "Amount"), json!(100.0));
     assert_eq!(field(&sim, &b, "Amount"), json!(100.0));
 
@@ -430,7 +441,7 @@ async fn authentication_faults_are_retried_and_nothing_is_lost() {
     let mut refused =
         CrmSink::new(CrmClient::new(config_with(&sim, "not-the-secret")).expect("client"));
     let report = refused.write(&rules, &batch).await;
-    assert_retry(outcome(&report, 1), "authentication failed");
+    assert_unreachable(outcome(&report, 1), "authentication failed");
     assert_eq!(field(&sim, &id, "Amount"), json!(100.0));
     assert_eq!(collections_calls(&sim), 0);
 

@@ -227,6 +227,7 @@ fn engine_parts(
     let mut options = EngineOptions::new(&config.store);
     options.shards = config.engine.shards;
     options.batch_window = config.engine.batch_window;
+    options.write_retry = config.engine.write_retry();
     options.crm_poll = config.schedule.crm_poll;
     options.anaplan_poll = config.schedule.anaplan_poll;
     options.lookback = config.schedule.lookback;

@@ -19,6 +19,7 @@ use plansync::engine::dispatch::Sink;
 use plansync::engine::run::{EngineHandle, EngineOptions, Sinks, StreamOptions};
 use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
+use plansync::engine::write::WriteRetry;
 use plansync::model::{Decimal, ExceptionKind, ExceptionStatus};
 use plansync::rules::{self, RuleSet};
 use plansync::secret::Secret;
@@ -72,6 +73,8 @@ pub struct Env {
     pub engine: Option<EngineHandle>,
     pub rules: RuleSet,
     pub db: PathBuf,
+    /// The engine's retry budget for writes answered "retry" (its default when `None`).
+    pub write_retry: Option<WriteRetry>,
     _dir: tempfile::TempDir,
 }
 
@@ -125,6 +128,7 @@ impl Env {
             engine: None,
             rules: rules::load(&[rules_dir.to_path_buf()]).expect("rules load"),
             db,
+            write_retry: None,
             _dir: dir,
         }
     }
@@ -165,6 +169,9 @@ impl Env {
         options.crm_poll = Duration::from_secs(3600);
         options.anaplan_poll = Duration::from_secs(3600);
         options.lookback = Duration::from_secs(60);
+        if let Some(retry) = self.write_retry {
+            options.write_retry = retry;
+        }
         options.stream = stream.then(|| StreamOptions {
             api_version: API_VERSION.into(),
             channels: vec![

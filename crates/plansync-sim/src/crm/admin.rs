@@ -297,6 +297,17 @@ impl CrmSimHandle {
         self.sim.org_lock().lock_failures = count;
     }
 
+    /// Every write of record `id` fails with `UNABLE_TO_LOCK_ROW` while `locked`, as a
+    /// record held by a long-running job does.
+    pub fn lock_record(&self, id: &str, locked: bool) {
+        let mut org = self.sim.org_lock();
+        if locked {
+            org.locked.insert(id.to_string());
+        } else {
+            org.locked.remove(id);
+        }
+    }
+
     /// A record as REST would return it (all fields, deleted ones too).
     pub fn record(&self, id: &str) -> Option<Value> {
         self.sim.read(id)

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::anaplan::{AnaplanConfig, AuthMethod};
 use crate::crm::cdc::Transport;
 use crate::crm::{AuthConfig, CrmConfig};
+use crate::engine::write::WriteRetry;
 use crate::rules::FileErrors;
 
 #[doc(hidden)]
@@ -97,6 +98,11 @@ pub struct EngineSettings {
     pub crm_bulk_threshold: usize,
     /// Pairing name → the import definition that loads its module from a CSV.
     pub bulk_imports: std::collections::BTreeMap<String, String>,
+    /// Attempts the remote answered with a failure after which a write is given up as a
+    /// `write_failed` exception.
+    pub write_attempts: usize,
+    /// Age of a write (since it was queued) past which its next failure is its last.
+    pub write_give_up_after: Duration,
 }
 
 /// Why a config file could not be used.
@@ -112,6 +118,17 @@ pub enum ConfigError {
     /// `plansync_toml::diagnostic::render` or `one_line_each`).
     #[error(transparent)]
     Invalid(#[from] FileErrors),
+}
+
+impl EngineSettings {
+    /// How a write answered "retry" is retried: these limits, on the engine's backoff.
+    pub fn write_retry(&self) -> WriteRetry {
+        WriteRetry {
+            attempts: u32::try_from(self.write_attempts).unwrap_or(u32::MAX),
+            give_up_after: self.write_give_up_after,
+            ..WriteRetry::default()
+        }
+    }
 }
 
 impl Config {

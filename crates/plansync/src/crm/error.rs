@@ -76,8 +76,9 @@ impl CrmError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordError {
     /// The CRM's status code (`REQUIRED_FIELD_MISSING`, `ALL_OR_NONE_OPERATION_ROLLED_BACK`),
-    /// or one of ours for a call that failed as a whole: `CALL_FAILED`, `NOT_ATTEMPTED`,
-    /// `NOT_PROCESSED` (a bulk row in neither result file).
+    /// or one of ours for a call that failed as a whole: `AUTH_FAILED` (no token could be
+    /// had), `CALL_FAILED`, `NOT_ATTEMPTED`, `NOT_PROCESSED` (a bulk row in neither result
+    /// file).
     pub status_code: String,
     pub message: String,
     pub fields: Vec<String>,
@@ -89,9 +90,10 @@ pub struct RecordError {
 impl RecordError {
     pub(crate) fn from_call(err: &CrmError) -> RecordError {
         RecordError {
-            status_code: match err.code() {
-                Some(code) => code.to_string(),
-                None => "CALL_FAILED".to_string(),
+            status_code: match (err.code(), err) {
+                (Some(code), _) => code.to_string(),
+                (None, CrmError::Auth { .. }) => "AUTH_FAILED".to_string(),
+                (None, _) => "CALL_FAILED".to_string(),
             },
             message: err.to_string(),
             fields: Vec::new(),

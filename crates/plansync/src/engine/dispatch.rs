@@ -5,9 +5,11 @@
 //!
 //! Batching: the loop wakes when a shard queued writes (or every second, for writes queued by
 //! a person's resolution or left by a restart), waits one batch window so that a burst
-//! gathers into one batch, and sends at most `max_batch` writes per call of the sink. A
-//! batch that could not be delivered at all (`Retry`) is retried with a growing delay; the
-//! other side keeps working meanwhile.
+//! gathers into one batch, and sends at most `max_batch` writes per call of the sink. When
+//! the remote could not be reached at all (`Unreachable`), the side backs off as a whole with
+//! a growing delay; the other side keeps working meanwhile. A write answered `Retry` waits
+//! on its own backoff (`outbox.not_before`, set by its shard), so the rest of the side keeps
+//! flowing, and ends as a `write_failed` exception past its retry budget.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -87,7 +89,10 @@ pub async fn run(mut sink: Box<dyn Sink>, ctx: DispatchCtx) {
         tokio::time::sleep(settings.batch_window).await;
         loop {
             let limit = settings.max_batch;
-            let rows = match db.call(move |s| s.sendable_outbox(side, limit)).await {
+            let rows = match db
+                .call(move |s| s.sendable_outbox(side, limit, Utc::now()))
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(target: "plansync::engine", event = "outbox_read_failed", %side, error = %e, "reading the outbox failed");
@@ -142,9 +147,13 @@ pub async fn run(mut sink: Box<dyn Sink>, ctx: DispatchCtx) {
             let mut acked = 0u64;
             for (id, outcome) in report.outcomes {
                 match &outcome {
-                    WriteOutcome::Retry { .. } => retry = true,
+                    // The side could not be reached: it backs off as a whole. A write
+                    // answered `Retry` waits on its own backoff (the shard sets it).
+                    WriteOutcome::Unreachable { .. } => retry = true,
                     WriteOutcome::Acked { .. } => acked += 1,
-                    WriteOutcome::Rejected { .. } | WriteOutcome::Stale { .. } => {}
+                    WriteOutcome::Retry { .. }
+                    | WriteOutcome::Rejected { .. }
+                    | WriteOutcome::Stale { .. } => {}
                 }
                 let Some(record) = records.get(&id) else {
                     continue;

@@ -30,6 +30,7 @@ use super::router::Router;
 use super::shard::{RoundSummary, ShardCore, ShardMsg};
 use super::sources::{PollerCtx, Trigger};
 use super::start::{Sources, rekey_checkpoints, unclaimed};
+use super::write::WriteRetry;
 use crate::anaplan::AnaplanClient;
 use crate::crm::CrmClient;
 use crate::crm::cdc::Transport;
@@ -64,6 +65,8 @@ pub struct EngineOptions {
     /// Run the sources (first reconciliation, pollers, and the stream when configured).
     /// Off, the engine only sends what is queued, e.g. resolutions (`exceptions apply`).
     pub sources: bool,
+    /// How long a write answered "retry" keeps being retried.
+    pub write_retry: WriteRetry,
 }
 
 /// The shard count when none is configured: the machine's cores, at most 4. Shards decide in
@@ -88,6 +91,7 @@ impl EngineOptions {
             lookback: Duration::from_secs(120),
             stream: None,
             sources: true,
+            write_retry: WriteRetry::default(),
         }
     }
 }
@@ -321,7 +325,7 @@ impl EngineHandle {
             let store = engine_store(&options.store, &gate)?;
             let (tx, rx) = mpsc::channel(options.channel_capacity.max(1));
             senders.push(tx);
-            let core = ShardCore::new(index, store)?;
+            let core = ShardCore::new(index, store, options.write_retry)?;
             let (rules, wake, counters) = (rules.clone(), wake.clone(), counters.clone());
             let (failure, failed) = (failure.clone(), failed.clone());
             let thread = std::thread::Builder::new()

@@ -7,7 +7,11 @@
 //! never touches the store: the owning shard applies the outcome (shadow, outbox state,
 //! `write_failed` exception) in its own transaction.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+
+use crate::backoff::Backoff;
 
 use crate::model::{RecordKey, Value};
 
@@ -60,9 +64,17 @@ pub enum WriteOutcome {
     /// whose list item could not be created, an unknown field): a `write_failed` exception
     /// with `message`, the remote's own words.
     Rejected { message: String },
-    /// The call failed as a whole after the client's own retries (remote down, rate limited
-    /// past the retry budget): nothing is known to be written; send it again later.
+    /// The call that carried it failed (after the client's own retries) while the remote
+    /// could be reached: nothing is known to be written. It is sent again on its own
+    /// backoff, the rest of the side flowing meanwhile, and after [`WriteRetry`]'s budget
+    /// it ends as a `write_failed` exception with `message`: a write that can never land
+    /// must not be retried forever.
     Retry { message: String },
+    /// Not sent, or sent without an answer, because the remote could not be reached at all
+    /// (the transport failed, the client's retry budget ran out, the credentials were
+    /// refused): this says nothing about the write itself. It waits, uncounted, while the
+    /// whole side backs off.
+    Unreachable { message: String },
     /// Not written: the target no longer shows the [`WriteRequest::expect`]ed value but
     /// `current` (CRM vocabulary, the rule's kind), an edit the engine has not seen yet. The
     /// engine decides that edit first.
@@ -92,5 +104,37 @@ impl WriteReport {
                 .collect(),
             ..WriteReport::default()
         }
+    }
+}
+
+/// How long a write answered [`WriteOutcome::Retry`] keeps being retried, and how it waits
+/// between attempts. Only attempts the remote answered for the write count: an unreachable
+/// remote says nothing about any one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteRetry {
+    /// Answered attempts after which it is a `write_failed` exception.
+    pub attempts: u32,
+    /// Age (since it was queued) past which the next failed attempt is its last.
+    pub give_up_after: Duration,
+    /// The wait after each failed attempt: doubling from `backoff.initial` to `backoff.max`.
+    pub backoff: Backoff,
+}
+
+impl Default for WriteRetry {
+    /// Ten attempts over about ten minutes (waits of 1 s doubling to 5 min), or a day since
+    /// the write was queued.
+    fn default() -> Self {
+        WriteRetry {
+            attempts: 10,
+            give_up_after: Duration::from_secs(24 * 3600),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)),
+        }
+    }
+}
+
+impl WriteRetry {
+    /// Whether a write that has failed `attempts` times, queued `age` ago, is given up.
+    pub fn gives_up(&self, attempts: u32, age: Duration) -> bool {
+        attempts >= self.attempts || age >= self.give_up_after
     }
 }

@@ -115,6 +115,8 @@ pub struct OutboxUpdate {
     /// The exception the write ended in (a failed write's `write_failed`, a held write's
     /// conflict); `None` keeps what was there.
     pub result_exception: Option<ExceptionRef>,
+    /// When a write answered "retry" may be sent again; `None` clears the wait.
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// The whole per-field state to store, replacing what was there.
@@ -404,7 +406,7 @@ ON CONFLICT (pairing, crm_id) DO UPDATE SET at = excluded.at, fields = excluded.
 
 const UPDATE_OUTBOX: &str = "\
 UPDATE outbox SET state = ?2, attempts = attempts + ?3, last_error = coalesce(?4, last_error),
-    updated_at = ?5, result_exception_id = coalesce(?6, result_exception_id)
+    updated_at = ?5, result_exception_id = coalesce(?6, result_exception_id), not_before = ?7
 WHERE id = ?1";
 
 const UPSERT_SHADOW: &str = "\
@@ -669,6 +671,7 @@ fn apply(
                 u.last_error,
                 now,
                 result,
+                u.not_before.map(ts),
             ])?;
             if changed == 0 {
                 // An ack for a write that does not exist means the engine's view is wrong;

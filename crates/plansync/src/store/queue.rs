@@ -44,13 +44,15 @@ impl Store {
         .collect()
     }
 
-    /// The pending writes to `target` that may be sent now, oldest first: each is its
+    /// The pending writes to `target` that may be sent at `now`, oldest first: each is its
     /// field's in-flight write (claimed by its shard), or a record lifecycle operation
-    /// (`$…` pseudo fields, which have no shadow row).
+    /// (`$…` pseudo fields, which have no shadow row), and not waiting on its own backoff
+    /// (`not_before`).
     pub fn sendable_outbox(
         &self,
         target: Side,
         limit: usize,
+        now: DateTime<Utc>,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         let columns = outbox_columns_of("o");
         let sql = format!(
@@ -59,11 +61,12 @@ impl Store {
                   AND s.field = o.field
              WHERE o.target = ?1 AND o.state = 'pending'
                AND (s.in_flight_outbox_id = o.id OR substr(o.field, 1, 1) = '$')
+               AND (o.not_before IS NULL OR o.not_before <= ?3)
              ORDER BY o.id LIMIT ?2"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        stmt.query_and_then(params![target.as_str(), limit], outbox_from_row)?
+        stmt.query_and_then(params![target.as_str(), limit, ts(now)], outbox_from_row)?
             .collect()
     }
 

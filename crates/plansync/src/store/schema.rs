@@ -67,7 +67,9 @@
 //!   held the field for review, see `result_exception_id`), `superseded` (v7: not written
 //!   for the same reason; deciding the newer value needed no person: it converged, or a
 //!   newer write took its place).
-//! - `attempts`: how many times it was sent; `last_error`: the last remote error, or NULL.
+//! - `attempts`: how many times the remote answered it with a failure or success (from v8, a
+//!   call that found the remote unreachable is not counted: it says nothing about this
+//!   write); `last_error`: the last remote error, or NULL.
 //! - `created_at`, `updated_at`.
 //! - `replaced_value` (v2): what the target side showed when the write was decided (the value
 //!   it deliberately replaces); NULL for none. Kept so that, after the acknowledgement, an
@@ -75,6 +77,9 @@
 //! - `result_exception_id` (v7): the exception the write ended in: a `failed` write's
 //!   `write_failed`, a `held` write's conflict (or other exception); NULL otherwise, and for
 //!   rows stored before v7.
+//! - `not_before` (v8): a `pending` write answered "retry" waits on its own backoff until
+//!   then; NULL: send at once. After the configured attempts or age it ends `failed` with a
+//!   `write_failed` exception.
 //!
 //! ## `first_run_anaplan` (v4): the first run's Anaplan values, waiting for the CRM side
 //! Empty except during a first run (or after one that stopped halfway, until the next start).
@@ -211,6 +216,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V7_OUTBOX_OUTCOMES,
         rebuilds: true,
     },
+    Migration {
+        version: 8,
+        sql: V8_OUTBOX_BACKOFF,
+        rebuilds: false,
+    },
 ];
 
 /// The schema version this build creates and understands.
@@ -338,6 +348,13 @@ CREATE INDEX outbox_by_result ON outbox (result_exception_id)
 CREATE INDEX outbox_open_by_field ON outbox (pairing, crm_id, field)
     WHERE state IN ('pending', 'in_flight');
 CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+"#;
+
+/// A write answered "retry" was sent again with every batch, and its whole side backed off
+/// with it: a write that could never land stalled the side forever. Each write now waits on
+/// its own backoff; `not_before` is when it may be sent again.
+const V8_OUTBOX_BACKOFF: &str = r#"
+ALTER TABLE outbox ADD COLUMN not_before TEXT;
 "#;
 
 /// The shadow holds six rows per record and five times per row: as RFC 3339 text those were

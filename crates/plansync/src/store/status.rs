@@ -432,6 +432,7 @@ mod tests {
             add_attempts: 1,
             last_error: None,
             result_exception: None,
+            not_before: None,
         });
         second.add_outbox(write(5, Side::Anaplan));
         second.set_metric("anaplan.calls", 15);

@@ -286,6 +286,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         add_attempts: 1,
         last_error: None,
         result_exception: None,
+        not_before: None,
     });
     let id = store.commit(&batch).unwrap().outbox_id(write).unwrap();
 
@@ -296,6 +297,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         add_attempts: 2,
         last_error: Some("FIELD_CUSTOM_VALIDATION_EXCEPTION".into()),
         result_exception: None,
+        not_before: None,
     });
     store.commit(&batch).unwrap();
     let row = store.outbox(id).unwrap().unwrap();
@@ -315,6 +317,7 @@ fn outbox_updates_count_attempts_and_refuse_unknown_rows() {
         add_attempts: 0,
         last_error: None,
         result_exception: None,
+        not_before: None,
     });
     assert!(matches!(
         store.commit(&batch),

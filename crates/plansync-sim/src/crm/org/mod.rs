@@ -89,6 +89,9 @@ pub struct Org {
     commit_number: u64,
     /// The next this many record writes fail with `UNABLE_TO_LOCK_ROW` (test hook).
     pub lock_failures: u32,
+    /// Records every write of fails with `UNABLE_TO_LOCK_ROW` until released, as a record
+    /// held by a long-running job is (test hook).
+    pub locked: std::collections::HashSet<String>,
     /// A transaction with more changes than this ends in one `GAP_OVERFLOW` per entity.
     pub overflow_threshold: usize,
 }

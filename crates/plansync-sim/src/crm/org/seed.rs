@@ -56,6 +56,7 @@ impl Org {
             last_commit_ms: 0,
             commit_number: 1_000_000_000 + fastrand::u64(0..1_000_000),
             lock_failures: 0,
+            locked: Default::default(),
             overflow_threshold: 100_000,
         };
         org.add_table(user_def())?;

@@ -198,10 +198,12 @@ impl Org {
     }
 
     fn take_lock(&mut self, id: &str) -> Result<(), Vec<FieldError>> {
-        if self.lock_failures == 0 {
-            return Ok(());
+        if !self.locked.contains(id) {
+            if self.lock_failures == 0 {
+                return Ok(());
+            }
+            self.lock_failures -= 1;
         }
-        self.lock_failures -= 1;
         Err(vec![FieldError::new(
             "UNABLE_TO_LOCK_ROW",
             format!("unable to obtain exclusive access to this record or 1 records: {id}"),

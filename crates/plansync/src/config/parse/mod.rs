@@ -18,6 +18,7 @@ use toml::de::{DeTable, DeValue};
 use crate::anaplan::{AuthMethod, CertFormat};
 use crate::crm::AuthConfig;
 use crate::crm::cdc::Transport;
+use crate::engine::write::WriteRetry;
 use crate::rules::FileErrors;
 use crate::secret::Secret;
 use plansync_toml::diagnostic::Problem;
@@ -37,6 +38,8 @@ const ENGINE_KEYS: &[&str] = &[
     "transactional_max_cells",
     "crm_bulk_threshold",
     "bulk_imports",
+    "write_attempts",
+    "write_give_up_after",
 ];
 
 const DEFAULT_POLL: Duration = Duration::from_secs(300);
@@ -194,6 +197,14 @@ impl Walk<'_> {
                 100_000_000,
             ),
             bulk_imports: self.bulk_imports(t),
+            write_attempts: self.count(t, "write_attempts", d.write_attempts, 1, 1000),
+            write_give_up_after: self.duration(
+                t,
+                "write_give_up_after",
+                d.write_give_up_after,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
         }
     }
 
@@ -235,5 +246,7 @@ fn default_engine() -> EngineSettings {
         transactional_max_cells: 50_000,
         crm_bulk_threshold: 2_000,
         bulk_imports: BTreeMap::new(),
+        write_attempts: WriteRetry::default().attempts as usize,
+        write_give_up_after: WriteRetry::default().give_up_after,
     }
 }

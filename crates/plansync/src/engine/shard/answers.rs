@@ -16,23 +16,25 @@ impl Round<'_> {
         }
         self.summary.acks += 1;
         let id = OutboxRef::stored(outbox_id);
-        if let WriteOutcome::Retry { message } = &outcome {
-            tracing::info!(
-                target: "plansync::engine",
-                event = "retry",
-                outbox_id,
-                field = %row.key,
-                message = %message,
-            );
-            self.batch.update_outbox(OutboxUpdate {
-                id,
-                state: OutboxState::Pending,
-                add_attempts: 1,
-                last_error: Some(message.clone()),
-                result_exception: None,
-            });
-            return Ok(());
-        }
+        let outcome = match outcome {
+            WriteOutcome::Unreachable { message } => {
+                // Says nothing about this write: it waits, uncounted, with its side.
+                self.batch.update_outbox(OutboxUpdate {
+                    id,
+                    state: OutboxState::Pending,
+                    add_attempts: 0,
+                    last_error: Some(message),
+                    result_exception: None,
+                    not_before: None,
+                });
+                return Ok(());
+            }
+            WriteOutcome::Retry { message } => match self.retry_or_give_up(id, &row, message) {
+                Some(given_up) => given_up,
+                None => return Ok(()),
+            },
+            other => other,
+        };
         if let WriteOutcome::Acked { .. } = &outcome {
             self.batch.update_outbox(OutboxUpdate {
                 id,
@@ -40,6 +42,7 @@ impl Round<'_> {
                 add_attempts: 1,
                 last_error: None,
                 result_exception: None,
+                not_before: None,
             });
         }
         // A refused or stale write is stored below, with the exception it ends in.
@@ -57,6 +60,48 @@ impl Round<'_> {
         }
         let pre = self.field_answer(id, outbox_id, &row, &outcome)?;
         self.decide_what_waited(id, outbox_id, &row, &outcome, &pre)
+    }
+
+    /// A write answered "retry": sent again after its own backoff, or, past the retry budget
+    /// (attempts or age), given up: the refusal it becomes is returned, to end as a
+    /// `write_failed` exception with the last error.
+    fn retry_or_give_up(
+        &mut self,
+        id: OutboxRef,
+        row: &crate::store::OutboxRecord,
+        message: String,
+    ) -> Option<WriteOutcome> {
+        let attempts = row.attempts.saturating_add(1);
+        let age = (self.now - row.created_at).to_std().unwrap_or_default();
+        if self.retry.gives_up(attempts, age) {
+            tracing::warn!(target: "plansync::engine", event = "write_given_up", outbox_id = row.id, field = %row.key, attempts, message = %message, "a write kept failing; it ends as a write_failed exception");
+            let age = crate::config::duration::format_duration(std::time::Duration::from_secs(
+                age.as_secs(),
+            ));
+            return Some(WriteOutcome::Rejected {
+                message: format!("gave up after {attempts} attempts in {age}: {message}"),
+            });
+        }
+        let wait = self.retry.backoff.wait(attempts);
+        tracing::info!(
+            target: "plansync::engine",
+            event = "retry",
+            outbox_id = row.id,
+            field = %row.key,
+            attempts,
+            wait_ms = wait.as_millis() as u64,
+            message = %message,
+        );
+        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+        self.batch.update_outbox(OutboxUpdate {
+            id,
+            state: OutboxState::Pending,
+            add_attempts: 1,
+            last_error: Some(message),
+            result_exception: None,
+            not_before: Some(self.now + wait),
+        });
+        None
     }
 
     /// A lifecycle write's answer: a refusal is a record's `write_failed` exception.
@@ -87,6 +132,7 @@ impl Round<'_> {
                 add_attempts: 1,
                 last_error: Some(message),
                 result_exception: Some(exception),
+                not_before: None,
             });
         }
         if let WriteOutcome::Stale { current } = outcome {
@@ -167,9 +213,12 @@ impl Round<'_> {
                     add_attempts: 1,
                     last_error: Some(message.clone()),
                     result_exception: Some(exception),
+                    not_before: None,
                 });
             }
-            WriteOutcome::Retry { .. } | WriteOutcome::Stale { .. } => {}
+            WriteOutcome::Retry { .. }
+            | WriteOutcome::Unreachable { .. }
+            | WriteOutcome::Stale { .. } => {}
         }
         Ok(pre)
     }
@@ -326,6 +375,7 @@ impl Round<'_> {
                 row.target
             )),
             result_exception: held,
+            not_before: None,
         });
     }
 }

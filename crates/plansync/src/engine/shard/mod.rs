@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::state::{Flight, Working};
-use super::write::{WriteOutcome, lifecycle};
+use super::write::{WriteOutcome, WriteRetry, lifecycle};
 use crate::model::{
     AckedWrite, Change, ChangeKind, ExceptionKind, ExceptionStatus, Position, RecordKey, Side,
     Source, Value, ValueKind,
@@ -109,18 +109,21 @@ pub struct ShardCore {
     pub index: usize,
     store: Store,
     flags: HashMap<RecordKey, BTreeMap<String, bool>>,
+    /// How long a write answered "retry" is retried before it is a `write_failed` exception.
+    retry: WriteRetry,
 }
 
 impl ShardCore {
     /// A shard on `store`, with the Anaplan flags last seen (stored by every shard's rounds),
     /// so a decision after a restart sees them as they were, not as all false until the
     /// next poll.
-    pub fn new(index: usize, store: Store) -> Result<ShardCore, StoreError> {
+    pub fn new(index: usize, store: Store, retry: WriteRetry) -> Result<ShardCore, StoreError> {
         let flags = store.anaplan_flags()?.into_iter().collect();
         Ok(ShardCore {
             index,
             store,
             flags,
+            retry,
         })
     }
 
@@ -165,6 +168,7 @@ impl ShardCore {
             mapped: HashMap::new(),
             raised: HashSet::new(),
             summary: RoundSummary::default(),
+            retry: self.retry,
             now,
         };
         for msg in msgs {
@@ -275,6 +279,7 @@ struct Round<'a> {
     /// stored, so the store's check cannot see them): kind, record, field, message.
     raised: HashSet<(ExceptionKind, RecordKey, Option<String>, String)>,
     summary: RoundSummary,
+    retry: WriteRetry,
     now: DateTime<Utc>,
 }
 

@@ -132,6 +132,7 @@ impl CrmSink {
             acked = count(|o| matches!(o, WriteOutcome::Acked { .. })),
             rejected = count(|o| matches!(o, WriteOutcome::Rejected { .. })),
             retry = count(|o| matches!(o, WriteOutcome::Retry { .. })),
+            unreachable = count(|o| matches!(o, WriteOutcome::Unreachable { .. })),
             calls = ?report.calls,
             "the CRM sink wrote a batch"
         );
@@ -177,36 +178,49 @@ fn prepare<'a>(
     Ok((&pairing.crm_object, &rule.crm, value))
 }
 
-/// Codes of errors that pass by themselves, so the write is sent again later rather than
-/// shown to a person:
+/// Codes that say the CRM could not be reached at all, whatever the record: the write waits,
+/// uncounted, while the side backs off (`Unreachable`):
 ///
-/// | code | why it passes |
+/// | code | why |
 /// |---|---|
-/// | `UNABLE_TO_LOCK_ROW` | lock contention still there after the client's own retries |
-/// | `REQUEST_LIMIT_EXCEEDED` | the rolling 24-hour API budget frees up |
-/// | `INVALID_SESSION_ID` | a token the client could not replace this time |
-/// | `NOT_ATTEMPTED`, `NOT_PROCESSED` | never sent after an earlier call failed, or a bulk row in neither result file |
-/// | `ALL_OR_NONE_OPERATION_ROLLED_BACK` | rolled back because of another record |
-/// | `CALL_FAILED` | the call failed as a whole: connection, token endpoint (`invalid_client`, which an operator fixes in the configuration), an answer we could not read, a bulk job that failed |
+/// | `REQUEST_LIMIT_EXCEEDED` | the rolling 24-hour API budget is spent; it frees up |
+/// | `INVALID_SESSION_ID`, `AUTH_FAILED` | no token the CRM accepts (an operator may have to fix the credentials) |
+/// | `NOT_ATTEMPTED` | never sent: an earlier call of the batch failed that way |
 /// | `SERVER_UNAVAILABLE`, `HTTP_5xx` | the CRM is busy or down |
 ///
-/// Also anything the client marks `retryable` (5xx answers, transport faults). Every other
-/// code — `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `INVALID_FIELD`, `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`,
-/// `REQUIRED_FIELD_MISSING`, `ENTITY_IS_DELETED`, `MALFORMED_ID`, codes we do not know — is
-/// about the record or the value and will fail the same way again: `Rejected`.
-const TRANSIENT: &[&str] = &[
-    "UNABLE_TO_LOCK_ROW",
+/// and `CALL_FAILED` when the client judged the fault transient (a connection or timeout).
+const UNREACHABLE: &[&str] = &[
     "REQUEST_LIMIT_EXCEEDED",
     "INVALID_SESSION_ID",
+    "AUTH_FAILED",
     "NOT_ATTEMPTED",
-    "NOT_PROCESSED",
-    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-    "CALL_FAILED",
     "SERVER_UNAVAILABLE",
 ];
 
-/// What one record's error means for its writes (see [`TRANSIENT`]). The message is the
-/// CRM's own words, `CODE: message`.
+/// Codes of errors about this call or record that may pass, so the write is sent again on
+/// its own backoff, and ends as a `write_failed` exception if it keeps failing (`Retry`):
+///
+/// | code | why it may pass |
+/// |---|---|
+/// | `UNABLE_TO_LOCK_ROW` | lock contention still there after the client's own retries |
+/// | `NOT_PROCESSED` | a bulk row in neither result file |
+/// | `ALL_OR_NONE_OPERATION_ROLLED_BACK` | rolled back because of another record |
+/// | `CALL_FAILED` | an answer we could not read, a bulk job that failed |
+///
+/// Also anything else the client marks `retryable`. Every other code —
+/// `FIELD_CUSTOM_VALIDATION_EXCEPTION`, `INVALID_FIELD`,
+/// `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`, `REQUIRED_FIELD_MISSING`, `ENTITY_IS_DELETED`,
+/// `MALFORMED_ID`, codes we do not know — is about the record or the value and will fail the
+/// same way again: `Rejected`.
+const TRANSIENT: &[&str] = &[
+    "UNABLE_TO_LOCK_ROW",
+    "NOT_PROCESSED",
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "CALL_FAILED",
+];
+
+/// What one record's error means for its writes (see [`UNREACHABLE`] and [`TRANSIENT`]).
+/// The message is the CRM's own words, `CODE: message`.
 pub fn outcome_of(error: &RecordError) -> WriteOutcome {
     let code = error.status_code.as_str();
     let message = format!("{code}: {}", error.message);
@@ -214,7 +228,9 @@ pub fn outcome_of(error: &RecordError) -> WriteOutcome {
         .strip_prefix("HTTP_")
         .and_then(|s| s.parse::<u16>().ok())
         .is_some_and(|status| status >= 500);
-    if error.retryable || server_fault || TRANSIENT.contains(&code) {
+    if server_fault || UNREACHABLE.contains(&code) || (code == "CALL_FAILED" && error.retryable) {
+        WriteOutcome::Unreachable { message }
+    } else if error.retryable || TRANSIENT.contains(&code) {
         WriteOutcome::Retry { message }
     } else {
         WriteOutcome::Rejected { message }
@@ -263,14 +279,29 @@ mod tests {
     }
 
     #[test]
-    fn transient_codes_retry_and_the_rest_are_rejected() {
+    fn unreachable_codes_wait_transient_codes_retry_and_the_rest_are_rejected() {
         for code in [
-            "UNABLE_TO_LOCK_ROW",
             "REQUEST_LIMIT_EXCEEDED",
+            "INVALID_SESSION_ID",
+            "AUTH_FAILED",
             "NOT_ATTEMPTED",
-            "CALL_FAILED",
             "HTTP_503",
         ] {
+            assert_eq!(
+                outcome_of(&error(code, false)),
+                WriteOutcome::Unreachable {
+                    message: format!("{code}: m")
+                },
+                "{code}"
+            );
+        }
+        // A connection that failed is the CRM out of reach; an answer we could not read is
+        // this call's failure, and counts against the write.
+        assert!(matches!(
+            outcome_of(&error("CALL_FAILED", true)),
+            WriteOutcome::Unreachable { .. }
+        ));
+        for code in ["UNABLE_TO_LOCK_ROW", "NOT_PROCESSED", "CALL_FAILED"] {
             assert_eq!(
                 outcome_of(&error(code, false)),
                 WriteOutcome::Retry {

@@ -17,7 +17,7 @@ pub(super) struct Run {
     pub(super) items: Vec<(RecordKey, String)>,
     pub(super) calls: BTreeMap<&'static str, u64>,
     /// Set once a call failed in a way that says the tenant cannot be reached: everything not
-    /// yet answered is answered `Retry` with this message, without more calls.
+    /// yet answered is answered `Unreachable` with this message, without more calls.
     pub(super) down: Option<String>,
 }
 
@@ -50,14 +50,26 @@ impl Run {
         );
     }
 
+    /// Not sent (or not answered) because the tenant could not be reached: says nothing
+    /// about the write (see [`WriteOutcome::Unreachable`]).
+    pub(super) fn not_reached(&mut self, i: usize, message: &str) {
+        self.set(
+            i,
+            WriteOutcome::Unreachable {
+                message: message.to_string(),
+            },
+        );
+    }
+
     pub(super) fn count(&mut self, kind: &'static str, n: u64) {
         if n > 0 {
             *self.calls.entry(kind).or_default() += n;
         }
     }
 
-    /// Notes a whole-call failure: `Retry` for `which`, and the tenant marked down when the
-    /// error says so.
+    /// Notes a whole-call failure: when the error says the tenant cannot be reached, the
+    /// tenant is marked down and `which` answered `Unreachable`; otherwise `Retry` (this
+    /// call failed: its writes are retried on their own backoff, and given up in the end).
     pub(super) fn failed_call(
         &mut self,
         which: impl IntoIterator<Item = usize>,
@@ -66,10 +78,15 @@ impl Run {
     ) {
         let message = format!("{what}: {e}");
         tracing::warn!(target: "plansync::engine", event = "sink_call_failed", error = %e, "{what} failed; the writes it carried will be retried");
+        let down = unreachable(e);
         for i in which {
-            self.retry(i, &message);
+            if down {
+                self.not_reached(i, &message);
+            } else {
+                self.retry(i, &message);
+            }
         }
-        if unreachable(e) && self.down.is_none() {
+        if down && self.down.is_none() {
             self.down = Some(message);
         }
     }

@@ -78,7 +78,7 @@ impl AnaplanSink {
         }
         if let Some(message) = run.down.clone() {
             for c in &cells {
-                run.retry(c.req, &message);
+                run.not_reached(c.req, &message);
             }
             return;
         }
@@ -126,7 +126,7 @@ impl AnaplanSink {
         while !rest.is_empty() {
             if let Some(message) = run.down.clone() {
                 for c in rest {
-                    run.retry(c.req, &message);
+                    run.not_reached(c.req, &message);
                 }
                 return;
             }

@@ -170,7 +170,7 @@ impl AnaplanSink {
             let all: Vec<usize> = reqs_of.values().flatten().copied().collect();
             if let Some(message) = run.down.clone() {
                 for i in all {
-                    run.retry(i, &message);
+                    run.not_reached(i, &message);
                 }
                 continue;
             }

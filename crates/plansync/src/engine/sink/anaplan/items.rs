@@ -343,7 +343,7 @@ impl AnaplanSink {
         }
         if let Some(message) = run.down.clone() {
             for i in carried {
-                run.retry(i, &message);
+                run.not_reached(i, &message);
             }
             return;
         }

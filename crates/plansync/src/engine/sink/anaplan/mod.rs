@@ -6,7 +6,8 @@
 //! first appear, and runs `write_pairing` for each, which does, in this order:
 //! 0. **Plan** (`plan.rs`): each request is classified into an op against the pairing's
 //!    rule; a request no rule allows is rejected without a call. When an earlier pairing
-//!    found the tenant unreachable, every op is answered `Retry` here and nothing is sent.
+//!    found the tenant unreachable, every op is answered `Unreachable` here and nothing is
+//!    sent.
 //! 1. **Names to ids** (`items.rs`), once per pairing and kept: the list, the module and its
 //!    line items (three calls; the tenant's budget is about 600 calls a minute). A name the
 //!    model lacks rejects the pairing's requests; a failed call retries them. Then each cell
@@ -39,10 +40,11 @@
 //!
 //! Failures (`answers.rs`): a per-cell or per-item failure rejects only its requests, with
 //! Anaplan's own words. A call that fails as a whole (after the client's retries) answers
-//! `Retry` for the requests it carried; requests of calls that succeeded stay `Acked`. When
-//! the failure says the tenant cannot be reached at all (the retry budget ran out, the
-//! transport failed, the token was refused), the rest of the batch is answered `Retry`
-//! without spending more calls.
+//! `Retry` for the requests it carried (each retried on its own backoff, and given up in
+//! the end); requests of calls that succeeded stay `Acked`. When the failure says the tenant
+//! cannot be reached at all (the retry budget ran out, the transport failed, the token was
+//! refused), its requests and the rest of the batch are answered `Unreachable` without
+//! spending more calls.
 //!
 //! Call counts in the report come from the client's outcomes (`calls`) for writes, one per
 //! single-request read, and the difference of the client's `bulk` counter around an import
@@ -152,10 +154,13 @@ impl AnaplanSink {
                 .iter()
                 .zip(run.outcomes)
                 .map(|(req, outcome)| {
-                    let outcome = outcome.unwrap_or_else(|| WriteOutcome::Retry {
-                        message: down.clone().unwrap_or_else(|| {
-                            "the Anaplan sink did not get to this write".to_string()
-                        }),
+                    let outcome = outcome.unwrap_or_else(|| match &down {
+                        Some(message) => WriteOutcome::Unreachable {
+                            message: message.clone(),
+                        },
+                        None => WriteOutcome::Retry {
+                            message: "the Anaplan sink did not get to this write".to_string(),
+                        },
                     });
                     (req.outbox_id, outcome)
                 })
@@ -196,7 +201,7 @@ impl AnaplanSink {
         };
         if let Some(message) = run.down.clone() {
             for i in all_ops(&records) {
-                run.retry(i, &message);
+                run.not_reached(i, &message);
             }
             return;
         }

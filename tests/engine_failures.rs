@@ -1,0 +1,133 @@
+//! Failures never stall, loop or hide: a write that can never land ends as one exception
+//! while the rest of its side flows. Each test runs both simulators on loopback sockets and
+//! the engine in-process, and checks both systems and the store.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use plansync::backoff::Backoff;
+use plansync::engine::write::WriteRetry;
+use plansync::model::ExceptionKind;
+
+/// `(state, attempts, last_error)` of the writes of `field` of `crm_id` to the CRM.
+fn crm_writes(db: &Path, crm_id: &str, field: &str) -> Vec<(String, i64, Option<String>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT state, attempts, last_error FROM outbox
+             WHERE crm_id = ?1 AND field = ?2 AND target = 'crm' ORDER BY id",
+        )
+        .expect("prepare");
+    stmt.query_map([crm_id, field], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// A CRM record held locked: every write of it is answered `UNABLE_TO_LOCK_ROW`, after the
+/// client's own retries. Its write is retried on its own backoff while writes of other
+/// records go through at once, and after its budget it is exactly one `write_failed`
+/// exception with the CRM's words; the record keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_keeps_failing_ends_as_one_write_failed_exception_while_the_side_flows() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.write_retry = Some(WriteRetry {
+        attempts: 4,
+        give_up_after: Duration::from_secs(3600),
+        backoff: Backoff::new(Duration::from_millis(400), Duration::from_millis(800)),
+    });
+    env.start(true).await;
+    env.settle().await;
+    let territories = env.ids("Territory__c").await;
+    let (locked, free, later) = (&territories[0], &territories[1], &territories[2]);
+    let before = env.crm_field(locked, "Annual_Quota__c");
+    env.crm.lock_record(locked, true);
+
+    // Planners change two quotas (Anaplan owns them): one record is locked in the CRM.
+    for (id, quota) in [(locked, "7100000"), (free, "7200000")] {
+        env.planner_sets(TER_MODULE, TER_LIST, id, "Annual Quota", number(quota))
+            .await;
+    }
+    env.engine().poll_now(None);
+    wait_for("the free record's quota to reach the CRM", || async {
+        env.crm_field(free, "Annual_Quota__c").as_f64() == Some(7_200_000.0)
+    })
+    .await;
+    wait_for("the locked record's write to be answered once", || async {
+        crm_writes(&env.db, locked, "Annual_Quota__c")
+            .iter()
+            .any(|(state, attempts, _)| state == "pending" && *attempts >= 1)
+    })
+    .await;
+
+    // While the locked record's write waits on its own backoff, the side is not held up.
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        later,
+        "Annual Quota",
+        number("7300000"),
+    )
+    .await;
+    let asked = Instant::now();
+    env.engine().poll_now(None);
+    wait_for("a later write to reach the CRM", || async {
+        env.crm_field(later, "Annual_Quota__c").as_f64() == Some(7_300_000.0)
+    })
+    .await;
+    assert!(
+        crm_writes(&env.db, locked, "Annual_Quota__c")
+            .iter()
+            .any(|(state, _, _)| state == "pending"),
+        "the later write went while the locked one still waited ({:?} after the poll)",
+        asked.elapsed()
+    );
+
+    // Four answered attempts, then it is given up: one exception, with the CRM's words.
+    wait_for("the locked record's write to be given up", || async {
+        !env.exceptions(Some(ExceptionKind::WriteFailed)).is_empty()
+    })
+    .await;
+    env.settle().await;
+    let failed = env.exceptions(Some(ExceptionKind::WriteFailed));
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let e = &failed[0];
+    assert_eq!(e.crm_id.as_deref(), Some(locked.as_str()));
+    assert!(
+        e.message.contains("gave up after 4 attempts") && e.message.contains("UNABLE_TO_LOCK_ROW"),
+        "{}",
+        e.message
+    );
+    let writes = crm_writes(&env.db, locked, "Annual_Quota__c");
+    let last = writes.last().expect("the locked record's write");
+    assert_eq!((last.0.as_str(), last.1), ("failed", 4), "{writes:?}");
+    assert!(
+        last.2
+            .as_deref()
+            .is_some_and(|m| m.contains("UNABLE_TO_LOCK_ROW")),
+        "{writes:?}"
+    );
+    assert_eq!(env.crm_field(locked, "Annual_Quota__c"), before);
+    let cell = env
+        .anaplan
+        .cells(MODEL, TER_MODULE)
+        .expect("module")
+        .get(locked.as_str())
+        .and_then(|row| row.get("Annual Quota"))
+        .map(|v| v.to_string());
+    assert_eq!(
+        cell.as_deref(),
+        Some("7100000"),
+        "Anaplan keeps the planner's value"
+    );
+
+    // Released, nothing is sent behind the reviewer's back: the exception waits for them.
+    env.crm.lock_record(locked, false);
+    env.poll().await;
+    assert_eq!(env.crm_field(locked, "Annual_Quota__c"), before);
+    assert_eq!(env.exceptions(Some(ExceptionKind::WriteFailed)).len(), 1);
+    env.stop().await;
+}
