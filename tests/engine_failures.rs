@@ -1,14 +1,16 @@
 //! Failures never stall, loop or hide: a write that can never land ends as one exception
-//! while the rest of its side flows. Each test runs both simulators on loopback sockets and
+//! while the rest of its side flows, and an exception whose sides come to agree closes
+//! itself. Each test runs both simulators on loopback sockets and
 //! the engine in-process, and checks both systems and the store.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
+use plansync::anaplan::ListItemWrite;
 use plansync::backoff::Backoff;
 use plansync::engine::write::WriteRetry;
-use plansync::model::ExceptionKind;
+use plansync::model::{ExceptionKind, ExceptionStatus};
 
 /// `(state, attempts, last_error)` of the writes of `field` of `crm_id` to the CRM.
 fn crm_writes(db: &Path, crm_id: &str, field: &str) -> Vec<(String, i64, Option<String>)> {
@@ -130,4 +132,84 @@ async fn a_write_that_keeps_failing_ends_as_one_write_failed_exception_while_the
     assert_eq!(env.crm_field(locked, "Annual_Quota__c"), before);
     assert_eq!(env.exceptions(Some(ExceptionKind::WriteFailed)).len(), 1);
     env.stop().await;
+}
+
+/// Exceptions whose field comes to show the same value on both sides close themselves as
+/// converged, whatever their kind: a planner's probability over the rule's 0..=100
+/// (`validation`) taken back by the planner, and a planner's rename of a CRM-owned name
+/// (`ownership_violation`) that the rep then adopts. A revert's violation is not closed by
+/// the revert landing (`engine_e2e`'s planner typing over a CRM-owned amount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_whose_sides_agree_again_close_as_converged() {
+    let mut env = Env::running(&rules_dir()).await;
+    env.poll().await;
+    let ids = env.opportunities().await;
+    let (a, b) = (&ids[0], &ids[1]);
+
+    // A value the rule refuses, then the value both sides had.
+    let agreed = env
+        .crm_field(a, "Probability")
+        .as_f64()
+        .expect("a probability");
+    env.planner_sets(OPP_MODULE, OPP_LIST, a, "Probability", number("150"))
+        .await;
+    env.poll().await;
+    let open = env.open_exceptions_for(a, "Probability");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].kind, ExceptionKind::Validation);
+    let validation = open[0].id;
+    env.planner_sets(
+        OPP_MODULE,
+        OPP_LIST,
+        a,
+        "Probability",
+        number(&format!("{agreed}")),
+    )
+    .await;
+    env.poll().await;
+    assert!(env.open_exceptions_for(a, "Probability").is_empty());
+    let closed = exception(&env, validation);
+    assert_eq!(closed.status, ExceptionStatus::Converged, "{closed:?}");
+    assert!(closed.resolved_at.is_some(), "{closed:?}");
+
+    // A planner renames a CRM-owned name: refused, both sides keep their own.
+    let planner = anaplan_client(&env.anaplan);
+    let list = planner.list_id(MODEL, OPP_LIST).await.expect("list id");
+    let renamed = "Renamed by planning";
+    let update = ListItemWrite {
+        code: b.clone(),
+        properties: [("Opportunity Name".to_string(), renamed.to_string())].into(),
+        ..ListItemWrite::default()
+    };
+    let done = planner
+        .update_list_items(MODEL, &list, &[update])
+        .await
+        .expect("property updated");
+    assert!(done.failures.is_empty(), "{:?}", done.failures);
+    env.poll().await;
+    let open = env.open_exceptions_for(b, "Name");
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].kind, ExceptionKind::OwnershipViolation);
+    let violation = open[0].id;
+    assert_ne!(env.crm_field(b, "Name"), serde_json::json!(renamed));
+
+    // The rep takes the planner's name: the two sides agree, the violation is over.
+    env.rep_edits(b, serde_json::json!({ "Name": renamed }));
+    wait_for("the violation to close", || async {
+        env.open_exceptions_for(b, "Name").is_empty()
+    })
+    .await;
+    let closed = exception(&env, violation);
+    assert_eq!(closed.status, ExceptionStatus::Converged, "{closed:?}");
+    let f = closed.field.as_ref().expect("field");
+    assert_eq!(f.crm_value.to_text().as_deref(), Some(renamed));
+    assert_eq!(f.anaplan_value.to_text().as_deref(), Some(renamed));
+    env.stop().await;
+}
+
+fn exception(env: &Env, id: i64) -> plansync::store::ExceptionRecord {
+    env.exceptions(None)
+        .into_iter()
+        .find(|e| e.id == id)
+        .expect("the exception")
 }

@@ -174,6 +174,40 @@ impl Store {
         Ok(found > 0)
     }
 
+    /// The open exceptions of the field `key` of one of `kinds`, with when each was raised.
+    pub fn open_field_exceptions(
+        &self,
+        key: &FieldKey,
+        kinds: &[ExceptionKind],
+    ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, created_at FROM exceptions
+             WHERE crm_id = ?1 AND field = ?2 AND pairing = ?3 AND status = 'open'
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(
+            params![key.record.crm_id, key.field, key.record.pairing],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, created_at) = row?;
+            if kinds.iter().any(|k| k.as_str() == kind) {
+                out.push((
+                    id,
+                    super::codec::parse_ts("exceptions", "created_at", created_at)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes queued or sent and not yet answered.
     pub fn open_outbox_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self.conn.query_row(

@@ -174,4 +174,54 @@ impl Round<'_> {
             at: self.now,
         })
     }
+
+    /// A person's change left both sides showing the same value: the field's open ownership
+    /// violations, failed writes and validation problems are over, and close as converged,
+    /// with both values, as a held conflict does. Not on the echo of our own write (the
+    /// stream says so), nor when the value is that of our write made after the exception
+    /// (a revert landing undid the edit the exception records, which a reviewer still has
+    /// to see; an Anaplan poll cannot tell whose a value is).
+    pub(super) fn close_converged(
+        &mut self,
+        key: &FieldKey,
+        rule: &FieldRule,
+        obs: &Obs,
+    ) -> Result<(), StoreError> {
+        const CONVERGING: [ExceptionKind; 3] = [
+            ExceptionKind::OwnershipViolation,
+            ExceptionKind::WriteFailed,
+            ExceptionKind::Validation,
+        ];
+        if obs.ours {
+            return Ok(());
+        }
+        let Some(w) = self.fields.get(key) else {
+            return Ok(());
+        };
+        let (Some(crm), Some(anaplan)) = (&w.seen_crm, &w.seen_anaplan) else {
+            return Ok(());
+        };
+        if !rule.same(&crm.value, &anaplan.value) {
+            return Ok(());
+        }
+        let (crm_value, anaplan_value) = (crm.value.clone(), anaplan.value.clone());
+        let ours = w
+            .last_ack
+            .as_ref()
+            .filter(|a| a.to == obs.side && rule.same(&a.value, &obs.value))
+            .map(|a| a.at);
+        for (id, raised) in self.store.open_field_exceptions(key, &CONVERGING)? {
+            if ours.is_some_and(|acked| acked >= raised) {
+                continue;
+            }
+            tracing::info!(target: "plansync::engine", event = "exception_converged", exception = id, field = %key, "both sides agree again: the exception is closed as converged");
+            self.batch.update_exception(ExceptionUpdate {
+                id: ExceptionRef::stored(id),
+                crm_value: crm_value.clone(),
+                anaplan_value: anaplan_value.clone(),
+                status: ExceptionStatus::Converged,
+            });
+        }
+        Ok(())
+    }
 }

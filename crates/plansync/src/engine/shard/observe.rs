@@ -227,6 +227,14 @@ impl Round<'_> {
 
         let exception_ref = self.decision_exception(pairing, rule, &key, &decision);
         self.apply_decision(&key, rule, &obs, observed, &decision, exception_ref);
+        if !first_agreement
+            && matches!(
+                decision.action,
+                Action::Converged { .. } | Action::Unchanged
+            )
+        {
+            self.close_converged(&key, rule, &obs)?;
+        }
         if first_agreement {
             // The first reconciliation found both sides already agreeing: the shadow's base
             // (source `reconcile`, with its time) records that, and an audit row per field
