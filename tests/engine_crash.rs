@@ -91,6 +91,12 @@ async fn simulators() -> (CrmSimHandle, SimHandle) {
 }
 
 fn spawn(config: &Path, log: &Path) -> Engine {
+    spawn_logging(config, log, Some("plansync=info"))
+}
+
+/// `plansync run`, its log into `log` at `level` (`None`: the default, without
+/// `PLANSYNC_LOG`).
+fn spawn_logging(config: &Path, log: &Path, level: Option<&str>) -> Engine {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -101,7 +107,8 @@ fn spawn(config: &Path, log: &Path) -> Engine {
         .arg(config)
         .env("PLANSYNC_TEST_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
         .env("PLANSYNC_TEST_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD)
-        .env("PLANSYNC_LOG", "plansync=info")
+        .env_remove("PLANSYNC_LOG")
+        .envs(level.map(|l| ("PLANSYNC_LOG", l)))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -807,4 +814,54 @@ async fn a_wrong_password_stops_plansync_run_before_anything_is_decided() {
             .all(|r| r.method == "GET" || r.path.contains("token")),
         "nothing is written to Anaplan"
     );
+}
+
+/// An Anaplan that stops answering is seen at the default log level at once: a WARN at the
+/// first failure, not DEBUG lines while the client retries for minutes; the retries after it
+/// stay quiet (one WARN per client, an ERROR only every 30 s while it lasts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anaplan_that_stops_answering_is_a_warning_at_the_default_level() {
+    let (crm, anaplan) = simulators().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    let log = dir.path().join("engine.log");
+    let mut engine = spawn_logging(&config, &log, None);
+    wait_for("the first run to complete", || first_run_state(&db).0.is_some()).await;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let unreachable = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("anaplan_unreachable"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(unreachable(&read()).is_empty(), "{}", read());
+
+    anaplan.set_faults(asim::Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        include_auth: false,
+        ..asim::Faults::default()
+    });
+    let faulted = anaplan.request_counts().faulted;
+    signal(&engine, "USR1");
+    wait_for("a warning that Anaplan cannot be reached", || {
+        !unreachable(&read()).is_empty()
+    })
+    .await;
+    wait_for("the client to retry a few times", || {
+        anaplan.request_counts().faulted >= faulted + 4
+    })
+    .await;
+    let lines = unreachable(&read());
+    assert!(
+        !lines.is_empty() && lines.len() <= 2 && lines.iter().all(|l| l.contains("WARN")),
+        "one WARN per client, the retries quiet:\n{}",
+        read()
+    );
+    assert!(lines[0].contains("503"), "{}", lines[0]);
+
+    anaplan.set_faults(asim::Faults::default());
+    signal(&engine, "TERM");
+    assert!(engine.0.wait().expect("wait").success(), "{}", read());
 }

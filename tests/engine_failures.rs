@@ -213,3 +213,55 @@ fn exception(env: &Env, id: i64) -> plansync::store::ExceptionRecord {
         .find(|e| e.id == id)
         .expect("the exception")
 }
+
+/// A resolution made with `plansync exceptions resolve` while the engine runs is written
+/// within seconds, not at the next poll (the pollers here run hourly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_made_while_the_engine_runs_goes_out_at_once() {
+    let mut env = Env::running(&rules_dir()).await;
+    env.poll().await;
+    let id = env.deal_in("Negotiation").await;
+    // A planner and a rep edit the same shared, manual field: a conflict is held.
+    env.planner_sets(
+        OPP_MODULE,
+        OPP_LIST,
+        &id,
+        "Forecast Override",
+        number("115000"),
+    )
+    .await;
+    env.rep_edits(&id, serde_json::json!({ "Forecast_Override__c": 120000 }));
+    wait_for("the conflict to be recorded", || async {
+        !env.open_exceptions_for(&id, "Forecast_Override__c")
+            .is_empty()
+    })
+    .await;
+    env.settle().await;
+    env.poll().await;
+    let open = env.open_exceptions_for(&id, "Forecast_Override__c");
+    assert_eq!(open.len(), 1, "{open:?}");
+
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["exceptions", "resolve", "--db"])
+        .arg(&env.db)
+        .arg(open[0].id.to_string())
+        .args(["--take", "crm", "--by", "reviewer@example.com"])
+        .output()
+        .expect("plansync exceptions resolve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_cell(&id, "Forecast Override", "120000").await;
+    let took = started.elapsed();
+    eprintln!("resolution → Anaplan cell: {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    env.settle().await;
+    assert!(
+        env.open_exceptions_for(&id, "Forecast_Override__c")
+            .is_empty()
+    );
+    env.stop().await;
+}

@@ -7,6 +7,7 @@
 
 pub mod anaplan;
 pub mod backoff;
+pub mod outage;
 pub mod config;
 pub mod crm;
 pub mod engine;

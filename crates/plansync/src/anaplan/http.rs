@@ -17,6 +17,7 @@ use super::error::{AnaplanError, excerpt};
 use super::rate::RateLimiter;
 use super::retry::{RetryPolicy, Verdict, classify, retry_after};
 use super::stats::{CallKind, Stats};
+use crate::outage::{Loudness, Outage};
 
 /// One request, rebuilt for every attempt.
 #[derive(Debug, Clone)]
@@ -87,6 +88,8 @@ pub(crate) struct Transport {
     limiter: RateLimiter,
     retry: RetryPolicy,
     pub stats: Arc<Stats>,
+    /// Whether Anaplan is out of reach, for how loud its failures are logged.
+    outage: Outage,
 }
 
 impl Transport {
@@ -107,6 +110,7 @@ impl Transport {
             limiter: RateLimiter::per_minute(calls_per_minute),
             retry,
             stats: Arc::new(Stats::default()),
+            outage: Outage::default(),
         })
     }
 
@@ -125,7 +129,11 @@ impl Transport {
             if retries > 0 {
                 self.stats.retry();
             }
-            let (last, wait) = match self.attempt(req, authorization).await {
+            let attempt = self.attempt(req, authorization).await;
+            if attempt.is_ok() {
+                self.reached(req, attempt.as_ref().map_or(0, |(status, _, _)| status.as_u16()));
+            }
+            let (last, wait) = match attempt {
                 Ok((status, retry_header, response)) => match classify(status, req.idempotent) {
                     Verdict::Success => return Ok(response),
                     Verdict::Reauthenticate => {
@@ -158,6 +166,7 @@ impl Transport {
                     // A connection never made cannot have been acted on; anything later
                     // (a reset, a timeout, a truncated answer) may have been.
                     if !(e.is_connect() || req.idempotent) {
+                        self.unreachable(req, &error_chain(&e), None);
                         return Err(AnaplanError::Transport {
                             method: req.method.to_string(),
                             path: req.path(),
@@ -177,16 +186,39 @@ impl Transport {
                     last,
                 });
             }
-            tracing::debug!(
-                event = "anaplan_call_retry", method = %req.method,
-                path = %req.path(),
-                retry = retries + 1,
-                wait_ms = wait.as_millis() as u64,
-                reason = %last,
-                "retrying an Anaplan call"
-            );
+            if last.starts_with("HTTP 429") || last.starts_with("HTTP 409") {
+                // Throttled or busy: the tenant answers, and the rate limiter paces us.
+                tracing::debug!(event = "anaplan_call_retry", method = %req.method, path = %req.path(), retry = retries + 1, wait_ms = wait.as_millis() as u64, reason = %last, "retrying an Anaplan call");
+            } else {
+                self.unreachable(req, &last, Some((retries + 1, wait)));
+            }
             tokio::time::sleep(wait).await;
             retries += 1;
+        }
+    }
+
+    /// A failure to reach Anaplan (a connection, a timeout, a 5xx): a WARN for the first of
+    /// an outage, an ERROR now and then while it lasts, else DEBUG (see `crate::outage`).
+    fn unreachable(&self, req: &Request, reason: &str, retry: Option<(u32, Duration)>) {
+        let now = std::time::Instant::now();
+        let loudness = self.outage.failed(now);
+        let down_s = self.outage.lasted(now).as_secs();
+        let (retry, wait_ms) = retry.map_or((0, 0), |(n, w)| (n, w.as_millis() as u64));
+        let path = req.path();
+        match loudness {
+            Loudness::Warn => tracing::warn!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, reason, "Anaplan could not be reached; retrying"),
+            Loudness::Error => tracing::error!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, down_s, reason, "Anaplan is still out of reach; retrying"),
+            Loudness::Quiet => tracing::debug!(event = "anaplan_call_retry", method = %req.method, %path, retry, wait_ms, reason, "retrying an Anaplan call"),
+        }
+    }
+
+    /// Anaplan answered (whatever it said): an outage, if there was one, is over.
+    fn reached(&self, req: &Request, status: u16) {
+        if status >= 500 {
+            return;
+        }
+        if let Some(down) = self.outage.recovered(std::time::Instant::now()) {
+            tracing::info!(event = "anaplan_reachable", method = %req.method, path = %req.path(), down_ms = down.as_millis() as u64, "Anaplan answers again");
         }
     }
 

@@ -129,6 +129,20 @@ pub(crate) async fn request_token(client: &CrmClient) -> Result<(Secret, String)
                 e.without_url()
             ))),
         };
+        let out_of_reach = matches!(
+            &outcome,
+            Err(CrmError::Transport(_)
+                | CrmError::Api { status: 500.., .. }
+                | CrmError::Auth { status: 500.., .. })
+        );
+        if out_of_reach {
+            if let Err(e) = &outcome {
+                let retry = if attempt + 1 < config.retry.max_attempts { attempt + 1 } else { 0 };
+                client.unreachable("token request", e, retry);
+            }
+        } else {
+            client.reached();
+        }
         match outcome {
             Ok(ok) => return Ok(ok),
             Err(e) if e.is_transient() && attempt + 1 < config.retry.max_attempts => {

@@ -38,6 +38,8 @@ struct Inner {
     /// Serialises token requests, so a burst of expired-session answers leads to one new
     /// token, not one per call. Held across the token request's await, hence tokio's mutex.
     refresh: tokio::sync::Mutex<u64>,
+    /// Whether the CRM is out of reach, for how loud its failures are logged.
+    outage: crate::outage::Outage,
 }
 
 impl std::fmt::Debug for CrmClient {
@@ -74,6 +76,7 @@ impl CrmClient {
                 stats: CallStats::new(),
                 token: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(0),
+                outage: crate::outage::Outage::default(),
             }),
         })
     }
@@ -88,6 +91,10 @@ impl CrmClient {
 
     pub fn call_stats(&self) -> &CallStats {
         &self.inner.stats
+    }
+
+    pub(crate) fn outage(&self) -> &crate::outage::Outage {
+        &self.inner.outage
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {

@@ -8,6 +8,7 @@ use crate::crm::client::{AccessToken, CrmClient};
 use crate::crm::error::CrmError;
 use crate::crm::stats::CallKind;
 use crate::crm::wire::ApiErrorItem;
+use crate::outage::Loudness;
 
 /// What to send.
 pub(crate) enum Body {
@@ -52,9 +53,19 @@ impl CrmClient {
             let token = self.token().await?;
             stats.call(call.kind);
             let failed = match self.attempt(call, &token).await {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    self.reached();
+                    return Ok(reply);
+                }
                 Err(failed) => failed,
             };
+            let out_of_reach = matches!(
+                &failed.error,
+                CrmError::Transport(_) | CrmError::Api { status: 500.., .. }
+            );
+            if !out_of_reach {
+                self.reached();
+            }
             let session_expired = matches!(&failed.error, CrmError::Api { status: 401, .. });
             if session_expired && !reauthenticated {
                 reauthenticated = true;
@@ -65,13 +76,42 @@ impl CrmClient {
                 && (call.idempotent || !failed.may_have_arrived)
                 && attempt + 1 < policy.max_attempts;
             if !retry {
+                if out_of_reach {
+                    self.unreachable(&format!("{:?}", call.kind), &failed.error, 0);
+                }
                 stats.failure();
                 return Err(failed.error);
             }
-            tracing::debug!(event = "crm_call_retry", kind = ?call.kind, attempt, error = %failed.error, "retrying a CRM call");
+            if out_of_reach {
+                self.unreachable(&format!("{:?}", call.kind), &failed.error, attempt + 1);
+            } else {
+                tracing::debug!(event = "crm_call_retry", kind = ?call.kind, attempt, error = %failed.error, "retrying a CRM call");
+            }
             stats.retry();
             tokio::time::sleep(policy.backoff(attempt)).await;
             attempt += 1;
+        }
+    }
+
+    /// A failure to reach the CRM (a connection, a timeout, a 5xx) while doing `what`: a
+    /// WARN for the first of an outage, an ERROR now and then while it lasts, else DEBUG (see
+    /// `crate::outage`). `retry` is the attempt about to be made, 0 when the call gives up.
+    pub(crate) fn unreachable(&self, what: &str, error: &CrmError, retry: u32) {
+        let now = std::time::Instant::now();
+        let outage = self.outage();
+        let loudness = outage.failed(now);
+        let down_s = outage.lasted(now).as_secs();
+        match loudness {
+            Loudness::Warn => tracing::warn!(event = "crm_unreachable", what, retry, error = %error, "the CRM could not be reached"),
+            Loudness::Error => tracing::error!(event = "crm_unreachable", what, retry, down_s, error = %error, "the CRM is still out of reach"),
+            Loudness::Quiet => tracing::debug!(event = "crm_call_retry", what, retry, error = %error, "retrying a CRM call"),
+        }
+    }
+
+    /// The CRM answered: an outage, if there was one, is over.
+    pub(crate) fn reached(&self) {
+        if let Some(down) = self.outage().recovered(std::time::Instant::now()) {
+            tracing::info!(event = "crm_reachable", down_ms = down.as_millis() as u64, "the CRM answers again");
         }
     }
 
