@@ -827,7 +827,10 @@ async fn an_anaplan_that_stops_answering_is_a_warning_at_the_default_level() {
     let db = dir.path().join("plansync.db");
     let log = dir.path().join("engine.log");
     let mut engine = spawn_logging(&config, &log, None);
-    wait_for("the first run to complete", || first_run_state(&db).0.is_some()).await;
+    wait_for("the first run to complete", || {
+        first_run_state(&db).0.is_some()
+    })
+    .await;
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let unreachable = |text: &str| {
         text.lines()
@@ -862,6 +865,105 @@ async fn an_anaplan_that_stops_answering_is_a_warning_at_the_default_level() {
     assert!(lines[0].contains("503"), "{}", lines[0]);
 
     anaplan.set_faults(asim::Faults::default());
+    signal(&engine, "TERM");
+    assert!(engine.0.wait().expect("wait").success(), "{}", read());
+}
+
+/// Under `plansync run` (polls every 30 s), a conflict resolved with the CLI is written within
+/// seconds, not at the next poll: the engine claims the resolution's write at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_plansync_run_a_resolution_is_written_within_seconds() {
+    let (crm, anaplan) = simulators().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &crm, &anaplan);
+    let db = dir.path().join("plansync.db");
+    let log = dir.path().join("engine.log");
+    let mut engine = spawn(&config, &log);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("the first run to complete", || {
+        first_run_state(&db).0.is_some()
+    })
+    .await;
+    wait_for("the stream to connect", || {
+        read().contains("stream_connected")
+    })
+    .await;
+    wait_for("every write to be answered", || open_writes(&db) == 0).await;
+
+    // A planner and a rep edit the same shared, manual field of an open deal: held.
+    let mut id = None;
+    for candidate in ids_of(&crm, "Opportunity").await {
+        if crm.record(&candidate).expect("record")["StageName"] == json!("Negotiation") {
+            id = Some(candidate);
+            break;
+        }
+    }
+    let id = id.expect("a deal in Negotiation");
+    let planner = crate::support::anaplan_client(&anaplan);
+    let module = planner.module_id(MODEL, OPP_MODULE).await.expect("module");
+    let cell = plansync::anaplan::CellWrite {
+        line_item: plansync::anaplan::LineItemRef::Name("Forecast Override".into()),
+        dimensions: vec![(
+            plansync::anaplan::DimRef::Name("Opportunities".into()),
+            plansync::anaplan::ItemRef::Code(id.clone()),
+        )],
+        value: crate::support::number("115000"),
+    };
+    planner
+        .write_cells(MODEL, &module, &[cell])
+        .await
+        .expect("planner write");
+    crm.user_edit(
+        "Opportunity",
+        &id,
+        json!({ "Forecast_Override__c": 120000 }),
+        None,
+    )
+    .expect("rep edit");
+    let conflict = || -> Option<i64> {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
+        conn.query_row(
+            "SELECT id FROM exceptions WHERE status = 'open' AND kind = 'conflict'
+             AND crm_id = ?1 AND field = 'Forecast_Override__c'",
+            [&id],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    wait_for("the conflict to be held", || conflict().is_some()).await;
+    wait_for("every write to be answered", || open_writes(&db) == 0).await;
+    let exception = conflict().expect("the conflict");
+
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["exceptions", "resolve", "--db"])
+        .arg(&db)
+        .arg(exception.to_string())
+        .args(["--take", "crm", "--by", "reviewer@example.com"])
+        .output()
+        .expect("plansync exceptions resolve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = || {
+        anaplan.cells(MODEL, OPP_MODULE).and_then(|cells| {
+            cells
+                .get(&id)
+                .and_then(|row| row.get("Forecast Override"))
+                .map(|v| v.to_string())
+        })
+    };
+    wait_for("the CRM's value in Anaplan", || {
+        shown().as_deref() == Some("120000")
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("resolution under plansync run → Anaplan cell: {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}\n{}", read());
     signal(&engine, "TERM");
     assert!(engine.0.wait().expect("wait").success(), "{}", read());
 }

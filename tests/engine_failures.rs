@@ -263,5 +263,33 @@ async fn a_resolution_made_while_the_engine_runs_goes_out_at_once() {
         env.open_exceptions_for(&id, "Forecast_Override__c")
             .is_empty()
     );
+
+    // A value set by the reviewer goes to both sides, one write after the other.
+    env.planner_sets(OPP_MODULE, OPP_LIST, &id, "Probability", number("150"))
+        .await;
+    env.poll().await;
+    let open = env.open_exceptions_for(&id, "Probability");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["exceptions", "resolve", "--db"])
+        .arg(&env.db)
+        .arg(open[0].id.to_string())
+        .args(["--set", "55", "--by", "reviewer@example.com"])
+        .output()
+        .expect("plansync exceptions resolve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_cell(&id, "Probability", "55").await;
+    wait_for("the CRM to hold the set value", || async {
+        env.crm_field(&id, "Probability").as_f64() == Some(55.0)
+    })
+    .await;
+    let took = started.elapsed();
+    eprintln!("resolution → both sides: {took:?}");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
     env.stop().await;
 }

@@ -7,13 +7,13 @@
 
 pub mod anaplan;
 pub mod backoff;
-pub mod outage;
 pub mod config;
 pub mod crm;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod outage;
 pub mod preflight;
 pub mod review;
 pub mod rules;

@@ -131,7 +131,10 @@ impl Transport {
             }
             let attempt = self.attempt(req, authorization).await;
             if attempt.is_ok() {
-                self.reached(req, attempt.as_ref().map_or(0, |(status, _, _)| status.as_u16()));
+                self.reached(
+                    req,
+                    attempt.as_ref().map_or(0, |(status, _, _)| status.as_u16()),
+                );
             }
             let (last, wait) = match attempt {
                 Ok((status, retry_header, response)) => match classify(status, req.idempotent) {
@@ -206,9 +209,15 @@ impl Transport {
         let (retry, wait_ms) = retry.map_or((0, 0), |(n, w)| (n, w.as_millis() as u64));
         let path = req.path();
         match loudness {
-            Loudness::Warn => tracing::warn!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, reason, "Anaplan could not be reached; retrying"),
-            Loudness::Error => tracing::error!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, down_s, reason, "Anaplan is still out of reach; retrying"),
-            Loudness::Quiet => tracing::debug!(event = "anaplan_call_retry", method = %req.method, %path, retry, wait_ms, reason, "retrying an Anaplan call"),
+            Loudness::Warn => {
+                tracing::warn!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, reason, "Anaplan could not be reached; retrying")
+            }
+            Loudness::Error => {
+                tracing::error!(event = "anaplan_unreachable", method = %req.method, %path, retry, wait_ms, down_s, reason, "Anaplan is still out of reach; retrying")
+            }
+            Loudness::Quiet => {
+                tracing::debug!(event = "anaplan_call_retry", method = %req.method, %path, retry, wait_ms, reason, "retrying an Anaplan call")
+            }
         }
     }
 

@@ -137,7 +137,11 @@ pub(crate) async fn request_token(client: &CrmClient) -> Result<(Secret, String)
         );
         if out_of_reach {
             if let Err(e) = &outcome {
-                let retry = if attempt + 1 < config.retry.max_attempts { attempt + 1 } else { 0 };
+                let retry = if attempt + 1 < config.retry.max_attempts {
+                    attempt + 1
+                } else {
+                    0
+                };
                 client.unreachable("token request", e, retry);
             }
         } else {

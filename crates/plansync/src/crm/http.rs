@@ -102,16 +102,26 @@ impl CrmClient {
         let loudness = outage.failed(now);
         let down_s = outage.lasted(now).as_secs();
         match loudness {
-            Loudness::Warn => tracing::warn!(event = "crm_unreachable", what, retry, error = %error, "the CRM could not be reached"),
-            Loudness::Error => tracing::error!(event = "crm_unreachable", what, retry, down_s, error = %error, "the CRM is still out of reach"),
-            Loudness::Quiet => tracing::debug!(event = "crm_call_retry", what, retry, error = %error, "retrying a CRM call"),
+            Loudness::Warn => {
+                tracing::warn!(event = "crm_unreachable", what, retry, error = %error, "the CRM could not be reached")
+            }
+            Loudness::Error => {
+                tracing::error!(event = "crm_unreachable", what, retry, down_s, error = %error, "the CRM is still out of reach")
+            }
+            Loudness::Quiet => {
+                tracing::debug!(event = "crm_call_retry", what, retry, error = %error, "retrying a CRM call")
+            }
         }
     }
 
     /// The CRM answered: an outage, if there was one, is over.
     pub(crate) fn reached(&self) {
         if let Some(down) = self.outage().recovered(std::time::Instant::now()) {
-            tracing::info!(event = "crm_reachable", down_ms = down.as_millis() as u64, "the CRM answers again");
+            tracing::info!(
+                event = "crm_reachable",
+                down_ms = down.as_millis() as u64,
+                "the CRM answers again"
+            );
         }
     }
 
