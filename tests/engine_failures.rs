@@ -293,3 +293,55 @@ async fn a_resolution_made_while_the_engine_runs_goes_out_at_once() {
     assert!(took < Duration::from_secs(4), "took {took:?}");
     env.stop().await;
 }
+
+/// The change stream never dies for good: refused by the org (advice `none`), the listener
+/// stops, and the engine starts it again and again (ERROR lines, capped backoff) while the
+/// CRM poller runs at its shortened interval, so a rep's edit still arrives within seconds;
+/// once the org takes handshakes again, the stream is back and carries the next edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_started_again_and_the_crm_poller_fills_in_meanwhile() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.tune = Some(|o| o.crm_poll_stream_down = Duration::from_secs(1));
+    env.start(true).await;
+    env.settle().await;
+    let ids = env.opportunities().await;
+
+    env.crm
+        .refuse_streaming(Some("403::Organization total events daily limit exceeded"));
+    wait_for("the stream to be down", || async {
+        !env.engine().stream_connected()
+    })
+    .await;
+    let started = Instant::now();
+    env.rep_edits(&ids[0], serde_json::json!({ "Amount": 424242 }));
+    env.wait_cell(&ids[0], "Amount", "424242").await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the CRM poller filled in after {took:?}"
+    );
+
+    env.crm.refuse_streaming(None);
+    wait_for("the stream to be back", || async {
+        env.engine().stream_connected()
+    })
+    .await;
+    env.rep_edits(&ids[1], serde_json::json!({ "Amount": 434343 }));
+    env.wait_cell(&ids[1], "Amount", "434343").await;
+    env.settle().await;
+    let conn =
+        rusqlite::Connection::open_with_flags(&env.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let streamed: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM audit WHERE crm_id = ?1 AND field = 'Amount' AND source = 'stream'",
+            [&ids[1]],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(
+        streamed > 0,
+        "the edit after the outage came through the stream"
+    );
+    env.stop().await;
+}

@@ -229,6 +229,7 @@ fn engine_parts(
     options.batch_window = config.engine.batch_window;
     options.write_retry = config.engine.write_retry();
     options.crm_poll = config.schedule.crm_poll;
+    options.crm_poll_stream_down = config.schedule.crm_poll_while_stream_down;
     options.anaplan_poll = config.schedule.anaplan_poll;
     options.lookback = config.schedule.lookback;
     options.stream = stream;

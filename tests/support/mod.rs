@@ -75,6 +75,8 @@ pub struct Env {
     pub db: PathBuf,
     /// The engine's retry budget for writes answered "retry" (its default when `None`).
     pub write_retry: Option<WriteRetry>,
+    /// Applied to the engine's options last, for what a test needs to differ.
+    pub tune: Option<fn(&mut EngineOptions)>,
     _dir: tempfile::TempDir,
 }
 
@@ -129,6 +131,7 @@ impl Env {
             rules: rules::load(&[rules_dir.to_path_buf()]).expect("rules load"),
             db,
             write_retry: None,
+            tune: None,
             _dir: dir,
         }
     }
@@ -181,6 +184,9 @@ impl Env {
             transport: Transport::WebSocket,
             client_id: "plansync-e2e".into(),
         });
+        if let Some(tune) = self.tune {
+            tune(&mut options);
+        }
         let crm = crm_client(&self.crm);
         let sinks = Sinks {
             anaplan: wrap(Box::new(AnaplanSink::new(

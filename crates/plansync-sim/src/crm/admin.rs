@@ -338,6 +338,16 @@ impl CrmSimHandle {
         self.sim.drop_streaming();
     }
 
+    /// While `refusal` is set, every streaming handshake is refused with it (e.g.
+    /// `403::Organization total events daily limit exceeded`) and advice `none`; existing
+    /// sessions are dropped so their clients must handshake again.
+    pub fn refuse_streaming(&self, refusal: Option<&str>) {
+        self.sim.streaming_lock().refusal = refusal.map(str::to_string);
+        if refusal.is_some() {
+            self.sim.drop_streaming();
+        }
+    }
+
     pub fn streaming_sessions(&self) -> usize {
         self.sim.streaming_lock().len()
     }

@@ -57,6 +57,9 @@ struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: HashMap<String, Session>,
+    /// While set, every handshake is refused with this error and advice `none`, as an org
+    /// over its daily event delivery allocation refuses them (test hook).
+    pub refusal: Option<String>,
 }
 
 impl Sessions {
@@ -156,6 +159,13 @@ fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) ->
                     &id,
                 ));
             };
+            if let Some(refusal) = sim.streaming_lock().refusal.clone() {
+                return Step::Reply(with_id(
+                    json!({"channel": channel, "successful": false, "error": refusal,
+                           "advice": {"reconnect": "none", "interval": 0}}),
+                    &id,
+                ));
+            }
             if sim.tokens_lock().check(token).is_none() {
                 return Step::Reply(with_id(
                     json!({"channel": channel, "successful": false, "error": "403::Handshake denied",

@@ -85,6 +85,9 @@ pub struct Schedule {
     /// How far before the last watermark a CRM poll reads again, for commits that became
     /// visible late.
     pub lookback: Duration,
+    /// The CRM poll's interval while the change stream is down (when shorter than
+    /// `crm_poll`).
+    pub crm_poll_while_stream_down: Duration,
 }
 
 /// `[engine]`.

@@ -59,6 +59,8 @@ pub struct EngineOptions {
     /// The most writes handed to a sink at once.
     pub max_batch: usize,
     pub crm_poll: Duration,
+    /// The CRM pollers' interval while the change stream is down (when shorter).
+    pub crm_poll_stream_down: Duration,
     pub anaplan_poll: Duration,
     pub lookback: Duration,
     pub stream: Option<StreamOptions>,
@@ -87,6 +89,7 @@ impl EngineOptions {
             batch_window: Duration::from_millis(100),
             max_batch: 100_000,
             crm_poll: Duration::from_secs(300),
+            crm_poll_stream_down: Duration::from_secs(60),
             anaplan_poll: Duration::from_secs(300),
             lookback: Duration::from_secs(120),
             stream: None,

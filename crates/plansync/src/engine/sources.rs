@@ -24,11 +24,12 @@ use super::counters::Counters;
 use super::crm_poll::{CrmPoll, RecentSeen};
 use super::db::Db;
 use super::router::{Router, ShardGone};
+use super::run::StreamOptions;
 use super::shard::ShardMsg;
 use crate::anaplan::AnaplanClient;
 use crate::backoff::Backoff;
 use crate::crm::CrmClient;
-use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener, Gap, Overflow};
+use crate::crm::cdc::{CdcConfig, CdcItem, CdcListener, Gap, Overflow, ReplayFrom};
 use crate::model::{Change, Position, RecordKey, Source};
 use crate::rules::RuleSet;
 
@@ -276,14 +277,33 @@ pub async fn crm_poll_once(
 
 /// The CRM poller of one pairing: every `interval` from its last completed run, or when
 /// triggered; a failed poll is retried with backoff.
+/// When a CRM poller runs: every `every`, or every `stream.1` while the change stream
+/// (`stream.0`, when one is configured) is not connected, so that edits keep arriving within
+/// a minute or so instead of one interval while the stream is down.
+#[derive(Debug, Clone)]
+pub struct CrmSchedule {
+    pub every: Duration,
+    pub stream: Option<(Arc<std::sync::atomic::AtomicBool>, Duration)>,
+}
+
+impl CrmSchedule {
+    fn interval(&self) -> Duration {
+        match &self.stream {
+            Some((connected, down)) if !connected.load(Ordering::SeqCst) => self.every.min(*down),
+            _ => self.every,
+        }
+    }
+}
+
 pub async fn run_crm_poller(
     mut ctx: PollerCtx,
     client: CrmClient,
     pairing: String,
-    interval: Duration,
+    schedule: CrmSchedule,
     lookback: Duration,
     trigger: Arc<Trigger>,
 ) {
+    let interval = schedule.every;
     let mut recent = RecentSeen::new();
     let mut shutdown = ctx.shutdown.clone();
     let source = crm_poll_source(&pairing);
@@ -306,7 +326,7 @@ pub async fn run_crm_poller(
                 );
                 completed_run(&ctx, &source, at).await;
                 failures = 0;
-                due = tokio::time::Instant::now() + interval;
+                due = tokio::time::Instant::now() + schedule.interval();
             }
             Err(e) => {
                 if full {
@@ -510,36 +530,25 @@ pub async fn run_anaplan_poller(
     }
 }
 
-/// The CDC stream: runs the listener and routes what it delivers. `crm_triggers` are the CRM
-/// pollers by CRM object name, woken to cover holes in the stream.
+/// The CDC stream: runs the listener for as long as the engine runs (see [`supervise_stream`])
+/// and routes what it delivers. `crm_triggers` are the CRM pollers by CRM object name, woken
+/// to cover holes in the stream.
 pub async fn run_cdc(
     ctx: PollerCtx,
     client: CrmClient,
-    config: CdcConfig,
+    stream: StreamOptions,
     crm_triggers: HashMap<String, Arc<Trigger>>,
     connected: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<CdcItem>(1024);
-    let listener = match CdcListener::new(client, config) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(target: "plansync::engine", event = "stream_start_failed", error = %e, "the CDC listener cannot start; the pollers carry on alone");
-            return;
-        }
-    };
-    let mut stop = ctx.shutdown.clone();
-    let listen = tokio::spawn(async move {
-        let stopped = async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        if let Err(e) = listener.run(tx, stopped).await {
-            tracing::error!(target: "plansync::engine", event = "stream_stopped", error = %e, "the CDC stream stopped for good; the pollers carry on alone");
-        }
-    });
+    let listen = tokio::spawn(supervise_stream(
+        ctx.clone(),
+        client,
+        stream,
+        tx,
+        crm_triggers.values().cloned().collect(),
+        connected.clone(),
+    ));
     let wake = |entity: &str, full: bool| {
         if let Some(t) = crm_triggers.get(entity) {
             if full { t.read_all() } else { t.poll_now() }
@@ -632,4 +641,101 @@ pub async fn run_cdc(
         }
     }
     let _ = listen.await;
+}
+
+/// Waits between restarts of a stopped stream: 1 s doubling to 5 minutes.
+const STREAM_RESTART: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+
+/// A stream that ran this long before it stopped starts its restart count over.
+const STREAM_HEALTHY: Duration = Duration::from_secs(300);
+
+/// Runs the CDC listener until the engine stops. The listener reconnects on its own through
+/// what a session's end advises (re-authenticating when the token is refused); when it stops
+/// (the server refused the session, the credentials were refused, it gave up), it is started
+/// again after a capped backoff, from the replay ids the shards have stored: the stream never dies for
+/// good. Each restart is an ERROR line (as rare as the backoff makes it); the first of an
+/// outage wakes the CRM pollers, which poll more often while the stream is down.
+pub async fn supervise_stream(
+    ctx: PollerCtx,
+    client: CrmClient,
+    stream: StreamOptions,
+    tx: mpsc::Sender<CdcItem>,
+    crm_triggers: Vec<Arc<Trigger>>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let config = cdc_config(&ctx.db, &stream).await;
+        let listener = match CdcListener::new(client.clone(), config) {
+            Ok(l) => l,
+            Err(e) => {
+                // The channels were checked with the configuration: this cannot pass by itself.
+                tracing::error!(target: "plansync::engine", event = "stream_start_failed", error = %e, "the CDC listener cannot start; the pollers carry on alone");
+                return;
+            }
+        };
+        let mut stop = ctx.shutdown.clone();
+        let stopped = async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let Err(e) = listener.run(tx.clone(), stopped).await else {
+            return;
+        };
+        connected.store(false, Ordering::SeqCst);
+        if *shutdown.borrow() {
+            return;
+        }
+        if started.elapsed() >= STREAM_HEALTHY {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        let wait = STREAM_RESTART.wait(failures);
+        tracing::error!(target: "plansync::engine", event = "stream_down", error = %e, failures, retry_in_s = wait.as_secs(), "the CDC stream stopped; starting it again (the CRM pollers poll more often meanwhile)");
+        if failures == 1 {
+            for t in &crm_triggers {
+                t.poll_now();
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The listener's configuration, resuming each channel after the last replay id the shards
+/// stored (from the tip when none is stored).
+async fn cdc_config(db: &Db, stream: &StreamOptions) -> CdcConfig {
+    let mut channels = Vec::new();
+    for channel in &stream.channels {
+        let from = match resume_position(db, &cdc_source(channel)).await {
+            Some(Position::Replay { replay_id, .. }) => match replay_id.parse::<i64>() {
+                Ok(id) => ReplayFrom::After(id),
+                Err(_) => ReplayFrom::Tip,
+            },
+            _ => ReplayFrom::Tip,
+        };
+        tracing::info!(target: "plansync::engine", event = "stream_resume", %channel, ?from, "stream resumes");
+        channels.push((channel.clone(), from));
+    }
+    let mut config = CdcConfig::new(
+        stream.api_version.clone(),
+        channels,
+        stream.transport,
+        stream.client_id.clone(),
+    );
+    // One `/meta/connect` answer carries every event the org had ready: at a quarter-end
+    // burst that is megabytes. A frame over the cap is dropped (and the pollers re-read), so
+    // the cap is generous; the transport still bounds memory.
+    config.max_frame_bytes = 64 << 20;
+    config
 }

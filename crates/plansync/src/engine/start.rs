@@ -14,13 +14,9 @@ use tokio::task::JoinHandle;
 
 use super::crm_poll::RecentSeen;
 use super::run::{EngineOptions, UNSTAGE_PAGE, store_metrics};
-use super::sources::{
-    self, PollerCtx, SourceError, Trigger, anaplan_poll_once, cdc_source, crm_poll_once,
-    resume_position,
-};
+use super::sources::{self, PollerCtx, SourceError, Trigger, anaplan_poll_once, crm_poll_once};
 use crate::anaplan::AnaplanClient;
 use crate::crm::CrmClient;
-use crate::crm::cdc::{CdcConfig, ReplayFrom};
 use crate::model::Position;
 use crate::rules::RuleSet;
 use crate::store::{Store, StoreError, Unclaimed};
@@ -158,11 +154,18 @@ impl Sources {
         let mut by_object = HashMap::new();
         for ((name, object), (crm_trigger, anaplan_trigger)) in pairings.iter().zip(triggers) {
             by_object.insert(object.clone(), crm_trigger.clone());
+            let schedule = sources::CrmSchedule {
+                every: options.crm_poll,
+                stream: options
+                    .stream
+                    .is_some()
+                    .then(|| (stream_connected.clone(), options.crm_poll_stream_down)),
+            };
             tasks.push(tokio::spawn(sources::run_crm_poller(
                 ctx.clone(),
                 crm.clone(),
                 name.clone(),
-                options.crm_poll,
+                schedule,
                 options.lookback,
                 crm_trigger,
             )));
@@ -175,33 +178,11 @@ impl Sources {
                 !first_run,
             )));
         }
-        if let Some(stream) = options.stream.as_ref() {
-            let mut channels = Vec::new();
-            for channel in &stream.channels {
-                let from = match resume_position(&ctx.db, &cdc_source(channel)).await {
-                    Some(Position::Replay { replay_id, .. }) => match replay_id.parse::<i64>() {
-                        Ok(id) => ReplayFrom::After(id),
-                        Err(_) => ReplayFrom::Tip,
-                    },
-                    _ => ReplayFrom::Tip,
-                };
-                tracing::info!(target: "plansync::engine", event = "stream_resume", %channel, ?from, "stream resumes");
-                channels.push((channel.clone(), from));
-            }
-            let mut config = CdcConfig::new(
-                stream.api_version.clone(),
-                channels,
-                stream.transport,
-                stream.client_id.clone(),
-            );
-            // One `/meta/connect` answer carries every event the org had ready: at a
-            // quarter-end burst that is megabytes. A frame over the cap is dropped (and the
-            // pollers re-read), so the cap is generous; the transport still bounds memory.
-            config.max_frame_bytes = 64 << 20;
+        if let Some(stream) = options.stream.clone() {
             tasks.push(tokio::spawn(sources::run_cdc(
                 ctx.clone(),
                 crm.clone(),
-                config,
+                stream,
                 by_object,
                 stream_connected,
             )));

@@ -31,7 +31,12 @@ use super::{
 };
 
 const ROOT_KEYS: &[&str] = &["crm", "anaplan", "rules", "store", "schedule", "engine"];
-const SCHEDULE_KEYS: &[&str] = &["crm_poll", "anaplan_poll", "lookback"];
+const SCHEDULE_KEYS: &[&str] = &[
+    "crm_poll",
+    "anaplan_poll",
+    "lookback",
+    "crm_poll_while_stream_down",
+];
 const ENGINE_KEYS: &[&str] = &[
     "shards",
     "batch_window",
@@ -44,6 +49,7 @@ const ENGINE_KEYS: &[&str] = &[
 
 const DEFAULT_POLL: Duration = Duration::from_secs(300);
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(120);
+const DEFAULT_POLL_STREAM_DOWN: Duration = Duration::from_secs(60);
 const MAX_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) fn parse(path: &Path, text: &str, sources: &dyn Sources) -> Result<Config, FileErrors> {
@@ -128,6 +134,7 @@ impl Walk<'_> {
                 crm_poll: DEFAULT_POLL,
                 anaplan_poll: DEFAULT_POLL,
                 lookback: DEFAULT_LOOKBACK,
+                crm_poll_while_stream_down: DEFAULT_POLL_STREAM_DOWN,
             },
         };
         let engine = match top.table(self.p, "engine", ENGINE_KEYS) {
@@ -164,10 +171,18 @@ impl Walk<'_> {
             Duration::ZERO,
             MAX_LOOKBACK,
         );
+        let crm_poll_while_stream_down = self.duration(
+            t,
+            "crm_poll_while_stream_down",
+            DEFAULT_POLL_STREAM_DOWN,
+            MIN_POLL,
+            Duration::from_secs(24 * 3600),
+        );
         Schedule {
             crm_poll,
             anaplan_poll,
             lookback,
+            crm_poll_while_stream_down,
         }
     }
 
