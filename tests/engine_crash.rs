@@ -937,18 +937,7 @@ async fn under_plansync_run_a_resolution_is_written_within_seconds() {
     let exception = conflict().expect("the conflict");
 
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_plansync"))
-        .args(["exceptions", "resolve", "--db"])
-        .arg(&db)
-        .arg(exception.to_string())
-        .args(["--take", "crm", "--by", "reviewer@example.com"])
-        .output()
-        .expect("plansync exceptions resolve");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::resolve_by_cli(&db, exception, &["--take", "crm"]);
     let shown = || {
         anaplan.cells(MODEL, OPP_MODULE).and_then(|cells| {
             cells

@@ -242,18 +242,7 @@ async fn a_resolution_made_while_the_engine_runs_goes_out_at_once() {
     assert_eq!(open.len(), 1, "{open:?}");
 
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
-        .args(["exceptions", "resolve", "--db"])
-        .arg(&env.db)
-        .arg(open[0].id.to_string())
-        .args(["--take", "crm", "--by", "reviewer@example.com"])
-        .output()
-        .expect("plansync exceptions resolve");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resolve_by_cli(&env.db, open[0].id, &["--take", "crm"]);
     env.wait_cell(&id, "Forecast Override", "120000").await;
     let took = started.elapsed();
     eprintln!("resolution → Anaplan cell: {took:?}");
@@ -271,18 +260,7 @@ async fn a_resolution_made_while_the_engine_runs_goes_out_at_once() {
     let open = env.open_exceptions_for(&id, "Probability");
     assert_eq!(open.len(), 1, "{open:?}");
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
-        .args(["exceptions", "resolve", "--db"])
-        .arg(&env.db)
-        .arg(open[0].id.to_string())
-        .args(["--set", "55", "--by", "reviewer@example.com"])
-        .output()
-        .expect("plansync exceptions resolve");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    resolve_by_cli(&env.db, open[0].id, &["--set", "55"]);
     env.wait_cell(&id, "Probability", "55").await;
     wait_for("the CRM to hold the set value", || async {
         env.crm_field(&id, "Probability").as_f64() == Some(55.0)

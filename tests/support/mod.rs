@@ -366,3 +366,21 @@ where
 pub fn number(v: &str) -> Cell {
     Cell::Number(Decimal::parse(v, 2).expect("number"))
 }
+
+/// `plansync exceptions resolve --db DB ID HOW… --by reviewer@example.com`, which must
+/// succeed.
+pub fn resolve_by_cli(db: &Path, id: i64, how: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+        .args(["exceptions", "resolve", "--db"])
+        .arg(db)
+        .arg(id.to_string())
+        .args(how)
+        .args(["--by", "reviewer@example.com"])
+        .output()
+        .expect("plansync exceptions resolve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
