@@ -316,6 +316,63 @@ fn resolve_formulas(
         }
         md.line_items[index].formula = Some(expr);
     }
+    refuse_cycles(md, line_items)
+}
+
+/// A formula that refers back to itself, directly or through others, has no value: Anaplan
+/// refuses it as a circular reference, and evaluating it would never end (the first read of
+/// such a cell overflowed the simulator's stack). Checked once, as the seed is built.
+fn refuse_cycles(md: &ModelData, line_items: &[usize]) -> Result<(), SeedError> {
+    // 0: not visited, 1: on the path being followed, 2: known to end.
+    let mut state: std::collections::HashMap<usize, u8> = std::collections::HashMap::new();
+    for &start in line_items {
+        let mut path: Vec<usize> = Vec::new();
+        // (line item, its references not followed yet)
+        let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
+        if state.get(&start).copied().unwrap_or(0) != 0 {
+            continue;
+        }
+        let refs_of = |i: usize| {
+            let mut out = Vec::new();
+            if let Some(f) = md.line_items.get(i).and_then(|li| li.formula.as_ref()) {
+                f.refs(&mut out);
+            }
+            out
+        };
+        state.insert(start, 1);
+        path.push(start);
+        stack.push((start, refs_of(start)));
+        while let Some((_, pending)) = stack.last_mut() {
+            let Some(next) = pending.pop() else {
+                if let Some((done, _)) = stack.pop() {
+                    state.insert(done, 2);
+                    path.pop();
+                }
+                continue;
+            };
+            match state.get(&next).copied().unwrap_or(0) {
+                0 => {
+                    state.insert(next, 1);
+                    path.push(next);
+                    stack.push((next, refs_of(next)));
+                }
+                1 => {
+                    let from = path.iter().position(|&i| i == next).unwrap_or(0);
+                    let names: Vec<String> = path[from..]
+                        .iter()
+                        .chain(std::iter::once(&next))
+                        .map(|&i| format!("{:?}", md.line_items[i].name))
+                        .collect();
+                    return Err(invalid(format!(
+                        "line item {:?}: circular formula ({})",
+                        md.line_items[next].name,
+                        names.join(" → ")
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 
@@ -532,6 +589,16 @@ mod tests {
             (
                 |s| s.process[0].actions.push("nope".into()),
                 "process \"Load Opportunities\": no import or export \"nope\"",
+            ),
+            (
+                |s| {
+                    let li = &mut s.module[0].line_items;
+                    let amount = li.iter_mut().find(|l| l.name == "Amount");
+                    if let Some(amount) = amount {
+                        amount.formula = Some("Weighted Amount * 2".into());
+                    }
+                },
+                "line item \"Amount\": circular formula (\"Amount\" → \"Weighted Amount\" → \"Amount\")",
             ),
         ];
         for (break_it, want) in cases {
