@@ -288,10 +288,12 @@ async fn storm(
         .map(|s| s.at.duration_since(start).as_secs_f64())
         .collect();
     times.sort_by(f64::total_cmp);
-    // A little slack on the window for loopback scheduling jitter.
+    // The server sees a call a little after the client started it, and a burst of 300
+    // later still (queued behind the others): a second of slack on the window. A token
+    // bucket would have let the 311 calls through within a few seconds.
     let mut first = 0;
     for (last, t) in times.iter().enumerate() {
-        while t - times[first] >= 59.95 {
+        while t - times[first] >= 59.0 {
             first += 1;
         }
         assert!(
