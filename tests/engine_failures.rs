@@ -113,15 +113,8 @@ async fn a_write_that_keeps_failing_ends_as_one_write_failed_exception_while_the
         "{writes:?}"
     );
     assert_eq!(env.crm_field(locked, "Annual_Quota__c"), before);
-    let cell = env
-        .anaplan
-        .cells(MODEL, TER_MODULE)
-        .expect("module")
-        .get(locked.as_str())
-        .and_then(|row| row.get("Annual Quota"))
-        .map(|v| v.to_string());
     assert_eq!(
-        cell.as_deref(),
+        env.territory_cell(locked, "Annual Quota").as_deref(),
         Some("7100000"),
         "Anaplan keeps the planner's value"
     );

@@ -449,15 +449,6 @@ fn territory_rules_with_new_item(mode: &str) -> tempfile::TempDir {
     })
 }
 
-fn territory_cell(env: &Env, code: &str, line_item: &str) -> Option<String> {
-    env.anaplan
-        .cells(MODEL, TER_MODULE)
-        .expect("module")
-        .get(code)
-        .and_then(|row| row.get(line_item))
-        .map(|v| v.to_string())
-}
-
 /// A territory created in the CRM alone, with a name, a region and both quotas.
 fn crm_only_territory(env: &Env) -> String {
     env.crm
@@ -683,11 +674,11 @@ async fn a_new_item_can_be_seeded_from_the_crm() {
     env.settle().await;
     env.poll().await;
     assert_eq!(
-        territory_cell(&env, &territory, "Annual Quota").as_deref(),
+        env.territory_cell(&territory, "Annual Quota").as_deref(),
         Some("2000000")
     );
     assert_eq!(
-        territory_cell(&env, &territory, "Region").as_deref(),
+        env.territory_cell(&territory, "Region").as_deref(),
         Some("Europe, Middle East & Africa")
     );
     let seeded = count(
@@ -852,7 +843,7 @@ async fn a_non_owners_edit_our_write_replaced_is_an_ownership_violation() {
         "the owner's value stays"
     );
     assert_eq!(
-        territory_cell(&env, &territory, "Annual Quota").as_deref(),
+        env.territory_cell(&territory, "Annual Quota").as_deref(),
         Some("3000000")
     );
     env.stop().await;

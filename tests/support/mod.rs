@@ -278,6 +278,16 @@ impl Env {
             .map(|v| v.to_string())
     }
 
+    /// What Anaplan's territory module shows for `code`'s `line_item`.
+    pub fn territory_cell(&self, code: &str, line_item: &str) -> Option<String> {
+        self.anaplan
+            .cells(MODEL, TER_MODULE)
+            .expect("module")
+            .get(code)
+            .and_then(|row| row.get(line_item))
+            .map(|v| v.to_string())
+    }
+
     /// The CRM's opportunity ids, by name.
     pub async fn opportunities(&self) -> Vec<String> {
         let rows = crm_client(&self.crm)
