@@ -253,8 +253,13 @@ fn an_inline_secret_is_refused_with_a_pointer_to_env_and_file() {
         help.contains("client_secret_env") && help.contains("client_secret_file"),
         "{help}"
     );
-    // The value itself never appears in what is printed.
+    // The value itself never appears in what is printed, nor in the file's lines the report
+    // shows; the other lines are shown as they are.
     assert!(!p.message.contains("hunter2") && !help.contains("hunter2"));
+    let shown = plansync_toml::diagnostic::render(&err, false);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("client_secret = \"*******\""), "{shown}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"));
 
     let text = MINIMAL.replace("password_env = \"T_PASSWORD\"", "password = \"pw\"");
     let err = errors(&text, &minimal_env());

@@ -3,7 +3,8 @@
 //! file) and one or more `_Error_N_` columns. Each row becomes a `DumpRowError` the engine can
 //! tie back to the record it came from.
 
-use super::error::{AnaplanError, excerpt};
+use super::error::AnaplanError;
+use crate::secret::excerpt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpRowError {

@@ -2,15 +2,13 @@
 //!
 //! Every failure says what was being done and carries what a person needs to act on it: the
 //! HTTP status and the first part of the body (bounded, so an HTML error page or a huge dump
-//! never floods a log). Nothing here holds a secret: bodies of authentication responses are
-//! kept only when the request failed, and a failed authentication response carries no token.
+//! never floods a log). Nothing here holds a secret: bodies are kept only as
+//! [`crate::secret::excerpt`]s (token-shaped values blanked), and an authentication answer
+//! that could not be read keeps no body at all (it may carry the token).
 
 use std::time::Duration;
 
 use thiserror::Error;
-
-/// How many bytes of a response body an error keeps.
-pub const BODY_EXCERPT_BYTES: usize = 512;
 
 #[derive(Debug, Error)]
 pub enum AnaplanError {
@@ -179,33 +177,5 @@ impl AnaplanError {
     /// cells/items"): a read request reads it in pages.
     pub fn is_over_read_limit(&self) -> bool {
         matches!(self, AnaplanError::Status { status: 400, body, .. } if body.contains("more than"))
-    }
-}
-
-/// The first `BODY_EXCERPT_BYTES` of a body as text, cut on a character boundary.
-pub fn excerpt(body: &[u8]) -> String {
-    let cut = body.len().min(BODY_EXCERPT_BYTES);
-    let text = String::from_utf8_lossy(&body[..cut]);
-    let mut s = text.into_owned();
-    if body.len() > cut {
-        s.push('…');
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn excerpt_is_bounded_and_never_splits_a_character() {
-        let body = "é".repeat(1000);
-        let e = excerpt(body.as_bytes());
-        assert!(e.len() <= BODY_EXCERPT_BYTES + '…'.len_utf8());
-        assert!(e.ends_with('…'));
-        assert_eq!(excerpt(b"short"), "short");
-        // A cut in the middle of a two-byte character becomes a replacement character.
-        let odd = format!("a{}", "é".repeat(300));
-        assert!(excerpt(odd.as_bytes()).starts_with('a'));
     }
 }

@@ -13,11 +13,12 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::error::{AnaplanError, excerpt};
+use super::error::AnaplanError;
 use super::rate::RateLimiter;
 use super::retry::{RetryPolicy, Verdict, classify, retry_after};
 use super::stats::{CallKind, Stats};
 use crate::outage::{Loudness, Outage};
+use crate::secret::excerpt;
 
 /// One request, rebuilt for every attempt.
 #[derive(Debug, Clone)]

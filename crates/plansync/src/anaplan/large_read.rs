@@ -20,12 +20,13 @@ use reqwest::Method;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::error::{AnaplanError, excerpt};
+use super::error::AnaplanError;
 use super::http::Request;
 use super::stats::CallKind;
 use super::view::{ViewData, ViewRow};
 use super::wire::{ListItem, parse_json};
 use super::{AnaplanClient, seg};
+use crate::secret::excerpt;
 
 /// The first wait between two status polls; it doubles up to `task_poll_interval`.
 const FIRST_POLL: Duration = Duration::from_millis(50);

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use super::error::{AnaplanError, excerpt};
+use super::error::AnaplanError;
 use super::wire::parse_json;
+use crate::secret::excerpt;
 
 /// A grid of cells: one `ViewRow` per row, each cell at the position of its column.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,7 +13,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::secret::Secret;
 
-use super::error::{AnaplanError, excerpt};
+use super::error::AnaplanError;
+use crate::secret::excerpt;
 
 /// `meta.paging` of a paged listing.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -438,19 +439,30 @@ pub fn parse_list_write(
 }
 
 pub fn parse_auth(status: u16, content_type: &str, body: &[u8]) -> Result<TokenInfo, AnaplanError> {
-    let r: AuthResponse = parse_json("authentication", status, content_type, body)?;
+    // Unlike every other answer, no part of this body reaches the error, nor serde's message
+    // (it quotes values): an answer that could not be read may still carry the token.
+    let fail = |detail: String| AnaplanError::Decode {
+        what: "authentication",
+        status,
+        content_type: if content_type.is_empty() {
+            "(none)".to_string()
+        } else {
+            content_type.to_string()
+        },
+        detail,
+        body: "(not kept: it may carry the token)".to_string(),
+    };
+    if !content_type.is_empty() && !content_type.to_ascii_lowercase().contains("json") {
+        return Err(fail("expected a JSON body".to_string()));
+    }
+    let r: AuthResponse =
+        serde_json::from_slice(body).map_err(|e| fail(crate::secret::json_error_shape(&e)))?;
     r.token_info.ok_or_else(|| {
-        decode(
-            "authentication",
-            status,
-            content_type,
-            body,
-            format!(
-                "no tokenInfo (status {:?}: {:?})",
-                r.status.unwrap_or_default(),
-                r.status_message.unwrap_or_default()
-            ),
-        )
+        fail(format!(
+            "no tokenInfo (status {:?}: {:?})",
+            crate::secret::redact(&r.status.unwrap_or_default()),
+            crate::secret::redact(&r.status_message.unwrap_or_default())
+        ))
     })
 }
 

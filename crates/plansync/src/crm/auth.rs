@@ -164,9 +164,10 @@ pub(crate) async fn request_token(client: &CrmClient) -> Result<(Secret, String)
 
 fn token_outcome(status: u16, body: &[u8]) -> Result<(Secret, String), CrmError> {
     if (200..300).contains(&status) {
+        // serde's message quotes values, and this body carries the token: keep its shape only.
         let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
             what: "token request",
-            detail: e.to_string(),
+            detail: crate::secret::json_error_shape(&e),
         })?;
         if let Some(kind) = &parsed.token_type
             && !kind.eq_ignore_ascii_case("bearer")

@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use crate::crm::client::CrmClient;
 use crate::crm::error::CrmError;
-use crate::crm::http::{Body, Call, excerpt};
+use crate::crm::http::{Body, Call};
 use crate::crm::stats::CallKind;
+use crate::secret::excerpt;
 
 /// What the CRM says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

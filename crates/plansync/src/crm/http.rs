@@ -186,7 +186,7 @@ pub(crate) fn classify(status: u16, body: &[u8]) -> CrmError {
         return CrmError::Api {
             status,
             code: format!("HTTP_{status}"),
-            message: excerpt(body),
+            message: crate::secret::excerpt(body),
             fields: Vec::new(),
         };
     };
@@ -201,17 +201,6 @@ pub(crate) fn classify(status: u16, body: &[u8]) -> CrmError {
         message: first.message,
         fields: first.fields,
     }
-}
-
-/// The start of a body, for an error message: enough to recognise it, never a whole page.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    const MAX: usize = 200;
-    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
-    let mut s = text.trim().to_string();
-    if body.len() > MAX {
-        s.push('…');
-    }
-    s
 }
 
 #[cfg(test)]

@@ -59,14 +59,18 @@ pub(super) fn parse(path: &Path, text: &str, sources: &dyn Sources) -> Result<Co
         let span = err.span().unwrap_or(0..0);
         problems.push(Problem::new(span, err.message().trim().to_string()).label("TOML syntax"));
     }
+    let mut inline_secrets = Vec::new();
     let config = if problems.0.is_empty() {
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        Walk {
+        let mut walk = Walk {
             p: &mut problems,
             base,
             sources,
-        }
-        .config(&root, path)
+            inline_secrets: Vec::new(),
+        };
+        let config = walk.config(&root, path);
+        inline_secrets = walk.inline_secrets;
+        config
     } else {
         None
     };
@@ -81,7 +85,8 @@ pub(super) fn parse(path: &Path, text: &str, sources: &dyn Sources) -> Result<Co
             }
             Err(FileErrors {
                 path: path.to_path_buf(),
-                source_text: text.to_string(),
+                // The report shows the file's lines: a secret written into it is not repeated.
+                source_text: secrets::masked(text, &inline_secrets),
                 problems: list,
                 note: None,
             })
@@ -95,6 +100,8 @@ struct Walk<'a> {
     /// file means the same whatever directory plansync is started from.
     base: PathBuf,
     sources: &'a dyn Sources,
+    /// Where the file holds secrets it should not (refused): masked in the report.
+    inline_secrets: Vec<std::ops::Range<usize>>,
 }
 
 impl Walk<'_> {

@@ -6,12 +6,28 @@ use super::*;
 /// Keys that would hold a secret in the file itself.
 const INLINE_SECRETS: &[&str] = &["client_secret", "private_key", "password", "token"];
 
+/// `text` with every character inside `spans` but quotes and line ends replaced by `*`, byte
+/// for byte, so every other problem's span still points at the same text.
+pub(super) fn masked(text: &str, spans: &[std::ops::Range<usize>]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        let hidden = spans.iter().any(|s| s.contains(&i)) && !matches!(c, '"' | '\'' | '\n' | '\r');
+        if hidden {
+            out.extend(std::iter::repeat_n('*', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Walk<'_> {
     /// A secret written into the file itself: refused, pointing at `*_env` and `*_file`.
     pub(super) fn refuse_inline_secrets(&mut self, t: &Table<'_, '_>) {
         for (key, value) in t.entries() {
             if INLINE_SECRETS.contains(&key.value.as_str()) {
                 let k = &key.value;
+                self.inline_secrets.push(value.span());
                 self.p.push(
                     Problem::new(
                         key.span.start..value.span().end,

@@ -116,17 +116,6 @@ pub fn split_frame(frame: &[u8]) -> Result<Vec<&RawValue>, FrameError> {
     serde_json::from_slice(frame).map_err(|e| FrameError::NotJson(e.to_string()))
 }
 
-/// The start of some text, for a problem report: enough to recognise it, never a whole frame.
-pub fn excerpt(text: &[u8]) -> String {
-    const MAX: usize = 240;
-    let cut = text.len().min(MAX);
-    let mut s = String::from_utf8_lossy(&text[..cut]).into_owned();
-    if text.len() > MAX {
-        s.push('…');
-    }
-    s
-}
-
 /// What a meta reply means for the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaOutcome {

@@ -12,7 +12,7 @@ use crate::crm::cdc::event::{CdcEvent, ParseContext, Parsed, parse_data};
 #[doc(hidden)]
 pub fn fuzz_cdc(data: &[u8]) {
     let Ok(messages) = bayeux::split_frame(data) else {
-        let _ = bayeux::excerpt(data);
+        let _ = crate::secret::excerpt(data);
         return;
     };
     let known: HashMap<String, HashSet<String>> = HashMap::from([(

@@ -451,7 +451,7 @@ impl Driver {
                         None,
                         ProblemKind::Malformed,
                         e.to_string(),
-                        bayeux::excerpt(&bytes),
+                        crate::secret::excerpt(&bytes),
                     )
                     .await?;
                     continue;
@@ -469,7 +469,7 @@ impl Driver {
                             None,
                             ProblemKind::Malformed,
                             format!("not a Bayeux message: {e}"),
-                            bayeux::excerpt(raw.get().as_bytes()),
+                            crate::secret::excerpt(raw.get().as_bytes()),
                         )
                         .await?;
                         continue;
@@ -551,7 +551,7 @@ impl Driver {
                     None,
                     ProblemKind::UnknownChannel,
                     format!("data on `{channel}`, which we did not subscribe to"),
-                    bayeux::excerpt(raw.as_bytes()),
+                    crate::secret::excerpt(raw.as_bytes()),
                 )
                 .await;
         };
@@ -562,7 +562,7 @@ impl Driver {
                     None,
                     ProblemKind::Malformed,
                     "data message without `data`".into(),
-                    bayeux::excerpt(raw.as_bytes()),
+                    crate::secret::excerpt(raw.as_bytes()),
                 )
                 .await;
         };
@@ -581,7 +581,7 @@ impl Driver {
                 CdcItem::Problem {
                     channel,
                     problem,
-                    excerpt: bayeux::excerpt(raw.as_bytes()),
+                    excerpt: crate::secret::excerpt(raw.as_bytes()),
                 }
             }
         };

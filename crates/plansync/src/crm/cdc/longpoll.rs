@@ -129,7 +129,7 @@ impl LongPollConn {
         if !(200..300).contains(&status) && !looks_like_messages {
             return Err(TransportError::Io(format!(
                 "long-polling POST answered {status}: {}",
-                crate::crm::cdc::bayeux::excerpt(&body)
+                crate::secret::excerpt(&body)
             )));
         }
         self.replies.push_back(Frame::Data(body));

@@ -160,8 +160,9 @@ async fn exchange(
             Frame::Data(bytes) => bytes,
             Frame::Oversized { .. } => continue,
         };
-        let messages = bayeux::split_frame(&bytes)
-            .map_err(|e| ProbeError::Transport(format!("{e}: {}", bayeux::excerpt(&bytes))))?;
+        let messages = bayeux::split_frame(&bytes).map_err(|e| {
+            ProbeError::Transport(format!("{e}: {}", crate::secret::excerpt(&bytes)))
+        })?;
         for raw in messages {
             let Ok(msg) = serde_json::from_str::<Message<'_>>(raw.get()) else {
                 continue;
