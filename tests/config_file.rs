@@ -527,3 +527,39 @@ fn leaf_certificate() -> String {
         .push(DnType::CommonName, "integration@example.com");
     params.signed_by(&leaf_kp, &ca).unwrap().pem()
 }
+
+#[test]
+fn clear_text_beyond_loopback_needs_an_opt_in_and_credentials_never_ride_in_a_url() {
+    let far = MINIMAL.replace(
+        "api_url = \"http://127.0.0.1:9/2/0\"",
+        "api_url = \"http://anaplan.corp.example/2/0\"",
+    );
+    let err = errors(&far, &minimal_env());
+    let line = line_with(&err, "`api_url` uses http:// to anaplan.corp.example");
+    assert!(line.contains(":10:11:"), "{line}");
+    assert!(line.contains("allow_insecure_http = true"), "{line}");
+    // The opt-in is the section's own: [anaplan]'s does not open [crm].
+    let opted = far.replace("[anaplan]\n", "[anaplan]\nallow_insecure_http = true\n");
+    let c = Config::parse(Path::new("p.toml"), &opted, &minimal_env()).unwrap();
+    assert!(c.anaplan.allow_insecure_http && !c.crm.allow_insecure_http);
+    assert!(c.anaplan_client_config().allow_insecure_http);
+    let crm_far = opted.replace(
+        "http://127.0.0.1:9\"\n\n[crm.auth]",
+        "http://crm.example\"\n\n[crm.auth]",
+    );
+    let err = errors(&crm_far, &minimal_env());
+    line_with(&err, "`login_url` uses http:// to crm.example");
+
+    let creds = MINIMAL.replace(
+        "login_url = \"http://127.0.0.1:9\"",
+        "login_url = \"https://admin:Pa55word@login.salesforce.com\"",
+    );
+    let err = errors(&creds, &minimal_env());
+    let line = line_with(&err, "`login_url` must not carry a user name or password");
+    assert!(line.contains(":2:13:"), "{line}");
+    let shown = plansync_toml::diagnostic::render(&err, false);
+    assert!(
+        !shown.contains("Pa55word") && !shown.contains("admin:"),
+        "{shown}"
+    );
+}

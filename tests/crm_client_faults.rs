@@ -335,6 +335,54 @@ async fn client_credentials_are_sent_as_a_form_and_the_token_is_used() {
 }
 
 #[tokio::test]
+async fn the_token_is_never_sent_to_an_instance_off_salesforce_domains() {
+    let (org, url) = rest_org().await;
+    *org.instance.lock().unwrap() = "https://collector.example".to_string();
+    let client = CrmClient::new(config(&url, client_credentials())).unwrap();
+    let e = client.query("SELECT Id FROM Account").await.unwrap_err();
+    assert!(matches!(e, CrmError::Config(_)), "{e:?}");
+    let shown = e.to_string();
+    assert!(
+        shown.contains("instance_url") && shown.contains("not on a Salesforce domain"),
+        "{shown}"
+    );
+    assert!(org.seen.lock().unwrap().is_empty(), "an API call was made");
+    // A login URL off loopback over http:// is refused before anything is sent…
+    let e = CrmClient::new(config("http://login.example.com", client_credentials())).unwrap_err();
+    assert!(e.to_string().contains("not a loopback address"), "{e}");
+    // …unless opted into, and credentials inside the URL never are.
+    let mut c = config("http://login.example.com", client_credentials());
+    c.allow_insecure_http = true;
+    assert!(CrmClient::new(c).is_ok());
+    let e = CrmClient::new(config(
+        "https://u:pw7@login.example.com",
+        client_credentials(),
+    ))
+    .unwrap_err();
+    assert!(!e.to_string().contains("pw7"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreadable_token_answer_leaves_nothing_of_the_token_in_the_error() {
+    let app = Router::new().route(
+        "/services/oauth2/token",
+        post(|| async {
+            (
+                [("content-type", "application/json")],
+                // A token of the wrong type: serde's own message would quote it.
+                r#"{"access_token":987654321987,"instance_url":"x","token_type":"Bearer"}"#,
+            )
+        }),
+    );
+    let url = serve(app).await;
+    let client = CrmClient::new(config(&url, client_credentials())).unwrap();
+    let e = client.query("SELECT Id FROM Account").await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(shown.contains("token request"), "{shown}");
+    assert!(!shown.contains("987654321987"), "{shown}");
+}
+
+#[tokio::test]
 async fn jwt_bearer_assertion_is_signed_with_the_configured_key() {
     let (org, url) = rest_org().await;
     let auth = AuthConfig::JwtBearer {

@@ -9,6 +9,7 @@ pub mod anaplan;
 pub mod backoff;
 pub mod config;
 pub mod crm;
+pub mod endpoint;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -66,6 +66,8 @@ pub struct AnaplanConfig {
     pub max_list_items_per_call: usize,
     /// Page size for paged listings (at most 5000).
     pub page_size: usize,
+    /// `http://` beyond loopback is allowed (a WARN at every start); see [`crate::endpoint`].
+    pub allow_insecure_http: bool,
 }
 
 impl AnaplanConfig {
@@ -86,13 +88,14 @@ impl AnaplanConfig {
             max_write_bytes: MAX_WRITE_BYTES,
             max_list_items_per_call: MAX_LIST_ITEMS_PER_CALL,
             page_size: MAX_PAGE_SIZE,
+            allow_insecure_http: false,
         }
     }
 
     /// Checks the configuration and returns the two base URLs without trailing slashes.
     pub(crate) fn validate(&self) -> Result<(String, String), AnaplanError> {
-        let auth = base_url("auth_url", &self.auth_url)?;
-        let api = base_url("api_url", &self.api_url)?;
+        let auth = base_url("auth_url", &self.auth_url, self.allow_insecure_http)?;
+        let api = base_url("api_url", &self.api_url, self.allow_insecure_http)?;
         if api.ends_with("/1/3") || api.contains("/1/3/") {
             return Err(AnaplanError::LegacyApi { url: api });
         }
@@ -133,21 +136,9 @@ impl AnaplanConfig {
     }
 }
 
-fn base_url(field: &str, raw: &str) -> Result<String, AnaplanError> {
-    let trimmed = raw.trim().trim_end_matches('/');
-    let parsed = reqwest::Url::parse(trimmed)
-        .map_err(|e| AnaplanError::Config(format!("{field} {raw:?} is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(AnaplanError::Config(format!(
-            "{field} {raw:?} must be an http or https URL"
-        )));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(AnaplanError::Config(format!(
-            "{field} {raw:?} must not carry a query or fragment"
-        )));
-    }
-    Ok(trimmed.to_string())
+fn base_url(field: &str, raw: &str, allow_insecure_http: bool) -> Result<String, AnaplanError> {
+    crate::endpoint::base_url(raw, allow_insecure_http)
+        .map_err(|e| AnaplanError::Config(format!("{field} {e}")))
 }
 
 #[cfg(test)]

@@ -77,6 +77,16 @@ impl AnaplanClient {
     /// No network call is made until the first operation.
     pub fn new(config: AnaplanConfig) -> Result<Self, AnaplanError> {
         let (auth_url, api) = config.validate()?;
+        for url in [&auth_url, &api] {
+            if crate::endpoint::is_insecure(url) {
+                tracing::warn!(
+                    event = "insecure_transport",
+                    system = "anaplan",
+                    url = %url,
+                    "Anaplan is reached over http:// beyond loopback (allow_insecure_http): credentials and data cross the network in clear text"
+                );
+            }
+        }
         let transport = Transport::new(
             config.calls_per_minute,
             config.retry.clone(),

@@ -65,6 +65,8 @@ pub struct CrmSettings {
     pub streaming: Transport,
     /// CDC channels; `None`: one `/data/<Object>ChangeEvent` per object the rules map.
     pub channels: Option<Vec<String>>,
+    /// `http://` beyond loopback was opted into (see [`crate::endpoint`]).
+    pub allow_insecure_http: bool,
 }
 
 /// `[anaplan]`.
@@ -75,6 +77,8 @@ pub struct AnaplanSettings {
     pub api_url: String,
     pub auth: AuthMethod,
     pub calls_per_minute: u32,
+    /// `http://` beyond loopback was opted into (see [`crate::endpoint`]).
+    pub allow_insecure_http: bool,
 }
 
 /// `[schedule]`.
@@ -165,6 +169,7 @@ impl Config {
             self.anaplan.auth.clone(),
         );
         c.calls_per_minute = self.anaplan.calls_per_minute;
+        c.allow_insecure_http = self.anaplan.allow_insecure_http;
         c
     }
 
@@ -177,6 +182,7 @@ impl Config {
         );
         c.call_client_id = self.crm.call_client_id.clone();
         c.bulk_threshold = self.engine.crm_bulk_threshold;
+        c.allow_insecure_http = self.crm.allow_insecure_http;
         c
     }
 

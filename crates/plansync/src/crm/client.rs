@@ -53,11 +53,15 @@ impl std::fmt::Debug for CrmClient {
 
 impl CrmClient {
     pub fn new(config: CrmConfig) -> Result<CrmClient, CrmError> {
-        if !(config.login_url.starts_with("http://") || config.login_url.starts_with("https://")) {
-            return Err(CrmError::Config(format!(
-                "login URL `{}` must start with http:// or https://",
-                config.login_url
-            )));
+        let login_url = crate::endpoint::base_url(&config.login_url, config.allow_insecure_http)
+            .map_err(|e| CrmError::Config(format!("the login URL {e}")))?;
+        if crate::endpoint::is_insecure(&login_url) {
+            tracing::warn!(
+                event = "insecure_transport",
+                system = "crm",
+                url = %login_url,
+                "the CRM is reached over http:// beyond loopback (allow_insecure_http): credentials and data cross the network in clear text"
+            );
         }
         if config.collection_chunk == 0 || config.collection_chunk > 200 {
             return Err(CrmError::Config(
@@ -135,10 +139,17 @@ impl CrmClient {
 
     async fn fetch(&self, generation: &mut u64) -> Result<Arc<AccessToken>, CrmError> {
         let (token, instance_url) = auth::request_token(self).await?;
+        // Checked before the token is ever sent there.
+        let instance_url = crate::endpoint::instance_url(
+            &instance_url,
+            &self.inner.config.login_url,
+            self.inner.config.allow_insecure_http,
+        )
+        .map_err(|e| CrmError::Config(format!("the token response's instance_url {e}")))?;
         *generation += 1;
         let fresh = Arc::new(AccessToken {
             token,
-            instance_url: instance_url.trim_end_matches('/').to_string(),
+            instance_url,
             generation: *generation,
         });
         let mut slot = match self.inner.token.lock() {

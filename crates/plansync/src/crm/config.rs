@@ -76,6 +76,8 @@ pub struct CrmConfig {
     pub bulk_timeout: Duration,
     /// Lifetime written into JWT assertions (`exp`); the CRM allows at most three minutes.
     pub jwt_lifetime: Duration,
+    /// `http://` beyond loopback is allowed (a WARN at every start); see [`crate::endpoint`].
+    pub allow_insecure_http: bool,
 }
 
 impl CrmConfig {
@@ -97,6 +99,7 @@ impl CrmConfig {
             bulk_poll_interval: Duration::from_secs(2),
             bulk_timeout: Duration::from_secs(30 * 60),
             jwt_lifetime: Duration::from_secs(170),
+            allow_insecure_http: false,
         }
     }
 }

@@ -10,6 +10,7 @@ pub(super) const CRM_KEYS: &[&str] = &[
     "auth",
     "streaming",
     "channels",
+    "allow_insecure_http",
 ];
 const CRM_AUTH_KEYS: &[&str] = &[
     "method",
@@ -26,7 +27,13 @@ const CRM_AUTH_KEYS: &[&str] = &[
     "password",
     "token",
 ];
-pub(super) const ANAPLAN_KEYS: &[&str] = &["auth_url", "api_url", "auth", "calls_per_minute"];
+pub(super) const ANAPLAN_KEYS: &[&str] = &[
+    "auth_url",
+    "api_url",
+    "auth",
+    "calls_per_minute",
+    "allow_insecure_http",
+];
 const ANAPLAN_AUTH_KEYS: &[&str] = &[
     "method",
     "user",
@@ -46,13 +53,14 @@ const ANAPLAN_AUTH_KEYS: &[&str] = &[
 
 impl Walk<'_> {
     pub(super) fn crm(&mut self, t: &Table<'_, '_>) -> Option<CrmSettings> {
+        let allow_insecure_http = self.allow_insecure_http(t);
         let login_url = t
             .required_str(
                 self.p,
                 "login_url",
                 "e.g. login_url = \"https://login.salesforce.com\" or your My Domain URL",
             )
-            .and_then(|s| self.url(s, "login_url"));
+            .and_then(|s| self.url(s, "login_url", allow_insecure_http));
         let api_version = match t.str(self.p, "api_version") {
             Some(s) if is_api_version(&s.value) => Some(s.value),
             Some(s) => {
@@ -139,6 +147,7 @@ impl Walk<'_> {
             auth: auth?,
             streaming: streaming?,
             channels: channels?,
+            allow_insecure_http,
         })
     }
 
@@ -186,7 +195,9 @@ impl Walk<'_> {
                     "the connected app's PKCS#8 PEM private key",
                 );
                 let key = key.and_then(|k| self.pem_key(t, "private_key", k));
-                let audience = t.str(self.p, "audience").map(|s| self.url(s, "audience"));
+                let audience = t
+                    .str(self.p, "audience")
+                    .map(|s| self.url(s, "audience", true));
                 let audience = match audience {
                     None => Some(None),
                     Some(a) => a.map(Some),
@@ -202,14 +213,15 @@ impl Walk<'_> {
     }
 
     pub(super) fn anaplan(&mut self, t: &Table<'_, '_>) -> Option<AnaplanSettings> {
+        let allow_insecure_http = self.allow_insecure_http(t);
         let auth_url = match t.str(self.p, "auth_url") {
-            Some(s) => self.url(s, "auth_url"),
+            Some(s) => self.url(s, "auth_url", allow_insecure_http),
             None => Some("https://auth.anaplan.com".to_string()),
         };
         let api_url = match t.str(self.p, "api_url") {
             Some(s) => {
                 let span = s.span.clone();
-                self.url(s, "api_url").and_then(|u| {
+                self.url(s, "api_url", allow_insecure_http).and_then(|u| {
                     if u.ends_with("/2/0") {
                         Some(u)
                     } else {
@@ -256,6 +268,7 @@ impl Walk<'_> {
             api_url: api_url?,
             auth: auth?,
             calls_per_minute: calls_per_minute?,
+            allow_insecure_http,
         })
     }
 

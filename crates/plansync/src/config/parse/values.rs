@@ -98,30 +98,29 @@ impl Walk<'_> {
         }
     }
 
-    /// An http(s) URL without query or fragment, trailing slashes removed.
-    pub(super) fn url(&mut self, s: Str, key: &str) -> Option<String> {
-        let trimmed = s.value.trim().trim_end_matches('/');
-        let problem = match reqwest::Url::parse(trimmed) {
-            Err(e) => Some(format!("`{key}` is not a URL: {e}")),
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                Some(format!("`{key}` must be an http or https URL"))
-            }
-            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-                Some(format!("`{key}` must not carry a query or fragment"))
-            }
-            Ok(_) => None,
-        };
-        match problem {
-            Some(message) => {
+    /// A base URL plansync will call (the one check: [`crate::endpoint::base_url`]), trailing
+    /// slashes removed. `allow_insecure_http` is the section's own opt-in.
+    pub(super) fn url(&mut self, s: Str, key: &str, allow_insecure_http: bool) -> Option<String> {
+        match crate::endpoint::base_url(&s.value, allow_insecure_http) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                if e == crate::endpoint::EndpointError::Credentials {
+                    self.inline_secrets.push(s.span.clone());
+                }
                 self.p.push(
-                    Problem::new(s.span, message)
+                    Problem::new(s.span, format!("`{key}` {e}"))
                         .label("not a usable URL")
                         .help("write the full base URL, e.g. \"https://login.salesforce.com\""),
                 );
                 None
             }
-            None => Some(trimmed.to_string()),
         }
+    }
+
+    /// `allow_insecure_http = true`: the section's opt-in to `http://` beyond loopback.
+    pub(super) fn allow_insecure_http(&mut self, t: &Table<'_, '_>) -> bool {
+        t.bool(self.p, "allow_insecure_http")
+            .is_some_and(|(b, _)| b)
     }
 
     /// A path key resolved against the config file's directory, or the default (resolved
