@@ -775,3 +775,69 @@ fn a_resolution_without_by_or_user_is_recorded_under_the_systems_name() {
     );
     assert!(!shown.contains("unknown"), "{shown}");
 }
+
+/// Values from the remote systems reach a reviewer's spreadsheet and terminal: a formula
+/// stays text in CSV, an escape sequence stays visible in a table, and JSON keeps both as
+/// they were.
+#[test]
+fn hostile_values_are_inert_in_csv_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let mut store = Store::open(&db).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    let mut batch = Batch::new(at);
+    let formula = "=HYPERLINK(\"http://x.example\",\"open\")";
+    let escape = "\u{1b}]0;owned\u{7}\u{1b}[2Jrm -rf\r";
+    batch.add_exception(NewException {
+        kind: ExceptionKind::Conflict,
+        status: ExceptionStatus::Open,
+        pairing: "opportunity".into(),
+        object: "Opportunity".into(),
+        crm_id: Some("006A".into()),
+        field: Some(ExceptionField {
+            name: "Description".into(),
+            kind: ValueKind::Text,
+            crm_value: Value::Text(formula.into()),
+            anaplan_value: Value::Text(escape.into()),
+            base_value: Value::Text("-40".into()),
+        }),
+        rule_id: Some("Opportunity.Description".into()),
+        rule_hash: None,
+        message: format!("@SUM(A1) {escape}"),
+        at,
+    });
+    store.commit(&batch).unwrap();
+    drop(store);
+    let db = db.to_str().unwrap();
+
+    for args in [
+        vec!["exceptions", "list", "--db", db, "--format", "csv"],
+        vec!["exceptions", "show", "1", "--db", db, "--format", "csv"],
+    ] {
+        let csv = ok(&plansync(&args));
+        let mut rows = csv::Reader::from_reader(csv.as_bytes());
+        let header = rows.headers().unwrap().clone();
+        let row = rows.records().next().unwrap().unwrap();
+        let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_string();
+        assert_eq!(cell("crm_value"), format!("'{formula}"), "{args:?}");
+        assert_eq!(cell("message"), format!("'@SUM(A1) {escape}"), "{args:?}");
+        // A plain number is left a number.
+        assert_eq!(cell("base_value"), "-40", "{args:?}");
+        assert_eq!(cell("id"), "1");
+    }
+    for args in [
+        vec!["exceptions", "list", "--db", db, "--wide"],
+        vec!["exceptions", "show", "1", "--db", db],
+    ] {
+        let table = ok(&plansync(&args));
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\r') && !table.contains('\u{7}'),
+            "{args:?}: {table:?}"
+        );
+        assert!(table.contains("\\u{1b}]0;owned\\u{7}"), "{args:?}: {table}");
+    }
+    // JSON is for programs: the values as stored.
+    let json = json_list(db, &[]);
+    assert_eq!(json[0]["anaplan_value"], escape);
+    assert_eq!(json[0]["crm_value"], formula);
+}

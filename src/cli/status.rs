@@ -89,7 +89,8 @@ fn write_tables(
             t.add_row(vec![
                 s.source.clone(),
                 s.shards.to_string(),
-                position(&s.position),
+                // A position is the remote system's text (a replay id, a watermark).
+                plansync::review::terminal_safe(&position(&s.position)).into_owned(),
                 age(s.lag_seconds),
             ]);
         }

@@ -23,7 +23,7 @@ use plansync::engine::sink::anaplan::{AnaplanSink, AnaplanSinkSettings};
 use plansync::engine::sink::crm::CrmSink;
 use plansync::rules::decide::{Context, effective};
 use plansync::rules::{self, RuleSet};
-use plansync::store::{Store, StoreError};
+use plansync::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -254,32 +254,39 @@ async fn settle(engine: &EngineHandle, limit: Duration) -> Result<(), DemoError>
 }
 
 /// A previous demo's store is replaced (the demo starts from an empty store), whichever
-/// plansync version wrote it; any other file is left alone and refused.
+/// plansync version wrote it; any other file, a plansync store the demo did not create
+/// among them, is left alone and refused. Then the new store is created and marked.
 fn fresh_store(db: &Path) -> Result<(), DemoError> {
-    if !db.exists() {
-        return Ok(());
-    }
-    match Store::open_read_only(db) {
-        Ok(store) => drop(store),
-        // A plansync store of another schema version (a demo run before an upgrade).
-        Err(StoreError::OlderSchema { .. } | StoreError::NewerSchema { .. }) => {}
-        Err(e) => {
-            return Err(DemoError::Setup(format!(
-                "{} exists and is not a plansync store ({e}); choose another --db",
-                db.display()
-            )));
+    if db.exists() {
+        match Store::is_demo_store(db) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(DemoError::Setup(format!(
+                    "{} is a plansync store the demo did not create: it may hold real work, so the demo leaves it alone; choose another --db",
+                    db.display()
+                )));
+            }
+            Err(e) => {
+                return Err(DemoError::Setup(format!(
+                    "{} exists and is not a plansync store ({e}); choose another --db",
+                    db.display()
+                )));
+            }
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = db.as_os_str().to_owned();
+            path.push(suffix);
+            let path = PathBuf::from(path);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| {
+                    DemoError::Setup(format!("cannot replace {}: {e}", path.display()))
+                })?;
+            }
         }
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
-        let path = PathBuf::from(path);
-        if path.exists() {
-            std::fs::remove_file(&path)
-                .map_err(|e| DemoError::Setup(format!("cannot replace {}: {e}", path.display())))?;
-        }
-    }
-    Ok(())
+    Store::open(db)
+        .and_then(|mut store| store.mark_demo_store(Utc::now()))
+        .map_err(|e| DemoError::Setup(format!("creating the demo store: {e}")))
 }
 
 /// The rules with the quarter-end window moved over today, as an admin switching on the
@@ -327,29 +334,52 @@ fn quarter_end_rules(texts: &[(PathBuf, String)], out: &Path) -> Result<RuleSet,
 mod tests {
     use super::*;
 
-    /// A file marked as a plansync store at `version`, with one table.
-    fn store_file(path: &Path, version: i64) {
+    /// A file marked as a plansync store at `version`, with the engine's state table, and
+    /// the demo's mark when `demo`.
+    fn store_file(path: &Path, version: i64, demo: bool) {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.pragma_update(None, "application_id", plansync::store::APPLICATION_ID)
             .unwrap();
         conn.pragma_update(None, "user_version", version).unwrap();
-        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+        conn.execute_batch(
+            "CREATE TABLE engine_state (name TEXT PRIMARY KEY, value TEXT, updated_at TEXT)",
+        )
+        .unwrap();
+        if demo {
+            conn.execute_batch("INSERT INTO engine_state VALUES ('demo.created_at', 'x', 'x')")
+                .unwrap();
+        }
     }
 
     #[test]
-    fn a_demo_store_of_any_schema_version_is_replaced_and_other_files_are_refused() {
+    fn only_a_store_the_demo_created_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("demo.db");
         let version = plansync::store::SCHEMA_VERSION;
         for found in [version - 1, version, version + 1] {
-            store_file(&db, found);
+            store_file(&db, found, true);
             fresh_store(&db).unwrap_or_else(|e| panic!("schema v{found}: {e}"));
-            assert!(!db.exists(), "schema v{found}: replaced");
+            assert!(
+                Store::is_demo_store(&db).unwrap(),
+                "schema v{found}: replaced"
+            );
+            let store = Store::open_read_only(&db).unwrap();
+            assert_eq!(store.first_run_completed().unwrap(), None, "a fresh store");
+            drop(store);
+            std::fs::remove_file(&db).unwrap();
         }
+
+        // A real store (the engine's, unmarked) is refused and left as it was.
+        drop(Store::open(&db).unwrap());
+        let before = std::fs::read(&db).unwrap();
+        let err = fresh_store(&db).unwrap_err().to_string();
+        assert!(err.contains("the demo did not create"), "{err}");
+        assert_eq!(std::fs::read(&db).unwrap(), before, "left alone");
+        std::fs::remove_file(&db).unwrap();
 
         std::fs::write(&db, "my notes, not a database").unwrap();
         let err = fresh_store(&db).unwrap_err().to_string();
         assert!(err.contains("is not a plansync store"), "{err}");
-        assert!(db.exists(), "left alone");
+        assert_eq!(std::fs::read(&db).unwrap(), b"my notes, not a database");
     }
 }

@@ -45,10 +45,10 @@ pub fn list(
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut csv = csv::Writer::from_writer(&mut *out);
+            let mut csv = super::csv_out::CsvOut::new(&mut *out);
             if exceptions.is_empty() {
                 // serde writes the header with the first row; scripts still want it.
-                csv.write_record(EXCEPTION_CSV_HEADER)?;
+                csv.header(&EXCEPTION_CSV_HEADER)?;
             }
             for e in &exceptions {
                 csv.serialize(ExceptionRow::from(e))?;

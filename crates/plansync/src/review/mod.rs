@@ -8,6 +8,7 @@
 //! null for no value), timestamps are RFC 3339 UTC.
 
 mod columns;
+mod csv_out;
 mod list;
 mod resolve;
 mod rows;
@@ -25,7 +26,7 @@ pub use list::{ListTable, list};
 pub use resolve::resolve;
 pub use show::show;
 pub use stats::stats;
-pub use table::TableWidth;
+pub use table::{TableWidth, terminal_safe};
 pub use time_arg::{TimeArgError, TimeBound, parse_time_arg};
 
 use crate::store::StoreError;

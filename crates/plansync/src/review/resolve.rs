@@ -35,9 +35,9 @@ pub fn resolve(
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut csv = csv::Writer::from_writer(&mut *out);
+            let mut csv = super::csv_out::CsvOut::new(&mut *out);
             if outcome.queued.is_empty() {
-                csv.write_record(OUTBOX_CSV_HEADER)?;
+                csv.header(&OUTBOX_CSV_HEADER)?;
             }
             for o in &outcome.queued {
                 csv.serialize(OutboxRow::from(o))?;

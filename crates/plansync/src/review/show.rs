@@ -43,7 +43,7 @@ pub fn show(
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut csv = csv::Writer::from_writer(&mut *out);
+            let mut csv = super::csv_out::CsvOut::new(&mut *out);
             csv.serialize(ExceptionRow::from(&detail.exception))?;
             csv.flush()?;
         }

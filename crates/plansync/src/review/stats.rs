@@ -87,7 +87,7 @@ pub fn stats(
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut csv = csv::Writer::from_writer(&mut *out);
+            let mut csv = super::csv_out::CsvOut::new(&mut *out);
             let by_status_kind = stats.by_status_kind.iter().map(|c| StatsCsvRow {
                 group: "status_kind",
                 status: Some(c.status.as_str()),
@@ -112,7 +112,7 @@ pub fn stats(
                 wrote = true;
             }
             if !wrote {
-                csv.write_record([
+                csv.header(&[
                     "group", "status", "kind", "object", "field", "count", "oldest",
                 ])?;
             }

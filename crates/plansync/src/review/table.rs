@@ -1,5 +1,7 @@
 //! Shared pieces of the human-readable output.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use comfy_table::{ColumnConstraint, ContentArrangement, Row, Table, Width, presets};
 
@@ -19,22 +21,68 @@ pub enum TableWidth {
     Unlimited,
 }
 
+/// Text as it may reach a terminal: stored values come from the remote systems, and an
+/// escape sequence in one could recolour, retitle or rewrite the reviewer's screen (`ESC`,
+/// `CR`, backspace), or reorder what they read (bidirectional overrides). Those characters
+/// are shown as visible escapes (`\u{1b}`, `\r`, `\t`); a line break stays a line break.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// A table in the house style; wraps to the terminal's width when there is one. For a few
 /// lines read in full (one exception's attributes); rows of many use [`LineTable`].
-pub(crate) fn new_table(header: impl Into<Row>) -> Table {
+pub(crate) struct Grid(Table);
+
+pub(crate) fn new_table<S: AsRef<str>>(header: impl IntoIterator<Item = S>) -> Grid {
     let mut table = Table::new();
     table
         .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header);
-    table
+        .set_header(Row::from(safe_cells(header)));
+    Grid(table)
+}
+
+fn safe_cells<S: AsRef<str>>(cells: impl IntoIterator<Item = S>) -> Vec<String> {
+    cells
+        .into_iter()
+        .map(|c| terminal_safe(c.as_ref()).into_owned())
+        .collect()
+}
+
+impl Grid {
+    /// Every cell goes through [`terminal_safe`].
+    pub(crate) fn add_row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.0.add_row(safe_cells(cells));
+    }
+}
+
+impl std::fmt::Display for Grid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Lets a [`new_table`] wrap to `width` too, when that is a number of columns rather than
 /// the terminal's.
-pub(crate) fn wrap_to(table: &mut Table, width: TableWidth) {
+pub(crate) fn wrap_to(table: &mut Grid, width: TableWidth) {
     if let TableWidth::Columns(columns) = width {
-        table.set_width(columns);
+        table.0.set_width(columns);
     }
 }
 
@@ -66,8 +114,17 @@ impl LineTable {
         }
     }
 
+    /// Every cell goes through [`terminal_safe`].
     pub(crate) fn add_row(&mut self, cells: impl IntoIterator<Item = String>) {
-        self.rows.push(cells.into_iter().collect());
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| match terminal_safe(&c) {
+                    Cow::Borrowed(_) => c,
+                    Cow::Owned(safe) => safe,
+                })
+                .collect(),
+        );
     }
 
     /// The columns' content widths (padding and borders aside) that fit `available` columns

@@ -14,6 +14,8 @@ use crate::model::{Position, RecordKey, Value};
 
 const FIRST_RUN_COMPLETED: &str = "first_run.completed_at";
 const FIRST_RUN_PHASE: &str = "first_run.phase";
+/// Set by `plansync demo` in the store it creates: the only kind of store it may replace.
+const DEMO_STORE: &str = "demo.created_at";
 
 /// An item's boolean line items, by name.
 pub type Flags = BTreeMap<String, bool>;
@@ -62,6 +64,43 @@ impl Store {
             params![name, value, ts(at)],
         )?;
         Ok(())
+    }
+
+    /// Marks this store as one `plansync demo` created, so the next demo may replace it.
+    pub fn mark_demo_store(&mut self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.set_state_value(DEMO_STORE, &ts(at), at)
+    }
+
+    /// Whether the plansync store at `path` was created by `plansync demo`, read without
+    /// migrating or writing it, whatever its schema version. `Ok(false)` for a plansync store
+    /// without the mark; an error for a file that is not a plansync store at all.
+    pub fn is_demo_store(path: &std::path::Path) -> Result<bool, StoreError> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+        let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+        if app != super::APPLICATION_ID {
+            return Err(StoreError::NotPlansync {
+                path: path.to_path_buf(),
+                reason: "no plansync application id".into(),
+            });
+        }
+        let has_state: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'engine_state')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_state {
+            return Ok(false);
+        }
+        let mark: Option<String> = conn
+            .query_row(
+                "SELECT value FROM engine_state WHERE name = ?1",
+                [DEMO_STORE],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(mark.is_some())
     }
 
     /// When the first run was committed complete; `None` while no first run has completed
