@@ -841,3 +841,125 @@ fn hostile_values_are_inert_in_csv_and_tables() {
     assert_eq!(json[0]["anaplan_value"], escape);
     assert_eq!(json[0]["crm_value"], formula);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The store file: private, and its failures said as what they are.
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `plansync` run as the unprivileged `nobody`, when this test runs as root (as CI does) and
+/// `setpriv` is there; `None` otherwise.
+fn as_nobody(args: &[&str]) -> Option<Output> {
+    // The effective user, as the shell would say it.
+    let uid = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("not root: the checks as another user are skipped");
+        return None;
+    }
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_plansync"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .ok()
+}
+
+#[test]
+fn a_store_others_can_read_is_made_private_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let db = dir.path().join("x.db");
+    small_store(&db);
+    assert_eq!(mode(&db), 0o600, "created private");
+    chmod(&db, 0o644);
+    ok(&plansync(&[
+        "exceptions",
+        "list",
+        "--db",
+        db.to_str().unwrap(),
+    ]));
+    assert_eq!(mode(&db), 0o600, "tightened by its owner");
+
+    chmod(&db, 0o644);
+    if let Some(out) = as_nobody(&["exceptions", "list", "--db", db.to_str().unwrap()]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("can be read by other users (mode 644)")
+                && stderr.contains("chmod 600"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "nothing of the store was shown");
+    }
+
+    // A reader in a directory it cannot write to: SQLite needs the -shm file beside the store.
+    chmod(&db, 0o600);
+    std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+    if let Some(out) = as_nobody(&["exceptions", "list", "--db", db.to_str().unwrap()]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("x.db-shm") && stderr.contains("let this user write to"),
+            "{stderr}"
+        );
+    }
+    // Without a -shm left by an earlier reader, the directory is what is missing.
+    let _ = std::fs::remove_file(dir.path().join("x.db-shm"));
+    let _ = std::fs::remove_file(dir.path().join("x.db-wal"));
+    if let Some(out) = as_nobody(&["exceptions", "list", "--db", db.to_str().unwrap()]) {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let want = format!("let this user write to {}", dir.path().display());
+        assert!(stderr.contains(&want), "{stderr}");
+    }
+}
+
+#[test]
+fn a_locked_or_damaged_store_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    small_store(&db);
+    let path = db.to_str().unwrap();
+
+    // Another process holds the write lock: a resolution waits, then says who to look for.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = plansync(&[
+        "exceptions",
+        "resolve",
+        "1",
+        "--dismiss",
+        "--note",
+        "n",
+        "--by",
+        "r",
+        "--db",
+        path,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+
+    // Pages overwritten with noise past the header: damaged, and said so.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 8192, "a store of several pages");
+    for b in &mut bytes[4096..] {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let out = plansync(&["exceptions", "list", "--db", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("the store file is damaged"), "{stderr}");
+}

@@ -21,6 +21,16 @@ pub enum StoreError {
     NotWritable { path: PathBuf, reason: String },
 
     #[error(
+        "the store {} can be read by other users (mode {mode:o}) and plansync could not make it private: {reason} (as its owner, run `chmod 600` on it and its -wal and -shm files)",
+        .path.display()
+    )]
+    NotPrivate {
+        path: PathBuf,
+        mode: u32,
+        reason: String,
+    },
+
+    #[error(
         "cannot read the store {}: {reason} (check the file's permissions)",
         .path.display()
     )]
@@ -66,7 +76,7 @@ pub enum StoreError {
 
     // `cause` is in the message, so it is not also the source (see BadValue).
     #[error(
-        "migrating the store to schema v{version} failed: {cause} (nothing of that step was kept; fix the cause and start again)"
+        "migrating the store to schema v{version} failed: {} (nothing of that step was kept; fix the cause and start again)", sqlite_message(.cause)
     )]
     Migration {
         version: i64,
@@ -130,11 +140,89 @@ pub enum StoreError {
         expected: String,
     },
 
-    #[error("SQLite: {0}")]
+    /// Said as what happened and what to do (a full disk, a damaged file, a lock held by
+    /// another process), SQLite's own words after.
+    #[error("{}", sqlite_message(.0))]
     Sqlite(#[from] rusqlite::Error),
 
     /// A store call from the engine's async tasks did not complete (its thread panicked or
     /// the runtime is shutting down).
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// What an SQLite failure means for the person running plansync.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    use rusqlite::ffi;
+    let Some(code) = e.sqlite_error_code() else {
+        return format!("SQLite: {e}");
+    };
+    let extended = match e {
+        rusqlite::Error::SqliteFailure(f, _) => f.extended_code,
+        _ => 0,
+    };
+    let advice = match code {
+        ErrorCode::DiskFull => {
+            "the disk holding the store is full: free space or move the store, then start again (the step that failed was not kept)"
+        }
+        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+            "the store file is damaged: stop plansync, keep a copy of the file, and restore it from a backup (or rebuild it with `sqlite3 FILE .recover`)"
+        }
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "the store is locked by another process (another plansync on the same store?): stop it, or try again when it is done"
+        }
+        ErrorCode::ReadOnly => {
+            "the store cannot be written: check the permissions of the file and its directory, and that the disk is not mounted read-only"
+        }
+        ErrorCode::SystemIoFailure
+            if matches!(
+                extended,
+                ffi::SQLITE_IOERR_SHMOPEN
+                    | ffi::SQLITE_IOERR_SHMSIZE
+                    | ffi::SQLITE_IOERR_SHMMAP
+                    | ffi::SQLITE_IOERR_SHMLOCK
+            ) =>
+        {
+            "cannot use the store's shared-memory file (the store's name with -shm): its disk may be full, or its directory not writable"
+        }
+        ErrorCode::SystemIoFailure => {
+            "a disk I/O error on the store: the disk may be full or failing, or the file was moved or deleted while plansync ran"
+        }
+        ErrorCode::CannotOpen => {
+            "cannot open the store or its journal: check that its directory exists and can be written"
+        }
+        _ => return format!("SQLite: {e}"),
+    };
+    format!("{advice} (SQLite: {e}; code {extended})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_failures_say_what_to_do() {
+        let full = rusqlite::Connection::open_in_memory().unwrap();
+        full.execute_batch("PRAGMA max_page_count = 2; CREATE TABLE t (x)")
+            .unwrap();
+        let e = full
+            .execute_batch("INSERT INTO t SELECT zeroblob(100000)")
+            .unwrap_err();
+        let shown = StoreError::from(e).to_string();
+        assert!(
+            shown.starts_with("the disk holding the store is full"),
+            "{shown}"
+        );
+
+        let io = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_SHMSIZE),
+            Some("disk I/O error".into()),
+        );
+        let shown = StoreError::from(io).to_string();
+        assert!(
+            shown.contains("shared-memory file") && shown.contains("4874"),
+            "{shown}"
+        );
+    }
 }

@@ -65,11 +65,12 @@ impl Store {
             return Err(not_plansync(&path, "an empty file"));
         }
         drop(file);
+        make_private(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn =
-            Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e, true))?;
+            Connection::open_with_flags(&path, flags).map_err(|e| read_only_failure(&path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let identity = Identity::read(&conn).map_err(|e| classify(&path, e, true))?;
+        let identity = Identity::read(&conn).map_err(|e| read_only_failure(&path, e))?;
         identity.check(&path, true)?;
         // Belt and braces: even a bug in a query cannot write through this connection.
         conn.pragma_update(None, "query_only", true)?;
@@ -124,7 +125,35 @@ fn create_or_check(path: &Path) -> Result<bool, StoreError> {
         .open(path)
         .map_err(not_writable)?;
     check_header(path, &mut file)?;
+    make_private(path)?;
     Ok(false)
+}
+
+/// The store holds both systems' business data: a file (or its `-wal`, `-shm`) that others
+/// may read or write is set to 0600, or refused when that is not ours to do.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        let Ok(meta) = fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        fs::set_permissions(&file, Permissions::from_mode(0o600)).map_err(|e| {
+            StoreError::NotPrivate {
+                path: file.clone(),
+                mode,
+                reason: e.to_string(),
+            }
+        })?;
+        tracing::info!(target: "plansync::store", event = "store_made_private", path = %file.display(), was = %format!("{mode:o}"),
+            "the store could be read by other users; it is now readable by its owner only");
+    }
+    Ok(())
 }
 
 /// Reads the file's first bytes: `Ok(false)` for an empty file, `Ok(true)` for one that starts
@@ -307,6 +336,42 @@ fn not_plansync(path: &Path, reason: &str) -> StoreError {
     StoreError::NotPlansync {
         path: path.to_path_buf(),
         reason: reason.to_string(),
+    }
+}
+
+/// A read-only open that failed though the file itself could be read: in WAL mode even a
+/// reader needs the `-shm` file beside the store (creating it if missing, opening it for
+/// writing if not), so a directory or `-shm` this user cannot write to is the usual cause
+/// and is named as such.
+fn read_only_failure(path: &Path, e: rusqlite::Error) -> StoreError {
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    let shm = PathBuf::from(shm);
+    let cannot_open = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure)
+    );
+    if !cannot_open {
+        return classify(path, e, true);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let fix = if shm.exists() {
+        format!(
+            "let this user write to {} (or run as the store's owner)",
+            shm.display()
+        )
+    } else {
+        format!("let this user write to {}", dir.display())
+    };
+    StoreError::NotReadable {
+        path: path.to_path_buf(),
+        reason: format!(
+            "a reader of a store in WAL mode must open or create {} beside it, and could not ({e}); {fix}, or copy the store with its -wal file somewhere writable and review the copy",
+            shm.display()
+        ),
     }
 }
 
