@@ -1182,3 +1182,63 @@ fn the_retired_api_is_refused_at_construction() {
     let err = AnaplanClient::new(cfg).unwrap_err();
     assert!(err.to_string().contains("use the 2/0 API"), "{err}");
 }
+
+/// A server whose every answer is `body` with `headers`: for the size cap.
+async fn answering(body: Vec<u8>, gzip: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let body = Arc::new(body);
+    let app = Router::new().fallback(move || {
+        let body = body.clone();
+        async move {
+            let mut r = Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json");
+            if gzip {
+                r = r.header("content-encoding", "gzip");
+            }
+            r.body(Body::from(body.as_ref().clone())).unwrap()
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// 64 MiB of JSON-looking spaces, gzipped to about 64 KiB.
+fn gzip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"{\"workspaces\":[").unwrap();
+    let spaces = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&spaces).unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+#[tokio::test]
+async fn an_answer_past_the_size_cap_is_refused_not_read_whole() {
+    let big = {
+        let mut b = b"{\"workspaces\":[".to_vec();
+        b.resize(3 << 20, b' ');
+        b
+    };
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 1 << 20, "the bomb is small on the wire");
+    for (body, gzip) in [(big, false), (bomb, true)] {
+        let url = answering(body, gzip).await;
+        let mut cfg = config(&url, AuthMethod::Token(Secret::new("static")));
+        cfg.max_response_bytes = 1 << 20;
+        let client = AnaplanClient::new(cfg).unwrap();
+        let e = client.list_workspaces().await.unwrap_err();
+        assert!(
+            matches!(e, AnaplanError::TooLarge { .. }),
+            "gzip {gzip}: {e:?}"
+        );
+        assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+        let stats = client.stats();
+        assert_eq!((stats.reads, stats.retries), (1, 0), "not asked again");
+    }
+}

@@ -1219,3 +1219,50 @@ async fn long_polling_shares_the_session_and_echoes_cookies() {
         );
     }
 }
+
+#[tokio::test]
+async fn answers_past_the_size_cap_are_refused_not_read_whole() {
+    // A query page that inflates from ~32 KiB on the wire to 32 MiB.
+    let bomb = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(b"{\"records\":[").unwrap();
+        for _ in 0..32 {
+            gz.write_all(&vec![b' '; 1 << 20]).unwrap();
+        }
+        gz.finish().unwrap()
+    };
+    let org = Arc::new(Org::default());
+    let app = Router::new()
+        .route("/services/oauth2/token", post(token))
+        .route(
+            "/services/data/v59.0/query",
+            get(move || async move {
+                (
+                    [
+                        ("content-type", "application/json"),
+                        ("content-encoding", "gzip"),
+                    ],
+                    bomb,
+                )
+            }),
+        )
+        .with_state(org.clone());
+    let url = serve(app).await;
+    *org.instance.lock().unwrap() = url.clone();
+    let mut c = config(&url, client_credentials());
+    c.max_response_bytes = 1 << 20;
+    let client = CrmClient::new(c).unwrap();
+    let e = client.query("SELECT Id FROM Account").await.unwrap_err();
+    assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+
+    // A token endpoint that answers with megabytes.
+    let app = Router::new().route(
+        "/services/oauth2/token",
+        post(|| async { vec![b'x'; 3 << 20] }),
+    );
+    let url = serve(app).await;
+    let client = CrmClient::new(config(&url, client_credentials())).unwrap();
+    let e = client.query("SELECT Id FROM Account").await.unwrap_err();
+    assert!(e.to_string().contains("larger than 1 MiB"), "{e}");
+}

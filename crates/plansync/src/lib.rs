@@ -7,6 +7,7 @@
 
 pub mod anaplan;
 pub mod backoff;
+pub mod body;
 pub mod config;
 pub mod crm;
 pub mod endpoint;

@@ -56,6 +56,8 @@ pub struct AnaplanConfig {
     pub chunk_bytes: usize,
     /// Timeout of one HTTP request, connection included.
     pub request_timeout: Duration,
+    /// The most of one response body read, decompressed (see `crate::body`).
+    pub max_response_bytes: usize,
     /// Refresh the token when less than this is left of its life.
     pub refresh_margin: Duration,
     /// Cells per write call (at most the documented 100,000).
@@ -83,6 +85,7 @@ impl AnaplanConfig {
             task_timeout: Duration::from_secs(3600),
             chunk_bytes: 25_000_000,
             request_timeout: Duration::from_secs(120),
+            max_response_bytes: crate::body::DEFAULT_MAX_RESPONSE_BYTES,
             refresh_margin: Duration::from_secs(300),
             max_cells_per_write: MAX_CELLS_PER_WRITE,
             max_write_bytes: MAX_WRITE_BYTES,

@@ -85,6 +85,16 @@ pub enum AnaplanError {
         detail: String,
     },
 
+    /// An answer larger than plansync reads in one response (a broken or hostile server).
+    #[error(
+        "Anaplan's answer to {method} {path} is larger than {limit}, the most plansync reads in one response; it was not read further (check the api_url points at Anaplan)"
+    )]
+    TooLarge {
+        method: String,
+        path: String,
+        limit: String,
+    },
+
     /// A name from a rule file matched nothing in the model.
     #[error("no {kind} named {name:?} in model {model}")]
     NotFound {

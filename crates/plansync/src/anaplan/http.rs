@@ -91,6 +91,8 @@ pub(crate) struct Transport {
     pub stats: Arc<Stats>,
     /// Whether Anaplan is out of reach, for how loud its failures are logged.
     outage: Outage,
+    /// The cap on one response body (see `crate::body`).
+    max_response_bytes: usize,
 }
 
 impl Transport {
@@ -98,6 +100,7 @@ impl Transport {
         calls_per_minute: u32,
         retry: RetryPolicy,
         request_timeout: Duration,
+        max_response_bytes: usize,
     ) -> Result<Self, AnaplanError> {
         // Needed only for https endpoints; a second install (another client) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -112,6 +115,7 @@ impl Transport {
             retry,
             stats: Arc::new(Stats::default()),
             outage: Outage::default(),
+            max_response_bytes,
         })
     }
 
@@ -166,7 +170,15 @@ impl Transport {
                         )
                     }
                 },
-                Err(e) => {
+                Err(Attempt::TooLarge { limit }) => {
+                    // Asking again brings the same answer: a broken or hostile server.
+                    return Err(AnaplanError::TooLarge {
+                        method: req.method.to_string(),
+                        path: req.path(),
+                        limit: crate::body::size(limit),
+                    });
+                }
+                Err(Attempt::Http(e)) => {
                     // A connection never made cannot have been acted on; anything later
                     // (a reset, a timeout, a truncated answer) may have been.
                     if !(e.is_connect() || req.idempotent) {
@@ -237,7 +249,7 @@ impl Transport {
         &self,
         req: &Request,
         authorization: Option<&HeaderValue>,
-    ) -> Result<(StatusCode, Option<Duration>, Response), reqwest::Error> {
+    ) -> Result<(StatusCode, Option<Duration>, Response), Attempt> {
         let mut builder = self.client.request(req.method.clone(), &req.url);
         if !req.query.is_empty() {
             builder = builder.query(&req.query);
@@ -254,7 +266,7 @@ impl Transport {
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
-        let response = builder.send().await?;
+        let response = builder.send().await.map_err(Attempt::Http)?;
         let status = response.status();
         let wait = retry_after(response.headers().get(RETRY_AFTER));
         let content_type = response
@@ -263,7 +275,12 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = response.bytes().await?.to_vec();
+        let body = crate::body::read_capped(response, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                crate::body::BodyError::TooLarge { limit } => Attempt::TooLarge { limit },
+                crate::body::BodyError::Read(e) => Attempt::Http(e),
+            })?;
         Ok((
             status,
             wait,
@@ -274,6 +291,12 @@ impl Transport {
             },
         ))
     }
+}
+
+/// Why one attempt got no answer to classify.
+enum Attempt {
+    Http(reqwest::Error),
+    TooLarge { limit: usize },
 }
 
 /// An error with its causes, which is where reqwest puts the useful part.

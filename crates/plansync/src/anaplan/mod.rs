@@ -91,6 +91,7 @@ impl AnaplanClient {
             config.calls_per_minute,
             config.retry.clone(),
             config.request_timeout,
+            config.max_response_bytes,
         )?;
         let auth = Auth::new(&config.auth, auth_url, config.refresh_margin)?;
         Ok(AnaplanClient {

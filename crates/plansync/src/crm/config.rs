@@ -67,6 +67,8 @@ pub struct CrmConfig {
     pub retry: RetryPolicy,
     /// Per-request timeout for REST calls.
     pub request_timeout: Duration,
+    /// The most of one response body read, decompressed (see `crate::body`).
+    pub max_response_bytes: usize,
     /// Records per sObject Collections call (the API allows at most 200).
     pub collection_chunk: usize,
     /// At or above this many records, `update` uses a Bulk API 2.0 ingest job.
@@ -94,6 +96,7 @@ impl CrmConfig {
             call_client_id: "plansync".to_string(),
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(120),
+            max_response_bytes: crate::body::DEFAULT_MAX_RESPONSE_BYTES,
             collection_chunk: 200,
             bulk_threshold: 2_000,
             bulk_poll_interval: Duration::from_secs(2),

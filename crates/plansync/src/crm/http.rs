@@ -162,10 +162,25 @@ impl CrmClient {
         {
             self.call_stats().limit_info(info);
         }
-        let body = response.bytes().await.map_err(|e| Failed {
-            may_have_arrived: true,
-            error: CrmError::Transport(format!("reading the response: {}", e.without_url())),
-        })?;
+        let limit = self.config().max_response_bytes;
+        let body = crate::body::read_capped(response, limit)
+            .await
+            .map_err(|e| Failed {
+                may_have_arrived: true,
+                error: match e {
+                    crate::body::BodyError::TooLarge { limit } => CrmError::Decode {
+                        what: "a response",
+                        detail: format!(
+                            "larger than {}, the most plansync reads in one response; not read further (check login_url points at the CRM)",
+                            crate::body::size(limit)
+                        ),
+                    },
+                    crate::body::BodyError::Read(e) => CrmError::Transport(format!(
+                        "reading the response: {}",
+                        e.without_url()
+                    )),
+                },
+            })?;
         if (200..300).contains(&status) {
             return Ok(Reply {
                 body: body.to_vec(),
