@@ -31,6 +31,7 @@ mod engine_trust;
 mod fuzz_corpus;
 mod newcomer;
 mod readme;
+mod secrets;
 mod sim_anaplan;
 mod sim_crm;
 mod sim_crm_describe;
