@@ -1,0 +1,132 @@
+//! The CRM simulator: SOQL nesting and `LIKE` matching bounded.
+
+use std::time::{Duration, Instant};
+
+use plansync_sim::crm::{
+    self, CrmSimConfig, CrmSimHandle, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,
+};
+use serde_json::json;
+
+use crate::http::{self, encode};
+
+const API: &str = "/services/data/v59.0";
+
+async fn start() -> CrmSimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    crm::start(CrmSimConfig::default(), listener)
+        .await
+        .expect("start")
+}
+
+async fn access_token(sim: &CrmSimHandle) -> String {
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        encode(DEFAULT_CLIENT_ID),
+        encode(DEFAULT_CLIENT_SECRET)
+    );
+    let r = http::send(
+        sim.instance_url(),
+        "POST",
+        "/services/oauth2/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string()
+}
+
+async fn query(sim: &CrmSimHandle, token: &str, soql: &str) -> http::Response {
+    let bearer = format!("Bearer {token}");
+    http::send(
+        sim.instance_url(),
+        "GET",
+        &format!("{API}/query?q={}", encode(soql)),
+        &[("Authorization", &bearer)],
+        b"",
+    )
+    .await
+}
+
+fn error_code(r: &http::Response) -> String {
+    r.json()[0]["errorCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// A worker thread of its own for the simulator, so a stuck handler cannot stall the test's
+// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_soql_is_a_malformed_query_not_a_crash() {
+    let sim = start().await;
+    let token = access_token(&sim).await;
+    let nots = format!(
+        "SELECT Id FROM Account WHERE {}Name = 'x'",
+        "NOT ".repeat(8000)
+    );
+    let parens = format!(
+        "SELECT Id FROM Account WHERE {}Name = 'x'{}",
+        "(".repeat(8000),
+        ")".repeat(8000)
+    );
+    for soql in [&nots, &parens] {
+        let r = query(&sim, &token, soql).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(error_code(&r), "MALFORMED_QUERY");
+        assert!(r.text().contains("more than 64 deep"), "{}", r.text());
+    }
+    // Nesting within the bound, and a long flat chain, are still answered.
+    let nested = format!(
+        "SELECT Id FROM Account WHERE {}NOT Name = 'x'{}",
+        "(".repeat(60),
+        ")".repeat(60)
+    );
+    // As long as a URI may be (64 KB).
+    let chain = vec!["Name != 'x'"; 1500].join(" AND ");
+    for soql in [nested, format!("SELECT Id FROM Account WHERE {chain}")] {
+        let r = query(&sim, &token, &soql).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["totalSize"], 2, "both seeded accounts");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn like_with_many_wildcards_is_answered_at_once() {
+    let sim = start().await;
+    let token = access_token(&sim).await;
+    sim.create(
+        "Account",
+        json!({"Name": "Long", "Industry": "a".repeat(3000)}),
+        None,
+    )
+    .expect("create");
+    let started = Instant::now();
+    let miss = query(
+        &sim,
+        &token,
+        "SELECT Id FROM Account WHERE Industry LIKE '%a%a%a%a%a%a%a%a%b'",
+    )
+    .await;
+    assert_eq!(miss.status, 200, "{}", miss.text());
+    assert_eq!(miss.json()["totalSize"], 0);
+    let hit = query(
+        &sim,
+        &token,
+        "SELECT Id FROM Account WHERE Industry LIKE '%A%a%_%a%a%a%a%a'",
+    )
+    .await;
+    assert_eq!(hit.json()["totalSize"], 1, "{}", hit.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    sim.shutdown().await;
+}
