@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use faults::{Faults, Kind, LoggedRequest, RequestCounts};
+pub use faults::{Faults, FaultsError, Kind, LoggedRequest, RequestCounts};
 pub use model::{CellValue, ListItemView};
 pub use seed::{
     DEFAULT_SEED_TOML, Seed, SeedError, SeedExport, SeedImport, SeedItem, SeedLineItem, SeedList,
@@ -120,6 +120,8 @@ pub enum SimError {
     Seed(#[from] SeedError),
     #[error(transparent)]
     Certificate(#[from] auth::AuthConfigError),
+    #[error("invalid faults: {0}")]
+    Faults(#[from] FaultsError),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
 }
@@ -130,6 +132,7 @@ impl AnaplanSim {
     /// Builds the tenant and serves it on `listener` until [`SimHandle::shutdown`].
     pub async fn start(config: SimConfig, listener: TcpListener) -> Result<SimHandle, SimError> {
         let addr = listener.local_addr().map_err(SimError::Listener)?;
+        config.faults.validate()?;
         let tenant = Arc::new(model::build(&config.seed)?);
         for slot in &tenant.models {
             model_lock(&slot.data).tasks.step = config.task_step;
@@ -282,6 +285,8 @@ impl SimHandle {
         lock(&self.shared.faults).faults.clone()
     }
 
+    /// Replaces the faults as given (an in-process caller is trusted; [`Faults::validate`]
+    /// says whether they make sense, as `PUT /__sim/faults` checks).
     pub fn set_faults(&self, faults: Faults) {
         lock(&self.shared.faults).set(faults);
     }

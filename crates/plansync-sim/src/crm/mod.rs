@@ -9,7 +9,7 @@
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
 //! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
-//! hooks), `limits` (daily budget and request log), `http` (shared helpers).
+//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -22,6 +22,7 @@ mod cdc;
 mod composite;
 pub mod config;
 mod describe;
+mod hook_body;
 mod http;
 mod ids;
 mod limits;

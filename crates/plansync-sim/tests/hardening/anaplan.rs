@@ -139,3 +139,50 @@ async fn a_deeply_nested_formula_in_a_seed_is_refused_at_start() {
     assert!(!cells.is_empty());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn nonsense_fault_settings_are_refused_naming_the_field() {
+    let sim = start(SimConfig::default()).await;
+    for (body, field) in [
+        (r#"{"error_rate": 1.5}"#, "error_rate"),
+        (r#"{"drop_rate": -0.5}"#, "drop_rate"),
+        (r#"{"latency_ms": -5}"#, "latency_ms"),
+        (r#"{"latency_ms": 100000000000}"#, "latency_ms"),
+        (r#"{"error_status": 404}"#, "error_status"),
+        (r#"{"fail_next": "many"}"#, "fail_next"),
+        (r#"{"error_rat": 0.5}"#, "error_rat"),
+    ] {
+        let r = admin(&sim, "PUT", "/__sim/faults", body).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let json = r.json();
+        assert_eq!(json["status"]["code"], 400);
+        let message = json["status"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    assert_eq!(sim.faults(), plansync_sim::anaplan::Faults::default());
+    let r = admin(&sim, "PUT", "/__sim/rate-limit", r#"{"per_minute": -1}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("per_minute"), "{}", r.text());
+    let r = admin(
+        &sim,
+        "PUT",
+        "/__sim/faults",
+        r#"{"error_rate": 0.5, "latency_ms": 5}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sim.faults().error_rate, 0.5);
+    sim.shutdown().await;
+}
+
+/// A `/__sim/` call with a JSON body.
+async fn admin(sim: &SimHandle, method: &str, path: &str, body: &str) -> http::Response {
+    http::send(
+        &sim.base_url(),
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+}

@@ -130,3 +130,47 @@ async fn like_with_many_wildcards_is_answered_at_once() {
     );
     sim.shutdown().await;
 }
+
+/// A `/__sim/` call with a JSON body.
+async fn hook(sim: &CrmSimHandle, path: &str, body: &str) -> http::Response {
+    http::send(
+        sim.instance_url(),
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn nonsense_fault_and_limit_settings_are_refused_naming_the_field() {
+    let sim = start().await;
+    for (path, body, field) in [
+        ("/__sim/lock_errors", r#"{"count": -1}"#, "count"),
+        ("/__sim/lock_errors", r#"{"count": 1.5}"#, "count"),
+        ("/__sim/lock_errors", r#"{}"#, "count"),
+        ("/__sim/retention", r#"{"seconds": 99999999999}"#, "seconds"),
+        ("/__sim/age", r#"{"seconds": -3600}"#, "seconds"),
+        (
+            "/__sim/purge",
+            r#"{"up_to_replay_id": "all"}"#,
+            "up_to_replay_id",
+        ),
+        ("/__sim/limits", r#"{"daily_limit": -1}"#, "daily_limit"),
+        ("/__sim/limits", r#"{"used": 5, "limt": 10}"#, "limt"),
+    ] {
+        let r = hook(&sim, path, body).await;
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.text());
+        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error.contains(&format!("`{field}`")),
+            "{path} {body}: {error}"
+        );
+    }
+    assert_eq!(sim.api_usage(), (0, 100_000), "the limits are as they were");
+    let r = hook(&sim, "/__sim/limits", r#"{"daily_limit": 10, "used": 10}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sim.api_usage(), (10, 10));
+    sim.shutdown().await;
+}

@@ -12,21 +12,12 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct Response {
     pub status: u16,
-    /// Names in lower case.
-    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -88,11 +79,7 @@ fn parse(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Response { status, body }
 }
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {
