@@ -11,7 +11,9 @@
 //! | `GET /__sim/models/{m}/lists/{list}/items` | `[{id, name, code, properties}]` |
 //!
 //! Modules and lists are named by ID or by name. Admin calls are not rate limited, faulted
-//! or logged.
+//! or logged. Each must carry the simulator's token in the `X-Sim-Token` header (401 without,
+//! 403 with a wrong one; see [`crate::hooks_token`]), e.g.
+//! `curl -H "X-Sim-Token: $TOKEN" localhost:8090/__sim/requests`.
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;

@@ -2,6 +2,9 @@
 //! user" (no API origin), creates, deletes and undeletes, injected gap, overflow and merged
 //! events, injected lock failures, token revocation and expiry, dropped streaming sessions,
 //! retention and purge, direct record reads, request counts and the daily budget.
+//!
+//! Every `/__sim/` request must carry the simulator's token in `X-Sim-Token` (checked with the
+//! request accounting in `mod.rs`; see [`crate::hooks_token`]); the handle needs none.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,6 +224,12 @@ impl CrmSimHandle {
     /// `http://127.0.0.1:PORT`, the `instance_url` tokens carry.
     pub fn instance_url(&self) -> &str {
         &self.sim.instance_url
+    }
+
+    /// The token `/__sim/` requests over HTTP must carry in `X-Sim-Token` (the handle's own
+    /// methods need none).
+    pub fn hooks_token(&self) -> &str {
+        self.sim.hooks_token.expose()
     }
 
     pub fn org_name(&self) -> String {

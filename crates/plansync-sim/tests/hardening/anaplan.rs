@@ -181,8 +181,39 @@ async fn admin(sim: &SimHandle, method: &str, path: &str, body: &str) -> http::R
         &sim.base_url(),
         method,
         path,
-        &[("Content-Type", "application/json")],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Sim-Token", sim.hooks_token()),
+        ],
         body.as_bytes(),
     )
     .await
+}
+
+#[tokio::test]
+async fn the_hooks_need_the_token() {
+    let sim = start(SimConfig::default()).await;
+    let cells = format!("/__sim/models/{MODEL}/modules/OPP01%20Opportunity%20Data/cells");
+    for (headers, status) in [
+        (vec![], 401),
+        (vec![("X-Sim-Token", "guess")], 403),
+        (vec![("Authorization", "Bearer guess")], 401),
+    ] {
+        for (method, path, body) in [
+            ("PUT", "/__sim/faults", r#"{"fail_next": 5}"#),
+            ("POST", "/__sim/tokens/expire", ""),
+            ("GET", cells.as_str(), ""),
+        ] {
+            let r = http::send(&sim.base_url(), method, path, &headers, body.as_bytes()).await;
+            assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+            let json = r.json();
+            assert_eq!(json["status"]["code"], status);
+            let message = json["status"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("X-Sim-Token"), "{message}");
+        }
+    }
+    assert_eq!(sim.faults(), plansync_sim::anaplan::Faults::default());
+    let r = admin(&sim, "GET", &cells, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    sim.shutdown().await;
 }

@@ -137,7 +137,10 @@ async fn hook(sim: &CrmSimHandle, path: &str, body: &str) -> http::Response {
         sim.instance_url(),
         "POST",
         path,
-        &[("Content-Type", "application/json")],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Sim-Token", sim.hooks_token()),
+        ],
         body.as_bytes(),
     )
     .await
@@ -172,5 +175,52 @@ async fn nonsense_fault_and_limit_settings_are_refused_naming_the_field() {
     let r = hook(&sim, "/__sim/limits", r#"{"daily_limit": 10, "used": 10}"#).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(sim.api_usage(), (10, 10));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_hooks_need_the_token() {
+    let sim = start().await;
+    let deal = "0065g0000000001AAA";
+    let edit = format!(r#"{{"object": "Opportunity", "id": "{deal}", "fields": {{"Amount": 1}}}}"#);
+    let amount = || sim.record(deal).expect("the deal")["Amount"].clone();
+    let before = amount();
+    for (headers, status) in [
+        (vec![], 401),
+        (vec![("X-Sim-Token", "guess")], 403),
+        // Only the header counts, not the API's bearer token.
+        (vec![("Authorization", "Bearer guess")], 401),
+    ] {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend(headers);
+        for (method, path, body) in [
+            ("POST", "/__sim/edit", edit.as_str()),
+            ("GET", "/__sim/requests", ""),
+            ("GET", "/__sim/no-such-hook", ""),
+        ] {
+            let r = http::send(sim.instance_url(), method, path, &all, body.as_bytes()).await;
+            assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+            let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+            assert!(error.contains("X-Sim-Token"), "{error}");
+        }
+    }
+    assert_eq!(amount(), before, "no edit went through");
+    let r = hook(&sim, "/__sim/edit", &edit).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(amount(), 1.0);
+    sim.shutdown().await;
+
+    // A configured token is the one taken.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config = CrmSimConfig {
+        hooks_token: Some("configured-token".into()),
+        ..CrmSimConfig::default()
+    };
+    let sim = crm::start(config, listener).await.expect("start");
+    assert_eq!(sim.hooks_token(), "configured-token");
+    let r = hook(&sim, "/__sim/lock_errors", r#"{"count": 1}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     sim.shutdown().await;
 }
