@@ -15,6 +15,8 @@
 
 pub mod anaplan;
 pub mod crm;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hooks_token;
 mod secret;
 

@@ -68,7 +68,7 @@ impl Sim {
         })
     }
 
-    fn edit(
+    pub(super) fn edit(
         &self,
         object: &str,
         id: &str,

@@ -23,6 +23,7 @@ mod cdc;
 mod composite;
 pub mod config;
 mod describe;
+pub(crate) mod fuzz;
 mod hook_body;
 mod http;
 mod ids;
