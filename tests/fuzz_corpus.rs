@@ -46,3 +46,13 @@ fn config_parse_corpus() {
 fn crm_describe_corpus() {
     replay("crm_describe", plansync::crm::describe::fuzz_describe);
 }
+
+#[test]
+fn sim_soql_corpus() {
+    replay("sim_soql", plansync_sim::fuzzing::sim_soql);
+}
+
+#[test]
+fn sim_bayeux_corpus() {
+    replay("sim_bayeux", plansync_sim::fuzzing::sim_bayeux);
+}

@@ -42,12 +42,14 @@ fn plansync() -> Command {
     cmd
 }
 
-/// Starts `plansync sim <which> --port 0` and returns it with the base URL it printed first.
+/// Starts `plansync sim <which> --port 0` and returns it with the base URL it printed first
+/// and the hooks' token it printed on its admin line.
 /// Its stdout is drained to the end on a thread: the Anaplan simulator prints more lines,
 /// and a closed pipe would make its printing fail.
-fn simulator(which: &str) -> (Running, String) {
+fn simulator(which: &str) -> (Running, String, String) {
     let mut child = plansync()
         .args(["sim", which, "--port", "0"])
+        .env_remove("PLANSYNC_SIM_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -57,16 +59,23 @@ fn simulator(which: &str) -> (Running, String) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
+        let first = lines.next().and_then(Result::ok);
+        // The admin line carries the hooks' token: `… (X-Sim-Token: <token>)`.
+        let token = lines.by_ref().map_while(Result::ok).find_map(|l| {
+            l.split("X-Sim-Token: ")
+                .nth(1)
+                .map(|t| t.trim_end_matches(')').to_string())
+        });
+        if let (Some(first), Some(token)) = (first, token) {
+            let _ = tx.send((first, token));
         }
         for _ in lines {}
     });
-    let url = rx
+    let (url, token) = rx
         .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("plansync sim {which} printed no URL"));
+        .unwrap_or_else(|_| panic!("plansync sim {which} printed no URL and token"));
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    (running, url.trim().to_string())
+    (running, url.trim().to_string(), token)
 }
 
 /// `examples/plansync-sim.toml` with the simulators' addresses and the store moved to `dir`,
@@ -109,10 +118,12 @@ struct Http {
     client: reqwest::Client,
     anaplan: String,
     crm: String,
+    /// The `/__sim/` hooks' tokens: (Anaplan's, the CRM's).
+    hooks_tokens: (String, String),
 }
 
 impl Http {
-    fn new(anaplan: &str, crm: &str) -> Http {
+    fn new(anaplan: &str, crm: &str, hooks_tokens: (String, String)) -> Http {
         // reqwest is built without a default TLS provider; the library installs ring on demand.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -124,6 +135,18 @@ impl Http {
             client: reqwest::Client::new(),
             anaplan: anaplan.into(),
             crm: crm.into(),
+            hooks_tokens,
+        }
+    }
+
+    /// The `X-Sim-Token` a `/__sim/` URL of one of the simulators needs.
+    fn hooks_token(&self, url: &str) -> Option<&str> {
+        if !url.contains("/__sim/") {
+            None
+        } else if url.starts_with(&self.anaplan) {
+            Some(&self.hooks_tokens.0)
+        } else {
+            Some(&self.hooks_tokens.1)
         }
     }
 
@@ -132,6 +155,9 @@ impl Http {
             let mut request = self.client.get(&url);
             if let Some(token) = token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(hooks) = self.hooks_token(&url) {
+                request = request.header("X-Sim-Token", hooks);
             }
             let response = request.send().await.expect("GET");
             assert!(
@@ -277,9 +303,9 @@ fn the_example_names_the_simulators_default_ports() {
 
 #[test]
 fn the_first_run_between_the_default_simulators_is_quiet() {
-    let (_anaplan_sim, anaplan) = simulator("anaplan");
-    let (_crm_sim, crm) = simulator("crm");
-    let http = Http::new(&anaplan, &crm);
+    let (_anaplan_sim, anaplan, anaplan_token) = simulator("anaplan");
+    let (_crm_sim, crm, crm_token) = simulator("crm");
+    let http = Http::new(&anaplan, &crm, (anaplan_token, crm_token));
     let before = http.state();
     assert_eq!(before["opportunities"].as_array().map(Vec::len), Some(4));
     assert_eq!(before["territories"].as_array().map(Vec::len), Some(3));
@@ -402,6 +428,8 @@ struct Curl {
     method: String,
     url: String,
     body: Option<String>,
+    /// The `X-Sim-Token` header's value, as written (`$CRM_SIM_TOKEN`).
+    hooks_token: Option<String>,
 }
 
 fn parse_curl(words: &[String]) -> Curl {
@@ -409,6 +437,7 @@ fn parse_curl(words: &[String]) -> Curl {
         method: "GET".into(),
         url: String::new(),
         body: None,
+        hooks_token: None,
     };
     let mut words = words.iter().skip(1);
     while let Some(w) = words.next() {
@@ -417,7 +446,10 @@ fn parse_curl(words: &[String]) -> Curl {
             "-X" => curl.method = words.next().expect("a method").clone(),
             "-H" => {
                 let header = words.next().expect("a header");
-                assert_eq!(header, "Content-Type: application/json");
+                match header.strip_prefix("X-Sim-Token: ") {
+                    Some(token) => curl.hooks_token = Some(token.to_string()),
+                    None => assert_eq!(header, "Content-Type: application/json"),
+                }
             }
             "-d" => curl.body = Some(words.next().expect("a body").clone()),
             url if url.starts_with("http://") => curl.url = url.to_string(),
@@ -433,6 +465,9 @@ impl Http {
             let mut request = self
                 .client
                 .request(curl.method.parse().expect("method"), &curl.url);
+            if let Some(token) = &curl.hooks_token {
+                request = request.header("X-Sim-Token", token);
+            }
             if let Some(body) = &curl.body {
                 request = request
                     .header("Content-Type", "application/json")
@@ -481,6 +516,10 @@ fn the_readme_real_path_runs_as_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sims = Vec::new();
     let mut urls: Vec<(&str, String)> = Vec::new();
+    // The hooks' tokens the simulators printed, in the order they started (Anaplan first).
+    let mut hooks_tokens: Vec<String> = Vec::new();
+    // What the README's `export …_SIM_TOKEN=<…>` stands for.
+    let mut token_vars: Vec<(String, String)> = Vec::new();
     let mut env: Vec<(String, String)> = Vec::new();
     let mut engine: Option<Running> = None;
     let mut http: Option<Http> = None;
@@ -499,8 +538,9 @@ fn the_readme_real_path_runs_as_written() {
         let cmd = words.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
         match words[0].as_str() {
             "plansync" if words[1] == "sim" => {
-                let (child, url) = simulator(&words[2]);
+                let (child, url, token) = simulator(&words[2]);
                 sims.push(child);
+                hooks_tokens.push(token);
                 let from = if words[2] == "anaplan" {
                     EXAMPLE_ANAPLAN
                 } else {
@@ -509,13 +549,28 @@ fn the_readme_real_path_runs_as_written() {
                 urls.push((from, url));
                 if urls.len() == 2 {
                     config = Some(example_for(dir.path(), &urls[0].1, &urls[1].1));
-                    http = Some(Http::new(&urls[0].1, &urls[1].1));
+                    http = Some(Http::new(
+                        &urls[0].1,
+                        &urls[1].1,
+                        (hooks_tokens[0].clone(), hooks_tokens[1].clone()),
+                    ));
                 }
             }
             "export" => {
                 for pair in &words[1..] {
                     let (k, v) = pair.split_once('=').expect("KEY=VALUE");
-                    env.push((k.into(), v.into()));
+                    // The tokens are whatever the simulators printed: the reader copies them.
+                    let printed = match k {
+                        "ANAPLAN_SIM_TOKEN" => hooks_tokens.first(),
+                        "CRM_SIM_TOKEN" => hooks_tokens.get(1),
+                        _ => {
+                            env.push((k.into(), v.into()));
+                            continue;
+                        }
+                    };
+                    assert!(v.starts_with('<'), "{k} is a placeholder: {v}");
+                    let token = printed.expect("the simulators run first").clone();
+                    token_vars.push((format!("${k}"), token));
                 }
                 let expected: Vec<(String, String)> = SECRETS
                     .iter()
@@ -580,6 +635,7 @@ fn the_readme_real_path_runs_as_written() {
                             method: "GET".into(),
                             url: format!("{}/__sim/record/{deal}", urls[1].1),
                             body: None,
+                            hooks_token: Some(hooks_tokens[1].clone()),
                         };
                         let took = within(Duration::from_secs(10), "the resolution", || {
                             amount_in(&http.send(&record), deal) == Some(130000.0)
@@ -591,6 +647,14 @@ fn the_readme_real_path_runs_as_written() {
             }
             "curl" => {
                 let http = http.as_ref().expect("the simulators run first");
+                let words: Vec<String> = words
+                    .iter()
+                    .map(|w| {
+                        token_vars
+                            .iter()
+                            .fold(w.clone(), |w, (var, token)| w.replace(var, token))
+                    })
+                    .collect();
                 let curl = parse_curl(&words);
                 let body = http.send(&curl);
                 match curl.body.as_deref() {
@@ -604,6 +668,7 @@ fn the_readme_real_path_runs_as_written() {
                                 urls[0].1
                             ),
                             body: None,
+                            hooks_token: Some(hooks_tokens[0].clone()),
                         };
                         let took = within(Duration::from_secs(5), "the edit in Anaplan", || {
                             amount_in(&http.send(&cells), deal) == Some(130000.0)

@@ -490,6 +490,7 @@ async fn tokens_expire_after_their_ttl_and_on_demand() {
     assert_eq!(get(&c, &sim, &token, "/users/me").await.0, 200);
     let resp = c
         .post(format!("{}/__sim/tokens/expire", sim.base_url()))
+        .header("X-Sim-Token", sim.hooks_token())
         .send()
         .await
         .unwrap();
@@ -1542,6 +1543,7 @@ async fn the_rate_limit_answers_429_once_the_bucket_is_empty() {
     assert_eq!(sim.request_counts().rate_limited, 1);
     let resp = c
         .put(format!("{}/__sim/rate-limit", sim.base_url()))
+        .header("X-Sim-Token", sim.hooks_token())
         .json(&json!({"per_minute": 0}))
         .send()
         .await
@@ -1569,6 +1571,7 @@ async fn injected_5xx_and_dropped_connections() {
     // Over the admin endpoint: drop the next call.
     let resp = c
         .put(format!("{}/__sim/faults", sim.base_url()))
+        .header("X-Sim-Token", sim.hooks_token())
         .json(&json!({"drop_next": 1}))
         .send()
         .await
@@ -1633,6 +1636,7 @@ async fn the_request_log_counts_calls_by_kind() {
     assert_eq!(log[4].status, 404);
     let resp: Value = c
         .get(format!("{}/__sim/requests", sim.base_url()))
+        .header("X-Sim-Token", sim.hooks_token())
         .send()
         .await
         .unwrap()
@@ -1646,6 +1650,7 @@ async fn the_request_log_counts_calls_by_kind() {
             "{}/__sim/models/{MODEL}/modules/{OPP_MODULE}/cells",
             sim.base_url()
         ))
+        .header("X-Sim-Token", sim.hooks_token())
         .send()
         .await
         .unwrap()
@@ -1659,6 +1664,7 @@ async fn the_request_log_counts_calls_by_kind() {
             "{}/__sim/models/{MODEL}/lists/Territories/items",
             sim.base_url()
         ))
+        .header("X-Sim-Token", sim.hooks_token())
         .send()
         .await
         .unwrap()
@@ -1670,6 +1676,7 @@ async fn the_request_log_counts_calls_by_kind() {
     assert_eq!(sim.request_counts().total, 5);
     let resp = c
         .delete(format!("{}/__sim/requests", sim.base_url()))
+        .header("X-Sim-Token", sim.hooks_token())
         .send()
         .await
         .unwrap();
@@ -1763,8 +1770,24 @@ async fn the_cli_serves_the_simulator_and_prints_its_urls() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The admin line shows the hooks' token next to the URL.
+    let token_of = |line: &str| {
+        line.split("X-Sim-Token: ")
+            .nth(1)
+            .map(|t| t.trim_end_matches(')').to_string())
+    };
+    let hooks_token = token_of(&rest[2]).unwrap_or_else(|| panic!("no token in {:?}", rest[2]));
+    assert_eq!(hooks_token.len(), 32, "{}", rest[2]);
     let resp = c
         .put(format!("{base}/__sim/faults"))
+        .json(&json!({"fail_next": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "no token, no faults");
+    let resp = c
+        .put(format!("{base}/__sim/faults"))
+        .header("X-Sim-Token", &hooks_token)
         .json(&json!({"fail_next": 1}))
         .send()
         .await

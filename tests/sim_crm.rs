@@ -73,6 +73,8 @@ impl Env {
             .http
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
+            // For the `/__sim/` reads; other paths ignore it.
+            .header("X-Sim-Token", self.sim.hooks_token())
             .send()
             .await
             .expect("get");
@@ -1256,6 +1258,7 @@ async fn admin_hooks_over_http() {
         let req = env
             .http
             .post(format!("{}/__sim/{path}", env.url))
+            .header("X-Sim-Token", env.sim.hooks_token())
             .json(&body);
         async move {
             let resp = req.send().await.expect("admin");

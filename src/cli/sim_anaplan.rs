@@ -1,8 +1,9 @@
 //! `plansync sim anaplan`: serves the local Anaplan simulator on 127.0.0.1 until Ctrl-C.
 //!
 //! It prints the auth, API and admin base URLs on stdout (the first line is the base URL, so a
-//! script can read it), and takes the seed, users, trusted CAs and limits from flags. Faults
-//! are set at run time through `/__sim/faults` (see `plansync_sim::anaplan`).
+//! script can read it) and, next to the admin URL, the token the `/__sim/` hooks take in
+//! `X-Sim-Token`; it takes the seed, users, trusted CAs and limits from flags. Faults are set
+//! at run time through `/__sim/faults` (see `plansync_sim::anaplan`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,19 @@ pub struct SimAnaplanArgs {
     /// How long each read request stays IN_PROGRESS, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub read_request_step_ms: u64,
+    /// The token the /__sim/ hooks take in the X-Sim-Token header. Default: a random one,
+    /// printed at start.
+    #[arg(long, value_name = "TOKEN", env = "PLANSYNC_SIM_TOKEN", hide_env_values = true, value_parser = sim_token)]
+    pub sim_token: Option<Secret>,
+}
+
+/// A token as a [`Secret`], so it stays out of `Debug` output.
+fn sim_token(s: &str) -> Result<Secret, String> {
+    if s.trim().is_empty() {
+        Err("the token must not be empty".into())
+    } else {
+        Ok(Secret::new(s.trim()))
+    }
 }
 
 fn parse_user(spec: &str) -> anyhow::Result<(String, Secret)> {
@@ -88,6 +102,7 @@ fn config(args: &SimAnaplanArgs) -> anyhow::Result<SimConfig> {
         task_step: Duration::from_millis(args.task_step_ms),
         max_read: args.max_read.max(1),
         read_request_step: Duration::from_millis(args.read_request_step_ms),
+        hooks_token: args.sim_token.clone(),
         ..SimConfig::default()
     })
 }
@@ -107,7 +122,13 @@ pub fn run(args: SimAnaplanArgs) -> anyhow::Result<ExitCode> {
         println!("{}", sim.base_url());
         println!("auth:  {}/token/authenticate", sim.auth_url());
         println!("api:   {}", sim.api_url());
-        println!("admin: {}/__sim/faults", sim.base_url());
+        // The one place the token is shown: whoever started the simulator needs it.
+        println!(
+            "admin: {}/__sim/faults  ({}: {})",
+            sim.base_url(),
+            plansync_sim::hooks_token::HEADER,
+            sim.hooks_token()
+        );
         println!("users: {}", users.join(", "));
         println!("Serving the Anaplan simulator; Ctrl-C stops it.");
         tokio::signal::ctrl_c()

@@ -1,5 +1,6 @@
 //! `plansync sim crm`: serves a simulated Salesforce-style org (OAuth, REST, Bulk API 2.0 and
-//! CDC streaming) on one loopback port until Ctrl-C.
+//! CDC streaming) on one loopback port until Ctrl-C. It prints the instance URL on the first
+//! line of stdout and, on the second, the token the `/__sim/` hooks take in `X-Sim-Token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,19 @@ pub struct SimCrmArgs {
     /// API requests allowed per 24 hours.
     #[arg(long, default_value_t = 100_000)]
     pub daily_limit: u64,
+    /// The token the /__sim/ hooks take in the X-Sim-Token header. Default: a random one,
+    /// printed at start.
+    #[arg(long, value_name = "TOKEN", env = "PLANSYNC_SIM_TOKEN", hide_env_values = true, value_parser = sim_token)]
+    pub sim_token: Option<Secret>,
+}
+
+/// A token as a [`Secret`], so it stays out of `Debug` output.
+fn sim_token(s: &str) -> Result<Secret, String> {
+    if s.trim().is_empty() {
+        Err("the token must not be empty".into())
+    } else {
+        Ok(Secret::new(s.trim()))
+    }
 }
 
 fn parse_client(s: &str) -> Result<(String, Secret), String> {
@@ -67,6 +81,7 @@ fn config(args: &SimCrmArgs) -> anyhow::Result<CrmSimConfig> {
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.retention = Duration::from_secs(args.retention_hours.saturating_mul(3600));
     config.daily_limit = args.daily_limit;
+    config.hooks_token = args.sim_token.clone();
     Ok(config)
 }
 
@@ -84,6 +99,13 @@ pub fn run(args: SimCrmArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
         let handle = crm::start(config, listener).await?;
         println!("{}", handle.instance_url());
+        // The one place the token is shown: whoever started the simulator needs it.
+        println!(
+            "admin: {}/__sim/  ({}: {})",
+            handle.instance_url(),
+            plansync_sim::hooks_token::HEADER,
+            handle.hooks_token()
+        );
         eprintln!(
             "CRM simulator for org {} ({}); clients: {}; users: {}. Ctrl-C stops it.",
             handle.org_name(),

@@ -11,7 +11,9 @@
 //! | `GET /__sim/models/{m}/lists/{list}/items` | `[{id, name, code, properties}]` |
 //!
 //! Modules and lists are named by ID or by name. Admin calls are not rate limited, faulted
-//! or logged.
+//! or logged. Each must carry the simulator's token in the `X-Sim-Token` header (401 without,
+//! 403 with a wrong one; see [`crate::hooks_token`]), e.g.
+//! `curl -H "X-Sim-Token: $TOKEN" localhost:8090/__sim/requests`.
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -32,6 +34,7 @@ pub fn cell_json(v: &CellValue) -> Value {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RateLimit {
     per_minute: u32,
 }
@@ -48,7 +51,7 @@ pub fn handle(sh: &Shared, req: &Req) -> Response {
     let m = &req.method;
     match segs.as_slice() {
         ["faults"] if m == Method::GET => ok_json(json!(lock(&sh.faults).faults)),
-        ["faults"] if m == Method::PUT => match serde_json::from_slice::<Faults>(&req.body) {
+        ["faults"] if m == Method::PUT => match Faults::from_json(&req.body) {
             Ok(f) => {
                 lock(&sh.faults).set(f.clone());
                 ok_json(json!(f))
@@ -61,11 +64,18 @@ pub fn handle(sh: &Shared, req: &Req) -> Response {
         }
         ["rate-limit"] if m == Method::PUT => {
             match serde_json::from_slice::<RateLimit>(&req.body) {
+                // serde names neither the field nor the range: say both.
+                Err(_) => wire::bad_request(
+                    &format!(
+                        "Invalid rate limit: per_minute must be a whole number from 0 (off) to {}",
+                        u32::MAX
+                    ),
+                    &req.path,
+                ),
                 Ok(r) => {
                     *lock(&sh.bucket) = super::faults::Bucket::new(r.per_minute);
                     ok_json(json!({"per_minute": r.per_minute}))
                 }
-                Err(e) => wire::bad_request(&format!("Invalid rate limit: {e}"), &req.path),
             }
         }
         ["tokens", "expire"] if m == Method::POST => {

@@ -122,12 +122,31 @@ fn set_chunk_count(req: &Req, slot: &ModelSlot, f: &str) -> Response {
     envelope(model_schema(req, slot, "file"), None, vec![("file", v)])
 }
 
-fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut out)
-        .ok()?;
-    Some(out)
+/// The most a chunk may hold once decompressed: Anaplan's upload chunks are 1 to 50 MB
+/// (reference `anaplan-api.md`, §5 "Upload" and §6 "Payload limits"; read here as MiB, the
+/// more lenient reading). Raw chunks are bounded by the request limit (`server::MAX_BODY`);
+/// a gzip chunk is bounded here, as it is decompressed, since a few kilobytes of gzip can
+/// inflate to gigabytes.
+pub const MAX_CHUNK_BYTES: usize = 50 * 1024 * 1024;
+
+enum Gunzip {
+    Data(Vec<u8>),
+    Invalid,
+    TooLarge,
+}
+
+fn gunzip(bytes: &[u8]) -> Gunzip {
+    // One byte past the limit tells "exactly at the limit" from "over it" without reading
+    // (or allocating) any further.
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(MAX_CHUNK_BYTES));
+    let read = flate2::read::GzDecoder::new(bytes)
+        .take(MAX_CHUNK_BYTES as u64 + 1)
+        .read_to_end(&mut out);
+    match read {
+        Err(_) => Gunzip::Invalid,
+        Ok(_) if out.len() > MAX_CHUNK_BYTES => Gunzip::TooLarge,
+        Ok(_) => Gunzip::Data(out),
+    }
 }
 
 fn upload_chunk(req: &Req, slot: &ModelSlot, f: &str, n: Option<&str>) -> Response {
@@ -144,8 +163,18 @@ fn upload_chunk(req: &Req, slot: &ModelSlot, f: &str, n: Option<&str>) -> Respon
     // Decompressed before taking the model lock: it can take a while for 50 MB.
     let data = if gzip {
         match gunzip(&req.body) {
-            Some(d) => d,
-            None => return wire::bad_request("The chunk is not valid gzip data", &req.path),
+            Gunzip::Data(d) => d,
+            Gunzip::Invalid => {
+                return wire::bad_request("The chunk is not valid gzip data", &req.path);
+            }
+            // The answer the simulator gives a request body over its limit.
+            Gunzip::TooLarge => {
+                return wire::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The chunk is larger than 50 MB once decompressed; upload it in smaller chunks",
+                    &req.path,
+                );
+            }
         }
     } else {
         req.body.to_vec()

@@ -51,6 +51,87 @@ impl Default for Faults {
     }
 }
 
+/// The longest latency a fault may add. Far longer than any client waits (they time out
+/// within a minute or two); a larger value would park each connection for good.
+pub const MAX_LATENCY_MS: u64 = 10 * 60 * 1000;
+
+/// A fault setting that makes no sense, named by its field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultsError {
+    #[error("{field}: {reason}")]
+    Field { field: String, reason: String },
+    #[error("the faults must be a JSON object: {0}")]
+    Body(String),
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> FaultsError {
+    FaultsError::Field {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl Faults {
+    /// Refuses settings outside their meaning: rates outside 0 to 1, a status that is not a
+    /// 5xx, a latency over [`MAX_LATENCY_MS`].
+    pub fn validate(&self) -> Result<(), FaultsError> {
+        for (field, rate) in [
+            ("error_rate", self.error_rate),
+            ("drop_rate", self.drop_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(bad(field, format!("must be from 0.0 to 1.0, got {rate}")));
+            }
+        }
+        if !(500..=599).contains(&self.error_status) {
+            return Err(bad(
+                "error_status",
+                format!(
+                    "must be a 5xx status (500, 502, 503 or 504), got {}",
+                    self.error_status
+                ),
+            ));
+        }
+        if self.latency_ms > MAX_LATENCY_MS {
+            return Err(bad(
+                "latency_ms",
+                format!(
+                    "must be at most {MAX_LATENCY_MS} (10 minutes), got {}",
+                    self.latency_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `PUT /__sim/faults`'s body (missing fields take their defaults) and validates
+    /// it. A field of the wrong type is named: each is read on its own first, as serde's
+    /// message for a whole struct says where, not which field.
+    pub fn from_json(body: &[u8]) -> Result<Faults, FaultsError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| FaultsError::Body(e.to_string()))?;
+        let serde_json::Value::Object(fields) = &value else {
+            return Err(FaultsError::Body(format!("got {value}")));
+        };
+        for (name, v) in fields {
+            let one = serde_json::Value::Object([(name.clone(), v.clone())].into_iter().collect());
+            if let Err(e) = serde_json::from_value::<Faults>(one) {
+                let reason = e.to_string();
+                // An unknown field's message names it (and the known ones) already.
+                return Err(if reason.starts_with("unknown field") {
+                    FaultsError::Body(reason)
+                } else {
+                    bad(name, reason)
+                });
+            }
+        }
+        let faults: Faults =
+            serde_json::from_value(value).map_err(|e| FaultsError::Body(e.to_string()))?;
+        faults.validate()?;
+        Ok(faults)
+    }
+}
+
 /// What to do with one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -283,6 +364,31 @@ mod tests {
         assert_eq!(s.next(false).1, Fault::Drop);
         assert_eq!(s.next(false).1, Fault::Error(503));
         assert_eq!(s.next(false).1, Fault::None);
+    }
+
+    #[test]
+    fn nonsense_faults_are_refused_by_name() {
+        let err = |body: &str| {
+            Faults::from_json(body.as_bytes())
+                .expect_err(body)
+                .to_string()
+        };
+        assert_eq!(
+            err(r#"{"error_rate": 1.5}"#),
+            "error_rate: must be from 0.0 to 1.0, got 1.5"
+        );
+        assert!(err(r#"{"drop_rate": -0.1}"#).starts_with("drop_rate: "));
+        assert!(err(r#"{"latency_ms": -5}"#).starts_with("latency_ms: invalid value"));
+        assert!(err(r#"{"latency_ms": 99999999999}"#).starts_with("latency_ms: must be at most"));
+        assert!(err(r#"{"error_status": 200}"#).starts_with("error_status: must be a 5xx"));
+        assert!(err(r#"{"fail_next": "x"}"#).starts_with("fail_next: invalid type"));
+        assert!(err(r#"{"nope": 1}"#).contains("unknown field `nope`"));
+        assert!(err("[1]").starts_with("the faults must be a JSON object"));
+        let ok = Faults::from_json(br#"{"error_rate": 0.25, "latency_ms": 10}"#).expect("valid");
+        assert_eq!(
+            (ok.error_rate, ok.latency_ms, ok.error_status),
+            (0.25, 10, 503)
+        );
     }
 
     #[test]

@@ -5,6 +5,24 @@
 //! `+ - * /`, unary minus, parentheses, numbers, and line item names (which may contain
 //! spaces, so a name runs up to the next operator or parenthesis). Division by zero gives 0,
 //! as in Anaplan.
+//!
+//! Formulas come from seed files, which are outside input: the parser bounds how deeply
+//! parentheses and unary minuses nest ([`MAX_NESTING`]), and a run of operators of one
+//! precedence (`a + b - c + …`) is one flat [`Expr::Chain`] rather than a deep tree, so parsing,
+//! evaluating and dropping a formula never recurse deeper than that bound.
+
+/// How deeply parentheses and unary minuses may nest in a formula.
+///
+/// The reference documents no formula nesting limit for Anaplan. 64 levels is far beyond any
+/// formula written by hand, and keeps the recursive parser and evaluator a few kilobytes deep:
+/// a seed with thousands of nested parentheses is refused with a clear error as the seed is
+/// built, instead of overflowing the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// How many line items a formula may reach through others (`A = B + 1`, `B = C + 1`, …).
+/// Evaluating a cell follows the chain recursively, so it is bounded as the nesting is; 256 is
+/// far more than a model's calculation chains need.
+pub const MAX_REFERENCE_CHAIN: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -12,7 +30,9 @@ pub enum Expr {
     /// A line item, by its index in the model's line items.
     Ref(usize),
     Neg(Box<Expr>),
-    Bin(Box<Expr>, Op, Box<Expr>),
+    /// The first operand, then each operator with its right operand, applied left to right
+    /// (all of one precedence: `+`/`-` or `*`/`/`).
+    Chain(Box<Expr>, Vec<(Op, Expr)>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +84,7 @@ pub fn parse(text: &str, resolve: &dyn Fn(&str) -> Option<usize>) -> Result<Expr
     let mut p = Parser {
         toks: &toks,
         pos: 0,
+        depth: 0,
         resolve,
     };
     let e = p.sum()?;
@@ -79,6 +100,8 @@ pub fn parse(text: &str, resolve: &dyn Fn(&str) -> Option<usize>) -> Result<Expr
 struct Parser<'a> {
     toks: &'a [Tok],
     pos: usize,
+    /// Parentheses and unary minuses open around the current token.
+    depth: usize,
     resolve: &'a dyn Fn(&str) -> Option<usize>,
 }
 
@@ -91,31 +114,45 @@ impl Parser<'_> {
     }
 
     fn sum(&mut self) -> Result<Expr, String> {
-        let mut left = self.product()?;
+        let first = self.product()?;
+        let mut rest = Vec::new();
         while let Some(c @ ('+' | '-')) = self.peek_op() {
             self.pos += 1;
-            let right = self.product()?;
             let op = if c == '+' { Op::Add } else { Op::Sub };
-            left = Expr::Bin(Box::new(left), op, Box::new(right));
+            rest.push((op, self.product()?));
         }
-        Ok(left)
+        Ok(chain(first, rest))
     }
 
     fn product(&mut self) -> Result<Expr, String> {
-        let mut left = self.unary()?;
+        let first = self.unary()?;
+        let mut rest = Vec::new();
         while let Some(c @ ('*' | '/')) = self.peek_op() {
             self.pos += 1;
-            let right = self.unary()?;
             let op = if c == '*' { Op::Mul } else { Op::Div };
-            left = Expr::Bin(Box::new(left), op, Box::new(right));
+            rest.push((op, self.unary()?));
         }
-        Ok(left)
+        Ok(chain(first, rest))
+    }
+
+    /// One more level of nesting; refused beyond [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "the formula nests parentheses and unary minuses more than {MAX_NESTING} deep"
+            ));
+        }
+        Ok(())
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
         if self.peek_op() == Some('-') {
             self.pos += 1;
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.enter()?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Neg(Box::new(e)));
         }
         self.atom()
     }
@@ -129,15 +166,25 @@ impl Parser<'_> {
                 .map(Expr::Ref)
                 .ok_or_else(|| format!("unknown line item {name:?} in formula")),
             Some(Tok::Op('(')) => {
+                self.enter()?;
                 let e = self.sum()?;
                 if self.peek_op() != Some(')') {
                     return Err("missing ')' in formula".to_string());
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(e)
             }
             other => Err(format!("unexpected {other:?} in formula")),
         }
+    }
+}
+
+fn chain(first: Expr, rest: Vec<(Op, Expr)>) -> Expr {
+    if rest.is_empty() {
+        first
+    } else {
+        Expr::Chain(Box::new(first), rest)
     }
 }
 
@@ -148,8 +195,8 @@ impl Expr {
             Expr::Num(n) => *n,
             Expr::Ref(i) => get(*i),
             Expr::Neg(e) => -e.eval(get),
-            Expr::Bin(a, op, b) => {
-                let (a, b) = (a.eval(get), b.eval(get));
+            Expr::Chain(first, rest) => rest.iter().fold(first.eval(get), |a, (op, b)| {
+                let b = b.eval(get);
                 match op {
                     Op::Add => a + b,
                     Op::Sub => a - b,
@@ -157,7 +204,7 @@ impl Expr {
                     Op::Div if b == 0.0 => 0.0,
                     Op::Div => a / b,
                 }
-            }
+            }),
         }
     }
 
@@ -167,9 +214,11 @@ impl Expr {
             Expr::Num(_) => {}
             Expr::Ref(i) => out.push(*i),
             Expr::Neg(e) => e.refs(out),
-            Expr::Bin(a, _, b) => {
-                a.refs(out);
-                b.refs(out);
+            Expr::Chain(first, rest) => {
+                first.refs(out);
+                for (_, e) in rest {
+                    e.refs(out);
+                }
             }
         }
     }
@@ -205,5 +254,19 @@ mod tests {
         assert!(parse("Amount *", &resolve).is_err());
         assert!(parse("1.2.3", &resolve).is_err());
         assert!(parse("Amount )", &resolve).is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_chains_are_flat() {
+        let nested = |n: usize| format!("{}Amount{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&nested(MAX_NESTING), &resolve).is_ok());
+        let err = parse(&nested(MAX_NESTING + 1), &resolve).expect_err("too deep");
+        assert!(err.contains("more than 64 deep"), "{err}");
+        assert!(parse(&format!("{}Amount", "-".repeat(10_000)), &resolve).is_err());
+        let long = vec!["Amount"; 20_000].join(" + ");
+        let e = parse(&long, &resolve).expect("a long sum parses");
+        assert_eq!(e.eval(&|_| 1.0), 20_000.0);
+        let e = parse("10 - 2 - 3 / 2 * 4", &resolve).expect("parses");
+        assert_eq!(e.eval(&|_| 0.0), 2.0);
     }
 }

@@ -17,7 +17,7 @@
 //!   items; `seed.rs`: the seed.
 //! - `wire.rs`, `scalar.rs`: envelope, paging, errors, request parsing.
 //! - `faults.rs`, `conn.rs`, `admin.rs`: limits, injected faults, dropped connections, the
-//!   `/__sim/…` hooks.
+//!   `/__sim/…` hooks (which need the `X-Sim-Token` header, see [`crate::hooks_token`]).
 //!
 //! Behaviour worth knowing (decisions where the reference is silent):
 //! - The rate limit (a token bucket of `rate_per_minute`, refilled at `rate_per_minute/60` a
@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use faults::{Faults, Kind, LoggedRequest, RequestCounts};
+pub use faults::{Faults, FaultsError, Kind, LoggedRequest, RequestCounts};
 pub use model::{CellValue, ListItemView};
 pub use seed::{
     DEFAULT_SEED_TOML, Seed, SeedError, SeedExport, SeedImport, SeedItem, SeedLineItem, SeedList,
@@ -94,6 +94,9 @@ pub struct SimConfig {
     pub read_request_step: Duration,
     /// A read request not accessed for this long is gone (Anaplan: 30 minutes).
     pub read_request_ttl: Duration,
+    /// The token `/__sim/` requests must carry (`X-Sim-Token`); `None` (or empty): a random
+    /// one per start, which the handle tells.
+    pub hooks_token: Option<Secret>,
 }
 
 impl Default for SimConfig {
@@ -110,6 +113,7 @@ impl Default for SimConfig {
             read_page_bytes: 10 * 1024 * 1024,
             read_request_step: Duration::from_millis(200),
             read_request_ttl: Duration::from_secs(30 * 60),
+            hooks_token: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub enum SimError {
     Seed(#[from] SeedError),
     #[error(transparent)]
     Certificate(#[from] auth::AuthConfigError),
+    #[error("invalid faults: {0}")]
+    Faults(#[from] FaultsError),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
 }
@@ -130,6 +136,7 @@ impl AnaplanSim {
     /// Builds the tenant and serves it on `listener` until [`SimHandle::shutdown`].
     pub async fn start(config: SimConfig, listener: TcpListener) -> Result<SimHandle, SimError> {
         let addr = listener.local_addr().map_err(SimError::Listener)?;
+        config.faults.validate()?;
         let tenant = Arc::new(model::build(&config.seed)?);
         for slot in &tenant.models {
             model_lock(&slot.data).tasks.step = config.task_step;
@@ -153,6 +160,7 @@ impl AnaplanSim {
             bucket: Mutex::new(faults::Bucket::new(config.rate_per_minute)),
             log: Mutex::new(faults::RequestLog::default()),
             base: base.clone(),
+            hooks_token: crate::hooks_token::or_generate(config.hooks_token.as_ref()),
             max_read: config.max_read,
             reads: large_read::ReadRequests::new(large_read::ReadConfig {
                 page_bytes: config.read_page_bytes,
@@ -229,6 +237,12 @@ impl SimHandle {
         self.shared.base.clone()
     }
 
+    /// The token `/__sim/` requests over HTTP must carry in `X-Sim-Token` (the handle's own
+    /// methods need none).
+    pub fn hooks_token(&self) -> &str {
+        self.shared.hooks_token.expose()
+    }
+
     /// The auth service's base (append `/token/authenticate`).
     pub fn auth_url(&self) -> String {
         self.shared.base.clone()
@@ -282,6 +296,8 @@ impl SimHandle {
         lock(&self.shared.faults).faults.clone()
     }
 
+    /// Replaces the faults as given (an in-process caller is trusted; [`Faults::validate`]
+    /// says whether they make sense, as `PUT /__sim/faults` checks).
     pub fn set_faults(&self, faults: Faults) {
         lock(&self.shared.faults).set(faults);
     }

@@ -34,6 +34,8 @@ pub struct Shared {
     pub log: Mutex<RequestLog>,
     /// `http://127.0.0.1:P`.
     pub base: String,
+    /// What `/__sim/` requests must carry in `X-Sim-Token`.
+    pub hooks_token: crate::Secret,
     /// At most this many cells per view read, list items per list read.
     pub max_read: usize,
     /// Large-volume read requests.
@@ -59,6 +61,9 @@ pub async fn entry(
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     if path.starts_with("/__sim/") {
+        if let Err((status, message)) = crate::hooks_token::check(&parts.headers, &sh.hooks_token) {
+            return wire::error(status, message, &path);
+        }
         let req = match read(parts, body, &sh.base).await {
             Ok(r) => r,
             Err(resp) => return resp,

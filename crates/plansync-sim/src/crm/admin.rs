@@ -2,6 +2,9 @@
 //! user" (no API origin), creates, deletes and undeletes, injected gap, overflow and merged
 //! events, injected lock failures, token revocation and expiry, dropped streaming sessions,
 //! retention and purge, direct record reads, request counts and the daily budget.
+//!
+//! Every `/__sim/` request must carry the simulator's token in `X-Sim-Token` (checked with the
+//! request accounting in `mod.rs`; see [`crate::hooks_token`]); the handle needs none.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinHandle;
 
 use super::Sim;
+use super::hook_body::{self, MAX_SECONDS};
 use super::http::json_response;
 use super::limits::{LoggedRequest, RequestCounts};
 use super::org::{CommitCtx, Op};
@@ -64,7 +68,7 @@ impl Sim {
         })
     }
 
-    fn edit(
+    pub(super) fn edit(
         &self,
         object: &str,
         id: &str,
@@ -220,6 +224,12 @@ impl CrmSimHandle {
     /// `http://127.0.0.1:PORT`, the `instance_url` tokens carry.
     pub fn instance_url(&self) -> &str {
         &self.sim.instance_url
+    }
+
+    /// The token `/__sim/` requests over HTTP must carry in `X-Sim-Token` (the handle's own
+    /// methods need none).
+    pub fn hooks_token(&self) -> &str {
+        self.sim.hooks_token.expose()
     }
 
     pub fn org_name(&self) -> String {
@@ -456,30 +466,6 @@ struct MergedBody {
     user: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct CountBody {
-    count: u32,
-}
-
-#[derive(Deserialize)]
-struct RetentionBody {
-    seconds: u64,
-}
-
-#[derive(Deserialize)]
-struct PurgeBody {
-    #[serde(default)]
-    up_to_replay_id: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct LimitsBody {
-    #[serde(default)]
-    daily_limit: Option<u64>,
-    #[serde(default)]
-    used: Option<u64>,
-}
-
 fn done(result: Result<Value, AdminError>) -> Response {
     match result {
         Ok(v) => json_response(StatusCode::OK, &v),
@@ -490,6 +476,17 @@ fn done(result: Result<Value, AdminError>) -> Response {
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body)
         .map_err(|e| json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})))
+}
+
+/// A fault or limit hook's settings, read strictly (see `hook_body`); a 400 naming the
+/// field otherwise.
+macro_rules! settings {
+    ($body:expr, $fields:expr, |$m:ident| $read:expr) => {
+        match hook_body::object(&$body, $fields).and_then(|$m| $read) {
+            Ok(v) => v,
+            Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        }
+    };
 }
 
 macro_rules! with_body {
@@ -531,8 +528,8 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
             done(sim.merged(&b.object, &b.ids, &b.fields, b.user.as_deref()).map(|_| json!({"ok": true})))
         }))
         .route("/__sim/lock_errors", post(|State(sim): S, body: B| async move {
-            let b = with_body!(body, CountBody);
-            sim.org_lock().lock_failures = b.count;
+            let count = settings!(body, &["count"], |m| hook_body::required(&m, "count", u64::from(u32::MAX)));
+            sim.org_lock().lock_failures = u32::try_from(count).unwrap_or(u32::MAX);
             done(Ok(json!({"ok": true})))
         }))
         .route("/__sim/revoke_tokens", post(|State(sim): S| async move {
@@ -548,22 +545,22 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
             done(Ok(json!({"ok": true})))
         }))
         .route("/__sim/retention", post(|State(sim): S, body: B| async move {
-            let b = with_body!(body, RetentionBody);
+            let seconds = settings!(body, &["seconds"], |m| hook_body::required(&m, "seconds", MAX_SECONDS));
             let mut org = sim.org_lock();
-            org.events.retention_ms = i64::try_from(b.seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
+            org.events.retention_ms = i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX);
             org.events.expire(super::org::now_ms());
             done(Ok(json!({"retained": org.events.len()})))
         }))
         .route("/__sim/purge", post(|State(sim): S, body: B| async move {
-            let b = with_body!(body, PurgeBody);
+            let up_to = settings!(body, &["up_to_replay_id"], |m| hook_body::whole(&m, "up_to_replay_id", u64::MAX));
             let mut org = sim.org_lock();
-            org.events.purge(b.up_to_replay_id);
+            org.events.purge(up_to);
             done(Ok(json!({"retained": org.events.len()})))
         }))
         .route("/__sim/age", post(|State(sim): S, body: B| async move {
-            let b = with_body!(body, RetentionBody);
+            let seconds = settings!(body, &["seconds"], |m| hook_body::required(&m, "seconds", MAX_SECONDS));
             let mut org = sim.org_lock();
-            org.events.age(i64::try_from(b.seconds.saturating_mul(1000)).unwrap_or(i64::MAX));
+            org.events.age(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX));
             org.events.expire(super::org::now_ms());
             done(Ok(json!({"retained": org.events.len()})))
         }))
@@ -579,8 +576,11 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
             done(Ok(json!({"counts": usage.counts(), "log": usage.log(), "api_usage": {"used": used, "limit": limit}})))
         }))
         .route("/__sim/limits", post(|State(sim): S, body: B| async move {
-            let b = with_body!(body, LimitsBody);
-            sim.usage_lock().set(b.daily_limit, b.used);
+            let (limit, used) = settings!(body, &["daily_limit", "used"], |m| Ok((
+                hook_body::whole(&m, "daily_limit", u64::MAX)?,
+                hook_body::whole(&m, "used", u64::MAX)?,
+            )));
+            sim.usage_lock().set(limit, used);
             done(Ok(json!({"ok": true})))
         }))
 }

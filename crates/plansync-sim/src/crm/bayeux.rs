@@ -21,7 +21,7 @@ use super::Sim;
 use super::http::{self, form_decode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     LongPolling,
     WebSocket,
 }
@@ -92,7 +92,7 @@ fn client_id() -> String {
 }
 
 /// What processing one incoming message produced.
-enum Step {
+pub(super) enum Step {
     Reply(Value),
     /// A connect to hold until events arrive or the timeout passes.
     Hold {
@@ -143,7 +143,7 @@ fn channel_entity(sim: &Sim, channel: &str) -> Option<Option<usize>> {
         .map(Some)
 }
 
-fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) -> Step {
+pub(super) fn process(sim: &Sim, msg: &Value, token: Option<&str>, transport: Transport) -> Step {
     let channel = msg.get("channel").and_then(Value::as_str).unwrap_or("");
     let id = msg.get("id").cloned();
     let client = msg
@@ -363,14 +363,14 @@ fn subscribe(
     ))
 }
 
-enum Collected {
+pub(super) enum Collected {
     Events(Vec<String>),
     Nothing,
     Gone,
 }
 
 /// Takes the events waiting for `client`'s subscriptions, advancing their cursors.
-fn collect(sim: &Sim, client: &str) -> Collected {
+pub(super) fn collect(sim: &Sim, client: &str) -> Collected {
     let mut sessions = sim.streaming_lock();
     let Some(session) = sessions.map.get_mut(client) else {
         return Collected::Gone;
@@ -402,7 +402,7 @@ fn collect(sim: &Sim, client: &str) -> Collected {
     Collected::Events(out.into_iter().map(|(_, m)| m).collect())
 }
 
-fn finish_hold(sim: &Sim, client: &str) {
+pub(super) fn finish_hold(sim: &Sim, client: &str) {
     if let Some(s) = sim.streaming_lock().map.get_mut(client) {
         s.waiting = false;
         s.last_seen = Instant::now();
@@ -450,7 +450,7 @@ async fn closed(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await.is_ok();
 }
 
-fn parse_messages(headers: &HeaderMap, body: &[u8]) -> Option<Vec<Value>> {
+pub(super) fn parse_messages(headers: &HeaderMap, body: &[u8]) -> Option<Vec<Value>> {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -36,6 +36,9 @@ pub struct CrmSimConfig {
     /// A transaction with more changes than this ends in `GAP_OVERFLOW` events.
     pub overflow_threshold: usize,
     pub seed: Seed,
+    /// The token `/__sim/` requests must carry (`X-Sim-Token`); `None` (or empty): a random
+    /// one per start, which the handle tells.
+    pub hooks_token: Option<Secret>,
 }
 
 impl Default for CrmSimConfig {
@@ -59,6 +62,7 @@ impl Default for CrmSimConfig {
             max_events_per_connect: 2000,
             overflow_threshold: 100_000,
             seed: Seed::default_org(),
+            hooks_token: None,
         }
     }
 }

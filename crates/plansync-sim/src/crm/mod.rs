@@ -3,13 +3,14 @@
 //! Capture over CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
 //!
 //! Written from `reference/salesforce-api.md` with its own wire types; it shares nothing with the
-//! client in `plansync::crm`. Test hooks live under `/__sim/` and on [`CrmSimHandle`].
+//! client in `plansync::crm`. Test hooks live under `/__sim/` and on [`CrmSimHandle`]; over HTTP
+//! they need the `X-Sim-Token` header (see [`crate::hooks_token`]).
 //!
 //! Layout: `config` (what it starts with), `seed` (objects, users, records; TOML),
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
 //! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
-//! hooks), `limits` (daily budget and request log), `http` (shared helpers).
+//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -22,6 +23,8 @@ mod cdc;
 mod composite;
 pub mod config;
 mod describe;
+pub(crate) mod fuzz;
+mod hook_body;
 mod http;
 mod ids;
 mod limits;
@@ -75,6 +78,8 @@ pub struct Sim {
     jobs: Mutex<bulk::Jobs>,
     usage: Mutex<limits::Usage>,
     jwt_keys: Vec<Vec<u8>>,
+    /// What `/__sim/` requests must carry in `X-Sim-Token`.
+    pub(crate) hooks_token: crate::Secret,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,7 +150,9 @@ fn build(config: CrmSimConfig, instance_url: String) -> Result<Arc<Sim>, CrmSimE
         .collect::<Result<Vec<_>, _>>()?;
     let (pulse, _) = watch::channel(0);
     let (closing, _) = watch::channel(false);
+    let hooks_token = crate::hooks_token::or_generate(config.hooks_token.as_ref());
     Ok(Arc::new(Sim {
+        hooks_token,
         closing,
         usage: Mutex::new(limits::Usage::new(config.daily_limit)),
         config,
@@ -167,7 +174,11 @@ async fn account(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respo
     let kind = RequestKind::of(&method, &path);
     let metered = path.starts_with("/services/data/v");
     let mut usage = None;
-    let mut response = if metered {
+    let mut response = if kind == RequestKind::Admin
+        && let Err((status, message)) = crate::hooks_token::check(req.headers(), &sim.hooks_token)
+    {
+        http::json_response(status, &serde_json::json!({"error": message}))
+    } else if metered {
         let spent = sim.usage_lock().spend();
         match spent {
             Ok(u) => {

@@ -325,6 +325,8 @@ fn resolve_formulas(
 fn refuse_cycles(md: &ModelData, line_items: &[usize]) -> Result<(), SeedError> {
     // 0: not visited, 1: on the path being followed, 2: known to end.
     let mut state: std::collections::HashMap<usize, u8> = std::collections::HashMap::new();
+    // Line items known to end: the longest chain of line items their value reads through.
+    let mut chain: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for &start in line_items {
         let mut path: Vec<usize> = Vec::new();
         // (line item, its references not followed yet)
@@ -345,6 +347,22 @@ fn refuse_cycles(md: &ModelData, line_items: &[usize]) -> Result<(), SeedError> 
         while let Some((_, pending)) = stack.last_mut() {
             let Some(next) = pending.pop() else {
                 if let Some((done, _)) = stack.pop() {
+                    // Evaluating a cell follows its references recursively: bound the
+                    // longest chain (its references are all done by now).
+                    let longest = refs_of(done)
+                        .iter()
+                        .map(|r| chain.get(r).copied().unwrap_or(0))
+                        .max()
+                        .unwrap_or(0)
+                        + 1;
+                    if longest > formula::MAX_REFERENCE_CHAIN {
+                        return Err(invalid(format!(
+                            "line item {:?}: its formula reaches through more than {} line items",
+                            md.line_items[done].name,
+                            formula::MAX_REFERENCE_CHAIN
+                        )));
+                    }
+                    chain.insert(done, longest);
                     state.insert(done, 2);
                     path.pop();
                 }

@@ -20,8 +20,8 @@ pub struct Bound {
 
 #[derive(Debug)]
 pub(super) enum BExpr {
-    And(Box<BExpr>, Box<BExpr>),
-    Or(Box<BExpr>, Box<BExpr>),
+    And(Vec<BExpr>),
+    Or(Vec<BExpr>),
     Not(Box<BExpr>),
     Cmp {
         field: usize,
@@ -80,13 +80,17 @@ pub fn prepare(text: &str, org: &Org) -> Result<Bound, SoqlError> {
         ctx: &Ctx<'_>,
     ) -> Result<BExpr, SoqlError> {
         Ok(match e {
-            Expr::And(a, b) => BExpr::And(
-                Box::new(bind(a, def, field, ctx)?),
-                Box::new(bind(b, def, field, ctx)?),
+            Expr::And(terms) => BExpr::And(
+                terms
+                    .iter()
+                    .map(|t| bind(t, def, field, ctx))
+                    .collect::<Result<_, _>>()?,
             ),
-            Expr::Or(a, b) => BExpr::Or(
-                Box::new(bind(a, def, field, ctx)?),
-                Box::new(bind(b, def, field, ctx)?),
+            Expr::Or(terms) => BExpr::Or(
+                terms
+                    .iter()
+                    .map(|t| bind(t, def, field, ctx))
+                    .collect::<Result<_, _>>()?,
             ),
             Expr::Not(a) => BExpr::Not(Box::new(bind(a, def, field, ctx)?)),
             Expr::Cmp {

@@ -13,10 +13,14 @@ pub enum Literal {
     Bare(String),
 }
 
+/// A filter. `AND` and `OR` chains are flat lists rather than nested pairs, so a long chain
+/// (`a = 1 AND b = 2 AND …`, thousands of terms in a query near the length limit) does not
+/// make a deep tree: the tree is only as deep as its parentheses and `NOT`s, which the parser
+/// bounds with [`MAX_NESTING`].
 #[derive(Debug, Clone)]
 pub enum Expr {
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
     Not(Box<Expr>),
     Cmp {
         field: String,
@@ -53,9 +57,21 @@ pub struct Query {
     pub offset: usize,
 }
 
+/// How deeply parentheses and `NOT`s may nest in a filter.
+///
+/// Salesforce documents no nesting bound of its own, only the statement's length (100,000
+/// characters by default), which would allow tens of thousands of levels: enough to overflow
+/// the stack of the recursive parser, binder and matcher here (and the 2 MB stack of a tokio
+/// worker long before that). 64 is far beyond any filter a person or the poller writes (the
+/// poller nests two levels) and keeps the recursion a few kilobytes deep. A deeper filter is
+/// refused as `MALFORMED_QUERY` (HTTP 400), the answer Salesforce gives a query it cannot parse.
+pub const MAX_NESTING: usize = 64;
+
 struct Parser<'a> {
     toks: Vec<Token>,
     at: usize,
+    /// Parentheses and `NOT`s open around the current position.
+    depth: usize,
     ctx: &'a Ctx<'a>,
 }
 
@@ -201,30 +217,61 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, SoqlError> {
-        let mut left = self.and()?;
-        while self.eat_kw("OR") {
-            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        let first = self.and()?;
+        if !self.is_kw("OR") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut terms = vec![first];
+        while self.eat_kw("OR") {
+            terms.push(self.and()?);
+        }
+        Ok(Expr::Or(terms))
     }
 
     fn and(&mut self) -> Result<Expr, SoqlError> {
-        let mut left = self.unary()?;
-        while self.eat_kw("AND") {
-            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+        let first = self.unary()?;
+        if !self.is_kw("AND") {
+            return Ok(first);
         }
-        Ok(left)
+        let mut terms = vec![first];
+        while self.eat_kw("AND") {
+            terms.push(self.unary()?);
+        }
+        Ok(Expr::And(terms))
+    }
+
+    /// One more level of nesting, opened by the token just eaten; refused beyond
+    /// [`MAX_NESTING`].
+    fn enter(&mut self) -> Result<(), SoqlError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            let pos = self
+                .at
+                .checked_sub(1)
+                .and_then(|i| self.toks.get(i))
+                .map_or(0, |t| t.pos);
+            return Err(self.ctx.malformed(
+                pos,
+                &format!("the filter nests parentheses and NOTs more than {MAX_NESTING} deep"),
+            ));
+        }
+        Ok(())
     }
 
     fn unary(&mut self) -> Result<Expr, SoqlError> {
         if self.eat_kw("NOT") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.enter()?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         if self.eat_op("(") {
+            self.enter()?;
             let e = self.or()?;
             if !self.eat_op(")") {
                 return Err(self.unexpected());
             }
+            self.depth -= 1;
             return Ok(e);
         }
         let (field, pos) = self.ident()?;
@@ -306,6 +353,7 @@ pub fn parse(text: &str) -> Result<Query, SoqlError> {
     let mut p = Parser {
         toks,
         at: 0,
+        depth: 0,
         ctx: &ctx,
     };
     p.query()
@@ -337,5 +385,29 @@ mod tests {
         assert!(parse("SELECT Id FROM Account WHERE Name = 'x").is_err());
         assert!(parse("SELECT FROM Account").is_err());
         assert!(parse("").is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_chains_are_flat() {
+        let nested = |n: usize| {
+            format!(
+                "SELECT Id FROM Account WHERE {}Name = 'x'{}",
+                "(".repeat(n),
+                ")".repeat(n)
+            )
+        };
+        assert!(parse(&nested(MAX_NESTING)).is_ok());
+        let err = parse(&nested(MAX_NESTING + 1)).expect_err("too deep");
+        assert_eq!(err.code, "MALFORMED_QUERY");
+        assert!(err.message.contains("more than 64 deep"), "{}", err.message);
+        let nots = format!(
+            "SELECT Id FROM Account WHERE {}Name = 'x'",
+            "NOT ".repeat(8000)
+        );
+        assert_eq!(parse(&nots).expect_err("too deep").code, "MALFORMED_QUERY");
+        // A long chain is one flat list, not a deep tree.
+        let chain = vec!["Name = 'x'"; 5000].join(" AND ");
+        let q = parse(&format!("SELECT Id FROM Account WHERE {chain}")).expect("parses");
+        assert!(matches!(q.filter, Some(Expr::And(ref terms)) if terms.len() == 5000));
     }
 }

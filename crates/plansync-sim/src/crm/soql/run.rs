@@ -22,25 +22,49 @@ fn cmp_vals(a: &Val, b: &Val) -> Option<Ordering> {
     }
 }
 
+/// `LIKE`, case-insensitive: `%` is any run of characters, `_` any one character.
+///
+/// The classic two-pointer wildcard match: on a mismatch it goes back only to the last `%`
+/// seen, one character further each time, never to an earlier one, so it takes at most
+/// `value.len() × pattern.len()` steps. (A recursive matcher that tries every split at every
+/// `%` is exponential in the number of `%`s: eight of them against a long value pin a core.)
+/// Going back to the last `%` only is enough: whatever an earlier `%` could absorb, the
+/// later one can absorb too, since the text between them has already matched.
 fn like(value: &str, pattern: &str) -> bool {
-    fn go(v: &[char], p: &[char]) -> bool {
-        match p.split_first() {
-            None => v.is_empty(),
-            Some(('%', rest)) => (0..=v.len()).any(|i| go(&v[i..], rest)),
-            Some(('_', rest)) => !v.is_empty() && go(&v[1..], rest),
-            Some((c, rest)) => v.first().is_some_and(|x| x == c) && go(&v[1..], rest),
-        }
-    }
     let v: Vec<char> = value.to_lowercase().chars().collect();
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    go(&v, &p)
+    let (mut i, mut j) = (0, 0);
+    // The pattern index just after the last `%`, and the value index it was tried at.
+    let mut retry: Option<(usize, usize)> = None;
+    while i < v.len() {
+        match p.get(j) {
+            Some('%') => {
+                j += 1;
+                retry = Some((j, i));
+            }
+            Some(&c) if c == '_' || c == v[i] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match retry {
+                // The last `%` takes one more character; match the rest from there.
+                Some((after, at)) => {
+                    retry = Some((after, at + 1));
+                    i = at + 1;
+                    j = after;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[j..].iter().all(|&c| c == '%')
 }
 
 impl Bound {
     fn matches(&self, org: &Org, r: RecordRef, def: &ObjectDef, e: &BExpr) -> bool {
         match e {
-            BExpr::And(a, b) => self.matches(org, r, def, a) && self.matches(org, r, def, b),
-            BExpr::Or(a, b) => self.matches(org, r, def, a) || self.matches(org, r, def, b),
+            BExpr::And(terms) => terms.iter().all(|t| self.matches(org, r, def, t)),
+            BExpr::Or(terms) => terms.iter().any(|t| self.matches(org, r, def, t)),
             BExpr::Not(a) => !self.matches(org, r, def, a),
             BExpr::Cmp { field, op, value } => {
                 let v = org.get(r, &def.fields[*field]);
@@ -167,5 +191,26 @@ mod tests {
         assert!(like("Acme Corp", "acme%"));
         assert!(like("abc", "a_c"));
         assert!(!like("abc", "a_"));
+        assert!(like("abc", "%"));
+        assert!(like("", "%%"));
+        assert!(!like("", "_"));
+        assert!(like("aXbYc", "a%b%c"));
+        assert!(!like("aXbYd", "a%b%c"));
+        assert!(like("mississippi", "%iss%ppi"));
+        assert!(like("ABCabc", "%c"));
+        assert!(!like("abcab", "%c"));
+        assert!(like("a%b", "a%b"));
+        assert!(like("abab", "%ab"));
+        assert!(like("aaa", "a%a%a"));
+        assert!(!like("aa", "a%a%a"));
+    }
+
+    #[test]
+    fn like_is_not_exponential() {
+        let value = "a".repeat(10_000);
+        let pattern = format!("{}b", "%a".repeat(8));
+        let started = std::time::Instant::now();
+        assert!(!like(&value, &pattern));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
