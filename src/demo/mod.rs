@@ -258,11 +258,15 @@ async fn settle(engine: &EngineHandle, limit: Duration) -> Result<(), DemoError>
 /// among them, is left alone and refused. Then the new store is created and marked.
 fn fresh_store(db: &Path) -> Result<(), DemoError> {
     if db.exists() {
+        // Demos before the mark left their quarter-end rules beside the store: a store with
+        // that folder is one of theirs (a real store has no reason to).
+        let legacy_demo = db.with_extension("quarter-end-rules").is_dir();
         match Store::is_demo_store(db) {
             Ok(true) => {}
+            Ok(false) if legacy_demo => {}
             Ok(false) => {
                 return Err(DemoError::Setup(format!(
-                    "{} is a plansync store the demo did not create: it may hold real work, so the demo leaves it alone; choose another --db",
+                    "{} is a plansync store the demo did not create: it may hold real work, so the demo leaves it alone; choose another --db (or delete the file yourself)",
                     db.display()
                 )));
             }
@@ -375,6 +379,11 @@ mod tests {
         let err = fresh_store(&db).unwrap_err().to_string();
         assert!(err.contains("the demo did not create"), "{err}");
         assert_eq!(std::fs::read(&db).unwrap(), before, "left alone");
+        // An unmarked store with an earlier demo's quarter-end rules beside it is a demo's.
+        std::fs::create_dir(db.with_extension("quarter-end-rules")).unwrap();
+        fresh_store(&db).unwrap();
+        assert!(Store::is_demo_store(&db).unwrap());
+        std::fs::remove_dir(db.with_extension("quarter-end-rules")).unwrap();
         std::fs::remove_file(&db).unwrap();
 
         std::fs::write(&db, "my notes, not a database").unwrap();
