@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod demo;
 mod harness;
+mod serve;
 
 use std::process::ExitCode;
 

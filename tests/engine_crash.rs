@@ -62,6 +62,9 @@ crm_poll = "30s"
 anaplan_poll = "30s"
 lookback = "2m"
 
+[http]
+address = "127.0.0.1:0"
+
 [engine]
 shards = 2
 batch_window = "20ms"

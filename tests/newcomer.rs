@@ -94,6 +94,8 @@ fn example_for(dir: &Path, anaplan: &str, crm: &str) -> PathBuf {
             "store = \"../plansync-sim.db\"",
             "store = \"plansync-sim.db\"",
         ),
+        // Tests run side by side: any free port for health and metrics.
+        ("address = \"127.0.0.1:8490\"", "address = \"127.0.0.1:0\""),
     ] {
         assert!(out.contains(from), "the example has `{from}`");
         out = out.replace(from, to);

@@ -112,6 +112,9 @@ api_url = "{anaplan}/2/0"
 method = "basic"
 user = "canary@example.com"
 password_env = "T_ANAPLAN_PASSWORD"
+
+[http]
+address = "127.0.0.1:0"
 "#,
         rules = rules.display(),
     )

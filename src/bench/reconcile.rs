@@ -170,6 +170,10 @@ anaplan_poll = "24h"
 
 [engine]
 batch_window = "100ms"
+
+# The bench may run beside another plansync: no fixed port.
+[http]
+address = "127.0.0.1:0"
 "#,
         rules = absolute(rules).display().to_string(),
         store = absolute(db).display().to_string(),

@@ -253,12 +253,26 @@ async fn serve(
     mut signals: Signals,
 ) -> anyhow::Result<ExitCode> {
     let (options, sinks, crm, anaplan) = engine_parts(&config, &rules, no_stream)?;
+    let listener = match config.http.address {
+        Some(address) => match crate::serve::bind(address).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     // `launch` returns at once; the first run goes on in the engine while signals are heard.
     let engine = EngineHandle::launch(options, rules_rx, crm, anaplan, sinks)
         .await
         .with_context(|| format!("starting the engine on {}", config.store.display()))?;
     tracing::info!(target: "plansync::engine", event = "running", store = %config.store.display(), "plansync is running");
+    let server = match listener {
+        Some(l) => Some(crate::serve::start(l, engine.observer())?),
+        None => None,
+    };
 
     let progress = FirstRunBar::start(&config.store);
     let mut announced = false;
@@ -300,6 +314,9 @@ async fn serve(
     };
     progress.finish();
     tracing::info!(target: "plansync::engine", event = "stopping", "stopping");
+    if let Some(server) = server {
+        server.stop().await;
+    }
     let stopped = engine.shutdown().await;
     match (failure, stopped) {
         (None, Ok(())) => Ok(ExitCode::SUCCESS),

@@ -61,6 +61,14 @@ impl Outage {
         down.map_or(Duration::ZERO, |d| now.duration_since(d.since))
     }
 
+    /// Whether the remote is in an outage now (its last call failed to reach it).
+    pub fn is_down(&self) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The remote answered: the outage, if there was one, is over; how long it lasted.
     pub fn recovered(&self, now: Instant) -> Option<Duration> {
         let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());

@@ -119,6 +119,11 @@ impl Transport {
         })
     }
 
+    /// Whether Anaplan answered the last call that tried to reach it.
+    pub fn reachable(&self) -> bool {
+        !self.outage.is_down()
+    }
+
     /// Sends `req` with `authorization` (already the full header value), retrying transient
     /// failures. A 401 comes back as `AnaplanError::Unauthorized` for the caller to handle.
     pub async fn execute(

@@ -108,6 +108,12 @@ impl AnaplanClient {
         &self.inner.config
     }
 
+    /// Whether Anaplan answered the last call that tried to reach it (any answer, an error
+    /// status included, but a 5xx): for readiness checks.
+    pub fn reachable(&self) -> bool {
+        self.inner.transport.reachable()
+    }
+
     /// Counters of every call made through this client and its clones.
     pub fn stats(&self) -> CallStats {
         self.inner.transport.stats.snapshot()

@@ -51,6 +51,30 @@ pub struct Config {
     pub store: PathBuf,
     pub schedule: Schedule,
     pub engine: EngineSettings,
+    pub http: HttpSettings,
+}
+
+/// `[http]`: the address `plansync run` serves `/healthz`, `/readyz` and `/metrics` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `None`: not served (`enabled = false`).
+    pub address: Option<std::net::SocketAddr>,
+}
+
+impl HttpSettings {
+    /// The port plansync listens on by default, on loopback.
+    pub const DEFAULT_PORT: u16 = 8490;
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            address: Some(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                HttpSettings::DEFAULT_PORT,
+            ))),
+        }
+    }
 }
 
 /// `[crm]`.

@@ -97,6 +97,12 @@ impl CrmClient {
         &self.inner.stats
     }
 
+    /// Whether the CRM answered the last call that tried to reach it (any answer but a
+    /// 5xx): for readiness checks.
+    pub fn reachable(&self) -> bool {
+        !self.inner.outage.is_down()
+    }
+
     pub(crate) fn outage(&self) -> &crate::outage::Outage {
         &self.inner.outage
     }

@@ -28,6 +28,8 @@ pub struct Counters {
     /// API calls by side and kind (`anaplan.cells`, `crm.collections`, …), as the sinks
     /// report them.
     calls: Mutex<BTreeMap<String, u64>>,
+    /// Decisions committed, by action (`write_anaplan`, `hold`, …).
+    decisions: Mutex<BTreeMap<&'static str, u64>>,
     /// The clients' own totals (`anaplan.calls`, `anaplan.rate_limited`, `crm.calls`, …).
     remote: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -41,6 +43,17 @@ impl Counters {
         let mut map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         for (kind, n) in calls {
             *map.entry(format!("{side}.{kind}")).or_default() += n;
+        }
+    }
+
+    pub fn record_decisions(&self, decisions: &BTreeMap<&'static str, usize>) {
+        if decisions.is_empty() {
+            return;
+        }
+        // Held only to add a few numbers; nothing awaits under it.
+        let mut map = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        for (action, n) in decisions {
+            *map.entry(action).or_default() += *n as u64;
         }
     }
 
@@ -73,6 +86,12 @@ impl Counters {
         out.insert("writes.acked.crm".into(), get(&self.acked_crm));
         out.insert("writes.queued".into(), get(&self.writes_queued));
         out.insert("exceptions.raised".into(), get(&self.exceptions));
+        out.insert("changes.decided".into(), get(&self.changes_decided));
+        let decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        for (action, n) in decisions.iter() {
+            out.insert(format!("decisions.{action}"), *n);
+        }
+        drop(decisions);
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in calls.iter() {
             out.insert(format!("calls.{k}"), *v);

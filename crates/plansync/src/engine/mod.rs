@@ -8,6 +8,7 @@ pub mod counters;
 pub mod crm_poll;
 pub mod db;
 pub mod dispatch;
+pub mod observe;
 pub mod router;
 pub mod run;
 pub mod shard;

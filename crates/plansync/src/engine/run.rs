@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::counters::Counters;
 use super::db::Db;
 use super::dispatch::{self, DispatchSettings, Sink};
+use super::observe::Observer;
 use super::router::Router;
 use super::shard::{RoundSummary, ShardCore, ShardMsg};
 use super::sources::{PollerCtx, Trigger};
@@ -127,6 +128,8 @@ pub struct EngineHandle {
     failure: Arc<Mutex<Option<String>>>,
     failed: Arc<Notify>,
     stream_connected: Arc<AtomicBool>,
+    /// Whether the CDC stream runs at all (not `--no-stream`).
+    streaming: bool,
     /// True once the first run is complete (or was not needed).
     ready: watch::Receiver<bool>,
     crm: CrmClient,
@@ -241,6 +244,7 @@ fn run_shard(
             counters
                 .changes_decided
                 .fetch_add(summary.changes as u64, Ordering::Relaxed);
+            counters.record_decisions(&summary.decisions);
         };
         let result = core.round_then(&current, msgs, Utc::now(), count);
         if took.elapsed() > SLOW_ROUND {
@@ -424,6 +428,7 @@ impl EngineHandle {
             failure,
             failed,
             stream_connected,
+            streaming: options.stream.is_some() && options.sources,
             ready,
             crm,
             anaplan,
@@ -477,6 +482,19 @@ impl EngineHandle {
 
     pub fn stream_connected(&self) -> bool {
         self.stream_connected.load(Ordering::SeqCst)
+    }
+
+    /// A cheap, cloneable view of the engine for the HTTP server: [`Observer::observe`].
+    pub fn observer(&self) -> Observer {
+        Observer {
+            counters: self.counters.clone(),
+            db: self.db.clone(),
+            stream_connected: self.stream_connected.clone(),
+            streaming: self.streaming,
+            ready: self.ready.clone(),
+            crm: self.crm.clone(),
+            anaplan: self.anaplan.clone(),
+        }
     }
 
     /// How many writes are queued or sent and not yet answered.
@@ -573,7 +591,7 @@ async fn run_metrics(
 
 /// The clients' own counters: every call they made (polls, writes, auth, retries), not only
 /// the sinks'.
-fn remote_stats(counters: &Counters, crm: &CrmClient, anaplan: &AnaplanClient) {
+pub(super) fn remote_stats(counters: &Counters, crm: &CrmClient, anaplan: &AnaplanClient) {
     let a = anaplan.stats();
     counters.set_remote("anaplan.calls", a.total());
     counters.set_remote("anaplan.rate_limited", a.throttled);

@@ -26,11 +26,14 @@ use plansync_toml::table::{Problems, Str, Table, did_you_mean};
 
 use super::duration::{format_duration, parse_duration};
 use super::{
-    AnaplanSettings, Config, CrmSettings, EngineSettings, MAX_BATCH_WINDOW, MAX_SHARDS, MIN_POLL,
-    Schedule, Sources,
+    AnaplanSettings, Config, CrmSettings, EngineSettings, HttpSettings, MAX_BATCH_WINDOW,
+    MAX_SHARDS, MIN_POLL, Schedule, Sources,
 };
 
-const ROOT_KEYS: &[&str] = &["crm", "anaplan", "rules", "store", "schedule", "engine"];
+const ROOT_KEYS: &[&str] = &[
+    "crm", "anaplan", "rules", "store", "schedule", "engine", "http",
+];
+const HTTP_KEYS: &[&str] = &["address", "enabled"];
 const SCHEDULE_KEYS: &[&str] = &[
     "crm_poll",
     "anaplan_poll",
@@ -148,6 +151,10 @@ impl Walk<'_> {
             Some(t) => self.engine(&t),
             None => default_engine(),
         };
+        let http = match top.table(self.p, "http", HTTP_KEYS) {
+            Some(t) => self.http(&t),
+            None => Some(HttpSettings::default()),
+        };
         Some(Config {
             path: path.to_path_buf(),
             crm: crm?,
@@ -156,6 +163,30 @@ impl Walk<'_> {
             store: store?,
             schedule,
             engine,
+            http: http?,
+        })
+    }
+
+    /// `[http]`: where `plansync run` serves health and metrics; on, on loopback, by default.
+    fn http(&mut self, t: &Table<'_, '_>) -> Option<HttpSettings> {
+        let enabled = t.bool(self.p, "enabled").is_none_or(|(b, _)| b);
+        let address = match t.str(self.p, "address") {
+            None if t.get("address").is_some() => return None,
+            None => HttpSettings::default().address,
+            Some(s) => match s.value.trim().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.p.push(
+                        Problem::new(s.span, "`address` is not an IP address and port")
+                            .label("not host:port")
+                            .help("e.g. address = \"127.0.0.1:8490\" (port 0: any free port, logged at start)"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(HttpSettings {
+            address: if enabled { address } else { None },
         })
     }
 
