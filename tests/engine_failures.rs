@@ -316,3 +316,98 @@ async fn a_refused_stream_is_started_again_and_the_crm_poller_fills_in_meanwhile
     );
     env.stop().await;
 }
+
+/// `plansync status` (another process, reading the store) tells a quiet channel (the session
+/// alive, no events) from a stream that is down, and shows the stream's health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_a_quiet_channel_from_a_stream_that_is_down() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.start(true).await;
+    env.settle().await;
+    let db = env.db.clone();
+    let status = move |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_plansync"))
+            .args(["status", "--format", format, "--db"])
+            .arg(&db)
+            .output()
+            .expect("plansync status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).expect("json") };
+    wait_for("the stream connected, in status", || async {
+        !json(status("json"))["stream"]["connected_since"].is_null()
+    })
+    .await;
+    // A channel is listed once it has delivered an event (its replay id is then stored).
+    let ids = env.opportunities().await;
+    env.rep_edits(&ids[0], serde_json::json!({ "Amount": 515151 }));
+    env.wait_cell(&ids[0], "Amount", "515151").await;
+    env.settle().await;
+    let now = json(status("json"));
+    let channels: Vec<&serde_json::Value> = now["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source"].as_str().unwrap().starts_with("cdc:"))
+        .collect();
+    assert!(!channels.is_empty(), "{now:#}");
+    for c in &channels {
+        assert!(
+            !c["quiet_since"].is_null(),
+            "a live channel is quiet, not behind: {c}"
+        );
+        assert!(c["lag_seconds"].as_i64().unwrap() < 60, "{c}");
+    }
+    assert_eq!(now["stream"]["reconnects"], 0, "{now:#}");
+    let table = status("table");
+    assert!(
+        table.contains("quiet: no events since") && table.contains("connected since"),
+        "{table}"
+    );
+
+    env.crm
+        .refuse_streaming(Some("403::Organization total events daily limit exceeded"));
+    wait_for("the stream down, in status", || async {
+        !json(status("json"))["stream"]["down_since"].is_null()
+    })
+    .await;
+    let down = json(status("json"));
+    assert!(down["stream"]["connected_since"].is_null(), "{down:#}");
+    assert!(!down["stream"]["last_error"].is_null(), "{down:#}");
+    for c in down["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["source"].as_str().unwrap().starts_with("cdc:"))
+    {
+        assert!(
+            c["quiet_since"].is_null(),
+            "a channel of a dead session is not quiet: {c}"
+        );
+    }
+    let table = status("table");
+    assert!(
+        table.contains("down since") && table.contains("last error at"),
+        "{table}"
+    );
+    assert!(!table.contains("quiet: no events since"), "{table}");
+
+    env.crm.refuse_streaming(None);
+    wait_for("the stream back, in status", || async {
+        let s = json(status("json"));
+        !s["stream"]["connected_since"].is_null() && s["stream"]["reconnects"].as_u64() >= Some(1)
+    })
+    .await;
+    env.stop().await;
+    let stopped = json(status("json"));
+    assert_eq!(
+        stopped["stream"]["last_error"], "plansync stopped",
+        "{stopped:#}"
+    );
+    assert!(stopped["stream"]["connected_since"].is_null());
+}

@@ -86,15 +86,59 @@ fn write_tables(
     } else {
         let mut t = table(&["source", "shards", "position (oldest shard)", "lag"]);
         for s in &report.sources {
+            // Quiet (current, nothing new) is not behind: said apart.
+            let lag = match s.quiet_since {
+                Some(since) => format!(
+                    "{}, quiet: no events since {}",
+                    age(s.lag_seconds),
+                    time(since)
+                ),
+                None => age(s.lag_seconds),
+            };
             t.add_row(vec![
                 s.source.clone(),
                 s.shards.to_string(),
                 // A position is the remote system's text (a replay id, a watermark).
                 plansync::review::terminal_safe(&position(&s.position)).into_owned(),
-                age(s.lag_seconds),
+                lag,
             ]);
         }
         writeln!(out, "{t}")?;
+    }
+
+    if let Some(h) = &report.stream {
+        writeln!(out, "\nStream")?;
+        let state = match (h.connected_since, h.down_since) {
+            (Some(since), _) => format!("connected since {}", time(since)),
+            (None, Some(since)) => format!("down since {}", time(since)),
+            (None, None) => "not connected".to_string(),
+        };
+        writeln!(
+            out,
+            "  {state}; {} reconnect(s) since the engine started",
+            h.reconnects
+        )?;
+        match (h.alive_at, h.live(report.now)) {
+            (Some(at), Some(_)) => writeln!(
+                out,
+                "  last sign of life {} ago",
+                age(seconds(report.now - at))
+            )?,
+            (Some(at), None) => writeln!(
+                out,
+                "  no sign of life for {}: its channels are behind, not quiet",
+                age(seconds(report.now - at))
+            )?,
+            (None, _) => {}
+        }
+        if let (Some(e), Some(at)) = (&h.last_error, h.last_error_at) {
+            writeln!(
+                out,
+                "  last error at {}: {}",
+                time(at),
+                plansync::review::terminal_safe(e)
+            )?;
+        }
     }
 
     writeln!(out, "\nOutbox")?;
@@ -148,6 +192,10 @@ fn write_tables(
 
 fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+fn seconds(d: chrono::TimeDelta) -> i64 {
+    d.num_seconds()
 }
 
 fn position(p: &Position) -> String {

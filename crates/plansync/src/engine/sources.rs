@@ -541,6 +541,7 @@ pub async fn run_cdc(
     connected: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<CdcItem>(1024);
+    note_stream(&ctx.db, |s, at| s.record_stream_starting(at)).await;
     let listen = tokio::spawn(supervise_stream(
         ctx.clone(),
         client,
@@ -633,14 +634,37 @@ pub async fn run_cdc(
             CdcItem::Connected { transport } => {
                 connected.store(true, Ordering::SeqCst);
                 tracing::info!(target: "plansync::engine", event = "stream_connected", ?transport);
+                note_stream(&ctx.db, |s, at| s.record_stream_connected(at)).await;
             }
             CdcItem::Disconnected { reason } => {
                 connected.store(false, Ordering::SeqCst);
                 tracing::warn!(target: "plansync::engine", event = "stream_disconnected", %reason);
+                note_stream(&ctx.db, move |s, at| s.record_stream_down(at, &reason)).await;
             }
+            CdcItem::Alive => note_stream(&ctx.db, |s, at| s.record_stream_alive(at)).await,
         }
     }
     let _ = listen.await;
+    note_stream(&ctx.db, |s, at| {
+        s.record_stream_down(at, "plansync stopped")
+    })
+    .await;
+}
+
+/// Records the stream's health for `plansync status` (another process reads it). A store
+/// that cannot take it is worth a line, not a stop: the stream itself goes on.
+async fn note_stream(
+    db: &Db,
+    write: impl FnOnce(
+        &mut crate::store::Store,
+        chrono::DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError>
+    + Send
+    + 'static,
+) {
+    if let Err(e) = db.call(move |s| write(s, Utc::now())).await {
+        tracing::warn!(target: "plansync::engine", event = "stream_health_unrecorded", error = %e, "the stream's health could not be recorded for status");
+    }
 }
 
 /// Waits between restarts of a stopped stream: 1 s doubling to 5 minutes.
@@ -700,6 +724,8 @@ pub async fn supervise_stream(
         failures = failures.saturating_add(1);
         let wait = STREAM_RESTART.wait(failures);
         tracing::error!(target: "plansync::engine", event = "stream_down", error = %e, failures, retry_in_s = wait.as_secs(), "the CDC stream stopped; starting it again (the CRM pollers poll more often meanwhile)");
+        let why = e.to_string();
+        note_stream(&ctx.db, move |s, at| s.record_stream_down(at, &why)).await;
         if failures == 1 {
             for t in &crm_triggers {
                 t.poll_now();
@@ -737,5 +763,7 @@ async fn cdc_config(db: &Db, stream: &StreamOptions) -> CdcConfig {
     // burst that is megabytes. A frame over the cap is dropped (and the pollers re-read), so
     // the cap is generous; the transport still bounds memory.
     config.max_frame_bytes = 64 << 20;
+    // A sign of life now and then, so `status` can tell a quiet channel from a dead one.
+    config.alive_every = Some(Duration::from_secs(30));
     config
 }

@@ -21,6 +21,7 @@ mod schema;
 mod snapshot;
 mod staging;
 mod status;
+mod stream_health;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,7 @@ pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use snapshot::AnaplanSeen;
 pub use staging::{StagedItem, Unclaimed, Unstaged};
 pub use status::{FirstRunStatus, Metric, OpenExceptions, OutboxDepth, SourceStatus, StatusReport};
+pub use stream_health::{STREAM_SIGN_OF_LIFE, StreamHealth};
 
 use crate::model::{Position, RecordKey, Side};
 use codec::{corrupt, micros_at, opt_micros_at, parse_enum, parse_kind, parse_ts, parse_value};

@@ -42,6 +42,8 @@ pub struct StatusReport {
     pub open_exceptions: Vec<OpenExceptions>,
     /// By name.
     pub metrics: Vec<Metric>,
+    /// The CDC session, as the engine last recorded it; `None` when no stream ever ran.
+    pub stream: Option<super::StreamHealth>,
 }
 
 /// Whether the first reconciliation completed, and what one in progress waits for.
@@ -63,8 +65,12 @@ pub struct SourceStatus {
     /// `now` minus the position's own time (`watermark`, `poll_run`), or minus when the
     /// checkpoint was stored for positions without a time (`replay`, `exception`); for a
     /// poller, at most `now` minus its last completed run (a quiet org's watermark does not
-    /// move, yet the poller is current). Negative when a remote clock is ahead of ours.
+    /// move, yet the poller is current); for a stream channel whose session is alive, `now`
+    /// minus its last sign of life. Negative when a remote clock is ahead of ours.
     pub lag_seconds: i64,
+    /// A stream channel that is current (its session alive) but has delivered nothing since
+    /// this time: quiet, not behind.
+    pub quiet_since: Option<DateTime<Utc>>,
 }
 
 /// Queued writes to one side in one state.
@@ -135,6 +141,7 @@ impl Store {
             outbox: self.outbox_depth(now)?,
             open_exceptions: self.open_exceptions(now)?,
             metrics: self.metrics()?,
+            stream: self.stream_health()?,
         })
     }
 
@@ -156,6 +163,7 @@ impl Store {
             let base = base_name(&name).to_string();
             let candidate = SourceStatus {
                 lag_seconds: seconds(now - as_of(&position, updated_at)),
+                quiet_since: None,
                 source: base.clone(),
                 shards: 1,
                 position,
@@ -180,6 +188,17 @@ impl Store {
         for status in by_source.values_mut() {
             if let Some(last) = self.last_poll(&status.source)? {
                 status.lag_seconds = status.lag_seconds.min(seconds(now - last));
+            }
+        }
+        // A stream channel of a live session has been read up to the session's last sign of
+        // life: nothing came since its last event, so it is quiet, not behind. (A session
+        // down, or silent past `STREAM_SIGN_OF_LIFE`, leaves the position's own age.)
+        if let Some(alive) = self.stream_health()?.and_then(|h| h.live(now)) {
+            for status in by_source.values_mut() {
+                if status.source.starts_with("cdc:") {
+                    status.lag_seconds = status.lag_seconds.min(seconds(now - alive));
+                    status.quiet_since = Some(status.updated_at);
+                }
             }
         }
         Ok(by_source.into_values().collect())

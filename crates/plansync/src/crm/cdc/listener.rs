@@ -64,6 +64,9 @@ pub struct CdcConfig {
     /// Give up after this many failures in a row without a successful `/meta/connect`
     /// (`None`: keep trying).
     pub max_consecutive_failures: Option<u32>,
+    /// Report [`CdcItem::Alive`] after a `/meta/connect` reply, at most this often (`None`:
+    /// never). A quiet channel delivers nothing for hours; this tells it from a dead one.
+    pub alive_every: Option<Duration>,
 }
 
 impl CdcConfig {
@@ -86,6 +89,7 @@ impl CdcConfig {
             max_frame_bytes: 1 << 20,
             timeout_margin: Duration::from_secs(30),
             max_consecutive_failures: None,
+            alive_every: None,
         }
     }
 }
@@ -119,6 +123,9 @@ pub enum CdcItem {
     Connected { transport: Transport },
     /// The session ended; the listener will reconnect unless it stops (`run` returns).
     Disconnected { reason: String },
+    /// The server answered a `/meta/connect`: the session is alive, whether or not any event
+    /// came (only with [`CdcConfig::alive_every`]).
+    Alive,
 }
 
 /// Why the listener stopped for good.
@@ -202,6 +209,7 @@ impl CdcListener {
             tx,
             failures: 0,
             reauths_in_a_row: 0,
+            alive_sent: None,
         };
         tokio::select! {
             biased;
@@ -221,6 +229,8 @@ struct Driver {
     /// Token refusals since the last successful `/meta/connect`: a second one in a row means
     /// a fresh token does not help, and we stop instead of hammering the token endpoint.
     reauths_in_a_row: u32,
+    /// When [`CdcItem::Alive`] was last reported.
+    alive_sent: Option<std::time::Instant>,
 }
 
 impl Driver {
@@ -490,7 +500,15 @@ impl Driver {
                             Step::Reconnect(format!("handshake refused: {error}"))
                         });
                     }
-                    MetaOutcome::ConnectOk => done |= wait == Wait::Connect,
+                    MetaOutcome::ConnectOk => {
+                        done |= wait == Wait::Connect;
+                        if let Some(every) = self.config.alive_every
+                            && self.alive_sent.is_none_or(|at| at.elapsed() >= every)
+                        {
+                            self.alive_sent = Some(std::time::Instant::now());
+                            self.send(CdcItem::Alive).await?;
+                        }
+                    }
                     MetaOutcome::ConnectFailed { error, advice } => {
                         step.get_or_insert(failed_step(error, advice));
                     }
