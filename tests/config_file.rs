@@ -563,3 +563,43 @@ fn clear_text_beyond_loopback_needs_an_opt_in_and_credentials_never_ride_in_a_ur
         "{shown}"
     );
 }
+
+#[test]
+fn notify_takes_its_webhook_from_the_environment_and_never_repeats_it() {
+    let with = |section: &str| format!("{MINIMAL}\n[notify]\n{section}\n");
+    let hook = "https://hooks.slack.example/services/T0/B0/s3cr3tHookToken";
+    let mut env = minimal_env();
+    env.0.insert("T_HOOK".into(), hook.into());
+    let c = Config::parse(
+        Path::new("p.toml"),
+        &with("webhook_url_env = \"T_HOOK\"\nstream_down_after = \"2m\""),
+        &env,
+    )
+    .unwrap();
+    let n = c.notify.expect("[notify]");
+    assert_eq!(n.webhook.expose(), hook);
+    assert_eq!(n.stream_down_after, Duration::from_secs(120));
+    assert_eq!(n.outbox_older_than, Duration::from_secs(1800));
+    assert!(!format!("{n:?}").contains("s3cr3t"));
+    assert!(
+        Config::parse(Path::new("p.toml"), MINIMAL, &minimal_env())
+            .unwrap()
+            .notify
+            .is_none()
+    );
+
+    // Inline: refused, and masked in the report.
+    let err = errors(&with(&format!("webhook_url = \"{hook}\"")), &env);
+    line_with(&err, "`webhook_url` would put a secret");
+    let shown = plansync_toml::diagnostic::render(&err, false);
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+
+    // Clear text to another host: refused, naming the host but not the URL.
+    env.0.insert(
+        "T_HOOK".into(),
+        "http://hooks.example/services/s3cr3tHookToken".into(),
+    );
+    let err = errors(&with("webhook_url_env = \"T_HOOK\""), &env);
+    let line = line_with(&err, "the webhook's URL uses http:// to hooks.example");
+    assert!(!line.contains("s3cr3t"), "{line}");
+}

@@ -30,6 +30,7 @@ mod engine_model;
 mod engine_trust;
 mod fuzz_corpus;
 mod newcomer;
+mod notify;
 mod observe;
 mod readme;
 mod secrets;

@@ -273,6 +273,14 @@ async fn serve(
         Some(l) => Some(crate::serve::start(l, engine.observer())?),
         None => None,
     };
+    let (notify_stop, notify_stopped) = watch::channel(false);
+    let notifier = config.notify.clone().map(|settings| {
+        tokio::spawn(plansync::notify::run(
+            engine.observer(),
+            settings,
+            notify_stopped,
+        ))
+    });
 
     let progress = FirstRunBar::start(&config.store);
     let mut announced = false;
@@ -316,6 +324,10 @@ async fn serve(
     tracing::info!(target: "plansync::engine", event = "stopping", "stopping");
     if let Some(server) = server {
         server.stop().await;
+    }
+    let _ = notify_stop.send(true);
+    if let Some(notifier) = notifier {
+        let _ = notifier.await;
     }
     let stopped = engine.shutdown().await;
     match (failure, stopped) {

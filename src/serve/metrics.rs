@@ -172,6 +172,17 @@ pub fn encode(seen: &Observation) -> Result<String, std::fmt::Error> {
     reachable
         .get_or_create(&labels(&[("side", "anaplan")]))
         .set(i64::from(seen.anaplan_reachable));
+    let refused = gauges(
+        &mut registry,
+        "auth_refused",
+        "1 while the system refuses plansync's credentials",
+    );
+    refused
+        .get_or_create(&labels(&[("side", "crm")]))
+        .set(i64::from(seen.crm_auth_refused));
+    refused
+        .get_or_create(&labels(&[("side", "anaplan")]))
+        .set(i64::from(seen.anaplan_auth_refused));
     let first_run = gauges(
         &mut registry,
         "first_run_complete",

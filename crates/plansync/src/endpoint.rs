@@ -60,6 +60,24 @@ pub fn base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Endpoint
     Ok(trimmed.to_string())
 }
 
+/// A webhook's URL: as [`base_url`], but a query is allowed (some services put their key
+/// there); never repeated in an error, as it is itself a secret.
+pub fn webhook_url(raw: &str, allow_insecure_http: bool) -> Result<(), EndpointError> {
+    let url = Url::parse(raw.trim()).map_err(|e| EndpointError::NotUrl(e.to_string()))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointError::Credentials);
+    }
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(EndpointError::Scheme);
+    }
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
+        return Err(EndpointError::InsecureHttp {
+            host: url.host_str().unwrap_or_default().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `url` (already accepted by [`base_url`]) sends credentials in clear text over the
 /// network: said at every start when the config opted in.
 pub fn is_insecure(url: &str) -> bool {

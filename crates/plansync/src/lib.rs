@@ -15,6 +15,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod notify;
 pub mod outage;
 pub mod preflight;
 pub mod review;

@@ -73,6 +73,9 @@ pub struct Auth {
     /// Live tokens by value. A std mutex: lookups and inserts only, never held across await.
     tokens: Mutex<HashMap<String, Token>>,
     rng: SystemRandom,
+    /// Every sign-in refused as bad credentials (a changed password, a disabled account),
+    /// by [`super::SimHandle::refuse_credentials`].
+    pub refuse_all: std::sync::atomic::AtomicBool,
 }
 
 pub fn now_ms() -> i64 {
@@ -129,6 +132,7 @@ impl Auth {
             customer_guid,
             tokens: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
+            refuse_all: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -209,6 +213,9 @@ impl Auth {
         let Some(h) = req.header(header::AUTHORIZATION) else {
             return bad_header();
         };
+        if self.refuse_all.load(std::sync::atomic::Ordering::Relaxed) {
+            return bad_credential("Invalid username or password.");
+        }
         let user = if let Some(b64) = h.strip_prefix("Basic ") {
             let Some((email, password)) = STANDARD
                 .decode(b64.trim())

@@ -307,6 +307,15 @@ impl SimHandle {
         *lock(&self.shared.bucket) = faults::Bucket::new(per_minute);
     }
 
+    /// Refuses every sign-in as bad credentials (as after a password change) while `refuse`;
+    /// live tokens keep working until they expire.
+    pub fn refuse_credentials(&self, refuse: bool) {
+        self.shared
+            .auth
+            .refuse_all
+            .store(refuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes every live token expire now; returns how many there were.
     pub fn expire_tokens(&self) -> usize {
         self.shared.auth.expire_all()

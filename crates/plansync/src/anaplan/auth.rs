@@ -61,6 +61,9 @@ pub(crate) struct Auth {
     /// Serialises renewals (held across the auth call on purpose: that is the single flight).
     gate: tokio::sync::Mutex<()>,
     rng: SystemRandom,
+    /// Whether the last authentication was refused (the credentials), for readiness and
+    /// notifications.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -130,7 +133,13 @@ impl Auth {
             current: Mutex::new((first, 1)),
             gate: tokio::sync::Mutex::new(()),
             rng: SystemRandom::new(),
+            refused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether Anaplan refused the credentials at the last authentication.
+    pub fn refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> Option<Token> {
@@ -192,6 +201,20 @@ impl Auth {
     }
 
     async fn authenticate(&self, transport: &Transport) -> Result<Token, AnaplanError> {
+        let result = self.authenticate_once(transport).await;
+        match &result {
+            Ok(_) => self
+                .refused
+                .store(false, std::sync::atomic::Ordering::Relaxed),
+            Err(AnaplanError::AuthRefused { .. }) => self
+                .refused
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn authenticate_once(&self, transport: &Transport) -> Result<Token, AnaplanError> {
         let url = format!("{}/token/authenticate", self.auth_url);
         let (req, header) = match &self.credential {
             Credential::Basic(header) => (

@@ -114,6 +114,12 @@ impl AnaplanClient {
         self.inner.transport.reachable()
     }
 
+    /// Whether Anaplan refused the credentials at the last authentication (cleared by the
+    /// next that succeeds).
+    pub fn auth_refused(&self) -> bool {
+        self.inner.auth.refused()
+    }
+
     /// Counters of every call made through this client and its clones.
     pub fn stats(&self) -> CallStats {
         self.inner.transport.stats.snapshot()

@@ -52,6 +52,8 @@ pub struct Config {
     pub schedule: Schedule,
     pub engine: EngineSettings,
     pub http: HttpSettings,
+    /// `[notify]`, when the file has one.
+    pub notify: Option<crate::notify::NotifySettings>,
 }
 
 /// `[http]`: the address `plansync run` serves `/healthz`, `/readyz` and `/metrics` on.

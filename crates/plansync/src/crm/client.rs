@@ -40,6 +40,8 @@ struct Inner {
     refresh: tokio::sync::Mutex<u64>,
     /// Whether the CRM is out of reach, for how loud its failures are logged.
     outage: crate::outage::Outage,
+    /// Whether the last token request was refused (the credentials).
+    auth_refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CrmClient {
@@ -81,6 +83,7 @@ impl CrmClient {
                 token: Mutex::new(None),
                 refresh: tokio::sync::Mutex::new(0),
                 outage: crate::outage::Outage::default(),
+                auth_refused: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -101,6 +104,14 @@ impl CrmClient {
     /// 5xx): for readiness checks.
     pub fn reachable(&self) -> bool {
         !self.inner.outage.is_down()
+    }
+
+    /// Whether the CRM refused the credentials at the last token request (cleared by the
+    /// next that succeeds).
+    pub fn auth_refused(&self) -> bool {
+        self.inner
+            .auth_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn outage(&self) -> &crate::outage::Outage {
@@ -144,7 +155,12 @@ impl CrmClient {
     }
 
     async fn fetch(&self, generation: &mut u64) -> Result<Arc<AccessToken>, CrmError> {
-        let (token, instance_url) = auth::request_token(self).await?;
+        let requested = auth::request_token(self).await;
+        self.inner.auth_refused.store(
+            matches!(requested, Err(CrmError::Auth { .. })),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let (token, instance_url) = requested?;
         // Checked before the token is ever sent there.
         let instance_url = crate::endpoint::instance_url(
             &instance_url,

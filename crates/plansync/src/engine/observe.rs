@@ -42,6 +42,8 @@ impl Observer {
                 .then(|| self.stream_connected.load(Ordering::SeqCst)),
             crm_reachable: self.crm.reachable(),
             anaplan_reachable: self.anaplan.reachable(),
+            crm_auth_refused: self.crm.auth_refused(),
+            anaplan_auth_refused: self.anaplan.auth_refused(),
         })
     }
 }
@@ -59,6 +61,9 @@ pub struct Observation {
     /// Whether each side answered the last call that tried to reach it.
     pub crm_reachable: bool,
     pub anaplan_reachable: bool,
+    /// Whether each side refused plansync's credentials at its last sign-in.
+    pub crm_auth_refused: bool,
+    pub anaplan_auth_refused: bool,
     /// The first run completed (in this process or an earlier one).
     pub first_run_done: bool,
 }
@@ -100,8 +105,15 @@ impl Observation {
             },
             true,
         );
-        check("crm", self.crm_reachable, "unreachable", true);
-        check("anaplan", self.anaplan_reachable, "unreachable", true);
+        let side = |reachable: bool, refused: bool| match (reachable, refused) {
+            (_, true) => (false, "authentication refused"),
+            (false, false) => (false, "unreachable"),
+            (true, false) => (true, ""),
+        };
+        let (ok, problem) = side(self.crm_reachable, self.crm_auth_refused);
+        check("crm", ok, problem, true);
+        let (ok, problem) = side(self.anaplan_reachable, self.anaplan_auth_refused);
+        check("anaplan", ok, problem, true);
         match self.stream {
             None => {
                 checks.insert("stream", "off (polling only)".to_string());

@@ -19,6 +19,7 @@ use crate::anaplan::{AuthMethod, CertFormat};
 use crate::crm::AuthConfig;
 use crate::crm::cdc::Transport;
 use crate::engine::write::WriteRetry;
+use crate::notify::NotifySettings;
 use crate::rules::FileErrors;
 use crate::secret::Secret;
 use plansync_toml::diagnostic::Problem;
@@ -31,7 +32,17 @@ use super::{
 };
 
 const ROOT_KEYS: &[&str] = &[
-    "crm", "anaplan", "rules", "store", "schedule", "engine", "http",
+    "crm", "anaplan", "rules", "store", "schedule", "engine", "http", "notify",
+];
+const NOTIFY_KEYS: &[&str] = &[
+    "webhook_url_env",
+    "webhook_url_file",
+    "stream_down_after",
+    "outbox_older_than",
+    "repeat_after",
+    "allow_insecure_http",
+    // Refused with its own message.
+    "webhook_url",
 ];
 const HTTP_KEYS: &[&str] = &["address", "enabled"];
 const SCHEDULE_KEYS: &[&str] = &[
@@ -155,6 +166,11 @@ impl Walk<'_> {
             Some(t) => self.http(&t),
             None => Some(HttpSettings::default()),
         };
+        let notify = match top.table(self.p, "notify", NOTIFY_KEYS) {
+            Some(t) => self.notify(&t).map(Some),
+            None if top.get("notify").is_some() => None,
+            None => Some(None),
+        };
         Some(Config {
             path: path.to_path_buf(),
             crm: crm?,
@@ -164,6 +180,56 @@ impl Walk<'_> {
             schedule,
             engine,
             http: http?,
+            notify: notify?,
+        })
+    }
+
+    /// `[notify]`: the webhook (a secret: its URL carries a token) and the thresholds.
+    fn notify(&mut self, t: &Table<'_, '_>) -> Option<NotifySettings> {
+        self.refuse_inline_secrets(t);
+        let allow_insecure_http = self.allow_insecure_http(t);
+        let url_span = t
+            .get("webhook_url_env")
+            .or_else(|| t.get("webhook_url_file"))
+            .map(|v| v.span());
+        let webhook = self.secret(t, "webhook_url", "the webhook's URL")?;
+        if let Err(e) = crate::endpoint::webhook_url(webhook.expose(), allow_insecure_http) {
+            // The URL itself is not repeated: it is the secret.
+            self.p.push(
+                Problem::new(
+                    url_span.unwrap_or(t.span.clone()),
+                    format!("the webhook's URL {e}"),
+                )
+                .label("from here")
+                .help("give the full https URL of the webhook, e.g. a Slack incoming webhook"),
+            );
+            return None;
+        }
+        let day = Duration::from_secs(24 * 3600);
+        let at_least = Duration::from_secs(1);
+        Some(NotifySettings {
+            webhook,
+            stream_down_after: self.duration(
+                t,
+                "stream_down_after",
+                NotifySettings::DEFAULT_STREAM_DOWN_AFTER,
+                at_least,
+                day,
+            ),
+            outbox_older_than: self.duration(
+                t,
+                "outbox_older_than",
+                NotifySettings::DEFAULT_OUTBOX_OLDER_THAN,
+                at_least,
+                day,
+            ),
+            repeat_after: self.duration(
+                t,
+                "repeat_after",
+                NotifySettings::DEFAULT_REPEAT_AFTER,
+                at_least,
+                day,
+            ),
         })
     }
 

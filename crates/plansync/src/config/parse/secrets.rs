@@ -4,7 +4,13 @@
 use super::*;
 
 /// Keys that would hold a secret in the file itself.
-const INLINE_SECRETS: &[&str] = &["client_secret", "private_key", "password", "token"];
+const INLINE_SECRETS: &[&str] = &[
+    "client_secret",
+    "private_key",
+    "password",
+    "token",
+    "webhook_url",
+];
 
 /// `text` with every character inside `spans` but quotes and line ends replaced by `*`, byte
 /// for byte, so every other problem's span still points at the same text.
