@@ -40,3 +40,4 @@ mod sim_crm_describe;
 mod sink_anaplan;
 mod sink_crm;
 mod store_review;
+mod storm;

@@ -80,6 +80,9 @@ pub struct Sim {
     jwt_keys: Vec<Vec<u8>>,
     /// What `/__sim/` requests must carry in `X-Sim-Token`.
     pub(crate) hooks_token: crate::Secret,
+    /// Share (0.0–1.0) of REST calls answered 503 `SERVER_UNAVAILABLE` before they are
+    /// looked at (nothing of them is applied), by [`CrmSimHandle::set_error_rate`].
+    pub(crate) error_rate: Mutex<f64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,6 +167,7 @@ fn build(config: CrmSimConfig, instance_url: String) -> Result<Arc<Sim>, CrmSimE
         cursors: Mutex::new(rest::Cursors::default()),
         jobs: Mutex::new(bulk::Jobs::default()),
         jwt_keys,
+        error_rate: Mutex::new(0.0),
     }))
 }
 
@@ -178,6 +182,12 @@ async fn account(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respo
         && let Err((status, message)) = crate::hooks_token::check(req.headers(), &sim.hooks_token)
     {
         http::json_response(status, &serde_json::json!({"error": message}))
+    } else if metered && fastrand::f64() < *lock(&sim.error_rate) {
+        http::sf_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_UNAVAILABLE",
+            "The server is temporarily unable to service your request (injected fault).",
+        )
     } else if metered {
         let spent = sim.usage_lock().spend();
         match spent {
