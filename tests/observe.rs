@@ -5,23 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plansync_sim::anaplan::{self as asim, AnaplanSim, SimConfig};
-use plansync_sim::crm::{self as csim, CrmSimConfig};
+use crate::support::run::{run_config, simulators, spawn_run};
+use plansync_sim::anaplan as asim;
+use plansync_sim::crm as csim;
 use serde_json::{Value as Json, json};
-use tokio::net::TcpListener;
-
-/// The engine process; killed when the test ends, however it ends.
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn python() -> String {
     std::env::var("PLANSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
@@ -98,75 +88,13 @@ async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_say_what_the_engine_does() {
-    let crm = csim::start(
-        CrmSimConfig::default(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let anaplan = AnaplanSim::start(
-        SimConfig::default(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let (crm, anaplan) = simulators().await;
     let dir = tempfile::tempdir().unwrap();
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let config = dir.path().join("plansync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"rules = "{rules}"
-store = "plansync.db"
-
-[crm]
-login_url = "{crm}"
-api_version = "59.0"
-streaming = "websocket"
-
-[crm.auth]
-method = "client_credentials"
-client_id = "{client}"
-client_secret_env = "T_CRM_SECRET"
-
-[anaplan]
-auth_url = "{auth}"
-api_url = "{api}"
-
-[anaplan.auth]
-method = "basic"
-user = "{user}"
-password_env = "T_ANAPLAN_PASSWORD"
-
-[http]
-address = "127.0.0.1:0"
-
-[engine]
-batch_window = "20ms"
-"#,
-            rules = rules.display(),
-            crm = crm.instance_url(),
-            client = csim::DEFAULT_CLIENT_ID,
-            auth = anaplan.auth_url(),
-            api = anaplan.api_url(),
-            user = asim::DEFAULT_USER,
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("engine.log");
-    let mut engine = Engine(
-        Command::new(env!("CARGO_BIN_EXE_plansync"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("T_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
-            .env("T_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD)
-            .env("PLANSYNC_LOG", "plansync=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let engine = spawn_run(
+        dir.path(),
+        &run_config(&crm, &anaplan, "[engine]\nbatch_window = \"20ms\"\n"),
     );
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let read = || engine.log();
     // The address it listens on, from its log (port 0: any free one).
     let mut base = String::new();
     wait_for("the server's address in the log", async || {
@@ -322,10 +250,7 @@ batch_window = "20ms"
         include_auth: true,
         ..asim::Faults::default()
     });
-    let _ = Command::new("kill")
-        .arg("-USR1")
-        .arg(engine.0.id().to_string())
-        .status();
+    engine.signal("USR1");
     wait_for("readiness to fail", async || get("/readyz").await.0 == 503).await;
     let (_, _, body) = get("/readyz").await;
     let body: Json = serde_json::from_str(&body).unwrap();
@@ -337,18 +262,13 @@ batch_window = "20ms"
         Some(0.0)
     );
     anaplan.set_faults(asim::Faults::default());
-    let _ = Command::new("kill")
-        .arg("-USR1")
-        .arg(engine.0.id().to_string())
-        .status();
+    engine.signal("USR1");
     wait_for("readiness again", async || get("/readyz").await.0 == 200).await;
 
     assert_eq!(get("/nope").await.0, 404);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(engine.0.id().to_string())
-        .status();
-    assert!(engine.0.wait().unwrap().success(), "{}", read());
+    engine.signal("TERM");
+    let log = read();
+    assert!(engine.wait().success(), "{log}");
 }
 
 #[test]

@@ -6,33 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::run::{run_config, simulators, spawn_run};
 use crate::support::*;
 use plansync::anaplan::{CellValue as Cell, CellWrite, DimRef, ItemRef, LineItemRef};
-use plansync_sim::anaplan::{self as asim, AnaplanSim, SimConfig};
-use plansync_sim::crm::{self as csim, CrmSimConfig};
+use plansync_sim::anaplan as asim;
 use serde_json::{Value as Json, json};
-use tokio::net::TcpListener;
 
 const STORM: Duration = Duration::from_secs(60);
-
-struct Engine(Child);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(engine: &Engine, name: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(engine.0.id().to_string())
-        .status();
-}
 
 async fn wait_long(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -86,47 +68,15 @@ fn first_run_done(db: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_seconds_of_storm_then_quiet_and_both_systems_hold_every_last_edit() {
-    let crm = csim::start(
-        CrmSimConfig::default(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let anaplan = AnaplanSim::start(
-        SimConfig::default(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let (crm, anaplan) = simulators().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("plansync.db");
-    let config = dir.path().join("plansync.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"rules = "{rules}"
-store = "plansync.db"
-
-[crm]
-login_url = "{crm}"
-api_version = "59.0"
-streaming = "websocket"
-
-[crm.auth]
-method = "client_credentials"
-client_id = "{client}"
-client_secret_env = "T_CRM_SECRET"
-
-[anaplan]
-auth_url = "{auth}"
-api_url = "{api}"
-
-[anaplan.auth]
-method = "basic"
-user = "{user}"
-password_env = "T_ANAPLAN_PASSWORD"
-
-[schedule]
+    let engine = spawn_run(
+        dir.path(),
+        &run_config(
+            &crm,
+            &anaplan,
+            r#"[schedule]
 crm_poll = "30s"
 anaplan_poll = "30s"
 crm_poll_while_stream_down = "30s"
@@ -134,33 +84,10 @@ crm_poll_while_stream_down = "30s"
 [engine]
 batch_window = "50ms"
 write_attempts = 3
-
-[http]
-address = "127.0.0.1:0"
 "#,
-            rules = rules_dir().display(),
-            crm = crm.instance_url(),
-            client = csim::DEFAULT_CLIENT_ID,
-            auth = anaplan.auth_url(),
-            api = anaplan.api_url(),
-            user = asim::DEFAULT_USER,
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("engine.log");
-    let engine = Engine(
-        Command::new(env!("CARGO_BIN_EXE_plansync"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("T_CRM_SECRET", csim::DEFAULT_CLIENT_SECRET)
-            .env("T_ANAPLAN_PASSWORD", asim::DEFAULT_PASSWORD)
-            .env("PLANSYNC_LOG", "plansync=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
     );
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let read = || engine.log();
     wait_long("the first run", Duration::from_secs(60), async || {
         first_run_done(&db)
     })
@@ -233,57 +160,67 @@ address = "127.0.0.1:0"
         {
             last_quota.insert(territory.clone(), q);
         }
-        if tick % 8 == 0 {
+        if tick.is_multiple_of(8) {
             anaplan.expire_tokens();
             crm.expire_all_tokens();
         }
-        if tick % 12 == 0 {
+        if tick.is_multiple_of(12) {
             crm.drop_sessions();
         }
-        if tick % 5 == 0 {
-            signal(&engine, "USR1");
+        if tick.is_multiple_of(5) {
+            engine.signal("USR1");
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let counts = anaplan.request_counts();
-    assert!(counts.faulted > 0, "the storm's 503s reached Anaplan: {counts:?}");
+    assert!(
+        counts.faulted > 0,
+        "the storm's 503s reached Anaplan: {counts:?}"
+    );
     assert!(counts.rate_limited > 0, "and its 429s: {counts:?}");
-    let crm_503 = crm
-        .request_log()
-        .iter()
-        .filter(|r| r.status == 503)
-        .count();
+    let crm_503 = crm.request_log().iter().filter(|r| r.status == 503).count();
     assert!(crm_503 > 0, "the storm's 503s reached the CRM");
 
     // Quiet.
     anaplan.set_faults(asim::Faults::default());
     anaplan.set_rate_per_minute(0);
     crm.set_error_rate(0.0);
-    signal(&engine, "USR1");
+    engine.signal("USR1");
     let amount_in_anaplan = |deal: &str| {
-        anaplan
-            .cells(MODEL, OPP_MODULE)
-            .and_then(|c| c.get(deal).and_then(|r| r.get("Amount")).map(|v| v.to_string()))
+        anaplan.cells(MODEL, OPP_MODULE).and_then(|c| {
+            c.get(deal)
+                .and_then(|r| r.get("Amount"))
+                .map(|v| v.to_string())
+        })
     };
-    wait_long("both systems to hold every last edit", Duration::from_secs(150), async || {
-        let amounts = last_amount.iter().all(|(deal, v)| {
-            amount_in_anaplan(deal) == Some(v.to_string())
-                && crm.record(deal).is_some_and(|r| r["Amount"].as_f64() == Some(*v as f64))
-        });
-        let quotas = last_quota.iter().all(|(t, v)| {
-            crm.record(t)
-                .is_some_and(|r| r["Annual_Quota__c"].as_f64() == Some(*v as f64))
-        });
-        if !(amounts && quotas) {
-            signal(&engine, "USR1");
-        }
-        amounts && quotas && waiting_writes(&db) == 0
-    })
+    wait_long(
+        "both systems to hold every last edit",
+        Duration::from_secs(150),
+        async || {
+            let amounts = last_amount.iter().all(|(deal, v)| {
+                amount_in_anaplan(deal) == Some(v.to_string())
+                    && crm
+                        .record(deal)
+                        .is_some_and(|r| r["Amount"].as_f64() == Some(*v as f64))
+            });
+            let quotas = last_quota.iter().all(|(t, v)| {
+                crm.record(t)
+                    .is_some_and(|r| r["Annual_Quota__c"].as_f64() == Some(*v as f64))
+            });
+            if !(amounts && quotas) {
+                engine.signal("USR1");
+            }
+            amounts && quotas && waiting_writes(&db) == 0
+        },
+    )
     .await;
 
     // Exactly one write_failed: the poisoned one; nothing else needs a person.
     let open = open_exceptions(&db);
-    let failed: Vec<_> = open.iter().filter(|(k, _, _)| k == "write_failed").collect();
+    let failed: Vec<_> = open
+        .iter()
+        .filter(|(k, _, _)| k == "write_failed")
+        .collect();
     assert_eq!(
         failed,
         vec![&(
@@ -304,8 +241,8 @@ address = "127.0.0.1:0"
         "the locked record kept its value"
     );
 
-    signal(&engine, "TERM");
-    let mut engine = engine;
-    let status = engine.0.wait().unwrap();
-    assert!(status.success(), "SIGTERM exits 0: {status}\n{}", read());
+    engine.signal("TERM");
+    let log = read();
+    let status = engine.wait();
+    assert!(status.success(), "SIGTERM exits 0: {status}\n{log}");
 }

@@ -307,3 +307,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&args, color),
     }
 }
+
+/// `--sim-token` of both simulators: a [`plansync_sim::Secret`], so it stays out of `Debug`
+/// output.
+fn sim_token(s: &str) -> Result<plansync_sim::Secret, String> {
+    if s.trim().is_empty() {
+        Err("the token must not be empty".into())
+    } else {
+        Ok(plansync_sim::Secret::new(s.trim()))
+    }
+}

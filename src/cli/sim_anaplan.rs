@@ -48,17 +48,8 @@ pub struct SimAnaplanArgs {
     pub read_request_step_ms: u64,
     /// The token the /__sim/ hooks take in the X-Sim-Token header. Default: a random one,
     /// printed at start.
-    #[arg(long, value_name = "TOKEN", env = "PLANSYNC_SIM_TOKEN", hide_env_values = true, value_parser = sim_token)]
+    #[arg(long, value_name = "TOKEN", env = "PLANSYNC_SIM_TOKEN", hide_env_values = true, value_parser = super::sim_token)]
     pub sim_token: Option<Secret>,
-}
-
-/// A token as a [`Secret`], so it stays out of `Debug` output.
-fn sim_token(s: &str) -> Result<Secret, String> {
-    if s.trim().is_empty() {
-        Err("the token must not be empty".into())
-    } else {
-        Ok(Secret::new(s.trim()))
-    }
 }
 
 fn parse_user(spec: &str) -> anyhow::Result<(String, Secret)> {

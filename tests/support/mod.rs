@@ -3,6 +3,7 @@
 //! read both systems and the store.
 
 pub mod readme_text;
+pub mod run;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

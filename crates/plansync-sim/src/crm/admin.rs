@@ -305,8 +305,16 @@ impl CrmSimHandle {
     /// Answers this share (0.0–1.0, clamped) of REST calls with 503 `SERVER_UNAVAILABLE`,
     /// before they are looked at; OAuth and streaming are not affected.
     pub fn set_error_rate(&self, rate: f64) {
-        let rate = if rate.is_nan() { 0.0 } else { rate.clamp(0.0, 1.0) };
-        *self.sim.error_rate.lock().unwrap_or_else(|p| p.into_inner()) = rate;
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        *self
+            .sim
+            .error_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = rate;
     }
 
     /// The next `count` record writes fail with `UNABLE_TO_LOCK_ROW`.

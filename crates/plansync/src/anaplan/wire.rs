@@ -320,22 +320,21 @@ pub fn parse_json<T: DeserializeOwned>(
     content_type: &str,
     body: &[u8],
 ) -> Result<T, AnaplanError> {
-    let fail = |detail: String| AnaplanError::Decode {
-        what,
-        status,
-        content_type: if content_type.is_empty() {
-            "(none)".to_string()
-        } else {
-            content_type.to_string()
-        },
-        detail,
-        body: excerpt(body),
-    };
-    // An HTML error page from a proxy says 200 as often as not: check before parsing.
+    let fail = |detail: String| decode_as(what, status, content_type, detail, excerpt(body));
+    json_body(content_type, body)
+        .map_err(|e| fail(e.map_or_else(|| "expected a JSON body".to_string(), |e| e.to_string())))
+}
+
+/// `body` as JSON, or why not: `None` for a content type that is not JSON (an HTML error
+/// page from a proxy says 200 as often as not: checked before parsing), else serde's error.
+fn json_body<T: DeserializeOwned>(
+    content_type: &str,
+    body: &[u8],
+) -> Result<T, Option<serde_json::Error>> {
     if !content_type.is_empty() && !content_type.to_ascii_lowercase().contains("json") {
-        return Err(fail("expected a JSON body".to_string()));
+        return Err(None);
     }
-    serde_json::from_slice(body).map_err(|e| fail(e.to_string()))
+    serde_json::from_slice(body).map_err(Some)
 }
 
 /// A page of a paged listing: the objects under `key` and the paging block.
@@ -441,22 +440,21 @@ pub fn parse_list_write(
 pub fn parse_auth(status: u16, content_type: &str, body: &[u8]) -> Result<TokenInfo, AnaplanError> {
     // Unlike every other answer, no part of this body reaches the error, nor serde's message
     // (it quotes values): an answer that could not be read may still carry the token.
-    let fail = |detail: String| AnaplanError::Decode {
-        what: "authentication",
-        status,
-        content_type: if content_type.is_empty() {
-            "(none)".to_string()
-        } else {
-            content_type.to_string()
-        },
-        detail,
-        body: "(not kept: it may carry the token)".to_string(),
+    let fail = |detail: String| {
+        decode_as(
+            "authentication",
+            status,
+            content_type,
+            detail,
+            "(not kept: it may carry the token)".to_string(),
+        )
     };
-    if !content_type.is_empty() && !content_type.to_ascii_lowercase().contains("json") {
-        return Err(fail("expected a JSON body".to_string()));
-    }
-    let r: AuthResponse =
-        serde_json::from_slice(body).map_err(|e| fail(crate::secret::json_error_shape(&e)))?;
+    let r: AuthResponse = json_body(content_type, body).map_err(|e| {
+        fail(e.map_or_else(
+            || "expected a JSON body".to_string(),
+            |e| crate::secret::json_error_shape(&e),
+        ))
+    })?;
     r.token_info.ok_or_else(|| {
         fail(format!(
             "no tokenInfo (status {:?}: {:?})",
@@ -473,12 +471,27 @@ fn decode(
     body: &[u8],
     detail: String,
 ) -> AnaplanError {
+    decode_as(what, status, content_type, detail, excerpt(body))
+}
+
+/// The one shape of an answer that could not be read, with what is kept of its body.
+fn decode_as(
+    what: &'static str,
+    status: u16,
+    content_type: &str,
+    detail: String,
+    body: String,
+) -> AnaplanError {
     AnaplanError::Decode {
         what,
         status,
-        content_type: content_type.to_string(),
+        content_type: if content_type.is_empty() {
+            "(none)".to_string()
+        } else {
+            content_type.to_string()
+        },
         detail,
-        body: excerpt(body),
+        body,
     }
 }
 

@@ -116,21 +116,12 @@ pub(crate) async fn request_token(client: &CrmClient) -> Result<(Secret, String)
         let outcome = match sent {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let body = crate::body::read_capped(response, crate::body::MAX_AUTH_RESPONSE_BYTES)
-                    .await
-                    .map_err(|e| match e {
-                        crate::body::BodyError::TooLarge { limit } => CrmError::Decode {
-                            what: "token request",
-                            detail: format!(
-                                "the answer is larger than {}",
-                                crate::body::size(limit)
-                            ),
-                        },
-                        crate::body::BodyError::Read(e) => CrmError::Transport(format!(
-                            "reading the token response: {}",
-                            e.without_url()
-                        )),
-                    });
+                let body = super::http::read_body(
+                    response,
+                    crate::body::MAX_AUTH_RESPONSE_BYTES,
+                    "token request",
+                )
+                .await;
                 match body {
                     Ok(body) => token_outcome(status, &body),
                     Err(e) => Err(e),

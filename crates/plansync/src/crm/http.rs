@@ -162,24 +162,11 @@ impl CrmClient {
         {
             self.call_stats().limit_info(info);
         }
-        let limit = self.config().max_response_bytes;
-        let body = crate::body::read_capped(response, limit)
+        let body = read_body(response, self.config().max_response_bytes, "a request")
             .await
-            .map_err(|e| Failed {
+            .map_err(|error| Failed {
                 may_have_arrived: true,
-                error: match e {
-                    crate::body::BodyError::TooLarge { limit } => CrmError::Decode {
-                        what: "a response",
-                        detail: format!(
-                            "larger than {}, the most plansync reads in one response; not read further (check login_url points at the CRM)",
-                            crate::body::size(limit)
-                        ),
-                    },
-                    crate::body::BodyError::Read(e) => CrmError::Transport(format!(
-                        "reading the response: {}",
-                        e.without_url()
-                    )),
-                },
+                error,
             })?;
         if (200..300).contains(&status) {
             return Ok(Reply {
@@ -191,6 +178,29 @@ impl CrmClient {
             may_have_arrived: true,
         })
     }
+}
+
+/// The body of an answer to `what`, at most `limit` bytes decompressed (`crate::body`).
+pub(crate) async fn read_body(
+    response: reqwest::Response,
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, CrmError> {
+    crate::body::read_capped(response, limit)
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge { limit } => CrmError::Decode {
+                what,
+                detail: format!(
+                    "the answer is larger than {}, the most plansync reads in one response; not read further (check login_url points at the CRM)",
+                    crate::body::size(limit)
+                ),
+            },
+            crate::body::BodyError::Read(e) => CrmError::Transport(format!(
+                "reading the answer to {what}: {}",
+                e.without_url()
+            )),
+        })
 }
 
 /// Turns an error answer into the error it means: the CRM's `[{"errorCode","message"}]`

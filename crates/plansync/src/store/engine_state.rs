@@ -28,7 +28,7 @@ fn last_run_name(source: &str) -> String {
 }
 
 impl Store {
-    fn state_value(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn state_value(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -39,7 +39,7 @@ impl Store {
             .optional()?)
     }
 
-    fn state_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(super) fn state_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         match self.state_value(name)? {
             None => Ok(None),
             Some(raw) => DateTime::parse_from_rfc3339(&raw)

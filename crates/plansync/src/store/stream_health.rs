@@ -60,9 +60,9 @@ impl Store {
 
     /// Handshake done, channels subscribed.
     pub fn record_stream_connected(&mut self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let reconnects = match self.stream_value(RECONNECTS)? {
+        let reconnects = match self.state_value(RECONNECTS)? {
             Some(n) => {
-                n.parse::<u64>().unwrap_or(0) + u64::from(self.stream_value(DOWN_SINCE)?.is_some())
+                n.parse::<u64>().unwrap_or(0) + u64::from(self.state_value(DOWN_SINCE)?.is_some())
             }
             None => 0,
         };
@@ -84,7 +84,7 @@ impl Store {
 
     /// The session ended (or the engine stopped): `why`, for `status`.
     pub fn record_stream_down(&mut self, at: DateTime<Utc>, why: &str) -> Result<(), StoreError> {
-        let down_since = self.stream_value(DOWN_SINCE)?.unwrap_or_else(|| ts(at));
+        let down_since = self.state_value(DOWN_SINCE)?.unwrap_or_else(|| ts(at));
         self.set_stream(
             at,
             &[
@@ -98,17 +98,8 @@ impl Store {
 
     /// What was recorded, `None` when no stream ever ran on this store.
     pub fn stream_health(&self) -> Result<Option<StreamHealth>, StoreError> {
-        let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-            match self.stream_value(name)? {
-                None => Ok(None),
-                Some(raw) => DateTime::parse_from_rfc3339(&raw)
-                    .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|_| {
-                        super::codec::corrupt("engine_state", "value", raw, "an RFC 3339 time")
-                    }),
-            }
-        };
-        let Some(reconnects) = self.stream_value(RECONNECTS)? else {
+        let time = |name: &str| self.state_time(name);
+        let Some(reconnects) = self.state_value(RECONNECTS)? else {
             return Ok(None);
         };
         Ok(Some(StreamHealth {
@@ -116,21 +107,9 @@ impl Store {
             down_since: time(DOWN_SINCE)?,
             alive_at: time(ALIVE_AT)?,
             reconnects: reconnects.parse().unwrap_or(0),
-            last_error: self.stream_value(LAST_ERROR)?,
+            last_error: self.state_value(LAST_ERROR)?,
             last_error_at: time(LAST_ERROR_AT)?,
         }))
-    }
-
-    fn stream_value(&self, name: &str) -> Result<Option<String>, StoreError> {
-        use rusqlite::OptionalExtension;
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT value FROM engine_state WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()?)
     }
 
     /// Sets (`Some`) or clears (`None`) each value, in one transaction.
