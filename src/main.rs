@@ -36,6 +36,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .init();
+    // A panic is a bug: one log line like every other event (a journal keeps it whole), its
+    // message redacted as any outside text is, since it may quote a value it choked on.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = panic_message(info.payload());
+        tracing::error!(target: "plansync", event = "panic", %location, %message,
+            "plansync hit a bug (a panic); please report this line");
+    }));
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
@@ -50,6 +61,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A panic's message, redacted (see `plansync::secret::redact`).
+fn panic_message(payload: &dyn std::any::Any) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    plansync::secret::redact(&text)
 }
 
 /// The error and its causes, `: `-joined as anyhow's `{:#}` prints them, but a cause whose
@@ -71,4 +92,18 @@ fn chain_once(err: &anyhow::Error) -> String {
         shown = text;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_panic_message_is_redacted() {
+        let payload: Box<dyn std::any::Any> =
+            Box::new(String::from(r#"bad answer {"tokenValue":"CANARYx"} at Bearer CANARYy"#));
+        let m = super::panic_message(payload.as_ref());
+        assert!(!m.contains("CANARY"), "{m}");
+        assert!(m.starts_with("bad answer"), "{m}");
+        let payload: Box<dyn std::any::Any> = Box::new(7_u8);
+        assert_eq!(super::panic_message(payload.as_ref()), "(no message)");
+    }
 }
