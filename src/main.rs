@@ -98,8 +98,9 @@ fn chain_once(err: &anyhow::Error) -> String {
 mod tests {
     #[test]
     fn a_panic_message_is_redacted() {
-        let payload: Box<dyn std::any::Any> =
-            Box::new(String::from(r#"bad answer {"tokenValue":"CANARYx"} at Bearer CANARYy"#));
+        let payload: Box<dyn std::any::Any> = Box::new(String::from(
+            r#"bad answer {"tokenValue":"CANARYx"} at Bearer CANARYy"#,
+        ));
         let m = super::panic_message(payload.as_ref());
         assert!(!m.contains("CANARY"), "{m}");
         assert!(m.starts_with("bad answer"), "{m}");

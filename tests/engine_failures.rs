@@ -411,3 +411,75 @@ async fn status_tells_a_quiet_channel_from_a_stream_that_is_down() {
     );
     assert!(stopped["stream"]["connected_since"].is_null());
 }
+
+/// A call Anaplan refuses as a whole for what one value carries (here a web application
+/// firewall that blocks a text) is split until the write at fault is alone: the other writes
+/// of the call land, and only the poisoned one ends as a `write_failed` exception; for cell
+/// writes and for list item properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisoned_value_does_not_take_its_call_with_it() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.write_retry = Some(WriteRetry {
+        attempts: 2,
+        give_up_after: Duration::from_secs(3600),
+        backoff: Backoff::new(Duration::from_millis(200), Duration::from_millis(400)),
+    });
+    // One batch for the three edits below.
+    env.tune = Some(|o| o.batch_window = Duration::from_millis(600));
+    env.start(true).await;
+    env.settle().await;
+    let deals = env.opportunities().await;
+    env.anaplan.set_faults(plansync_sim::anaplan::Faults {
+        refuse_body_containing: Some("987654.32".into()),
+        ..plansync_sim::anaplan::Faults::default()
+    });
+    // One change event: the poisoned amount and a close date of the same deal, in one call
+    // with another deal's amount.
+    env.rep_edits(
+        &deals[0],
+        serde_json::json!({ "Amount": 987654.32, "CloseDate": "2027-03-31" }),
+    );
+    env.rep_edits(&deals[1], serde_json::json!({ "Amount": 222222 }));
+    env.wait_cell(&deals[1], "Amount", "222222").await;
+    env.wait_cell(&deals[0], "Close Date", "2027-03-31").await;
+    wait_for("the poisoned write to be given up", || async {
+        !env.open_exceptions_for(&deals[0], "Amount").is_empty()
+    })
+    .await;
+    let failed = env.exceptions(Some(ExceptionKind::WriteFailed));
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0].crm_id.as_deref(), Some(deals[0].as_str()));
+    assert!(failed[0].message.contains("403"), "{}", failed[0].message);
+    assert_ne!(
+        env.cell(&deals[0], "Amount").as_deref(),
+        Some("987654.32"),
+        "never written"
+    );
+
+    // The same for list item properties (the deal's name): one update call, split.
+    env.anaplan.set_faults(plansync_sim::anaplan::Faults {
+        refuse_body_containing: Some("POISON-7f3".into()),
+        ..plansync_sim::anaplan::Faults::default()
+    });
+    env.rep_edits(&deals[2], serde_json::json!({ "Name": "Acme POISON-7f3" }));
+    env.rep_edits(&deals[3], serde_json::json!({ "Name": "Fine Industries" }));
+    let name_of = |code: &str| {
+        env.anaplan
+            .list_items(MODEL, OPP_LIST)
+            .expect("list")
+            .into_iter()
+            .find(|i| i.code.as_deref() == Some(code))
+            .and_then(|i| i.properties.get("Opportunity Name").cloned())
+    };
+    wait_for("the fine name in Anaplan", || async {
+        name_of(&deals[3]).as_deref() == Some("Fine Industries")
+    })
+    .await;
+    wait_for("the poisoned name to be given up", || async {
+        !env.open_exceptions_for(&deals[2], "Name").is_empty()
+    })
+    .await;
+    assert_eq!(env.exceptions(Some(ExceptionKind::WriteFailed)).len(), 2);
+    assert_ne!(name_of(&deals[2]).as_deref(), Some("Acme POISON-7f3"));
+    env.stop().await;
+}

@@ -34,6 +34,9 @@ pub struct Faults {
     pub seed: u64,
     /// Whether auth calls (`/token/…`) are faulted too.
     pub include_auth: bool,
+    /// A call whose body contains this text is refused 403 as a whole, as a web application
+    /// firewall in front of the tenant refuses a request for its content.
+    pub refuse_body_containing: Option<String>,
 }
 
 impl Default for Faults {
@@ -47,6 +50,7 @@ impl Default for Faults {
             drop_next: 0,
             seed: 1,
             include_auth: true,
+            refuse_body_containing: None,
         }
     }
 }

@@ -105,7 +105,23 @@ pub async fn entry(
         return wire::error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", &path);
     }
 
+    let refuse = lock(&sh.faults).faults.refuse_body_containing.clone();
     let resp = match read(parts, body, &sh.base).await {
+        Ok(req)
+            if refuse.as_ref().is_some_and(|needle| {
+                !needle.is_empty()
+                    && req
+                        .body
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_bytes())
+            }) =>
+        {
+            wire::error(
+                StatusCode::FORBIDDEN,
+                "Request blocked by the web application firewall",
+                &path,
+            )
+        }
         Ok(req) => {
             if kind == Kind::Auth {
                 sh.auth.handle(&req)

@@ -96,6 +96,18 @@ impl Run {
     }
 }
 
+/// How many times a batch's refused calls are split to find the writes at fault: enough for
+/// one bad value among a million (20 levels) with room to spare, and a bound on the calls a
+/// refusal of everything costs.
+pub(super) const MAX_SPLITS: u32 = 48;
+
+/// Anaplan answered the call and refused it as a whole (a status, not the tenant out of
+/// reach, not the credentials, not throttling): something it carried may be at fault, so
+/// the call is worth sending again in halves.
+pub(super) fn refused_as_a_whole(e: &AnaplanError) -> bool {
+    matches!(e, AnaplanError::Status { status, .. } if *status != 429)
+}
+
 /// Whether an error means the tenant cannot be reached now (so further calls would only burn
 /// the retry budget again), rather than that one call was refused.
 fn unreachable(e: &AnaplanError) -> bool {

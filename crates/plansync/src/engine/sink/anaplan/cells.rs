@@ -3,14 +3,14 @@
 //! as the client reports them; large batches of a pairing with a bulk import go to
 //! `import.rs` first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::anaplan::{CellValue, CellWrite, DimRef, ItemRef, LineItemRef};
 use crate::model::{Value, ValueKind};
 use crate::rules::Pairing;
 
 use super::AnaplanSink;
-use super::answers::Run;
+use super::answers::{MAX_SPLITS, Run, refused_as_a_whole};
 use super::plan::{Op, PlannedCell, RecordPlan};
 
 /// The value a CRM-vocabulary value becomes in a cell of `kind`.
@@ -96,6 +96,11 @@ impl AnaplanSink {
     /// reports each call, so each request is answered with its own call's send time, and a
     /// call that fails as a whole answers only the requests it carried; the cells after it
     /// are sent again, unless the failure says the tenant cannot be reached.
+    ///
+    /// A call Anaplan refused as a whole (one bad cell can do that) is split in halves and
+    /// each sent again, down to the cell at fault, so one poisoned value does not take a
+    /// whole call's writes with it to `write_failed`; at most [`MAX_SPLITS`] such splits a
+    /// batch, so a refusal of everything costs a bounded number of calls.
     async fn write_transactional(
         &mut self,
         pairing: &Pairing,
@@ -122,10 +127,15 @@ impl AnaplanSink {
                 None => sendable.push(c),
             }
         }
-        let mut rest: &[PlannedCell] = &sendable;
-        while !rest.is_empty() {
+        // Runs of cells still to send, in order; a refused call's cells come back split.
+        let mut queue: VecDeque<&[PlannedCell]> = VecDeque::from([&sendable[..]]);
+        let mut splits_left = MAX_SPLITS;
+        while let Some(rest) = queue.pop_front() {
+            if rest.is_empty() {
+                continue;
+            }
             if let Some(message) = run.down.clone() {
-                for c in rest {
+                for c in rest.iter().chain(queue.iter().flat_map(|r| r.iter())) {
                     run.not_reached(c.req, &message);
                 }
                 return;
@@ -144,7 +154,7 @@ impl AnaplanSink {
                 Err(e) => {
                     // Nothing was sent (the cells could not be split into calls).
                     run.failed_call(rest.iter().map(|c| c.req), "writing cells", &e);
-                    return;
+                    continue;
                 }
             };
             run.count("cells", report.calls.len() as u64);
@@ -182,11 +192,20 @@ impl AnaplanSink {
                 }
             }
             let Some((failed, e)) = report.stopped else {
-                return;
+                continue;
             };
             let carried = rest.get(failed.clone()).unwrap_or_default();
-            run.failed_call(carried.iter().map(|c| c.req), "writing cells", &e);
-            rest = rest.get(failed.end..).unwrap_or_default();
+            let after = rest.get(failed.end..).unwrap_or_default();
+            queue.push_front(after);
+            if carried.len() > 1 && splits_left > 0 && refused_as_a_whole(&e) {
+                splits_left -= 1;
+                let (first, second) = carried.split_at(carried.len() / 2);
+                tracing::debug!(target: "plansync::engine", event = "sink_call_split", pairing = %pairing.name, cells = carried.len(), error = %e, "a refused call is sent again in halves");
+                queue.push_front(second);
+                queue.push_front(first);
+            } else {
+                run.failed_call(carried.iter().map(|c| c.req), "writing cells", &e);
+            }
         }
     }
 }

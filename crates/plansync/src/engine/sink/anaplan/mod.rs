@@ -41,7 +41,10 @@
 //! Failures (`answers.rs`): a per-cell or per-item failure rejects only its requests, with
 //! Anaplan's own words. A call that fails as a whole (after the client's retries) answers
 //! `Retry` for the requests it carried (each retried on its own backoff, and given up in
-//! the end); requests of calls that succeeded stay `Acked`. When the failure says the tenant
+//! the end); requests of calls that succeeded stay `Acked`. A cell write or property update
+//! Anaplan refused as a whole (a status: one value can cause that, through a firewall in
+//! front of the tenant for one) is first sent again in halves, down to the write at fault,
+//! within a bound of splits per batch (`answers::MAX_SPLITS`). When the failure says the tenant
 //! cannot be reached at all (the retry budget ran out, the transport failed, the token was
 //! refused), its requests and the rest of the batch are answered `Unreachable` without
 //! spending more calls.

@@ -1,8 +1,8 @@
 //! List property updates of items that already existed before the batch (a new item gets
 //! its properties with the add, in `items.rs`): one update call, each item's requests
-//! answered by that item's result.
+//! answered by that item's result; a call refused as a whole is split to the item at fault.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::Utc;
 
@@ -10,7 +10,7 @@ use crate::anaplan::ListItemWrite;
 use crate::rules::Pairing;
 
 use super::AnaplanSink;
-use super::answers::Run;
+use super::answers::{MAX_SPLITS, Run, refused_as_a_whole};
 use super::plan::{Op, RecordPlan};
 
 impl AnaplanSink {
@@ -55,42 +55,58 @@ impl AnaplanSink {
         if writes.is_empty() {
             return;
         }
-        let at = Utc::now();
-        match self
-            .client
-            .update_list_items(
-                &target.resolved.names.model,
-                &target.resolved.list_id,
-                &writes,
-            )
-            .await
-        {
-            Ok(outcome) => {
-                run.count("list_items", outcome.calls as u64);
-                tracing::debug!(target: "plansync::engine", event = "sink_properties_updated",
-                    pairing = %pairing.name,
-                    items = writes.len(),
-                    updated = outcome.updated,
-                    failures = outcome.failures.len(),
-                    calls = outcome.calls,
-                    "updated list item properties"
-                );
-                let failures: HashMap<usize, String> = outcome
-                    .failures
-                    .iter()
-                    .map(|f| (f.index, format!("{}: {}", f.failure_type, f.details)))
-                    .collect();
-                for (n, reqs) in carried.iter().enumerate() {
-                    for &i in reqs {
-                        match failures.get(&n) {
-                            Some(why) => run.reject(i, why.clone()),
-                            None => run.ack(i, at),
+        // Runs of items still to send; a refused call's items come back split, down to the
+        // item at fault (see `cells.rs`).
+        let mut queue: VecDeque<std::ops::Range<usize>> = VecDeque::from([0..writes.len()]);
+        let mut splits_left = MAX_SPLITS;
+        while let Some(range) = queue.pop_front() {
+            if run.down.is_some() {
+                return;
+            }
+            let at = Utc::now();
+            match self
+                .client
+                .update_list_items(
+                    &target.resolved.names.model,
+                    &target.resolved.list_id,
+                    &writes[range.clone()],
+                )
+                .await
+            {
+                Ok(outcome) => {
+                    run.count("list_items", outcome.calls as u64);
+                    tracing::debug!(target: "plansync::engine", event = "sink_properties_updated",
+                        pairing = %pairing.name,
+                        items = range.len(),
+                        updated = outcome.updated,
+                        failures = outcome.failures.len(),
+                        calls = outcome.calls,
+                        "updated list item properties"
+                    );
+                    let failures: HashMap<usize, String> = outcome
+                        .failures
+                        .iter()
+                        .map(|f| (f.index, format!("{}: {}", f.failure_type, f.details)))
+                        .collect();
+                    for (n, reqs) in carried[range].iter().enumerate() {
+                        for &i in reqs {
+                            match failures.get(&n) {
+                                Some(why) => run.reject(i, why.clone()),
+                                None => run.ack(i, at),
+                            }
                         }
                     }
                 }
-            }
-            Err(e) => {
-                run.failed_call(carried.concat(), "updating list item properties", &e);
+                Err(e) if range.len() > 1 && splits_left > 0 && refused_as_a_whole(&e) => {
+                    splits_left -= 1;
+                    let middle = range.start + range.len() / 2;
+                    tracing::debug!(target: "plansync::engine", event = "sink_call_split", pairing = %pairing.name, items = range.len(), error = %e, "a refused call is sent again in halves");
+                    queue.push_front(middle..range.end);
+                    queue.push_front(range.start..middle);
+                }
+                Err(e) => {
+                    run.failed_call(carried[range].concat(), "updating list item properties", &e);
+                }
             }
         }
     }
