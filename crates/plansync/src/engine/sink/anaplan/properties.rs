@@ -57,7 +57,8 @@ impl AnaplanSink {
         }
         // Runs of items still to send; a refused call's items come back split, down to the
         // item at fault (see `cells.rs`).
-        let mut queue: VecDeque<std::ops::Range<usize>> = VecDeque::from([0..writes.len()]);
+        let mut queue: VecDeque<std::ops::Range<usize>> = VecDeque::new();
+        queue.push_back(0..writes.len());
         let mut splits_left = MAX_SPLITS;
         while let Some(range) = queue.pop_front() {
             if run.down.is_some() {
