@@ -28,10 +28,12 @@ pub(crate) async fn read_capped(
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
     // A declared length over the cap fails before a byte is read (absent when compressed).
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut body = Vec::new();
+    // One allocation for a body whose size is known (a page of a large read is megabytes).
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
             return Err(BodyError::TooLarge { limit });
