@@ -805,3 +805,60 @@ async fn values_staged_by_an_unfinished_first_run_are_recorded_at_the_next_start
     assert_eq!(row.seen_anaplan.map(|s| s.value), Some(value));
     env.stop().await;
 }
+
+/// With `anaplan_delete = "delete_record"`, an item a planner removes deletes its CRM
+/// record (sObject Collections delete), and nothing else: no exception, the other records
+/// stay, and the record's later absence from the CRM is not taken for a new deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_item_deletes_its_crm_record_when_the_rules_say_so() {
+    let rules = rules_copy(|file, text| {
+        if file == "opportunity.toml" {
+            text.replace(
+                "anaplan_delete = \"exception\"",
+                "anaplan_delete = \"delete_record\"",
+            )
+        } else {
+            text
+        }
+    });
+    let mut env = Env::running(rules.path()).await;
+    let deals = env.opportunities().await;
+    let (gone, kept) = (&deals[0], &deals[1]);
+    let planner = anaplan_client(&env.anaplan);
+    let list = planner.list_id(MODEL, OPP_LIST).await.expect("list id");
+    planner
+        .delete_list_items(MODEL, &list, std::slice::from_ref(gone))
+        .await
+        .expect("planner delete");
+    env.poll().await;
+    wait_for("the CRM record to be deleted", || async {
+        env.crm_field(gone, "IsDeleted") == json!(true)
+    })
+    .await;
+    env.settle().await;
+    env.poll().await;
+    env.settle().await;
+    assert_eq!(env.crm_field(kept, "IsDeleted"), json!(false));
+    let open: Vec<_> = env
+        .exceptions(None)
+        .into_iter()
+        .filter(|e| e.status == ExceptionStatus::Open)
+        .collect();
+    assert!(open.is_empty(), "{open:#?}");
+    let deletes = env
+        .crm
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with("/composite/sobjects"))
+        .count();
+    assert_eq!(deletes, 1, "one delete call");
+    // The CRM's delete event does not bring the item back for its deleted flag.
+    let items = env.anaplan.list_items(MODEL, OPP_LIST).expect("list");
+    assert!(
+        !items
+            .iter()
+            .any(|i| i.code.as_deref() == Some(gone.as_str())),
+        "the item stays removed"
+    );
+    env.stop().await;
+}

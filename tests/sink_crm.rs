@@ -329,7 +329,7 @@ async fn refused_records_are_rejected_with_the_code_and_the_rest_land() {
         ),
         request(
             11,
-            "opportunity",
+            "nosuchpairing",
             &good,
             lifecycle::DELETE_RECORD,
             Value::Null,
@@ -356,7 +356,7 @@ async fn refused_records_are_rejected_with_the_code_and_the_rest_land() {
     assert_rejected(outcome(&report, 8), "not a CRM operation");
     assert_rejected(outcome(&report, 9), "not a CRM operation");
     assert_rejected(outcome(&report, 10), "not a CRM operation");
-    assert_rejected(outcome(&report, 11), "delete not supported");
+    assert_rejected(outcome(&report, 11), "no CRM record to delete");
     assert_rejected(outcome(&report, 12), "not a date");
     assert_rejected(outcome(&report, 13), "no CRM id");
     assert_eq!(field(&sim, &good, "IsDeleted"), json!(false));
@@ -520,5 +520,94 @@ async fn our_writes_carry_the_client_id_into_change_events() {
     assert!(event.ours);
     let _ = stop.send(());
     let _ = tokio::time::timeout(PATIENCE, task).await;
+    sim.shutdown().await;
+}
+
+/// `anaplan_delete = "delete_record"`: the record deletes of a batch go in one collections
+/// delete, each answered by its own result; one deleted already counts as deleted.
+#[tokio::test]
+async fn record_deletes_go_in_one_collections_call() {
+    let sim = start_sim().await;
+    let rules = rules();
+    let doomed: Vec<String> = (0..3)
+        .map(|n| opportunity(&sim, &format!("Doomed {n}")))
+        .collect();
+    let keep = opportunity(&sim, "Kept");
+    sim.delete(&doomed[2], None).expect("delete");
+    let mut sink = sink(&sim);
+    sim.reset_request_log();
+    let mut batch: Vec<_> = doomed
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            request(
+                n as i64,
+                "opportunity",
+                id,
+                lifecycle::DELETE_RECORD,
+                Value::Null,
+            )
+        })
+        .collect();
+    batch.push(request(9, "opportunity", &keep, "Amount", money("55")));
+    let report = sink.write(&rules, &batch).await;
+    for n in 0..3 {
+        assert!(
+            matches!(outcome(&report, n), WriteOutcome::Acked { .. }),
+            "{:?}",
+            report.outcomes
+        );
+    }
+    assert!(matches!(outcome(&report, 9), WriteOutcome::Acked { .. }));
+    for id in &doomed {
+        assert_eq!(field(&sim, id, "IsDeleted"), json!(true), "{id}");
+    }
+    assert_eq!(field(&sim, &keep, "IsDeleted"), json!(false));
+    assert_eq!(field(&sim, &keep, "Amount"), json!(55.0));
+    let deletes = sim
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with("/composite/sobjects"))
+        .count();
+    assert_eq!((deletes, collections_calls(&sim)), (1, 1));
+    assert_eq!(calls(&report, "collections"), 2, "{:?}", report.calls);
+    sim.shutdown().await;
+}
+
+/// At or past the bulk threshold, deletes go through a Bulk API 2.0 `delete` job.
+#[tokio::test]
+async fn record_deletes_past_the_bulk_threshold_go_through_a_bulk_job() {
+    let sim = start_sim().await;
+    let rules = rules();
+    let doomed: Vec<String> = (0..6)
+        .map(|n| opportunity(&sim, &format!("Bulk doomed {n}")))
+        .collect();
+    let mut config = config_with(&sim, crm::DEFAULT_CLIENT_SECRET);
+    config.bulk_threshold = 5;
+    let mut sink = CrmSink::new(CrmClient::new(config).expect("client"));
+    sim.reset_request_log();
+    let batch: Vec<_> = doomed
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            request(
+                n as i64,
+                "opportunity",
+                id,
+                lifecycle::DELETE_RECORD,
+                Value::Null,
+            )
+        })
+        .collect();
+    let report = sink.write(&rules, &batch).await;
+    assert_eq!(bulk_job_creations(&sim), 1, "{:?}", sim.request_log());
+    for (n, id) in doomed.iter().enumerate() {
+        assert!(
+            matches!(outcome(&report, n as i64), WriteOutcome::Acked { .. }),
+            "{:?}",
+            report.outcomes
+        );
+        assert_eq!(field(&sim, id, "IsDeleted"), json!(true));
+    }
     sim.shutdown().await;
 }

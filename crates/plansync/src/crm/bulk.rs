@@ -1,4 +1,5 @@
-//! Bulk API 2.0 ingest for large update batches: create a job (`operation: update`), upload
+//! Bulk API 2.0 ingest for large update and delete batches: create a job (`operation:
+//! update` or `delete`), upload
 //! the CSV, mark it `UploadComplete`, poll its state, then read `successfulResults` and
 //! `failedResults` back into one result per input record.
 
@@ -12,7 +13,7 @@ use crate::crm::error::{CrmError, RecordError};
 use crate::crm::http::{Body, Call};
 use crate::crm::stats::CallKind;
 use crate::crm::wire::{CreateJob, JobInfo};
-use crate::crm::write::{RecordResult, RecordUpdate};
+use crate::crm::write::{Operation, RecordResult, RecordUpdate};
 
 /// How Bulk API 2.0 spells "set this field to null" in a CSV cell.
 const CSV_NULL: &str = "#N/A";
@@ -21,6 +22,11 @@ impl CrmClient {
     /// Updates through one Bulk API 2.0 job per object type. Results are in input order; a
     /// row the job did not process, or a job that failed as a whole, fails its records.
     pub async fn bulk_update(&self, updates: &[RecordUpdate]) -> Vec<RecordResult> {
+        self.bulk(updates, Operation::Update).await
+    }
+
+    /// `op` through one Bulk API 2.0 job per object type (a delete uploads the ids alone).
+    pub(crate) async fn bulk(&self, updates: &[RecordUpdate], op: Operation) -> Vec<RecordResult> {
         let mut results: Vec<Option<RecordResult>> = vec![None; updates.len()];
         let mut by_object: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, u) in updates.iter().enumerate() {
@@ -37,7 +43,7 @@ impl CrmClient {
             }
         }
         for (object, indexes) in by_object {
-            match self.bulk_job(object, updates, &indexes).await {
+            match self.bulk_job(object, updates, &indexes, op).await {
                 Ok(per_record) => {
                     for (i, r) in indexes.iter().zip(per_record) {
                         results[*i] = Some(r);
@@ -65,12 +71,13 @@ impl CrmClient {
         object: &str,
         updates: &[RecordUpdate],
         indexes: &[usize],
+        op: Operation,
     ) -> Result<Vec<RecordResult>, CrmError> {
         let csv = to_csv(updates, indexes)?;
         let prefix = self.data_prefix();
         let create = serde_json::to_vec(&CreateJob {
             object,
-            operation: "update",
+            operation: op.name(),
             content_type: "CSV",
             line_ending: "LF",
         })

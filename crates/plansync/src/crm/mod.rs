@@ -26,4 +26,4 @@ pub use describe::{FieldDescription, ObjectDescription, PicklistValue};
 pub use error::{CrmError, RecordError};
 pub use query::{QueryPager, QueryResult, Record};
 pub use stats::{CallKind, CallStats, StatsSnapshot};
-pub use write::{RecordResult, RecordUpdate, WriteOptions};
+pub use write::{RecordDelete, RecordResult, RecordUpdate, WriteOptions};

@@ -1,6 +1,7 @@
-//! Updates through sObject Collections (`PATCH composite/sobjects`, at most 200 records a
-//! call), with per-record results mapped back to the caller's order. Large batches go to
-//! Bulk API 2.0 (`bulk.rs`) through `update`.
+//! Updates and deletes through sObject Collections (`PATCH composite/sobjects` with the
+//! records, `DELETE composite/sobjects?ids=…`; at most 200 records a call), with per-record
+//! results mapped back to the caller's order. Large batches go to Bulk API 2.0 (`bulk.rs`)
+//! through `update` and `delete`.
 //!
 //! Every write carries `Sforce-Call-Options: client=<our id>` (see `http.rs`). A record
 //! refused with `UNABLE_TO_LOCK_ROW` (reported per record inside a 200 answer, so the send
@@ -22,6 +23,30 @@ pub struct RecordUpdate {
     pub object: String,
     pub id: String,
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One record to delete: its object type (a Bulk API job is per object) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordDelete {
+    pub object: String,
+    pub id: String,
+}
+
+/// What a collections call or a bulk job does to its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Update,
+    Delete,
+}
+
+impl Operation {
+    /// The Bulk API 2.0 `operation`, and the word for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
 }
 
 /// The outcome for one record, at the same index as the caller's input: the record id, or
@@ -53,6 +78,31 @@ impl CrmClient {
         }
     }
 
+    /// Deletes `records`, as `update` writes: sObject Collections below the bulk threshold,
+    /// a Bulk API 2.0 `delete` job at or above it. Results are in input order; a record
+    /// already deleted comes back as its `ENTITY_IS_DELETED` error, for the caller to judge.
+    pub async fn delete(
+        &self,
+        records: &[RecordDelete],
+        options: WriteOptions,
+    ) -> Vec<RecordResult> {
+        // The same machinery as updates, with no fields.
+        let as_updates: Vec<RecordUpdate> = records
+            .iter()
+            .map(|r| RecordUpdate {
+                object: r.object.clone(),
+                id: r.id.clone(),
+                fields: serde_json::Map::new(),
+            })
+            .collect();
+        if records.len() >= self.config().bulk_threshold {
+            self.bulk(&as_updates, Operation::Delete).await
+        } else {
+            self.collections(&as_updates, options, Operation::Delete)
+                .await
+        }
+    }
+
     /// Updates through sObject Collections, in calls of at most `collection_chunk` records.
     /// A call that fails as a whole fails each of its records; after a failure no later call
     /// can succeed (API limit, authentication), the remaining records are `NOT_ATTEMPTED`.
@@ -60,6 +110,15 @@ impl CrmClient {
         &self,
         updates: &[RecordUpdate],
         options: WriteOptions,
+    ) -> Vec<RecordResult> {
+        self.collections(updates, options, Operation::Update).await
+    }
+
+    async fn collections(
+        &self,
+        updates: &[RecordUpdate],
+        options: WriteOptions,
+        op: Operation,
     ) -> Vec<RecordResult> {
         let mut results: Vec<Option<RecordResult>> = vec![None; updates.len()];
         let mut stop: Option<CrmError> = None;
@@ -89,7 +148,7 @@ impl CrmClient {
             if sent.is_empty() {
                 continue;
             }
-            match self.send_chunk(updates, &sent, options).await {
+            match self.send_chunk(updates, &sent, options, op).await {
                 Ok(per_record) => {
                     for (i, r) in sent.iter().zip(per_record) {
                         results[*i] = Some(r);
@@ -126,8 +185,9 @@ impl CrmClient {
         updates: &[RecordUpdate],
         indexes: &[usize],
         options: WriteOptions,
+        op: Operation,
     ) -> Result<Vec<RecordResult>, CrmError> {
-        let mut results = self.send_collection(updates, indexes, options).await?;
+        let mut results = self.send_collection(updates, indexes, options, op).await?;
         let policy = &self.config().retry;
         let mut attempt = 0;
         loop {
@@ -139,7 +199,7 @@ impl CrmClient {
             tokio::time::sleep(policy.backoff(attempt)).await;
             attempt += 1;
             let resend: Vec<usize> = again.iter().map(|&p| indexes[p]).collect();
-            match self.send_collection(updates, &resend, options).await {
+            match self.send_collection(updates, &resend, options, op).await {
                 Ok(fresh) => {
                     for (&p, r) in again.iter().zip(fresh) {
                         results[p] = r;
@@ -162,7 +222,65 @@ impl CrmClient {
         updates: &[RecordUpdate],
         indexes: &[usize],
         options: WriteOptions,
+        op: Operation,
     ) -> Result<Vec<RecordResult>, CrmError> {
+        let path = format!("{}/composite/sobjects", self.data_prefix());
+        // A delete names its records in the query; an update carries them in the body.
+        let ids = match op {
+            Operation::Update => String::new(),
+            Operation::Delete => indexes
+                .iter()
+                .map(|&i| updates[i].id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let all_or_none = options.all_or_none.to_string();
+        let (method, body, what, query) = match op {
+            Operation::Update => (
+                Method::PATCH,
+                Body::Json(self.collection_body(updates, indexes, options)?),
+                "collections update",
+                Vec::new(),
+            ),
+            Operation::Delete => (
+                Method::DELETE,
+                Body::Empty,
+                "collections delete",
+                vec![("ids", ids.as_str()), ("allOrNone", all_or_none.as_str())],
+            ),
+        };
+        let reply = self
+            .send(&Call {
+                method,
+                path: &path,
+                query: &query,
+                body,
+                kind: CallKind::CompositeWrite,
+                write: true,
+                idempotent: true,
+            })
+            .await?;
+        let saved: Vec<SaveResult> =
+            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
+                what,
+                detail: e.to_string(),
+            })?;
+        if saved.len() != indexes.len() {
+            return Err(CrmError::Decode {
+                what,
+                detail: format!("{} results for {} records", saved.len(), indexes.len()),
+            });
+        }
+        Ok(saved_results(saved, updates, indexes))
+    }
+
+    /// The JSON of a collections update of `updates[i]` for each `i` in `indexes`.
+    fn collection_body(
+        &self,
+        updates: &[RecordUpdate],
+        indexes: &[usize],
+        options: WriteOptions,
+    ) -> Result<Vec<u8>, CrmError> {
         let request = CollectionRequest {
             all_or_none: options.all_or_none,
             records: indexes
@@ -176,56 +294,41 @@ impl CrmClient {
                 })
                 .collect(),
         };
-        let body = serde_json::to_vec(&request).map_err(|e| CrmError::Decode {
+        serde_json::to_vec(&request).map_err(|e| CrmError::Decode {
             what: "collections update",
             detail: e.to_string(),
-        })?;
-        let path = format!("{}/composite/sobjects", self.data_prefix());
-        let reply = self
-            .send(&Call {
-                method: Method::PATCH,
-                path: &path,
-                query: &[],
-                body: Body::Json(body),
-                kind: CallKind::CompositeWrite,
-                write: true,
-                idempotent: true,
-            })
-            .await?;
-        let saved: Vec<SaveResult> =
-            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
-                what: "collections update",
-                detail: e.to_string(),
-            })?;
-        if saved.len() != indexes.len() {
-            return Err(CrmError::Decode {
-                what: "collections update",
-                detail: format!("{} results for {} records", saved.len(), indexes.len()),
-            });
-        }
-        Ok(saved
-            .into_iter()
-            .zip(indexes)
-            .map(|(s, &i)| {
-                if s.success {
-                    Ok(s.id.unwrap_or_else(|| updates[i].id.clone()))
-                } else {
-                    let first = s.errors.first();
-                    let code = first.map_or("UNKNOWN_ERROR", |e| e.status_code.as_str());
-                    let mut err = RecordError::new(
-                        code,
-                        s.errors
-                            .iter()
-                            .map(|e| e.message.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    );
-                    err.fields = s.errors.iter().flat_map(|e| e.fields.clone()).collect();
-                    Err(err)
-                }
-            })
-            .collect())
+        })
     }
+}
+
+/// Per-record results of a collections call, in the order of `indexes`.
+fn saved_results(
+    saved: Vec<SaveResult>,
+    updates: &[RecordUpdate],
+    indexes: &[usize],
+) -> Vec<RecordResult> {
+    saved
+        .into_iter()
+        .zip(indexes)
+        .map(|(s, &i)| {
+            if s.success {
+                Ok(s.id.unwrap_or_else(|| updates[i].id.clone()))
+            } else {
+                let first = s.errors.first();
+                let code = first.map_or("UNKNOWN_ERROR", |e| e.status_code.as_str());
+                let mut err = RecordError::new(
+                    code,
+                    s.errors
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+                err.fields = s.errors.iter().flat_map(|e| e.fields.clone()).collect();
+                Err(err)
+            }
+        })
+        .collect()
 }
 
 /// Positions of a call's results worth sending again: records refused for a row lock, and,

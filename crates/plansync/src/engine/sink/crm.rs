@@ -1,7 +1,8 @@
 //! The CRM sink: turns a batch of [`WriteRequest`]s into record updates (every field of one
 //! record in one update), hands them to [`CrmClient::update`] in one go (sObject Collections
-//! in calls of 200, or a Bulk API 2.0 job past the client's threshold) and answers one
-//! [`WriteOutcome`] per request.
+//! in calls of 200, or a Bulk API 2.0 job past the client's threshold), then the batch's
+//! record deletes (`anaplan_delete = "delete_record"`) to [`CrmClient::delete`], and answers
+//! one [`WriteOutcome`] per request. A record already deleted counts as deleted.
 //!
 //! What a CRM error means for a write is decided in one place, [`outcome_of`]: errors that
 //! pass by themselves (locks, limits, authentication, calls that never went through) are
@@ -11,7 +12,9 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 
-use crate::crm::{CallKind, CrmClient, RecordError, RecordUpdate, StatsSnapshot, WriteOptions};
+use crate::crm::{
+    CallKind, CrmClient, RecordDelete, RecordError, RecordUpdate, StatsSnapshot, WriteOptions,
+};
 use crate::engine::write::{WriteOutcome, WriteReport, WriteRequest, lifecycle};
 use crate::model::{RecordKey, Side};
 use crate::rules::ruleset::RuleSet;
@@ -48,7 +51,29 @@ impl CrmSink {
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
         let mut records: Vec<RecordWrite> = Vec::new();
         let mut by_key: HashMap<&RecordKey, usize> = HashMap::new();
+        // Records to delete (`anaplan_delete = "delete_record"`), and their requests.
+        let mut deletes: Vec<(usize, RecordDelete)> = Vec::new();
         for (i, request) in batch.iter().enumerate() {
+            if request.field == lifecycle::DELETE_RECORD {
+                match rules.pairing(&request.record.pairing) {
+                    Some(pairing) if !request.record.crm_id.is_empty() => deletes.push((
+                        i,
+                        RecordDelete {
+                            object: pairing.crm_object.clone(),
+                            id: request.record.crm_id.clone(),
+                        },
+                    )),
+                    _ => {
+                        outcomes[i] = Some(WriteOutcome::Rejected {
+                            message: format!(
+                                "no CRM record to delete for pairing `{}`",
+                                request.record.pairing
+                            ),
+                        })
+                    }
+                }
+                continue;
+            }
             let (object, field, value) = match prepare(rules, request) {
                 Ok(p) => p,
                 Err(outcome) => {
@@ -113,6 +138,36 @@ impl CrmSink {
             }
             report.calls = call_delta(&before, &after);
         }
+        if !deletes.is_empty() {
+            let before = self.client.stats();
+            let at = Utc::now();
+            let targets: Vec<RecordDelete> = deletes.iter().map(|(_, d)| d.clone()).collect();
+            let results = self
+                .client
+                .delete(&targets, WriteOptions { all_or_none: false })
+                .await;
+            let after = self.client.stats();
+            for (n, (i, _)) in deletes.iter().enumerate() {
+                outcomes[*i] = Some(match results.get(n) {
+                    Some(Ok(_)) => WriteOutcome::Acked { at },
+                    // Gone already (a person, or an earlier attempt whose answer was lost):
+                    // what the write was for holds.
+                    Some(Err(e)) if e.status_code == "ENTITY_IS_DELETED" => {
+                        WriteOutcome::Acked { at }
+                    }
+                    Some(Err(e)) => outcome_of(e),
+                    None => WriteOutcome::Retry {
+                        message: "the CRM client returned no result for this record".into(),
+                    },
+                });
+            }
+            for (kind, n) in call_delta(&before, &after) {
+                match report.calls.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, total)) => *total += n,
+                    None => report.calls.push((kind, n)),
+                }
+            }
+        }
 
         report.outcomes = batch
             .iter()
@@ -148,12 +203,7 @@ fn prepare<'a>(
     let rejected = |message: String| WriteOutcome::Rejected { message };
     let field = request.field.as_str();
     if lifecycle::is_lifecycle(field) {
-        return Err(rejected(if field == lifecycle::DELETE_RECORD {
-            // The CRM client has no delete call yet; a delete is never guessed at.
-            "delete not supported: the CRM client cannot delete records".to_string()
-        } else {
-            format!("{field} is not a CRM operation")
-        }));
+        return Err(rejected(format!("{field} is not a CRM operation")));
     }
     let pairing = rules
         .pairing(&request.record.pairing)
