@@ -149,6 +149,8 @@ fn build(db: &Path) {
     second.set_metric("anaplan.rate_limited", 3);
     second.set_metric("anaplan.calls_per_minute_budget", 600);
     second.set_metric("crm.calls", 9);
+    second.set_metric("crm.api_used", 9500);
+    second.set_metric("crm.api_max", 10000);
     store.commit(&second).unwrap();
 }
 
@@ -276,6 +278,10 @@ fn tables_show_each_section() {
     assert!(pending.contains("2h 00m"), "{pending}");
     assert!(line("write_failed").contains("30m 00s"));
     assert!(line("anaplan.rate_limited").contains(" 3 "));
+    assert_eq!(
+        line("CRM API today"),
+        "CRM API today: 9500 of 10000 calls used, 500 left"
+    );
     for heading in ["Sources", "Outbox", "Open exceptions", "Metrics"] {
         assert!(out.lines().any(|l| l == heading), "{heading} in\n{out}");
     }
@@ -285,6 +291,7 @@ fn tables_show_each_section() {
     drop(Store::open(&empty).unwrap());
     let out = ok(&plansync(&["status", "--db", empty.to_str().unwrap()]));
     assert!(out.contains("(no checkpoints yet)"), "{out}");
+    assert!(!out.contains("CRM API today"), "not known, not said: {out}");
     assert!(out.contains("(no writes queued)"), "{out}");
 }
 

@@ -483,3 +483,53 @@ async fn one_poisoned_value_does_not_take_its_call_with_it() {
     assert_ne!(name_of(&deals[2]).as_deref(), Some("Acme POISON-7f3"));
     env.stop().await;
 }
+
+/// Below the reserve of the org's daily API calls (as the CRM's `Sforce-Limit-Info` says),
+/// polls asked for early do not run; once the budget frees up, they do again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_api_reserve_only_scheduled_polls_run() {
+    let mut env = Env::new(&rules_dir()).await;
+    env.tune = Some(|o| o.crm_api_reserve_percent = 10);
+    env.start(true).await;
+    env.settle().await;
+    let queries = |env: &Env| {
+        env.crm
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/query"))
+            .count()
+    };
+    // 95% of the day's calls are spent; the next answer tells the client.
+    env.crm.set_daily_limit(Some(10_000), Some(9_500));
+    env.poll().await;
+    let before = queries(&env);
+    for _ in 0..3 {
+        env.engine().poll_now(Some(plansync::model::Side::Crm));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(queries(&env), before, "no early poll below the reserve");
+
+    // The budget frees up; a write's answer says so; early polls run again.
+    env.crm.set_daily_limit(Some(10_000), Some(0));
+    let territories = env.ids("Territory__c").await;
+    env.planner_sets(
+        TER_MODULE,
+        TER_LIST,
+        &territories[0],
+        "Annual Quota",
+        number("7400000"),
+    )
+    .await;
+    env.engine().poll_now(Some(plansync::model::Side::Anaplan));
+    wait_for("the quota in the CRM", || async {
+        env.crm_field(&territories[0], "Annual_Quota__c").as_f64() == Some(7_400_000.0)
+    })
+    .await;
+    let before = queries(&env);
+    env.engine().poll_now(Some(plansync::model::Side::Crm));
+    wait_for("an early CRM poll again", || async {
+        queries(&env) > before
+    })
+    .await;
+    env.stop().await;
+}

@@ -230,6 +230,7 @@ fn engine_parts(
     options.write_retry = config.engine.write_retry();
     options.crm_poll = config.schedule.crm_poll;
     options.crm_poll_stream_down = config.schedule.crm_poll_while_stream_down;
+    options.crm_api_reserve_percent = config.crm.api_reserve_percent;
     options.anaplan_poll = config.schedule.anaplan_poll;
     options.lookback = config.schedule.lookback;
     options.stream = stream;

@@ -80,6 +80,15 @@ fn write_tables(
         (None, None) => writeln!(out, "\nFirst run: not started")?,
     }
 
+    // The org's daily API budget, as the CRM's last answer the engine stored said.
+    if let (Some(used), Some(max)) = (report.metric("crm.api_used"), report.metric("crm.api_max")) {
+        writeln!(
+            out,
+            "\nCRM API today: {used} of {max} calls used, {} left",
+            (max - used).max(0)
+        )?;
+    }
+
     writeln!(out, "\nSources")?;
     if report.sources.is_empty() {
         writeln!(out, "  (no checkpoints yet)")?;

@@ -93,6 +93,9 @@ pub struct CrmSettings {
     pub channels: Option<Vec<String>>,
     /// `http://` beyond loopback was opted into (see [`crate::endpoint`]).
     pub allow_insecure_http: bool,
+    /// The share (0–50) of the org's daily API calls plansync leaves to others: below it,
+    /// only scheduled polls run.
+    pub api_reserve_percent: u8,
 }
 
 /// `[anaplan]`.

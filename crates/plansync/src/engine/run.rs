@@ -62,6 +62,9 @@ pub struct EngineOptions {
     pub crm_poll: Duration,
     /// The CRM pollers' interval while the change stream is down (when shorter).
     pub crm_poll_stream_down: Duration,
+    /// The share (0–100) of the CRM's daily API calls kept in reserve (see
+    /// [`super::sources::CrmSchedule::api_reserve_percent`]).
+    pub crm_api_reserve_percent: u8,
     pub anaplan_poll: Duration,
     pub lookback: Duration,
     pub stream: Option<StreamOptions>,
@@ -91,6 +94,7 @@ impl EngineOptions {
             max_batch: 100_000,
             crm_poll: Duration::from_secs(300),
             crm_poll_stream_down: Duration::from_secs(60),
+            crm_api_reserve_percent: 10,
             anaplan_poll: Duration::from_secs(300),
             lookback: Duration::from_secs(120),
             stream: None,

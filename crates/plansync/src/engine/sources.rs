@@ -284,6 +284,10 @@ pub async fn crm_poll_once(
 pub struct CrmSchedule {
     pub every: Duration,
     pub stream: Option<(Arc<std::sync::atomic::AtomicBool>, Duration)>,
+    /// The share (0–100) of the org's daily API calls kept in reserve: while fewer remain,
+    /// only the scheduled polls run (no early, stream-down or full re-read polls), so the
+    /// customer's other integrations never meet `REQUEST_LIMIT_EXCEEDED` because of us.
+    pub api_reserve_percent: u8,
 }
 
 impl CrmSchedule {
@@ -308,9 +312,30 @@ pub async fn run_crm_poller(
     let mut shutdown = ctx.shutdown.clone();
     let source = crm_poll_source(&pairing);
     let mut due = first_due(&ctx.db, &source, interval).await;
+    // When the regular schedule wants the next poll: anything earlier is discretionary.
+    let mut scheduled = due;
     let mut failures = 0u32;
+    let mut reserve_said = false;
     while wait_until(due, &trigger, &mut shutdown).await {
-        let full = trigger.full.swap(false, Ordering::SeqCst);
+        let early = tokio::time::Instant::now() < scheduled;
+        if let Some((used, max)) = low_budget(&client, schedule.api_reserve_percent) {
+            let wants_full = trigger.full.load(Ordering::SeqCst);
+            if early || wants_full {
+                if !reserve_said {
+                    tracing::warn!(target: "plansync::engine", event = "crm_api_reserve", pairing = %pairing, used, max, reserve_percent = schedule.api_reserve_percent,
+                        "the CRM's daily API calls are down to the reserve: only scheduled polls run (no early polls or full re-reads) until they free up");
+                    reserve_said = true;
+                }
+                if early {
+                    due = scheduled;
+                    continue;
+                }
+            }
+        } else if reserve_said {
+            tracing::info!(target: "plansync::engine", event = "crm_api_reserve_over", pairing = %pairing, "the CRM's daily API calls are above the reserve again");
+            reserve_said = false;
+        }
+        let full = !reserve_said && trigger.full.swap(false, Ordering::SeqCst);
         let started = std::time::Instant::now();
         let at = Utc::now();
         match crm_poll_once(&ctx, &client, &pairing, lookback, &mut recent, full).await {
@@ -326,6 +351,7 @@ pub async fn run_crm_poller(
                 );
                 completed_run(&ctx, &source, at).await;
                 failures = 0;
+                scheduled = tokio::time::Instant::now() + schedule.every;
                 due = tokio::time::Instant::now() + schedule.interval();
             }
             Err(e) => {
@@ -340,6 +366,14 @@ pub async fn run_crm_poller(
         }
         ctx.rules.borrow_and_update();
     }
+}
+
+/// `(used, max)` when the org's daily API calls (as the last answer's `Sforce-Limit-Info`
+/// said) are down to `reserve_percent` of the maximum or fewer.
+fn low_budget(client: &CrmClient, reserve_percent: u8) -> Option<(u64, u64)> {
+    let (used, max) = client.stats().api_usage?;
+    let remaining = max.saturating_sub(used);
+    (max > 0 && remaining * 100 <= max * u64::from(reserve_percent)).then_some((used, max))
 }
 
 /// One Anaplan poll of `pairing`: read the list and module, diff against the shadow, route

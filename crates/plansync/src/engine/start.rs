@@ -160,6 +160,7 @@ impl Sources {
                     .stream
                     .is_some()
                     .then(|| (stream_connected.clone(), options.crm_poll_stream_down)),
+                api_reserve_percent: options.crm_api_reserve_percent,
             };
             tasks.push(tokio::spawn(sources::run_crm_poller(
                 ctx.clone(),

@@ -11,6 +11,7 @@ pub(super) const CRM_KEYS: &[&str] = &[
     "streaming",
     "channels",
     "allow_insecure_http",
+    "api_reserve_percent",
 ];
 const CRM_AUTH_KEYS: &[&str] = &[
     "method",
@@ -148,6 +149,8 @@ impl Walk<'_> {
             streaming: streaming?,
             channels: channels?,
             allow_insecure_http,
+            api_reserve_percent: u8::try_from(self.count(t, "api_reserve_percent", 10, 0, 50))
+                .unwrap_or(10),
         })
     }
 
