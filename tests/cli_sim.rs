@@ -78,3 +78,38 @@ fn sim_crm_refuses_a_missing_seed_file_naming_it() {
     assert!(err.contains("no/such/seed.toml"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// A reader that closed stdout (a script that took the URL and went on, `… | head -1`) does
+/// not stop the simulators: their banner's write errors are not fatal.
+#[test]
+fn a_closed_stdout_does_not_stop_the_simulators() {
+    for kind in ["crm", "anaplan"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_plansync"))
+            .args(["sim", kind, "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start plansync sim");
+        // Closed before the simulator writes a byte.
+        drop(child.stdout.take());
+        let running = Running(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{kind}: never served");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut running = running;
+        assert!(
+            running.0.try_wait().expect("status").is_none(),
+            "{kind}: the simulator stopped"
+        );
+    }
+}

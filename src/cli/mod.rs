@@ -317,3 +317,17 @@ fn sim_token(s: &str) -> Result<plansync_sim::Secret, String> {
         Ok(plansync_sim::Secret::new(s.trim()))
     }
 }
+
+/// A simulator's start banner on stdout. A reader that took only the first line (a script
+/// after the URL) and closed the pipe must not stop the simulator, so write errors are
+/// ignored: `println!` would panic.
+fn banner(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}

@@ -110,18 +110,20 @@ pub fn run(args: SimAnaplanArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
         let sim = AnaplanSim::start(config, listener).await?;
-        println!("{}", sim.base_url());
-        println!("auth:  {}/token/authenticate", sim.auth_url());
-        println!("api:   {}", sim.api_url());
-        // The one place the token is shown: whoever started the simulator needs it.
-        println!(
-            "admin: {}/__sim/faults  ({}: {})",
+        super::banner(&[
             sim.base_url(),
-            plansync_sim::hooks_token::HEADER,
-            sim.hooks_token()
-        );
-        println!("users: {}", users.join(", "));
-        println!("Serving the Anaplan simulator; Ctrl-C stops it.");
+            format!("auth:  {}/token/authenticate", sim.auth_url()),
+            format!("api:   {}", sim.api_url()),
+            // The one place the token is shown: whoever started the simulator needs it.
+            format!(
+                "admin: {}/__sim/faults  ({}: {})",
+                sim.base_url(),
+                plansync_sim::hooks_token::HEADER,
+                sim.hooks_token()
+            ),
+            format!("users: {}", users.join(", ")),
+            "Serving the Anaplan simulator; Ctrl-C stops it.".to_string(),
+        ]);
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;

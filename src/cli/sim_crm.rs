@@ -89,14 +89,16 @@ pub fn run(args: SimCrmArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
         let handle = crm::start(config, listener).await?;
-        println!("{}", handle.instance_url());
-        // The one place the token is shown: whoever started the simulator needs it.
-        println!(
-            "admin: {}/__sim/  ({}: {})",
-            handle.instance_url(),
-            plansync_sim::hooks_token::HEADER,
-            handle.hooks_token()
-        );
+        super::banner(&[
+            handle.instance_url().to_string(),
+            // The one place the token is shown: whoever started the simulator needs it.
+            format!(
+                "admin: {}/__sim/  ({}: {})",
+                handle.instance_url(),
+                plansync_sim::hooks_token::HEADER,
+                handle.hooks_token()
+            ),
+        ]);
         eprintln!(
             "CRM simulator for org {} ({}); clients: {}; users: {}. Ctrl-C stops it.",
             handle.org_name(),
