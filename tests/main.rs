@@ -37,6 +37,7 @@ mod secrets;
 mod sim_anaplan;
 mod sim_crm;
 mod sim_crm_describe;
+mod sim_crm_routes;
 mod sink_anaplan;
 mod sink_crm;
 mod store_review;

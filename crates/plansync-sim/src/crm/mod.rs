@@ -10,7 +10,8 @@
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
 //! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
-//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers).
+//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers), `routing` (one trailing slash
+//! dropped before routing, Salesforce's 405 body).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -31,6 +32,7 @@ mod limits;
 mod oauth;
 mod org;
 mod rest;
+mod routing;
 mod schema;
 pub mod seed;
 mod soql;
@@ -223,14 +225,13 @@ async fn account(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respo
 
 fn router(sim: Arc<Sim>) -> Router {
     let data = "/services/data/{version}";
-    Router::new()
+    let routes = Router::new()
         .route("/services/oauth2/token", post(oauth::token))
         .route(
             "/services/oauth2/revoke",
             post(oauth::revoke).get(oauth::revoke),
         )
         .route("/services/data", get(rest::versions))
-        .route("/services/data/", get(rest::versions))
         .route(&format!("{data}/query"), get(rest::query))
         .route(&format!("{data}/queryAll"), get(rest::query_all))
         .route(&format!("{data}/query/{{locator}}"), get(rest::query_more))
@@ -238,13 +239,14 @@ fn router(sim: Arc<Sim>) -> Router {
             &format!("{data}/queryAll/{{locator}}"),
             get(rest::query_more),
         )
-        .route(&format!("{data}/sobjects/{{object}}"), post(rest::create))
+        .route(&format!("{data}/sobjects"), get(describe::global))
+        .route(
+            &format!("{data}/sobjects/{{object}}"),
+            post(rest::create).get(describe::basic_info),
+        )
+        .route(&format!("{data}/limits"), get(limits::limits))
         .route(
             &format!("{data}/sobjects/{{object}}/describe"),
-            get(describe::describe),
-        )
-        .route(
-            &format!("{data}/sobjects/{{object}}/describe/"),
             get(describe::describe),
         )
         .route(
@@ -269,19 +271,10 @@ fn router(sim: Arc<Sim>) -> Router {
             put(bulk::upload),
         )
         .route(
-            &format!("{data}/jobs/ingest/{{job}}/batches/"),
-            put(bulk::upload),
-        )
-        .route(
             &format!("{data}/jobs/ingest/{{job}}/{{result}}"),
             get(bulk::results),
         )
-        .route(
-            &format!("{data}/jobs/ingest/{{job}}/{{result}}/"),
-            get(bulk::results),
-        )
         .route("/cometd", post(bayeux::no_version))
-        .route("/cometd/", post(bayeux::no_version))
         .route(
             "/cometd/{version}",
             post(bayeux::long_poll).get(bayeux::websocket),
@@ -290,7 +283,12 @@ fn router(sim: Arc<Sim>) -> Router {
         .merge(admin::routes())
         .fallback(|| async { http::not_found() })
         .layer(middleware::from_fn_with_state(Arc::clone(&sim), account))
-        .with_state(sim)
+        .with_state(sim);
+    // A layer on a router runs after its routing; the path is normalised before it, so the
+    // routes above sit behind an outer router that only forwards.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(routing::normalize))
 }
 
 /// Serves a simulated org on `listener` until `shutdown` completes (mini-redis style).
