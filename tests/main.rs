@@ -38,6 +38,7 @@ mod sim_anaplan;
 mod sim_crm;
 mod sim_crm_describe;
 mod sim_crm_routes;
+mod sim_crm_upsert;
 mod sim_crm_wake;
 mod sink_anaplan;
 mod sink_crm;

@@ -1,5 +1,5 @@
 //! Simulator of a Salesforce-style org: OAuth (client credentials, JWT bearer), REST query,
-//! sObject describe and writes, sObject Collections, Bulk API 2.0 ingest, and Change Data
+//! sObject describe and writes, upserts by external id, sObject Collections, Bulk API 2.0 ingest, and Change Data
 //! Capture over CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
 //!
 //! Written from `reference/salesforce-api.md` with its own wire types; it shares nothing with the
@@ -9,9 +9,10 @@
 //! Layout: `config` (what it starts with), `seed` (objects, users, records; TOML),
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
-//! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
-//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers), `routing` (one trailing slash
-//! dropped before routing, Salesforce's 405 body).
+//! `describe` (sObject metadata), `composite`, `upsert` (by external id), `bulk`,
+//! `bayeux` (streaming), `admin` (test hooks; `hook_body` reads their settings strictly),
+//! `limits` (daily budget, request log, the `limits` resource), `http` (shared helpers),
+//! `routing` (one trailing slash dropped before routing, Salesforce's 405 body).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -36,6 +37,7 @@ mod routing;
 mod schema;
 pub mod seed;
 mod soql;
+mod upsert;
 mod values;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -254,6 +256,14 @@ fn router(sim: Arc<Sim>) -> Router {
             get(rest::get_record)
                 .patch(rest::update)
                 .delete(rest::delete),
+        )
+        .route(
+            &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),
+            get(upsert::get_by_value).patch(upsert::upsert),
+        )
+        .route(
+            &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
+            axum::routing::patch(upsert::composite),
         )
         .route(
             &format!("{data}/composite/sobjects"),
