@@ -29,9 +29,11 @@ fn start(args: &[&str]) -> (Running, String) {
     let stdout = child.stdout.take().expect("stdout");
     let running = Running(child);
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the first line");
+    let mut reader = BufReader::new(stdout);
+    reader.read_line(&mut line).expect("read the first line");
+    // Keep reading what follows (the admin line): with the pipe closed, the simulator's next
+    // print fails and it exits before the test talks to it.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (running, line.trim().to_string())
 }
 

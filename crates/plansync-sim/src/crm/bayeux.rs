@@ -1,7 +1,8 @@
 //! Streaming API: Bayeux/CometD as Salesforce runs it, over HTTP long-polling at `/cometd/XX.X`
 //! (and the `/cometd/XX.X/<type>` suffix forms), and the same messages over a WebSocket on the
 //! same path. Handshake, connect (held until events exist or the advice timeout), subscribe with
-//! the replay extension, unsubscribe, disconnect; Salesforce's error strings.
+//! the replay extension, unsubscribe, disconnect; Salesforce's error strings. A subscribe wakes
+//! the client's held connect, so events it replays (`-2`, a stored id) are delivered at once.
 //!
 //! Delivery builds each message as `{"channel":…,"data":<shared text>}` around the event data
 //! serialised once at commit.
@@ -357,6 +358,11 @@ fn subscribe(
         .subs
         .insert(sub.clone(), Subscription { entity, cursor });
     session.last_seen = Instant::now();
+    drop(sessions);
+    // A connect this client holds (long-polling: on another HTTP request) is answered as soon
+    // as there is something to deliver, and a replay from -2 or a stored id may have events
+    // now; wake the held connects so they look, rather than wait for the next commit.
+    sim.notify();
     Step::Reply(with_id(
         json!({"channel": channel, "clientId": cid, "subscription": sub, "successful": true}),
         &id,

@@ -1,6 +1,6 @@
 //! sObject Collections: `composite/sobjects` create (POST), update (PATCH) and delete (DELETE),
 //! up to 200 records, one transaction, per-record results in request order, and `allOrNone`
-//! rollback.
+//! rollback. (The upsert form, `composite/sobjects/{object}/{field}`, is in `upsert`.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use super::values::FieldError;
 const MAX_RECORDS: usize = 200;
 
 /// A record's id as sent (if any) and its validated write or its errors.
-type Prepared = (Option<String>, Result<Op, Vec<FieldError>>);
+pub(super) type Prepared = (Option<String>, Result<Op, Vec<FieldError>>);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -61,15 +61,12 @@ pub async fn update(
     write(&sim, &version, &headers, &body, Kind::Update)
 }
 
-fn write(sim: &Sim, version: &str, headers: &HeaderMap, body: &[u8], kind: Kind) -> Response {
-    let (v, user) = match sim.api(version, headers) {
-        Ok(x) => x,
-        Err(resp) => return resp,
-    };
+/// A collection request's `records` and `allOrNone`, or the 400 a malformed one gets.
+pub(super) fn parse_request(body: &[u8]) -> Result<(Vec<Value>, bool), Response> {
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            return sf_error(
+            return Err(sf_error(
                 StatusCode::BAD_REQUEST,
                 "JSON_PARSER_ERROR",
                 &format!(
@@ -77,30 +74,42 @@ fn write(sim: &Sim, version: &str, headers: &HeaderMap, body: &[u8], kind: Kind)
                     e.line(),
                     e.column()
                 ),
-            );
+            ));
         }
     };
     let all_or_none = match request.get("allOrNone") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return sf_error(
+            return Err(sf_error(
                 StatusCode::BAD_REQUEST,
                 "JSON_PARSER_ERROR",
                 "Cannot deserialize instance of boolean for allOrNone",
-            );
+            ));
         }
     };
     let Some(records) = request.get("records").and_then(Value::as_array) else {
-        return sf_error(
+        return Err(sf_error(
             StatusCode::BAD_REQUEST,
             "INVALID_FIELD",
             "No records were provided",
-        );
+        ));
     };
     if records.len() > MAX_RECORDS {
-        return too_many();
+        return Err(too_many());
     }
+    Ok((records.clone(), all_or_none))
+}
+
+fn write(sim: &Sim, version: &str, headers: &HeaderMap, body: &[u8], kind: Kind) -> Response {
+    let (v, user) = match sim.api(version, headers) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let (records, all_or_none) = match parse_request(body) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
     let ctx = CommitCtx {
         user,
         origin: http::change_origin("rest", &v, headers),
@@ -180,7 +189,7 @@ fn prepare_one(org: &mut Org, record: &Value, kind: Kind) -> Prepared {
 }
 
 /// Commits what passed (nothing with `allOrNone` and a failure) and renders the results.
-fn finish(
+pub(super) fn finish(
     org: &mut Org,
     ctx: &CommitCtx,
     prepared: Vec<Prepared>,

@@ -1,6 +1,9 @@
 //! `GET /services/data/vXX.X/sobjects/{object}/describe`: an object's metadata in the shape
-//! of Salesforce's `DescribeSObjectResult`, built from the simulator's own schema (so a field
-//! the seed marks `updateable = false` says so here, and the write path refuses it).
+//! of Salesforce's `DescribeSObjectResult`; `GET …/sobjects` (the global describe: every
+//! object's summary, `encoding`, `maxBatchSize`) and `GET …/sobjects/{object}` (basic
+//! information: the summary and `recentItems`) give the same summary keys. All are built
+//! from the simulator's own schema (so a field the seed marks `updateable = false` says so
+//! here, and the write path refuses it).
 //!
 //! Only what the schema knows is reported; the many flags it has no notion of (layouts,
 //! search, feeds) are given the values a plain custom object has, so clients that read them
@@ -34,6 +37,67 @@ pub async fn describe(
         }
     };
     json_response(StatusCode::OK, &object_json(&def, &v))
+}
+
+/// `GET …/sobjects`: the global describe, every object's summary (the per-object describe
+/// without its field, relationship and record-type lists).
+pub async fn global(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (v, _user) = match sim.api(&version, &headers) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let defs: Vec<Arc<ObjectDef>> = {
+        let org = sim.org_lock();
+        org.tables.iter().map(|t| Arc::clone(&t.def)).collect()
+    };
+    let sobjects: Vec<Value> = defs.iter().map(|d| summary_json(d, &v)).collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}),
+    )
+}
+
+/// `GET …/sobjects/{object}`: the object's basic information, its summary and its recently
+/// viewed records (the simulator has no notion of viewing, so none).
+pub async fn basic_info(
+    State(sim): State<Arc<Sim>>,
+    Path((version, object)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (v, _user) = match sim.api(&version, &headers) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let def = {
+        let org = sim.org_lock();
+        match org.table_index(&object).and_then(|t| org.def(t)) {
+            Some(def) => Arc::clone(def),
+            None => return not_found(),
+        }
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({"objectDescribe": summary_json(&def, &v), "recentItems": []}),
+    )
+}
+
+fn summary_json(def: &ObjectDef, v: &str) -> Value {
+    let mut full = object_json(def, v);
+    if let Value::Object(m) = &mut full {
+        for detail in [
+            "fields",
+            "childRelationships",
+            "recordTypeInfos",
+            "supportedScopes",
+        ] {
+            m.remove(detail);
+        }
+    }
+    full
 }
 
 fn object_json(def: &ObjectDef, v: &str) -> Value {
@@ -114,9 +178,9 @@ fn field_json(f: &FieldDef) -> Value {
         "custom": f.name.ends_with("__c"),
         "defaultedOnCreate": system || f.ty == FieldType::Boolean,
         "defaultValue": if f.ty == FieldType::Boolean { json!(false) } else { Value::Null },
-        "unique": false,
-        "externalId": false,
-        "idLookup": f.storage == Storage::System(SystemField::Id),
+        "unique": f.unique,
+        "externalId": f.external_id,
+        "idLookup": f.external_id || f.storage == Storage::System(SystemField::Id),
         "nameField": f.name == "Name",
         "autoNumber": false,
         "caseSensitive": false,

@@ -1,10 +1,18 @@
 //! The daily API request budget (`Sforce-Limit-Info`, `REQUEST_LIMIT_EXCEEDED`) and the request
-//! log tests read to count calls by kind.
+//! log tests read to count calls by kind, and the `limits` resource that reports them.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::Sim;
+use super::http::json_response;
 
 /// What a request was for, to count calls the way the project budgets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -156,6 +164,44 @@ impl Usage {
         self.counts = [0; 7];
         self.log.clear();
     }
+}
+
+/// `GET …/limits`: the org's allocations as `{"Name": {"Max": n, "Remaining": n}}`.
+/// `DailyApiRequests` is the budget above (this call already spent from it, as on
+/// Salesforce) and the durable streaming clients count the live Bayeux sessions; the others
+/// are a Developer Edition's allocations, which nothing here consumes.
+pub async fn limits(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(resp) = sim.api(&version, &headers) {
+        return resp;
+    }
+    let (used, max) = sim.usage_lock().usage();
+    let clients = u64::try_from(sim.streaming_lock().len()).unwrap_or(u64::MAX);
+    let limit = |max: u64, used: u64| json!({"Max": max, "Remaining": max.saturating_sub(used)});
+    let mut body = serde_json::Map::new();
+    body.insert("DailyApiRequests".into(), limit(max, used));
+    body.insert(
+        "DurableStreamingApiConcurrentClients".into(),
+        limit(2_000, clients),
+    );
+    for (name, max) in [
+        ("DailyBulkApiBatches", 15_000),
+        ("DailyBulkV2QueryJobs", 10_000),
+        ("DailyBulkV2QueryFileStorageMB", 976_562),
+        ("DailyDurableStreamingApiEvents", 1_000_000),
+        ("DailyAsyncApexExecutions", 250_000),
+        ("DataStorageMB", 5),
+        ("FileStorageMB", 20),
+        ("HourlyPublishedPlatformEvents", 250_000),
+        ("SingleEmail", 15),
+        ("MassEmail", 10),
+    ] {
+        body.insert(name.into(), limit(max, 0));
+    }
+    json_response(StatusCode::OK, &Value::Object(body))
 }
 
 #[cfg(test)]

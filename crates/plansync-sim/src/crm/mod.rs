@@ -1,5 +1,5 @@
 //! Simulator of a Salesforce-style org: OAuth (client credentials, JWT bearer), REST query,
-//! sObject describe and writes, sObject Collections, Bulk API 2.0 ingest, and Change Data
+//! sObject describe and writes, upserts by external id, sObject Collections, Bulk API 2.0 ingest, and Change Data
 //! Capture over CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
 //!
 //! Written from `reference/salesforce-api.md` with its own wire types; it shares nothing with the
@@ -9,8 +9,10 @@
 //! Layout: `config` (what it starts with), `seed` (objects, users, records; TOML),
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
-//! `describe` (sObject metadata), `composite`, `bulk`, `bayeux` (streaming), `admin` (test
-//! hooks; `hook_body` reads their settings strictly), `limits` (daily budget and request log), `http` (shared helpers).
+//! `describe` (sObject metadata), `composite`, `upsert` (by external id), `bulk`,
+//! `bayeux` (streaming), `admin` (test hooks; `hook_body` reads their settings strictly),
+//! `limits` (daily budget, request log, the `limits` resource), `http` (shared helpers),
+//! `routing` (one trailing slash dropped before routing, Salesforce's 405 body).
 
 // Handlers return a ready-made error `Response` from helpers with `?`-style early returns; it is
 // built once per failed request, so its size does not matter here.
@@ -31,9 +33,11 @@ mod limits;
 mod oauth;
 mod org;
 mod rest;
+mod routing;
 mod schema;
 pub mod seed;
 mod soql;
+mod upsert;
 mod values;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -223,14 +227,13 @@ async fn account(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Respo
 
 fn router(sim: Arc<Sim>) -> Router {
     let data = "/services/data/{version}";
-    Router::new()
+    let routes = Router::new()
         .route("/services/oauth2/token", post(oauth::token))
         .route(
             "/services/oauth2/revoke",
             post(oauth::revoke).get(oauth::revoke),
         )
         .route("/services/data", get(rest::versions))
-        .route("/services/data/", get(rest::versions))
         .route(&format!("{data}/query"), get(rest::query))
         .route(&format!("{data}/queryAll"), get(rest::query_all))
         .route(&format!("{data}/query/{{locator}}"), get(rest::query_more))
@@ -238,13 +241,14 @@ fn router(sim: Arc<Sim>) -> Router {
             &format!("{data}/queryAll/{{locator}}"),
             get(rest::query_more),
         )
-        .route(&format!("{data}/sobjects/{{object}}"), post(rest::create))
+        .route(&format!("{data}/sobjects"), get(describe::global))
+        .route(
+            &format!("{data}/sobjects/{{object}}"),
+            post(rest::create).get(describe::basic_info),
+        )
+        .route(&format!("{data}/limits"), get(limits::limits))
         .route(
             &format!("{data}/sobjects/{{object}}/describe"),
-            get(describe::describe),
-        )
-        .route(
-            &format!("{data}/sobjects/{{object}}/describe/"),
             get(describe::describe),
         )
         .route(
@@ -252,6 +256,14 @@ fn router(sim: Arc<Sim>) -> Router {
             get(rest::get_record)
                 .patch(rest::update)
                 .delete(rest::delete),
+        )
+        .route(
+            &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),
+            get(upsert::get_by_value).patch(upsert::upsert),
+        )
+        .route(
+            &format!("{data}/composite/sobjects/{{object}}/{{field}}"),
+            axum::routing::patch(upsert::composite),
         )
         .route(
             &format!("{data}/composite/sobjects"),
@@ -269,19 +281,10 @@ fn router(sim: Arc<Sim>) -> Router {
             put(bulk::upload),
         )
         .route(
-            &format!("{data}/jobs/ingest/{{job}}/batches/"),
-            put(bulk::upload),
-        )
-        .route(
             &format!("{data}/jobs/ingest/{{job}}/{{result}}"),
             get(bulk::results),
         )
-        .route(
-            &format!("{data}/jobs/ingest/{{job}}/{{result}}/"),
-            get(bulk::results),
-        )
         .route("/cometd", post(bayeux::no_version))
-        .route("/cometd/", post(bayeux::no_version))
         .route(
             "/cometd/{version}",
             post(bayeux::long_poll).get(bayeux::websocket),
@@ -290,7 +293,12 @@ fn router(sim: Arc<Sim>) -> Router {
         .merge(admin::routes())
         .fallback(|| async { http::not_found() })
         .layer(middleware::from_fn_with_state(Arc::clone(&sim), account))
-        .with_state(sim)
+        .with_state(sim);
+    // A layer on a router runs after its routing; the path is normalised before it, so the
+    // routes above sit behind an outer router that only forwards.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(routing::normalize))
 }
 
 /// Serves a simulated org on `listener` until `shutdown` completes (mini-redis style).

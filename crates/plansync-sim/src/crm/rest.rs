@@ -288,7 +288,7 @@ pub async fn get_record(
     )
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
+pub(super) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(sf_error(

@@ -82,6 +82,10 @@ pub struct FieldDef {
     /// For a part of a compound field: the compound's name and the part's name in events
     /// (`BillingAddress`, `City`) and in REST (`city`).
     pub compound: Option<(String, String)>,
+    /// An external id: upserts may match records by it (`sobjects/{object}/{field}/{value}`).
+    pub external_id: bool,
+    /// No two live records may hold the same non-empty value (`DUPLICATE_VALUE`).
+    pub unique: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,8 @@ pub struct FieldSpec {
     /// give it values, as the org computes them.
     pub updateable: bool,
     pub compound: Option<(String, String)>,
+    pub external_id: bool,
+    pub unique: bool,
 }
 
 impl ObjectDef {
@@ -129,6 +135,8 @@ impl ObjectDef {
                 required: spec.required,
                 updateable: spec.updateable && storage != Storage::Compound,
                 compound: spec.compound.clone(),
+                external_id: spec.external_id,
+                unique: spec.unique,
             });
         }
         let user = || FieldType::Reference(vec!["User".into()]);
@@ -209,6 +217,8 @@ fn system(name: &str, ty: FieldType, which: SystemField) -> FieldDef {
         required: false,
         updateable: false,
         compound: None,
+        external_id: false,
+        unique: false,
     }
 }
 

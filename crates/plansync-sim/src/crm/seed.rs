@@ -33,7 +33,10 @@
 //! ```
 //!
 //! A field with `updateable = false` (a formula, a roll-up) refuses API writes; the seed may
-//! still give it values.
+//! still give it values. A `string` or `double` field with `external_id = true` is an external
+//! id upserts can match records by (`PATCH sobjects/{object}/{field}/{value}`); with
+//! `unique = true` no two live records may share a value (writes get `DUPLICATE_VALUE`;
+//! without it, an upsert matching several records gets the 300 / `DUPLICATE_EXTERNAL_ID`).
 //!
 //! Field types: `string`, `double`, `currency`, `percent`, `boolean`, `date`, `datetime`,
 //! `picklist` (restricted to `values`), `reference` (to objects in `to`), `address`.
@@ -193,6 +196,10 @@ struct RawField {
     to: Vec<String>,
     #[serde(default)]
     parts: Vec<String>,
+    #[serde(default)]
+    external_id: bool,
+    #[serde(default)]
+    unique: bool,
 }
 
 #[derive(Deserialize)]
@@ -261,8 +268,17 @@ impl Seed {
                             required: false,
                             updateable: f.updateable,
                             compound: Some((f.name.clone(), part.clone())),
+                            external_id: false,
+                            unique: false,
                         });
                     }
+                }
+                // Salesforce lets text, number and e-mail fields be external ids.
+                if f.external_id && !matches!(ty, FieldType::String | FieldType::Double) {
+                    return Err(SeedError::Invalid(format!(
+                        "{}.{}: only string and double fields can be external ids",
+                        o.name, f.name
+                    )));
                 }
                 fields.push(FieldSpec {
                     name: f.name,
@@ -270,6 +286,8 @@ impl Seed {
                     required: f.required,
                     updateable: f.updateable,
                     compound: None,
+                    external_id: f.external_id,
+                    unique: f.unique,
                 });
             }
             objects.push(SeedObject {

@@ -20,6 +20,8 @@ fn user_def() -> ObjectDef {
         required,
         updateable: true,
         compound: None,
+        external_id: false,
+        unique: false,
     };
     ObjectDef::new(
         "User",

@@ -126,6 +126,7 @@ impl Org {
             )]);
         }
         let changes = self.check_fields(r.table, fields, false)?;
+        self.check_unique(r.table, Some(r), &changes)?;
         self.take_lock(id)?;
         Ok(Op::Update { r, changes })
     }
@@ -144,6 +145,7 @@ impl Org {
             )]);
         };
         let changes = self.check_fields(table, fields, true)?;
+        self.check_unique(table, None, &changes)?;
         self.take_lock("")?;
         Ok(Op::Create { table, changes })
     }
@@ -195,6 +197,58 @@ impl Org {
                 &["Id"],
             )]),
         }
+    }
+
+    /// Live records of `table` whose `field` holds `value` (text compared without case, as
+    /// Salesforce matches external ids). A scan: only upserts and unique fields ask.
+    pub fn find_by_value(&self, table: usize, field: &FieldDef, value: &Val) -> Vec<RecordRef> {
+        let Some(t) = self.tables.get(table) else {
+            return Vec::new();
+        };
+        (0..t.records.len())
+            .map(|idx| RecordRef { table, idx })
+            .filter(|&r| self.record(r).is_some_and(|rec| !rec.deleted))
+            .filter(|&r| match (&self.get(r, field), value) {
+                (Val::Str(a), Val::Str(b)) => a.eq_ignore_ascii_case(b),
+                (a, b) => !a.is_null() && a == b,
+            })
+            .collect()
+    }
+
+    /// Refuses a value of a unique field another live record already holds.
+    fn check_unique(
+        &self,
+        table: usize,
+        except: Option<RecordRef>,
+        changes: &[(usize, Val)],
+    ) -> Result<(), Vec<FieldError>> {
+        let Some(def) = self.def(table) else {
+            return Ok(());
+        };
+        for (fi, value) in changes {
+            let Some(field) = def.fields.get(*fi).filter(|f| f.unique) else {
+                continue;
+            };
+            if value.is_null() {
+                continue;
+            }
+            let other = self
+                .find_by_value(table, field, value)
+                .into_iter()
+                .find(|&r| Some(r) != except);
+            if let Some(other) = other {
+                return Err(vec![FieldError::new(
+                    "DUPLICATE_VALUE",
+                    format!(
+                        "duplicate value found: {} duplicates value on record with id: {}",
+                        field.name,
+                        self.id_of(other)
+                    ),
+                    &[&field.name],
+                )]);
+            }
+        }
+        Ok(())
     }
 
     fn take_lock(&mut self, id: &str) -> Result<(), Vec<FieldError>> {
