@@ -44,3 +44,4 @@ mod sink_anaplan;
 mod sink_crm;
 mod store_review;
 mod storm;
+mod third_party;
