@@ -91,14 +91,8 @@ impl CrmClient {
             })
             .await?;
         let job: JobInfo = decode(&reply.body, "bulk job creation")?;
-        let job_path = format!("{jobs}/{}", job.id);
-        // `contentUrl` is relative (`services/data/v59.0/jobs/ingest/<id>/batches`); anything
-        // that is not a path on this instance is ignored in favour of the documented one.
-        let upload_path = match job.content_url.as_deref() {
-            Some(u) if u.starts_with("services/") => format!("/{u}"),
-            Some(u) if u.starts_with("/services/") => u.to_string(),
-            _ => format!("{job_path}/batches"),
-        };
+        let job_path = job_path(&jobs, &job.id)?;
+        let upload_path = upload_path(&job_path, job.content_url.as_deref());
         self.send(&Call {
             method: Method::PUT,
             path: &upload_path,
@@ -193,7 +187,44 @@ impl CrmClient {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, CrmError> {
+/// The path of the job the CRM created. Its id goes into every later URL (with the bearer
+/// token), so it must be an id (`750…`, letters and digits), not a path of its own.
+pub(crate) fn job_path(jobs: &str, id: &str) -> Result<String, CrmError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(CrmError::Decode {
+            what: "bulk job creation",
+            detail: format!(
+                "job id `{}` is not an id",
+                crate::secret::excerpt(id.as_bytes())
+            ),
+        });
+    }
+    Ok(format!("{jobs}/{id}"))
+}
+
+/// Where to upload a job's CSV. `contentUrl` is relative
+/// (`services/data/v59.0/jobs/ingest/<id>/batches`); anything that is not a plain path under
+/// `services/` on this instance (a query, a fragment, `..`) is ignored in favour of the
+/// documented one.
+pub(crate) fn upload_path(job_path: &str, content_url: Option<&str>) -> String {
+    let plain = |u: &str| {
+        u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+            && !u
+                .split('/')
+                .any(|segment| segment == ".." || segment == ".")
+    };
+    match content_url {
+        Some(u) if u.starts_with("services/") && plain(u) => format!("/{u}"),
+        Some(u) if u.starts_with("/services/") && plain(u) => u.to_string(),
+        _ => format!("{job_path}/batches"),
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &'static str,
+) -> Result<T, CrmError> {
     serde_json::from_slice(body).map_err(|e| CrmError::Decode {
         what,
         detail: e.to_string(),
@@ -238,15 +269,15 @@ fn to_csv(updates: &[RecordUpdate], indexes: &[usize]) -> Result<Vec<u8>, CrmErr
     })
 }
 
-struct ResultRow {
-    id: String,
-    outcome: RecordResult,
+pub(crate) struct ResultRow {
+    pub id: String,
+    pub outcome: RecordResult,
 }
 
 /// Reads a result file: `sf__Id,sf__Created,…` (successful) or `sf__Id,sf__Error,…` (failed),
 /// followed by the uploaded columns. Rows are matched on the uploaded `Id`, falling back to
 /// `sf__Id`.
-fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> {
+pub(crate) fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> {
     let bad = |detail: String| CrmError::Decode {
         what: "bulk results",
         detail,
@@ -274,8 +305,11 @@ fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> 
         } else {
             let text = error_col.and_then(|c| record.get(c)).unwrap_or_default();
             // `REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --`
-            let (code, message) = text.split_once(':').unwrap_or(("UNKNOWN_ERROR", text));
-            Err(RecordError::new(code.trim(), message.trim()))
+            let (code, message) = text.split_once(':').unwrap_or(("", text));
+            let code = Some(code.trim())
+                .filter(|c| !c.is_empty())
+                .unwrap_or("UNKNOWN_ERROR");
+            Err(RecordError::new(code, message.trim()))
         };
         rows.push(ResultRow { id, outcome });
     }

@@ -210,9 +210,15 @@ pub(crate) fn classify(status: u16, body: &[u8]) -> CrmError {
             message: first.message,
         };
     }
+    // A code-less item still needs a code: callers and the exceptions list go by it.
+    let code = if first.error_code.trim().is_empty() {
+        format!("HTTP_{status}")
+    } else {
+        first.error_code
+    };
     CrmError::Api {
         status,
-        code: first.error_code,
+        code,
         message: first.message,
         fields: first.fields,
     }
@@ -248,5 +254,7 @@ mod tests {
         assert_eq!(e.code(), Some("HTTP_503"));
         let e = classify(400, b"[]");
         assert!(matches!(e, CrmError::Api { status: 400, .. }));
+        let e = classify(400, br#"[{"message":"no code"}]"#);
+        assert_eq!(e.code(), Some("HTTP_400"));
     }
 }

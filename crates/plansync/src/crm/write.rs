@@ -192,40 +192,49 @@ impl CrmClient {
                 idempotent: true,
             })
             .await?;
-        let saved: Vec<SaveResult> =
-            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
-                what: "collections update",
-                detail: e.to_string(),
-            })?;
-        if saved.len() != indexes.len() {
-            return Err(CrmError::Decode {
-                what: "collections update",
-                detail: format!("{} results for {} records", saved.len(), indexes.len()),
-            });
-        }
-        Ok(saved
-            .into_iter()
-            .zip(indexes)
-            .map(|(s, &i)| {
-                if s.success {
-                    Ok(s.id.unwrap_or_else(|| updates[i].id.clone()))
-                } else {
-                    let first = s.errors.first();
-                    let code = first.map_or("UNKNOWN_ERROR", |e| e.status_code.as_str());
-                    let mut err = RecordError::new(
-                        code,
-                        s.errors
-                            .iter()
-                            .map(|e| e.message.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    );
-                    err.fields = s.errors.iter().flat_map(|e| e.fields.clone()).collect();
-                    Err(err)
-                }
-            })
-            .collect())
+        let ids: Vec<&str> = indexes.iter().map(|&i| updates[i].id.as_str()).collect();
+        collection_results(&reply.body, &ids)
     }
+}
+
+/// Reads a collections answer: one `{"id","success","errors"}` per record sent, in order.
+/// `ids` are the ids sent, which a success without an `id` stands for.
+pub(crate) fn collection_results(body: &[u8], ids: &[&str]) -> Result<Vec<RecordResult>, CrmError> {
+    let saved: Vec<SaveResult> = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
+        what: "collections update",
+        detail: e.to_string(),
+    })?;
+    if saved.len() != ids.len() {
+        return Err(CrmError::Decode {
+            what: "collections update",
+            detail: format!("{} results for {} records", saved.len(), ids.len()),
+        });
+    }
+    Ok(saved
+        .into_iter()
+        .zip(ids)
+        .map(|(s, &sent)| {
+            if s.success {
+                Ok(s.id.unwrap_or_else(|| sent.to_string()))
+            } else {
+                let first = s.errors.first();
+                let code = first
+                    .map(|e| e.status_code.trim())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("UNKNOWN_ERROR");
+                let mut err = RecordError::new(
+                    code,
+                    s.errors
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+                err.fields = s.errors.iter().flat_map(|e| e.fields.clone()).collect();
+                Err(err)
+            }
+        })
+        .collect())
 }
 
 /// Positions of a call's results worth sending again: records refused for a row lock, and,
