@@ -368,4 +368,67 @@ mod tests {
         assert!(read_results(b"", true).unwrap().is_empty());
         assert!(read_results(b"a,b\n1,2\n", true).is_err());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// What we upload, answered as a result file the way Bulk API 2.0 does (its columns
+            /// first, then ours), reads back one row per record with the record's id, whatever
+            /// commas, quotes and line breaks the values hold.
+            #[test]
+            fn result_files_of_our_uploads_round_trip(
+                values in prop::collection::vec("[a-zA-Z0-9 ,\"\r\n:é]{0,16}", 1..8),
+                success in any::<bool>(),
+            ) {
+                let updates: Vec<RecordUpdate> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(n, v)| RecordUpdate {
+                        object: "Account".into(),
+                        id: format!("001{n:015}"),
+                        fields: [("Name".to_string(), serde_json::json!(v))].into_iter().collect(),
+                    })
+                    .collect();
+                let indexes: Vec<usize> = (0..updates.len()).collect();
+                let upload = to_csv(&updates, &indexes).unwrap();
+                let mut reader = csv::ReaderBuilder::new().from_reader(&upload[..]);
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                let ours: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+                let theirs = if success { ["sf__Id", "sf__Created"] } else { ["sf__Id", "sf__Error"] };
+                writer.write_record(theirs.iter().copied().chain(ours.iter().map(String::as_str))).unwrap();
+                for record in reader.records() {
+                    let record = record.unwrap();
+                    let first = if success { record[0].to_string() } else { String::new() };
+                    let second = if success { "false" } else { "INVALID_FIELD:bad, \"really\":Name --" };
+                    writer
+                        .write_record([first.as_str(), second].into_iter().chain(record.iter()))
+                        .unwrap();
+                }
+                let answer = writer.into_inner().unwrap();
+                let rows = read_results(&answer, success).unwrap();
+                prop_assert_eq!(rows.len(), updates.len());
+                for (row, update) in rows.iter().zip(&updates) {
+                    prop_assert_eq!(&row.id, &update.id);
+                    match &row.outcome {
+                        Ok(id) => prop_assert_eq!(id, &update.id),
+                        Err(e) => {
+                            prop_assert!(!success);
+                            prop_assert_eq!(e.status_code.as_str(), "INVALID_FIELD");
+                        }
+                    }
+                }
+            }
+
+            /// Any bytes as a result file: no panic, never more rows than line ends.
+            #[test]
+            fn arbitrary_result_files_never_panic(body in prop::collection::vec(any::<u8>(), 0..200), success in any::<bool>()) {
+                if let Ok(rows) = read_results(&body, success) {
+                    let line_ends = body.iter().filter(|b| matches!(b, b'\n' | b'\r')).count();
+                    prop_assert!(rows.len() <= line_ends);
+                }
+            }
+        }
+    }
 }

@@ -257,4 +257,65 @@ mod tests {
         let e = classify(400, br#"[{"message":"no code"}]"#);
         assert_eq!(e.code(), Some("HTTP_400"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn status() -> impl Strategy<Value = u16> {
+            prop_oneof![
+                Just(400u16),
+                Just(401),
+                Just(403),
+                Just(404),
+                Just(500),
+                Just(503),
+                100u16..600
+            ]
+        }
+
+        proptest! {
+            /// Any body: no panic, the same answer twice, always a code, the status kept.
+            #[test]
+            fn arbitrary_bodies_classify(status in status(), body in prop::collection::vec(any::<u8>(), 0..200)) {
+                let e = classify(status, &body);
+                prop_assert_eq!(e.to_string(), classify(status, &body).to_string());
+                prop_assert!(e.code().is_some_and(|c| !c.is_empty()));
+                if let CrmError::Api { status: s, .. } = &e {
+                    prop_assert_eq!(*s, status);
+                }
+            }
+
+            /// The CRM's own error array reads back as its first item.
+            #[test]
+            fn error_arrays_round_trip(
+                status in status(),
+                code in "[A-Z_]{1,30}",
+                message in "\\PC{0,60}",
+                fields in prop::collection::vec("[A-Za-z_]{1,20}", 0..3),
+                more in 0usize..3,
+            ) {
+                let mut items = vec![serde_json::json!({
+                    "message": message, "errorCode": code, "fields": fields,
+                })];
+                for _ in 0..more {
+                    items.push(serde_json::json!({"message": "other", "errorCode": "OTHER"}));
+                }
+                let body = serde_json::to_vec(&items).unwrap();
+                match classify(status, &body) {
+                    CrmError::RequestLimit { message: m } => {
+                        prop_assert_eq!(code.as_str(), "REQUEST_LIMIT_EXCEEDED");
+                        prop_assert_eq!(m, message);
+                    }
+                    CrmError::Api { status: s, code: c, message: m, fields: f } => {
+                        prop_assert_eq!(s, status);
+                        prop_assert_eq!(c, code);
+                        prop_assert_eq!(m, message);
+                        prop_assert_eq!(f, fields);
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
 }

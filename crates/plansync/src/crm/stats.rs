@@ -169,4 +169,42 @@ mod tests {
         s.limit_info("api-usage=18446744073709551615/18446744073709551615");
         assert_eq!(s.snapshot().api_usage, Some((u64::MAX, u64::MAX)));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header value: no panic, and a reading only where `api-usage=` is spelt.
+            #[test]
+            fn arbitrary_headers_never_panic(header in "\\PC{0,80}") {
+                let stats = CallStats::new();
+                stats.limit_info(&header);
+                let parsed = parse_limit_info(&header);
+                prop_assert_eq!(stats.snapshot().api_usage, parsed);
+                if parsed.is_some() {
+                    prop_assert!(header.contains("api-usage="));
+                }
+            }
+
+            /// `api-usage=a/b` among other parts, in any order and spacing, reads as (a, b).
+            #[test]
+            fn well_formed_headers_round_trip(
+                used in any::<u64>(),
+                max in any::<u64>(),
+                before in prop::collection::vec("per-app-api-usage=[0-9]{1,4}/[0-9]{1,4}\\(appName=[a-z]{1,8}\\)", 0..3),
+                after in prop::collection::vec("[a-z-]{1,12}=[0-9/]{0,9}", 0..3),
+                space in " {0,2}",
+            ) {
+                let mut parts = before;
+                parts.push(format!("api-usage={used}/{max}"));
+                parts.extend(after.into_iter().filter(|p| !p.starts_with("api-usage=")));
+                let header = parts.join(&format!(";{space}"));
+                prop_assert_eq!(parse_limit_info(&header), Some((used, max)), "{}", header);
+                let stats = CallStats::new();
+                stats.limit_info(&header);
+                prop_assert_eq!(stats.snapshot().api_usage, Some((used, max)));
+            }
+        }
+    }
 }
