@@ -48,6 +48,11 @@ fn crm_describe_corpus() {
 }
 
 #[test]
+fn crm_responses_corpus() {
+    replay("crm_responses", plansync::crm::fuzz::fuzz_responses);
+}
+
+#[test]
 fn sim_soql_corpus() {
     replay("sim_soql", plansync_sim::fuzzing::sim_soql);
 }

@@ -3,10 +3,11 @@
 
 use super::dump::parse_dump;
 use super::large_read::{parse_list_page, parse_read_status, parse_view_page};
+use super::retry::retry_after;
 use super::view::{CsvLayout, parse_view_csv, parse_view_json};
 use super::wire::{
-    LineItem, ListItem, Named, parse_auth, parse_cell_write, parse_file, parse_list_metadata,
-    parse_list_write, parse_page, parse_task,
+    Chunk, LineItem, ListItem, Model, Named, Workspace, parse_auth, parse_cell_write, parse_file,
+    parse_list_metadata, parse_list_properties, parse_list_write, parse_page, parse_task,
 };
 
 #[doc(hidden)]
@@ -21,6 +22,11 @@ pub fn fuzz_responses(data: &[u8]) {
     let _ = parse_page::<Named>("modules", "modules", 200, JSON, data);
     let _ = parse_page::<LineItem>("line items", "items", 200, JSON, data);
     let _ = parse_page::<ListItem>("list items", "listItems", 200, JSON, data);
+    let _ = parse_page::<ListItem>("dimension items", "items", 200, JSON, data);
+    let _ = parse_page::<Workspace>("workspaces", "workspaces", 200, JSON, data);
+    let _ = parse_page::<Model>("models", "models", 200, JSON, data);
+    let _ = parse_page::<Chunk>("chunks", "chunks", 200, JSON, data);
+    let _ = parse_list_properties(200, JSON, data);
     let _ = parse_view_json(200, JSON, data);
     for layout in [
         CsvLayout::default(),
@@ -41,6 +47,11 @@ pub fn fuzz_responses(data: &[u8]) {
     }
     // The error path with a non-JSON content type keeps an excerpt of any bytes.
     let _ = parse_task(500, "text/html", data);
+    // `Retry-After`, when the bytes make a header value: a wait of at most an hour.
+    if let Ok(value) = reqwest::header::HeaderValue::from_bytes(data) {
+        let wait = retry_after(Some(&value));
+        assert!(wait.is_none_or(|w| w <= std::time::Duration::from_secs(3600)));
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +115,28 @@ mod tests {
         let (_, items) =
             parse_list_page(200, "text/csv", &read("list_read_page.csv"), None).unwrap();
         assert_eq!(items.len(), 2);
+        let (workspaces, _) = parse_page::<Workspace>(
+            "workspaces",
+            "workspaces",
+            200,
+            JSON,
+            &read("workspaces_page.json"),
+        )
+        .unwrap();
+        assert_eq!(workspaces.len(), 1);
+        let (chunks, _) =
+            parse_page::<Chunk>("chunks", "chunks", 200, JSON, &read("chunks.json")).unwrap();
+        assert!(!chunks.is_empty());
+        assert_eq!(
+            parse_list_properties(200, JSON, &read("list_properties.json")).unwrap(),
+            ["Owner", "Amount"]
+        );
+        let wait =
+            reqwest::header::HeaderValue::from_bytes(&read("retry_after_seconds.txt")).unwrap();
+        assert_eq!(
+            retry_after(Some(&wait)),
+            Some(std::time::Duration::from_millis(2500))
+        );
         assert!(parse_task(200, JSON, &read("truncated_task.json")).is_err());
         assert!(parse_dump(&read("html_gateway.html")).is_err());
     }

@@ -165,7 +165,7 @@ pub(crate) async fn request_token(client: &CrmClient) -> Result<(Secret, String)
     }
 }
 
-fn token_outcome(status: u16, body: &[u8]) -> Result<(Secret, String), CrmError> {
+pub(crate) fn token_outcome(status: u16, body: &[u8]) -> Result<(Secret, String), CrmError> {
     if (200..300).contains(&status) {
         // serde's message quotes values, and this body carries the token: keep its shape only.
         let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
@@ -191,12 +191,17 @@ fn token_outcome(status: u16, body: &[u8]) -> Result<(Secret, String), CrmError>
         });
     }
     let refused: TokenError = serde_json::from_slice(body).unwrap_or(TokenError {
-        error: format!("HTTP_{status}"),
+        error: String::new(),
         error_description: String::new(),
     });
+    let error = if refused.error.trim().is_empty() {
+        format!("HTTP_{status}")
+    } else {
+        refused.error
+    };
     Err(CrmError::Auth {
         status,
-        error: refused.error,
+        error,
         description: refused.error_description,
     })
 }
@@ -217,6 +222,11 @@ mod tests {
             "{e}"
         );
         assert!(token_outcome(400, b"<html>").is_err());
+        let e = token_outcome(401, br#"{"error_description":"no code"}"#).unwrap_err();
+        assert!(
+            matches!(&e, CrmError::Auth { error, .. } if error == "HTTP_401"),
+            "{e}"
+        );
         assert!(token_outcome(200, b"{}").is_err());
         assert!(token_outcome(503, b"").unwrap_err().is_transient());
         let (token, instance) = token_outcome(

@@ -98,14 +98,8 @@ impl CrmClient {
             })
             .await?;
         let job: JobInfo = decode(&reply.body, "bulk job creation")?;
-        let job_path = format!("{jobs}/{}", job.id);
-        // `contentUrl` is relative (`services/data/v59.0/jobs/ingest/<id>/batches`); anything
-        // that is not a path on this instance is ignored in favour of the documented one.
-        let upload_path = match job.content_url.as_deref() {
-            Some(u) if u.starts_with("services/") => format!("/{u}"),
-            Some(u) if u.starts_with("/services/") => u.to_string(),
-            _ => format!("{job_path}/batches"),
-        };
+        let job_path = job_path(&jobs, &job.id)?;
+        let upload_path = upload_path(&job_path, job.content_url.as_deref());
         self.send(&Call {
             method: Method::PUT,
             path: &upload_path,
@@ -200,7 +194,44 @@ impl CrmClient {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, CrmError> {
+/// The path of the job the CRM created. Its id goes into every later URL (with the bearer
+/// token), so it must be an id (`750…`, letters and digits), not a path of its own.
+pub(crate) fn job_path(jobs: &str, id: &str) -> Result<String, CrmError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(CrmError::Decode {
+            what: "bulk job creation",
+            detail: format!(
+                "job id `{}` is not an id",
+                crate::secret::excerpt(id.as_bytes())
+            ),
+        });
+    }
+    Ok(format!("{jobs}/{id}"))
+}
+
+/// Where to upload a job's CSV. `contentUrl` is relative
+/// (`services/data/v59.0/jobs/ingest/<id>/batches`); anything that is not a plain path under
+/// `services/` on this instance (a query, a fragment, `..`) is ignored in favour of the
+/// documented one.
+pub(crate) fn upload_path(job_path: &str, content_url: Option<&str>) -> String {
+    let plain = |u: &str| {
+        u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+            && !u
+                .split('/')
+                .any(|segment| segment == ".." || segment == ".")
+    };
+    match content_url {
+        Some(u) if u.starts_with("services/") && plain(u) => format!("/{u}"),
+        Some(u) if u.starts_with("/services/") && plain(u) => u.to_string(),
+        _ => format!("{job_path}/batches"),
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &'static str,
+) -> Result<T, CrmError> {
     serde_json::from_slice(body).map_err(|e| CrmError::Decode {
         what,
         detail: e.to_string(),
@@ -245,15 +276,15 @@ fn to_csv(updates: &[RecordUpdate], indexes: &[usize]) -> Result<Vec<u8>, CrmErr
     })
 }
 
-struct ResultRow {
-    id: String,
-    outcome: RecordResult,
+pub(crate) struct ResultRow {
+    pub id: String,
+    pub outcome: RecordResult,
 }
 
 /// Reads a result file: `sf__Id,sf__Created,…` (successful) or `sf__Id,sf__Error,…` (failed),
 /// followed by the uploaded columns. Rows are matched on the uploaded `Id`, falling back to
 /// `sf__Id`.
-fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> {
+pub(crate) fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> {
     let bad = |detail: String| CrmError::Decode {
         what: "bulk results",
         detail,
@@ -281,8 +312,11 @@ fn read_results(body: &[u8], success: bool) -> Result<Vec<ResultRow>, CrmError> 
         } else {
             let text = error_col.and_then(|c| record.get(c)).unwrap_or_default();
             // `REQUIRED_FIELD_MISSING:Required fields are missing: [Name]:Name --`
-            let (code, message) = text.split_once(':').unwrap_or(("UNKNOWN_ERROR", text));
-            Err(RecordError::new(code.trim(), message.trim()))
+            let (code, message) = text.split_once(':').unwrap_or(("", text));
+            let code = Some(code.trim())
+                .filter(|c| !c.is_empty())
+                .unwrap_or("UNKNOWN_ERROR");
+            Err(RecordError::new(code, message.trim()))
         };
         rows.push(ResultRow { id, outcome });
     }
@@ -340,5 +374,68 @@ mod tests {
         assert_eq!(e.status_code, "INVALID_FIELD");
         assert!(read_results(b"", true).unwrap().is_empty());
         assert!(read_results(b"a,b\n1,2\n", true).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// What we upload, answered as a result file the way Bulk API 2.0 does (its columns
+            /// first, then ours), reads back one row per record with the record's id, whatever
+            /// commas, quotes and line breaks the values hold.
+            #[test]
+            fn result_files_of_our_uploads_round_trip(
+                values in prop::collection::vec("[a-zA-Z0-9 ,\"\r\n:é]{0,16}", 1..8),
+                success in any::<bool>(),
+            ) {
+                let updates: Vec<RecordUpdate> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(n, v)| RecordUpdate {
+                        object: "Account".into(),
+                        id: format!("001{n:015}"),
+                        fields: [("Name".to_string(), serde_json::json!(v))].into_iter().collect(),
+                    })
+                    .collect();
+                let indexes: Vec<usize> = (0..updates.len()).collect();
+                let upload = to_csv(&updates, &indexes).unwrap();
+                let mut reader = csv::ReaderBuilder::new().from_reader(&upload[..]);
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                let ours: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+                let theirs = if success { ["sf__Id", "sf__Created"] } else { ["sf__Id", "sf__Error"] };
+                writer.write_record(theirs.iter().copied().chain(ours.iter().map(String::as_str))).unwrap();
+                for record in reader.records() {
+                    let record = record.unwrap();
+                    let first = if success { record[0].to_string() } else { String::new() };
+                    let second = if success { "false" } else { "INVALID_FIELD:bad, \"really\":Name --" };
+                    writer
+                        .write_record([first.as_str(), second].into_iter().chain(record.iter()))
+                        .unwrap();
+                }
+                let answer = writer.into_inner().unwrap();
+                let rows = read_results(&answer, success).unwrap();
+                prop_assert_eq!(rows.len(), updates.len());
+                for (row, update) in rows.iter().zip(&updates) {
+                    prop_assert_eq!(&row.id, &update.id);
+                    match &row.outcome {
+                        Ok(id) => prop_assert_eq!(id, &update.id),
+                        Err(e) => {
+                            prop_assert!(!success);
+                            prop_assert_eq!(e.status_code.as_str(), "INVALID_FIELD");
+                        }
+                    }
+                }
+            }
+
+            /// Any bytes as a result file: no panic, never more rows than line ends.
+            #[test]
+            fn arbitrary_result_files_never_panic(body in prop::collection::vec(any::<u8>(), 0..200), success in any::<bool>()) {
+                if let Ok(rows) = read_results(&body, success) {
+                    let line_ends = body.iter().filter(|b| matches!(b, b'\n' | b'\r')).count();
+                    prop_assert!(rows.len() <= line_ends);
+                }
+            }
+        }
     }
 }

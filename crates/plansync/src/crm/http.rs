@@ -220,9 +220,15 @@ pub(crate) fn classify(status: u16, body: &[u8]) -> CrmError {
             message: first.message,
         };
     }
+    // A code-less item still needs a code: callers and the exceptions list go by it.
+    let code = if first.error_code.trim().is_empty() {
+        format!("HTTP_{status}")
+    } else {
+        first.error_code
+    };
     CrmError::Api {
         status,
-        code: first.error_code,
+        code,
         message: first.message,
         fields: first.fields,
     }
@@ -258,5 +264,68 @@ mod tests {
         assert_eq!(e.code(), Some("HTTP_503"));
         let e = classify(400, b"[]");
         assert!(matches!(e, CrmError::Api { status: 400, .. }));
+        let e = classify(400, br#"[{"message":"no code"}]"#);
+        assert_eq!(e.code(), Some("HTTP_400"));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn status() -> impl Strategy<Value = u16> {
+            prop_oneof![
+                Just(400u16),
+                Just(401),
+                Just(403),
+                Just(404),
+                Just(500),
+                Just(503),
+                100u16..600
+            ]
+        }
+
+        proptest! {
+            /// Any body: no panic, the same answer twice, always a code, the status kept.
+            #[test]
+            fn arbitrary_bodies_classify(status in status(), body in prop::collection::vec(any::<u8>(), 0..200)) {
+                let e = classify(status, &body);
+                prop_assert_eq!(e.to_string(), classify(status, &body).to_string());
+                prop_assert!(e.code().is_some_and(|c| !c.is_empty()));
+                if let CrmError::Api { status: s, .. } = &e {
+                    prop_assert_eq!(*s, status);
+                }
+            }
+
+            /// The CRM's own error array reads back as its first item.
+            #[test]
+            fn error_arrays_round_trip(
+                status in status(),
+                code in "[A-Z_]{1,30}",
+                message in "\\PC{0,60}",
+                fields in prop::collection::vec("[A-Za-z_]{1,20}", 0..3),
+                more in 0usize..3,
+            ) {
+                let mut items = vec![serde_json::json!({
+                    "message": message, "errorCode": code, "fields": fields,
+                })];
+                for _ in 0..more {
+                    items.push(serde_json::json!({"message": "other", "errorCode": "OTHER"}));
+                }
+                let body = serde_json::to_vec(&items).unwrap();
+                match classify(status, &body) {
+                    CrmError::RequestLimit { message: m } => {
+                        prop_assert_eq!(code.as_str(), "REQUEST_LIMIT_EXCEEDED");
+                        prop_assert_eq!(m, message);
+                    }
+                    CrmError::Api { status: s, code: c, message: m, fields: f } => {
+                        prop_assert_eq!(s, status);
+                        prop_assert_eq!(c, code);
+                        prop_assert_eq!(m, message);
+                        prop_assert_eq!(f, fields);
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
     }
 }

@@ -14,6 +14,8 @@ mod client;
 pub mod config;
 pub mod describe;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 pub mod query;
 pub mod stats;

@@ -99,31 +99,13 @@ impl QueryPager {
                     .await?
             }
         };
-        let page: QueryPage =
-            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
-                what: "query",
-                detail: e.to_string(),
-            })?;
+        let page = parse_query_page(&reply.body)?;
         self.total_size.get_or_insert(page.total_size);
-        self.next = if page.done {
-            NextPage::Done
-        } else {
-            match page.next_records_url.as_deref().map(|u| self.next_path(u)) {
-                Some(Ok(path)) => NextPage::At(path),
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(CrmError::Decode {
-                        what: "query",
-                        detail: "`done` is false but there is no `nextRecordsUrl`".into(),
-                    });
-                }
-            }
+        self.next = match page.next_path {
+            Some(path) => NextPage::At(path),
+            None => NextPage::Done,
         };
-        let mut records = page.records;
-        for record in &mut records {
-            record.remove("attributes");
-        }
-        Ok(Some(records))
+        Ok(Some(page.records))
     }
 
     /// The reported `totalSize`, once the first page has been read.
@@ -142,16 +124,56 @@ impl QueryPager {
             records,
         })
     }
+}
 
-    /// `nextRecordsUrl` is relative to the instance. An absolute URL is accepted only for
-    /// our own instance: the bearer token must never be sent to another host.
-    fn next_path(&self, url: &str) -> Result<String, CrmError> {
-        if url.starts_with('/') && !url.starts_with("//") {
-            return Ok(url.to_string());
+/// One page of a query answer, as the pager uses it.
+pub(crate) struct ParsedPage {
+    pub total_size: u64,
+    /// Where the next page is, `None` when the query is `done`.
+    pub next_path: Option<String>,
+    /// The rows, without their `attributes`.
+    pub records: Vec<Record>,
+}
+
+/// Reads one page of `query`/`queryAll`: `{"totalSize","done","nextRecordsUrl","records"}`.
+/// A page that is not `done` must say where the next one is, on this instance.
+pub(crate) fn parse_query_page(body: &[u8]) -> Result<ParsedPage, CrmError> {
+    let page: QueryPage = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
+        what: "query",
+        detail: e.to_string(),
+    })?;
+    let next_path = if page.done {
+        None
+    } else {
+        match page.next_records_url.as_deref() {
+            Some(url) => Some(next_path(url)?),
+            None => {
+                return Err(CrmError::Decode {
+                    what: "query",
+                    detail: "`done` is false but there is no `nextRecordsUrl`".into(),
+                });
+            }
         }
-        Err(CrmError::Decode {
-            what: "query",
-            detail: format!("`nextRecordsUrl` `{url}` is not a path on this instance"),
-        })
+    };
+    let mut records = page.records;
+    for record in &mut records {
+        record.remove("attributes");
     }
+    Ok(ParsedPage {
+        total_size: page.total_size,
+        next_path,
+        records,
+    })
+}
+
+/// `nextRecordsUrl` is relative to the instance. An absolute URL is accepted only for our own
+/// instance: the bearer token must never be sent to another host.
+fn next_path(url: &str) -> Result<String, CrmError> {
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Ok(url.to_string());
+    }
+    Err(CrmError::Decode {
+        what: "query",
+        detail: format!("`nextRecordsUrl` `{url}` is not a path on this instance"),
+    })
 }

@@ -4,7 +4,7 @@
 //! Plain atomics: every call bumps a counter, and nothing needs them consistent with each
 //! other, so no lock is taken.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What a call was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -52,9 +52,10 @@ pub struct CallStats {
     failures: AtomicU64,
     records_written: AtomicU64,
     records_failed: AtomicU64,
-    /// `api-usage=N/M` from the last `Sforce-Limit-Info` header; `u64::MAX` = never seen.
+    /// `api-usage=N/M` from the last `Sforce-Limit-Info` header, once `api_seen`.
     api_used: AtomicU64,
     api_max: AtomicU64,
+    api_seen: AtomicBool,
 }
 
 /// A copy of the counters at one moment.
@@ -82,9 +83,7 @@ impl StatsSnapshot {
 
 impl CallStats {
     pub fn new() -> Self {
-        let stats = CallStats::default();
-        stats.api_used.store(u64::MAX, Ordering::Relaxed);
-        stats
+        CallStats::default()
     }
 
     pub(crate) fn call(&self, kind: CallKind) {
@@ -110,6 +109,7 @@ impl CallStats {
         if let Some((used, max)) = parse_limit_info(header) {
             self.api_max.store(max, Ordering::Relaxed);
             self.api_used.store(used, Ordering::Relaxed);
+            self.api_seen.store(true, Ordering::Release);
         }
     }
 
@@ -118,7 +118,7 @@ impl CallStats {
             .iter()
             .map(|k| (*k, self.calls[k.index()].load(Ordering::Relaxed)))
             .collect();
-        let used = self.api_used.load(Ordering::Relaxed);
+        let seen = self.api_seen.load(Ordering::Acquire);
         StatsSnapshot {
             total_calls: calls.iter().map(|(_, n)| n).sum(),
             calls,
@@ -127,12 +127,17 @@ impl CallStats {
             failures: self.failures.load(Ordering::Relaxed),
             records_written: self.records_written.load(Ordering::Relaxed),
             records_failed: self.records_failed.load(Ordering::Relaxed),
-            api_usage: (used != u64::MAX).then(|| (used, self.api_max.load(Ordering::Relaxed))),
+            api_usage: seen.then(|| {
+                (
+                    self.api_used.load(Ordering::Relaxed),
+                    self.api_max.load(Ordering::Relaxed),
+                )
+            }),
         }
     }
 }
 
-fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_limit_info(header: &str) -> Option<(u64, u64)> {
     header.split(';').find_map(|part| {
         let value = part.trim().strip_prefix("api-usage=")?;
         let (used, max) = value.split_once('/')?;
@@ -160,5 +165,46 @@ mod tests {
         assert_eq!(s.snapshot().api_usage, None);
         s.limit_info("api-usage=7/100");
         assert_eq!(s.snapshot().api_usage, Some((7, 100)));
+        // The largest count is a count like any other, not "never seen".
+        s.limit_info("api-usage=18446744073709551615/18446744073709551615");
+        assert_eq!(s.snapshot().api_usage, Some((u64::MAX, u64::MAX)));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any header value: no panic, and a reading only where `api-usage=` is spelt.
+            #[test]
+            fn arbitrary_headers_never_panic(header in "\\PC{0,80}") {
+                let stats = CallStats::new();
+                stats.limit_info(&header);
+                let parsed = parse_limit_info(&header);
+                prop_assert_eq!(stats.snapshot().api_usage, parsed);
+                if parsed.is_some() {
+                    prop_assert!(header.contains("api-usage="));
+                }
+            }
+
+            /// `api-usage=a/b` among other parts, in any order and spacing, reads as (a, b).
+            #[test]
+            fn well_formed_headers_round_trip(
+                used in any::<u64>(),
+                max in any::<u64>(),
+                before in prop::collection::vec("per-app-api-usage=[0-9]{1,4}/[0-9]{1,4}\\(appName=[a-z]{1,8}\\)", 0..3),
+                after in prop::collection::vec("[a-z-]{1,12}=[0-9/]{0,9}", 0..3),
+                space in " {0,2}",
+            ) {
+                let mut parts = before;
+                parts.push(format!("api-usage={used}/{max}"));
+                parts.extend(after.into_iter().filter(|p| !p.starts_with("api-usage=")));
+                let header = parts.join(&format!(";{space}"));
+                prop_assert_eq!(parse_limit_info(&header), Some((used, max)), "{}", header);
+                let stats = CallStats::new();
+                stats.limit_info(&header);
+                prop_assert_eq!(stats.snapshot().api_usage, Some((used, max)));
+            }
+        }
     }
 }

@@ -260,18 +260,11 @@ impl CrmClient {
                 idempotent: true,
             })
             .await?;
-        let saved: Vec<SaveResult> =
-            serde_json::from_slice(&reply.body).map_err(|e| CrmError::Decode {
-                what,
-                detail: e.to_string(),
-            })?;
-        if saved.len() != indexes.len() {
-            return Err(CrmError::Decode {
-                what,
-                detail: format!("{} results for {} records", saved.len(), indexes.len()),
-            });
-        }
-        Ok(saved_results(saved, updates, indexes))
+        let ids: Vec<&str> = indexes.iter().map(|&i| updates[i].id.as_str()).collect();
+        collection_results(&reply.body, &ids).map_err(|e| match e {
+            CrmError::Decode { detail, .. } => CrmError::Decode { what, detail },
+            other => other,
+        })
     }
 
     /// The JSON of a collections update of `updates[i]` for each `i` in `indexes`.
@@ -301,21 +294,31 @@ impl CrmClient {
     }
 }
 
-/// Per-record results of a collections call, in the order of `indexes`.
-fn saved_results(
-    saved: Vec<SaveResult>,
-    updates: &[RecordUpdate],
-    indexes: &[usize],
-) -> Vec<RecordResult> {
-    saved
+/// Reads a collections answer: one `{"id","success","errors"}` per record sent, in order.
+/// `ids` are the ids sent, which a success without an `id` stands for.
+pub(crate) fn collection_results(body: &[u8], ids: &[&str]) -> Result<Vec<RecordResult>, CrmError> {
+    let saved: Vec<SaveResult> = serde_json::from_slice(body).map_err(|e| CrmError::Decode {
+        what: "collections update",
+        detail: e.to_string(),
+    })?;
+    if saved.len() != ids.len() {
+        return Err(CrmError::Decode {
+            what: "collections update",
+            detail: format!("{} results for {} records", saved.len(), ids.len()),
+        });
+    }
+    Ok(saved
         .into_iter()
-        .zip(indexes)
-        .map(|(s, &i)| {
+        .zip(ids)
+        .map(|(s, &sent)| {
             if s.success {
-                Ok(s.id.unwrap_or_else(|| updates[i].id.clone()))
+                Ok(s.id.unwrap_or_else(|| sent.to_string()))
             } else {
                 let first = s.errors.first();
-                let code = first.map_or("UNKNOWN_ERROR", |e| e.status_code.as_str());
+                let code = first
+                    .map(|e| e.status_code.trim())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or("UNKNOWN_ERROR");
                 let mut err = RecordError::new(
                     code,
                     s.errors
@@ -328,7 +331,7 @@ fn saved_results(
                 Err(err)
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Positions of a call's results worth sending again: records refused for a row lock, and,
