@@ -288,6 +288,24 @@ pub async fn get_record(
     )
 }
 
+/// What a REST record write starts with: the token checked for the API version (`v59.0`
+/// → `59.0`, returned), the record's fields from the body, and the commit context (who, and
+/// through which API).
+pub(super) fn record_write(
+    sim: &Sim,
+    version: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(String, Map<String, Value>, CommitCtx), Response> {
+    let (v, user) = sim.api(version, headers)?;
+    let fields = parse_object(body)?;
+    let ctx = CommitCtx {
+        user,
+        origin: http::change_origin("rest", &v, headers),
+    };
+    Ok((v, fields, ctx))
+}
+
 pub(super) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -314,12 +332,8 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (v, user) = match sim.api(&version, &headers) {
+    let (_, fields, ctx) = match record_write(&sim, &version, &headers, &body) {
         Ok(x) => x,
-        Err(resp) => return resp,
-    };
-    let fields = match parse_object(&body) {
-        Ok(f) => f,
         Err(resp) => return resp,
     };
     let since = match headers.get("if-unmodified-since").map(|h| {
@@ -336,10 +350,6 @@ pub async fn update(
                 "Invalid If-Unmodified-Since header value",
             );
         }
-    };
-    let ctx = CommitCtx {
-        user,
-        origin: http::change_origin("rest", &v, &headers),
     };
     {
         let mut org = sim.org_lock();
@@ -372,17 +382,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (v, user) = match sim.api(&version, &headers) {
+    let (_, fields, ctx) = match record_write(&sim, &version, &headers, &body) {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let fields = match parse_object(&body) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let ctx = CommitCtx {
-        user,
-        origin: http::change_origin("rest", &v, &headers),
     };
     let id = {
         let mut org = sim.org_lock();

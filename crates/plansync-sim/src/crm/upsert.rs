@@ -20,7 +20,7 @@ use super::Sim;
 use super::composite::{self, Prepared};
 use super::http::{self, json_response, not_found, sf_error};
 use super::org::{CommitCtx, Org, RecordRef, USER_TABLE};
-use super::rest::{parse_object, write_errors};
+use super::rest::{record_write, write_errors};
 use super::schema::{FieldDef, ObjectDef, Storage, SystemField};
 use super::values::{self, FieldError};
 
@@ -166,17 +166,9 @@ pub async fn upsert(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (v, user) = match sim.api(&version, &headers) {
+    let (v, fields, ctx) = match record_write(&sim, &version, &headers, &body) {
         Ok(x) => x,
         Err(resp) => return resp,
-    };
-    let fields = match parse_object(&body) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let ctx = CommitCtx {
-        user,
-        origin: http::change_origin("rest", &v, &headers),
     };
     let (id, created) = {
         let mut org = sim.org_lock();
