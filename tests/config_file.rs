@@ -229,6 +229,7 @@ fn minimal_file_gets_every_default() {
     assert_eq!(c.anaplan.calls_per_minute, 600);
     assert_eq!(c.schedule.anaplan_poll, Duration::from_secs(300));
     assert_eq!(c.engine.crm_bulk_threshold, 2000);
+    assert_eq!(c.engine.crm_bulk_query_above, 20_000);
 }
 
 #[test]

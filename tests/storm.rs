@@ -8,21 +8,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::run::{run_config, simulators, spawn_run};
+use crate::support::run::{first_run_done, run_config, simulators, spawn_run, wait_long};
 use crate::support::*;
 use plansync::anaplan::{CellValue as Cell, CellWrite, DimRef, ItemRef, LineItemRef};
 use plansync_sim::anaplan as asim;
 use serde_json::{Value as Json, json};
 
 const STORM: Duration = Duration::from_secs(60);
-
-async fn wait_long(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn open_exceptions(db: &Path) -> Vec<(String, String, String)> {
     let conn =
@@ -50,20 +42,6 @@ fn waiting_writes(db: &Path) -> i64 {
         |r| r.get(0),
     )
     .expect("count")
-}
-
-fn first_run_done(db: &Path) -> bool {
-    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .ok()
-        .and_then(|c| {
-            c.query_row(
-                "SELECT count(*) FROM engine_state WHERE name = 'first_run.completed_at'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .ok()
-        })
-        .is_some_and(|n| n == 1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

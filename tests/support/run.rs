@@ -129,3 +129,34 @@ pub fn spawn_run(dir: &Path, config: &str) -> Running {
         log,
     }
 }
+
+/// Waits up to `limit` for `cond`, looking every 250 ms.
+pub async fn wait_long(
+    what: &str,
+    limit: std::time::Duration,
+    mut cond: impl AsyncFnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether the store at `db` records a completed first run.
+pub fn first_run_done(db: &Path) -> bool {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM engine_state WHERE name = 'first_run.completed_at'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+        })
+        .is_some_and(|n| n == 1)
+}

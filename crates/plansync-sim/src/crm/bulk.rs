@@ -122,11 +122,7 @@ pub async fn create_job(
     }
     let line_ending = field("lineEnding").unwrap_or_else(|| "LF".into());
     let delimiter = field("columnDelimiter").unwrap_or_else(|| "COMMA".into());
-    let delim_ok = matches!(
-        delimiter.as_str(),
-        "COMMA" | "TAB" | "PIPE" | "SEMICOLON" | "CARET" | "BACKQUOTE"
-    );
-    if !matches!(line_ending.as_str(), "LF" | "CRLF") || !delim_ok {
+    if !matches!(line_ending.as_str(), "LF" | "CRLF") || http::csv_delimiter(&delimiter).is_none() {
         return bulk_error(
             StatusCode::BAD_REQUEST,
             "INVALIDJOB",
@@ -254,17 +250,6 @@ pub async fn set_state(
     }
 }
 
-fn delimiter_byte(name: &str) -> u8 {
-    match name {
-        "TAB" => b'\t',
-        "PIPE" => b'|',
-        "SEMICOLON" => b';',
-        "CARET" => b'^',
-        "BACKQUOTE" => b'`',
-        _ => b',',
-    }
-}
-
 fn error_text(errors: &[FieldError]) -> String {
     errors
         .iter()
@@ -277,7 +262,7 @@ fn error_text(errors: &[FieldError]) -> String {
 /// held; takes the org lock per chunk (jobs before org, nothing awaits).
 fn process(sim: &Sim, job: &mut Job) {
     let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter_byte(&job.delimiter))
+        .delimiter(http::csv_delimiter(&job.delimiter).unwrap_or(b','))
         .has_headers(true)
         .flexible(false)
         .from_reader(job.csv.as_slice());

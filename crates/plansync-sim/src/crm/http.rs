@@ -94,6 +94,19 @@ pub fn query_batch_size(headers: &HeaderMap) -> Option<usize> {
     })
 }
 
+/// The byte of a Bulk API 2.0 `columnDelimiter` name; `None` for a name it does not have.
+pub fn csv_delimiter(name: &str) -> Option<u8> {
+    Some(match name {
+        "COMMA" => b',',
+        "TAB" => b'\t',
+        "PIPE" => b'|',
+        "SEMICOLON" => b';',
+        "CARET" => b'^',
+        "BACKQUOTE" => b'`',
+        _ => return None,
+    })
+}
+
 /// Decodes an `application/x-www-form-urlencoded` body; `None` if it is not valid.
 pub fn form_decode(body: &[u8]) -> Option<Vec<(String, String)>> {
     let text = std::str::from_utf8(body).ok()?;

@@ -46,7 +46,7 @@ impl RequestKind {
             RequestKind::Streaming
         } else if path.starts_with("/__sim/") {
             RequestKind::Admin
-        } else if path.contains("/jobs/ingest") {
+        } else if path.contains("/jobs/ingest") || path.contains("/jobs/query") {
             RequestKind::Bulk
         } else if path.contains("/query") || path.contains("/queryAll") {
             RequestKind::Query
@@ -168,7 +168,8 @@ impl Usage {
 
 /// `GET …/limits`: the org's allocations as `{"Name": {"Max": n, "Remaining": n}}`.
 /// `DailyApiRequests` is the budget above (this call already spent from it, as on
-/// Salesforce) and the durable streaming clients count the live Bayeux sessions; the others
+/// Salesforce), the durable streaming clients count the live Bayeux sessions and the Bulk
+/// query jobs those created since the start; the others
 /// are a Developer Edition's allocations, which nothing here consumes.
 pub async fn limits(
     State(sim): State<Arc<Sim>>,
@@ -180,6 +181,7 @@ pub async fn limits(
     }
     let (used, max) = sim.usage_lock().usage();
     let clients = u64::try_from(sim.streaming_lock().len()).unwrap_or(u64::MAX);
+    let query_jobs = sim.query_jobs_lock().created;
     let limit = |max: u64, used: u64| json!({"Max": max, "Remaining": max.saturating_sub(used)});
     let mut body = serde_json::Map::new();
     body.insert("DailyApiRequests".into(), limit(max, used));
@@ -187,9 +189,9 @@ pub async fn limits(
         "DurableStreamingApiConcurrentClients".into(),
         limit(2_000, clients),
     );
+    body.insert("DailyBulkV2QueryJobs".into(), limit(10_000, query_jobs));
     for (name, max) in [
         ("DailyBulkApiBatches", 15_000),
-        ("DailyBulkV2QueryJobs", 10_000),
         ("DailyBulkV2QueryFileStorageMB", 976_562),
         ("DailyDurableStreamingApiEvents", 1_000_000),
         ("DailyAsyncApexExecutions", 250_000),

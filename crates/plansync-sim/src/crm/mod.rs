@@ -1,5 +1,5 @@
 //! Simulator of a Salesforce-style org: OAuth (client credentials, JWT bearer), REST query,
-//! sObject describe and writes, upserts by external id, sObject Collections, Bulk API 2.0 ingest, and Change Data
+//! sObject describe and writes, upserts by external id, sObject Collections, Bulk API 2.0 ingest and query, and Change Data
 //! Capture over CometD/Bayeux (long-polling and WebSocket), all on one loopback port.
 //!
 //! Written from `reference/salesforce-api.md` with its own wire types; it shares nothing with the
@@ -9,7 +9,7 @@
 //! Layout: `config` (what it starts with), `seed` (objects, users, records; TOML),
 //! `schema`/`values`/`ids` (typed fields and Salesforce ids), `org` (tables and the commit path),
 //! `cdc` (change events and retention), `soql` (the query subset), `oauth`, `rest`,
-//! `describe` (sObject metadata), `composite`, `upsert` (by external id), `bulk`,
+//! `describe` (sObject metadata), `composite`, `upsert` (by external id), `bulk` (ingest), `bulk_query`,
 //! `bayeux` (streaming), `admin` (test hooks; `hook_body` reads their settings strictly),
 //! `limits` (daily budget, request log, the `limits` resource), `http` (shared helpers),
 //! `routing` (one trailing slash dropped before routing, Salesforce's 405 body).
@@ -21,6 +21,7 @@
 mod admin;
 mod bayeux;
 mod bulk;
+mod bulk_query;
 mod cdc;
 mod composite;
 pub mod config;
@@ -80,6 +81,7 @@ pub struct Sim {
     streaming: Mutex<bayeux::Sessions>,
     cursors: Mutex<rest::Cursors>,
     jobs: Mutex<bulk::Jobs>,
+    query_jobs: Mutex<bulk_query::QueryJobs>,
     usage: Mutex<limits::Usage>,
     jwt_keys: Vec<Vec<u8>>,
     /// What `/__sim/` requests must carry in `X-Sim-Token`.
@@ -110,6 +112,9 @@ impl Sim {
     }
     fn jobs_lock(&self) -> MutexGuard<'_, bulk::Jobs> {
         lock(&self.jobs)
+    }
+    fn query_jobs_lock(&self) -> MutexGuard<'_, bulk_query::QueryJobs> {
+        lock(&self.query_jobs)
     }
     fn usage_lock(&self) -> MutexGuard<'_, limits::Usage> {
         lock(&self.usage)
@@ -170,6 +175,7 @@ fn build(config: CrmSimConfig, instance_url: String) -> Result<Arc<Sim>, CrmSimE
         streaming: Mutex::new(bayeux::Sessions::default()),
         cursors: Mutex::new(rest::Cursors::default()),
         jobs: Mutex::new(bulk::Jobs::default()),
+        query_jobs: Mutex::new(bulk_query::QueryJobs::default()),
         jwt_keys,
         error_rate: Mutex::new(0.0),
     }))
@@ -283,6 +289,20 @@ fn router(sim: Arc<Sim>) -> Router {
         .route(
             &format!("{data}/jobs/ingest/{{job}}/{{result}}"),
             get(bulk::results),
+        )
+        .route(
+            &format!("{data}/jobs/query"),
+            post(bulk_query::create_job).get(bulk_query::list),
+        )
+        .route(
+            &format!("{data}/jobs/query/{{job}}"),
+            get(bulk_query::job_info)
+                .patch(bulk_query::abort)
+                .delete(bulk_query::delete),
+        )
+        .route(
+            &format!("{data}/jobs/query/{{job}}/results"),
+            get(bulk_query::results),
         )
         .route("/cometd", post(bayeux::no_version))
         .route(

@@ -132,6 +132,9 @@ pub struct EngineSettings {
     pub transactional_max_cells: usize,
     /// At or above this many records a CRM update uses a Bulk API 2.0 job.
     pub crm_bulk_threshold: usize,
+    /// A full CRM read (the first run, a re-read) of more records than this goes through a
+    /// Bulk API 2.0 query job; 0: always REST.
+    pub crm_bulk_query_above: usize,
     /// Pairing name → the import definition that loads its module from a CSV.
     pub bulk_imports: std::collections::BTreeMap<String, String>,
     /// Attempts the remote answered with a failure after which a write is given up as a
@@ -211,6 +214,7 @@ impl Config {
         );
         c.call_client_id = self.crm.call_client_id.clone();
         c.bulk_threshold = self.engine.crm_bulk_threshold;
+        c.bulk_query_above = self.engine.crm_bulk_query_above as u64;
         c.allow_insecure_http = self.crm.allow_insecure_http;
         c
     }

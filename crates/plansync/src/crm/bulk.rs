@@ -120,39 +120,7 @@ impl CrmClient {
             idempotent: true,
         })
         .await?;
-        let started = Instant::now();
-        let state = loop {
-            let reply = self
-                .send(&Call {
-                    method: Method::GET,
-                    path: &job_path,
-                    query: &[],
-                    body: Body::Empty,
-                    kind: CallKind::BulkPoll,
-                    write: false,
-                    idempotent: true,
-                })
-                .await?;
-            let info: JobInfo = decode(&reply.body, "bulk job state")?;
-            match info.state.as_str() {
-                "JobComplete" => break info,
-                "Failed" | "Aborted" => {
-                    return Err(CrmError::BulkJob {
-                        job_id: job.id,
-                        state: info.state,
-                        message: info.error_message.unwrap_or_default(),
-                    });
-                }
-                _ if started.elapsed() >= self.config().bulk_timeout => {
-                    return Err(CrmError::BulkJob {
-                        job_id: job.id,
-                        state: info.state,
-                        message: "did not finish in time".into(),
-                    });
-                }
-                _ => tokio::time::sleep(self.config().bulk_poll_interval).await,
-            }
-        };
+        let state = self.wait_for_job(&job_path, &job.id).await?;
         let mut pending: HashMap<&str, VecDeque<usize>> = HashMap::new();
         for (pos, &i) in indexes.iter().enumerate() {
             pending
@@ -193,6 +161,72 @@ impl CrmClient {
             .collect())
     }
 }
+
+impl CrmClient {
+    /// Polls a Bulk API 2.0 job (ingest or query) at `job_path` until it is `JobComplete`.
+    /// The first look comes soon and the wait doubles up to `bulk_poll_interval`: a small
+    /// job is read as soon as it is done, a large one costs few state calls. A job that
+    /// failed, was aborted or outlived `bulk_timeout` is an error (the last is aborted first,
+    /// so it stops costing the org).
+    pub(crate) async fn wait_for_job(
+        &self,
+        job_path: &str,
+        job_id: &str,
+    ) -> Result<JobInfo, CrmError> {
+        let started = Instant::now();
+        let mut wait = FIRST_JOB_LOOK.min(self.config().bulk_poll_interval);
+        loop {
+            tokio::time::sleep(wait).await;
+            let reply = self
+                .send(&Call {
+                    method: Method::GET,
+                    path: job_path,
+                    query: &[],
+                    body: Body::Empty,
+                    kind: CallKind::BulkPoll,
+                    write: false,
+                    idempotent: true,
+                })
+                .await?;
+            let info: JobInfo = decode(&reply.body, "bulk job state")?;
+            match info.state.as_str() {
+                "JobComplete" => return Ok(info),
+                "Failed" | "Aborted" => {
+                    return Err(CrmError::BulkJob {
+                        job_id: job_id.to_string(),
+                        state: info.state,
+                        message: info.error_message.unwrap_or_default(),
+                    });
+                }
+                _ if started.elapsed() >= self.config().bulk_timeout => {
+                    let aborted = self
+                        .send(&Call {
+                            method: Method::PATCH,
+                            path: job_path,
+                            query: &[],
+                            body: Body::Json(br#"{"state":"Aborted"}"#.to_vec()),
+                            kind: CallKind::BulkClose,
+                            write: false,
+                            idempotent: true,
+                        })
+                        .await;
+                    if let Err(e) = aborted {
+                        tracing::warn!(event = "crm_bulk_abort_failed", job_id, error = %e, "a bulk job that took too long could not be aborted; it may still run in the org");
+                    }
+                    return Err(CrmError::BulkJob {
+                        job_id: job_id.to_string(),
+                        state: info.state,
+                        message: "did not finish in time".into(),
+                    });
+                }
+                _ => wait = (wait * 2).min(self.config().bulk_poll_interval),
+            }
+        }
+    }
+}
+
+/// The first look at a new bulk job's state.
+const FIRST_JOB_LOOK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The path of the job the CRM created. Its id goes into every later URL (with the bearer
 /// token), so it must be an id (`750…`, letters and digits), not a path of its own.

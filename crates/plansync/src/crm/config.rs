@@ -73,7 +73,14 @@ pub struct CrmConfig {
     pub collection_chunk: usize,
     /// At or above this many records, `update` uses a Bulk API 2.0 ingest job.
     pub bulk_threshold: usize,
-    /// How often a bulk job's state is polled, and how long to wait for it in all.
+    /// A full read (the first run, a re-read) of more than this many records goes through a
+    /// Bulk API 2.0 query job instead of REST pages of 2,000; 0: never.
+    pub bulk_query_above: u64,
+    /// Rows per Bulk API 2.0 query results page (`maxRecords`): what one page holds in
+    /// memory as CSV.
+    pub bulk_query_page: usize,
+    /// The longest wait between looks at a bulk job's state, and how long to wait for it in
+    /// all.
     pub bulk_poll_interval: Duration,
     pub bulk_timeout: Duration,
     /// Lifetime written into JWT assertions (`exp`); the CRM allows at most three minutes.
@@ -99,6 +106,8 @@ impl CrmConfig {
             max_response_bytes: crate::body::DEFAULT_MAX_RESPONSE_BYTES,
             collection_chunk: 200,
             bulk_threshold: 2_000,
+            bulk_query_above: 20_000,
+            bulk_query_page: 100_000,
             bulk_poll_interval: Duration::from_secs(2),
             bulk_timeout: Duration::from_secs(30 * 60),
             jwt_lifetime: Duration::from_secs(170),

@@ -2,12 +2,14 @@
 //! API (the streaming frames have `cdc_frame`, describe has `crm_describe`), run on the same
 //! input. None may panic, and where an answer parses, what the client would do with it must
 //! hold: a refusal keeps a code, a next page or an upload stays on this instance, a result
-//! file yields no more rows than it has lines.
+//! file or a query results page yields no more rows than it has lines, a locator sent back
+//! is a plain token.
 
 use std::collections::HashSet;
 
 use super::auth::token_outcome;
 use super::bulk::{decode, job_path, read_results, upload_path};
+use super::bulk_query::{CsvPage, Locator, next_locator};
 use super::cdc::longpoll::CookieJar;
 use super::error::CrmError;
 use super::http::classify;
@@ -30,7 +32,9 @@ pub fn fuzz_responses(data: &[u8]) {
     for success in [true, false] {
         bulk_results(data, success);
     }
+    bulk_query_page(data);
     let text = String::from_utf8_lossy(data);
+    locator(&text);
     limit_info(&text, data);
     cookies(&text);
 }
@@ -174,6 +178,36 @@ fn bulk_results(data: &[u8], success: bool) {
     }
 }
 
+/// A Bulk API 2.0 query results page: never more rows than line ends, however it is taken
+/// in batches (the batch size comes from the input's first byte).
+fn bulk_query_page(data: &[u8]) {
+    let Ok(mut page) = CsvPage::new(data.to_vec()) else {
+        return;
+    };
+    let line_ends = data.iter().filter(|b| matches!(b, b'\n' | b'\r')).count();
+    let mut rows = 0;
+    let batch = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    while let Ok(taken) = page.take(batch) {
+        if taken.is_empty() {
+            break;
+        }
+        rows += taken.len();
+        assert!(rows <= line_ends, "{rows} rows, {line_ends} line ends");
+    }
+}
+
+/// `Sforce-Locator`: a locator sent back is a plain token, at most 1 KiB.
+fn locator(text: &str) {
+    for line in text.lines() {
+        if let Ok(Locator::At(l)) = next_locator(Some(line.trim())) {
+            assert!(
+                l.len() <= 1024 && l.bytes().all(|b| b.is_ascii_graphic()),
+                "{l}"
+            );
+        }
+    }
+}
+
 /// `Sforce-Limit-Info`: what parses reads back the same from its own spelling, a leading
 /// `api-usage=a/b` wins over whatever follows, and the stats keep what was read.
 fn limit_info(text: &str, data: &[u8]) {
@@ -285,6 +319,10 @@ mod tests {
         let e = classify(400, &read("error_array.json"));
         assert_eq!(e.code(), Some("INVALID_FIELD"));
         assert!(parse_query_page(&read("truncated_query.json")).is_err());
+        let mut page = CsvPage::new(read("bulk_query_results.csv")).unwrap();
+        let rows = page.take(100).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2]["Amount"], serde_json::Value::Null);
         let header = String::from_utf8(read("limit_info_header.txt")).unwrap();
         assert_eq!(parse_limit_info(header.trim()), Some((25, 15000)));
     }

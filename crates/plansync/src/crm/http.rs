@@ -35,6 +35,8 @@ pub(crate) struct Call<'a> {
 /// A successful answer.
 pub(crate) struct Reply {
     pub body: Vec<u8>,
+    /// For the few answers whose headers carry data (`Sforce-Locator`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// A failed attempt, with whether the request may have reached the server.
@@ -155,6 +157,7 @@ impl CrmClient {
             error: CrmError::Transport(e.without_url().to_string()),
         })?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         if let Some(info) = response
             .headers()
             .get("Sforce-Limit-Info")
@@ -171,6 +174,7 @@ impl CrmClient {
         if (200..300).contains(&status) {
             return Ok(Reply {
                 body: body.to_vec(),
+                headers,
             });
         }
         Err(Failed {

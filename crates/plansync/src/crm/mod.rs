@@ -1,6 +1,6 @@
 //! The production CRM client: OAuth (client credentials, JWT bearer), SOQL queries with
-//! pagination, sObject describe, sObject Collections and Bulk API 2.0 writes, and the
-//! change-data-capture listener (Bayeux over WebSocket or long-polling).
+//! pagination or Bulk API 2.0 query jobs, sObject describe, sObject Collections and Bulk API
+//! 2.0 writes, and the change-data-capture listener (Bayeux over WebSocket or long-polling).
 //!
 //! Everything goes through one send path (`http.rs`): authentication header, the
 //! `Sforce-Call-Options` tag on writes, error classification, re-authentication on an expired
@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod bulk;
+pub mod bulk_query;
 pub mod cdc;
 mod client;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod stats;
 mod wire;
 pub mod write;
 
+pub use bulk_query::BulkQueryPager;
 pub use client::{AccessToken, CrmClient};
 pub use config::{AuthConfig, CrmConfig, RetryPolicy};
 pub use describe::{FieldDescription, ObjectDescription, PicklistValue};

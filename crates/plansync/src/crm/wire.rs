@@ -99,7 +99,7 @@ pub(crate) struct CreateJob<'a> {
     pub line_ending: &'a str,
 }
 
-/// A bulk ingest job as the CRM reports it.
+/// A bulk ingest or query job as the CRM reports it.
 #[derive(Deserialize)]
 pub(crate) struct JobInfo {
     pub id: String,
@@ -108,4 +108,21 @@ pub(crate) struct JobInfo {
     pub content_url: Option<String>,
     #[serde(rename = "errorMessage", default)]
     pub error_message: Option<String>,
+    /// A query job's rows, once complete.
+    #[serde(rename = "numberRecordsProcessed", default)]
+    pub records_processed: Option<u64>,
+}
+
+/// `POST jobs/query` body.
+#[derive(Serialize)]
+pub(crate) struct CreateQueryJob<'a> {
+    /// `query`, or `queryAll` for deleted and archived rows too.
+    pub operation: &'a str,
+    pub query: &'a str,
+    #[serde(rename = "contentType")]
+    pub content_type: &'a str,
+    #[serde(rename = "columnDelimiter")]
+    pub column_delimiter: &'a str,
+    #[serde(rename = "lineEnding")]
+    pub line_ending: &'a str,
 }

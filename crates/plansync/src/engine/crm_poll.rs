@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value as Json;
 
-use crate::crm::{CrmClient, CrmError, QueryPager, Record};
+use crate::crm::{BulkQueryPager, CrmClient, CrmError, QueryPager, Record};
 use crate::model::{Change, ChangeKind, FieldChange, Position, RecordKey, Side, Source};
 use crate::rules::Pairing;
 
@@ -141,7 +141,8 @@ pub struct PollOutcome {
     pub cursor: Option<Position>,
     /// Rows read, repeats inside the lookback included.
     pub records: usize,
-    /// Query calls made (first page + one per `nextRecordsUrl`; auth and retries excluded).
+    /// Query calls made (first page + one per `nextRecordsUrl`; auth and retries excluded;
+    /// after a switch to Bulk API 2.0, one per batch of rows handed out).
     pub calls: usize,
     /// Rows that could not be turned into a change (no `Id`, no or bad `SystemModstamp`).
     pub problems: Vec<String>,
@@ -152,6 +153,8 @@ pub struct PollOutcome {
 pub struct PollBatch {
     pub changes: Vec<Change>,
     /// The furthest `(SystemModstamp, Id)` read so far in this poll (or the starting cursor).
+    /// `None` for the batches of a Bulk API 2.0 read but its last: its rows are unordered, so
+    /// a point reached means nothing until every row is read.
     pub cursor: Option<Position>,
     pub records: usize,
     pub problems: Vec<String>,
@@ -159,8 +162,19 @@ pub struct PollBatch {
 
 /// A poll read one page at a time, so the engine can store each page's changes with the
 /// watermark after it and memory stays bounded by the page size.
+///
+/// A full read (no cursor) of more records than the client's `bulk_query_above` switches to a
+/// Bulk API 2.0 query after REST's first page has said how many there are (that page is
+/// dropped: the job returns every row, and reading a row twice would only cost). Its rows
+/// come unordered, which the watermark tolerates: it is the greatest stamp read, whatever the
+/// order, and a full read is stored as done only once every row is read.
 pub struct CrmPoll<'a> {
-    pager: QueryPager,
+    reader: Reader,
+    /// The unordered query a switch to Bulk API 2.0 would run; `None`: stay on REST.
+    bulk: Option<(String, u64)>,
+    client: CrmClient,
+    /// `totalSize` of REST's first page, kept after a switch.
+    probed: Option<u64>,
     pairing: &'a Pairing,
     seen: &'a mut RecentSeen,
     /// Where the next query will start: pairs older than this are pruned at the end.
@@ -170,9 +184,23 @@ pub struct CrmPoll<'a> {
     finished: bool,
 }
 
+enum Reader {
+    Rest(QueryPager),
+    /// Boxed: it holds a page of CSV and a reader, and a poll is mostly REST.
+    Bulk(Box<BulkQueryPager>),
+}
+
 /// The SOQL of a poll: the pairing's mapped and extra fields, from `since - lookback`, in
 /// cursor order. `since = None` is the initial read of every live record.
 pub fn poll_soql(pairing: &Pairing, since: Option<DateTime<Utc>>, lookback: Duration) -> String {
+    format!(
+        "{} ORDER BY SystemModstamp, Id",
+        unordered_soql(pairing, since, lookback)
+    )
+}
+
+/// [`poll_soql`] without its `ORDER BY`, for Bulk API 2.0 (which does not support one).
+fn unordered_soql(pairing: &Pairing, since: Option<DateTime<Utc>>, lookback: Duration) -> String {
     let mut fields: Vec<&str> = vec!["Id", "SystemModstamp", "IsDeleted"];
     let mapped = pairing.fields.iter().map(|f| f.crm.as_str());
     for f in mapped.chain(pairing.extra_crm_fields.iter().map(String::as_str)) {
@@ -188,11 +216,14 @@ pub fn poll_soql(pairing: &Pairing, since: Option<DateTime<Utc>>, lookback: Dura
         ),
     };
     format!(
-        "SELECT {} FROM {} WHERE {filter} ORDER BY SystemModstamp, Id",
+        "SELECT {} FROM {} WHERE {filter}",
         fields.join(", "),
         pairing.crm_object
     )
 }
+
+/// Rows handed to the engine at a time from a Bulk API 2.0 results page, as REST's pages.
+const BULK_BATCH: usize = 2_000;
 
 /// `2026-11-23T10:00:00.000Z`: a SOQL datetime literal (unquoted).
 fn soql_datetime(at: DateTime<Utc>) -> String {
@@ -233,9 +264,16 @@ impl<'a> CrmPoll<'a> {
         seen: &'a mut RecentSeen,
     ) -> Result<CrmPoll<'a>, PollError> {
         let cursor = watermark(since)?;
-        let soql = poll_soql(pairing, cursor.as_ref().map(|(at, _)| *at), lookback);
+        let since_at = cursor.as_ref().map(|(at, _)| *at);
+        let soql = poll_soql(pairing, since_at, lookback);
+        let above = client.config().bulk_query_above;
+        let bulk = (since_at.is_none() && above > 0)
+            .then(|| (unordered_soql(pairing, None, lookback), above));
         Ok(CrmPoll {
-            pager: client.query_pages(&soql, true),
+            reader: Reader::Rest(client.query_pages(&soql, true)),
+            bulk,
+            client: client.clone(),
+            probed: None,
             pairing,
             seen,
             cursor,
@@ -252,7 +290,36 @@ impl<'a> CrmPoll<'a> {
 
     /// How many records the query matches, once its first page is read.
     pub fn total(&self) -> Option<u64> {
-        self.pager.total_size()
+        match &self.reader {
+            Reader::Rest(pager) => pager.total_size(),
+            Reader::Bulk(pager) => pager.total_size().or(self.probed),
+        }
+    }
+
+    /// Whether the read went through a Bulk API 2.0 query job.
+    pub fn through_bulk(&self) -> bool {
+        matches!(self.reader, Reader::Bulk(_))
+    }
+
+    /// The next rows from whichever API reads them, switching to Bulk API 2.0 after REST's
+    /// first page when that page says the read is large.
+    async fn next_rows(&mut self) -> Result<Option<Vec<Record>>, CrmError> {
+        let rest = match &mut self.reader {
+            Reader::Bulk(pager) => return pager.next_page().await,
+            Reader::Rest(pager) => pager.next_page().await?,
+        };
+        let total = self.total();
+        match self.bulk.take() {
+            Some((soql, above)) if total.is_some_and(|t| t > above) => {
+                tracing::info!(target: "plansync::engine", event = "crm_bulk_query", object = %self.pairing.crm_object, records = total, above, "a full CRM read this large goes through a Bulk API 2.0 query job");
+                self.probed = total;
+                let mut pager = Box::new(self.client.bulk_query_pages(&soql, false, BULK_BATCH));
+                let rows = pager.next_page().await;
+                self.reader = Reader::Bulk(pager);
+                rows
+            }
+            _ => Ok(rest),
+        }
     }
 
     fn position(&self) -> Option<Position> {
@@ -268,18 +335,24 @@ impl<'a> CrmPoll<'a> {
         if self.finished {
             return Ok(None);
         }
-        let page = self
-            .pager
-            .next_page()
-            .await
-            .map_err(|source| PollError::Crm {
-                object: self.pairing.crm_object.clone(),
-                source,
-            })?;
+        let page = self.next_rows().await.map_err(|source| PollError::Crm {
+            object: self.pairing.crm_object.clone(),
+            source,
+        })?;
         let Some(rows) = page else {
             self.finished = true;
             if let Some((at, _)) = &self.cursor {
                 self.seen.prune_before(*at - self.lookback);
+            }
+            // Unordered rows give a watermark only once all are read: here, in a last batch
+            // of no rows.
+            if self.through_bulk() {
+                return Ok(Some(PollBatch {
+                    changes: Vec::new(),
+                    cursor: self.position(),
+                    records: 0,
+                    problems: Vec::new(),
+                }));
             }
             return Ok(None);
         };
@@ -297,7 +370,9 @@ impl<'a> CrmPoll<'a> {
                 Err(problem) => batch.problems.push(problem),
             }
         }
-        batch.cursor = self.position();
+        if !self.through_bulk() {
+            batch.cursor = self.position();
+        }
         Ok(Some(batch))
     }
 }
@@ -360,7 +435,12 @@ fn to_change(
     if cursor.as_ref().is_none_or(|(c_at, _)| at >= *c_at) {
         *cursor = Some((at, id.to_string()));
     }
-    let deleted = matches!(row.get("IsDeleted"), Some(Json::Bool(true)));
+    // JSON from REST, text from a Bulk API 2.0 CSV.
+    let deleted = match row.get("IsDeleted") {
+        Some(Json::Bool(b)) => *b,
+        Some(Json::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
     let fields = if deleted {
         // Like a CDC delete event: the record is gone, its last values are not news.
         Vec::new()
@@ -436,7 +516,9 @@ pub async fn poll_once(
         outcome.changes.extend(batch.changes);
         outcome.records += batch.records;
         outcome.problems.extend(batch.problems);
-        outcome.cursor = batch.cursor;
+        if batch.cursor.is_some() {
+            outcome.cursor = batch.cursor;
+        }
     }
     outcome.calls = poll.calls();
     Ok(outcome)

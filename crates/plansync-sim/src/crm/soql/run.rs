@@ -61,6 +61,11 @@ fn like(value: &str, pattern: &str) -> bool {
 }
 
 impl Bound {
+    /// Whether the query skips rows (`OFFSET`), which Bulk API 2.0 does not support.
+    pub fn has_offset(&self) -> bool {
+        self.offset > 0
+    }
+
     fn matches(&self, org: &Org, r: RecordRef, def: &ObjectDef, e: &BExpr) -> bool {
         match e {
             BExpr::And(terms) => terms.iter().all(|t| self.matches(org, r, def, t)),

@@ -1,0 +1,320 @@
+//! Large CRM reads through Bulk API 2.0 query: `plansync run`'s first run of an org above
+//! `engine.crm_bulk_query_above` reads it through a query job (unordered CSV pages), decides
+//! every record as a REST read would, and stores the greatest watermark; the client pages
+//! through `Sforce-Locator`, and a failed job is an error, never an empty side.
+
+use std::time::Duration;
+
+use crate::support::run::{first_run_done, run_config, simulators, spawn_run, wait_long};
+use crate::support::*;
+use plansync::crm::CrmError;
+use plansync::model::Side;
+use serde_json::{Value as Json, json};
+
+/// Every shadow row of `pairing`: (record, field) → the CRM value last seen.
+fn seen_crm(db: &std::path::Path, pairing: &str) -> Vec<(String, String, Option<String>)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let mut stmt = conn
+        .prepare(
+            "SELECT crm_id, field, seen_crm_value FROM shadow WHERE pairing = ?1
+             ORDER BY crm_id, field",
+        )
+        .expect("prepare");
+    stmt.query_map([pairing], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// The position each shard stored for `source` (`source#<shard>`).
+fn checkpoints(db: &std::path::Path, source: &str) -> Vec<Json> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let mut stmt = conn
+        .prepare("SELECT position FROM checkpoints WHERE source = ?1 OR source LIKE ?1 || '#%'")
+        .expect("prepare");
+    stmt.query_map([source], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|p| serde_json::from_str(&p.expect("row")).expect("a position"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_above_the_threshold_reads_the_crm_through_a_bulk_query_job() {
+    let (crm, anaplan) = simulators().await;
+    // Thirty new deals Anaplan has never seen, so the first run has items to create there.
+    let mut created = Vec::new();
+    for n in 0..30 {
+        let amount = if n % 7 == 0 {
+            Json::Null
+        } else {
+            json!(1_000.25 + f64::from(n))
+        };
+        created.push(
+            crm.create(
+                "Opportunity",
+                json!({
+                    "Name": format!("Bulk deal {n}, \"quoted\""),
+                    "Amount": amount,
+                    "StageName": "Prospecting",
+                    "CloseDate": "2027-02-01",
+                }),
+                None,
+            )
+            .expect("create"),
+        );
+    }
+    // The first seeded deal changes last: the greatest stamp is on the first row the job
+    // returns, not its last.
+    let opportunities = crm_client(&crm)
+        .query("SELECT Id FROM Opportunity ORDER BY CreatedDate, Id")
+        .await
+        .expect("query")
+        .records;
+    let first = opportunities[0]["Id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    crm.user_edit("Opportunity", &first, json!({"Amount": 125_500.0}), None)
+        .expect("edit");
+    crm.reset_request_log();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("plansync.db");
+    let engine = spawn_run(
+        dir.path(),
+        &run_config(&crm, &anaplan, "[engine]\ncrm_bulk_query_above = 10\n"),
+    );
+    wait_long("the first run", Duration::from_secs(60), async || {
+        first_run_done(&db)
+    })
+    .await;
+
+    // One query job for the opportunities (34 > 10), none for the three territories; each
+    // pairing's REST read stopped at its first page.
+    let log = crm.request_log();
+    let calls = |method: &str, pred: &dyn Fn(&str) -> bool| {
+        log.iter()
+            .filter(|r| r.method == method && pred(&r.path))
+            .count()
+    };
+    assert_eq!(
+        calls("POST", &|p| p.ends_with("/jobs/query")),
+        1,
+        "{log:#?}"
+    );
+    assert!(calls("GET", &|p| p.ends_with("/results")) >= 1);
+    assert_eq!(
+        calls("DELETE", &|p| p.contains("/jobs/query/")),
+        1,
+        "the finished job is deleted"
+    );
+    assert_eq!(calls("GET", &|p| p.ends_with("/queryAll")), 2);
+    assert_eq!(calls("GET", &|p| p.contains("/queryAll/")), 0);
+    assert!(engine.log().contains("crm_bulk_query"), "{}", engine.log());
+
+    // Every value read as CSV text is the value REST would give, field by field.
+    let rules = plansync::rules::load(&[rules_dir()]).expect("rules");
+    let pairing = rules.pairing("opportunity").expect("pairing");
+    let fields: Vec<&str> = pairing.fields.iter().map(|f| f.crm.as_str()).collect();
+    let rest = crm_client(&crm)
+        .query(&format!(
+            "SELECT Id, {} FROM Opportunity",
+            fields.join(", ")
+        ))
+        .await
+        .expect("query")
+        .records;
+    assert_eq!(rest.len(), 34);
+    let mut expected = Vec::new();
+    for row in &rest {
+        let id = row["Id"].as_str().unwrap().to_string();
+        for f in &pairing.fields {
+            let value = f
+                .normalise(Side::Crm, &row[f.crm.as_str()])
+                .expect("a valid CRM value");
+            expected.push((id.clone(), f.crm.clone(), value.to_text()));
+        }
+    }
+    expected.sort();
+    assert_eq!(seen_crm(&db, "opportunity"), expected);
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let validation: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM exceptions WHERE kind = 'validation'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        validation, 0,
+        "no value read as CSV failed its field's type"
+    );
+
+    // Anaplan has the new deals, with the CRM's amounts.
+    let cells = anaplan.cells(MODEL, OPP_MODULE).expect("module");
+    for (id, row) in created.iter().zip(0..) {
+        let item = cells
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is in Anaplan"));
+        let amount = item
+            .get("Amount")
+            .and_then(|v| v.to_string().parse::<f64>().ok());
+        // A null amount is Anaplan's blank: no value, or 0.
+        let want = (row % 7 != 0).then(|| 1_000.25 + f64::from(row));
+        assert_eq!(amount.filter(|a| *a != 0.0), want, "{id}");
+    }
+
+    // The watermark is the greatest stamp read, though it came first.
+    let stamps = crm_client(&crm)
+        .query("SELECT Id, SystemModstamp FROM Opportunity ORDER BY SystemModstamp DESC, Id")
+        .await
+        .expect("query")
+        .records;
+    assert_eq!(stamps[0]["Id"], first.as_str());
+    let newest = chrono::DateTime::parse_from_str(
+        stamps[0]["SystemModstamp"].as_str().unwrap(),
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+    )
+    .unwrap();
+    let marks = checkpoints(&db, "crm_poll:opportunity");
+    assert!(!marks.is_empty(), "a CRM watermark is stored");
+    for mark in &marks {
+        let at = chrono::DateTime::parse_from_rfc3339(mark["at"].as_str().unwrap()).unwrap();
+        assert_eq!(at, newest, "{mark}");
+    }
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_pages_a_bulk_query_by_locator_and_a_failed_job_is_an_error() {
+    let crm = crm_sim(plansync_sim::crm::CrmSimConfig::default()).await;
+    for n in 0..20 {
+        crm.create(
+            "Opportunity",
+            json!({"Name": format!("Deal {n}"), "StageName": "Prospecting", "CloseDate": "2027-02-01", "Amount": n}),
+            None,
+        )
+        .expect("create");
+    }
+    let mut config = crm_client(&crm).config().clone();
+    config.bulk_query_page = 7;
+    let client = plansync::crm::CrmClient::new(config).expect("client");
+    let mut pager = client.bulk_query_pages("SELECT Id, Name, Amount FROM Opportunity", false, 5);
+    let mut ids = Vec::new();
+    while let Some(rows) = pager.next_page().await.expect("a page") {
+        assert!(rows.len() <= 5);
+        ids.extend(rows.iter().map(|r| r["Id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(pager.total_size(), Some(24));
+    let mut rest: Vec<String> = client
+        .query("SELECT Id FROM Opportunity")
+        .await
+        .expect("query")
+        .records
+        .iter()
+        .map(|r| r["Id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    rest.sort();
+    assert_eq!(ids, rest, "every row once");
+    let log = crm.request_log();
+    let results = log.iter().filter(|r| r.path.ends_with("/results")).count();
+    assert_eq!(results, 4, "24 rows in pages of 7: {log:#?}");
+    let stats = client.stats();
+    assert_eq!(
+        stats.calls_of(plansync::crm::CallKind::BulkResults),
+        4,
+        "{stats:?}"
+    );
+
+    // A query the org refuses is an error at once, not an empty result.
+    let mut bad = client.bulk_query_pages("SELECT Nope__c FROM Opportunity", false, 5);
+    match bad.next_page().await {
+        Err(CrmError::Api { code, .. }) => assert_eq!(code, "INVALID_FIELD"),
+        other => panic!("expected INVALID_FIELD, got {other:?}"),
+    }
+}
+
+/// simple-salesforce's `bulk2` query and query_all, unchanged, page through the simulator's
+/// query jobs and read the same rows REST gives (a deleted one only through queryAll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_salesforce_reads_the_simulator_through_bulk_query_jobs() {
+    let crm = crm_sim(plansync_sim::crm::CrmSimConfig::default()).await;
+    for n in 0..21 {
+        crm.create(
+            "Opportunity",
+            json!({"Name": format!("Deal {n}, with a comma"), "StageName": "Prospecting", "CloseDate": "2027-02-01", "Amount": n}),
+            None,
+        )
+        .expect("create");
+    }
+    let client = crm_client(&crm);
+    let gone = client
+        .query("SELECT Id FROM Opportunity WHERE Name = 'Deal 3, with a comma'")
+        .await
+        .expect("query")
+        .records[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    crm.delete(&gone, None).expect("delete");
+    let token = client
+        .token()
+        .await
+        .expect("a token")
+        .token
+        .expose()
+        .to_string();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/third_party_bulk_query.py");
+    let python = std::env::var("PLANSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let url = crm.instance_url().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(&script)
+            .env("CRM_URL", url)
+            .env("CRM_TOKEN", token)
+            .output()
+            .expect("python (set PLANSYNC_TEST_PYTHON to a venv from .ci/requirements.txt)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "simple-salesforce's bulk2 query failed against the simulator:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Json = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let rest = client
+        .query("SELECT Id, Name, Amount, CloseDate FROM Opportunity")
+        .await
+        .expect("query")
+        .records;
+    // 4 seeded + 21 created - 1 deleted, in pages of 10.
+    assert_eq!(rest.len(), 24);
+    assert_eq!(seen["pages"], 3, "{seen}");
+    let rows = seen["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), rest.len());
+    for want in &rest {
+        let id = want["Id"].as_str().unwrap();
+        let got = rows
+            .iter()
+            .find(|r| r["Id"] == id)
+            .unwrap_or_else(|| panic!("{id} read"));
+        assert_eq!(got["Name"], want["Name"]);
+        assert_eq!(got["CloseDate"], want["CloseDate"]);
+        assert_eq!(got["IsDeleted"], "false");
+        let amount = got["Amount"].as_str().unwrap().parse::<f64>().ok();
+        assert_eq!(amount, want["Amount"].as_f64(), "{id}");
+    }
+    let all = seen["all_rows"].as_array().unwrap();
+    assert_eq!(seen["all_pages"], 1);
+    assert_eq!(all.len(), 25);
+    let deleted: Vec<&Json> = all.iter().filter(|r| r["IsDeleted"] == "true").collect();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["Id"], gone.as_str());
+}
