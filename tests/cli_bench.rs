@@ -42,6 +42,14 @@ fn the_first_run_records_agreeing_values_as_the_base_without_an_audit_row_each()
     assert_eq!(n("writes_queued"), 0, "the seeded sides agree: {r}");
     assert!(r["engine_cpu_seconds"].as_f64().expect("cpu") > 0.0, "{r}");
     assert!(r["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{r}");
+    // Quick sizes read the CRM through a Bulk API 2.0 query job (above 1,000 records), then
+    // again through REST pages: fewer query calls, the same decisions.
+    assert_eq!(r["crm_read"], "bulk_query", "{r}");
+    assert!(n("crm_bulk_calls") >= 3, "create, state, results: {r}");
+    let rest = &r["rest_read"];
+    let rest_queries = rest["crm_query_calls"].as_u64().expect("rest_read");
+    assert!(rest_queries > n("crm_query_calls"), "{r}");
+    assert_eq!(rest["crm_bulk_calls"], 0, "{r}");
 
     let db = dir.path().join("reconcile/bench-reconcile.db");
     assert!(Path::new(&db).exists(), "{}", db.display());

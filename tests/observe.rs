@@ -197,6 +197,21 @@ async fn health_readiness_and_metrics_say_what_the_engine_does() {
         value(&samples, "plansync_first_run_complete", &[]),
         Some(1.0)
     );
+    // The org's daily API budget, read from `limits` at start (and from every answer).
+    assert!(
+        crm.request_log()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/limits")),
+        "the engine read the CRM's limits"
+    );
+    let max = value(&samples, "plansync_crm_api_daily", &[("of", "max")]);
+    assert_eq!(max, Some(100_000.0), "{text}");
+    let remaining = value(&samples, "plansync_crm_api_daily", &[("of", "remaining")]).unwrap();
+    let (used_now, _) = crm.api_usage();
+    assert!(
+        remaining < 100_000.0 && remaining >= 100_000.0 - used_now as f64,
+        "{remaining} remaining, the org has used {used_now}"
+    );
     assert_eq!(
         value(&samples, "plansync_side_reachable", &[("side", "anaplan")]),
         Some(1.0)

@@ -13,7 +13,8 @@
 //! - `poll_diff`: one Anaplan poll of a module of a million cells with a planner's edits in
 //!   it, from the trigger until the edits are decided and committed;
 //! - `reconcile`: the engine's first run (as its own process, `plansync run`) against a
-//!   million records seeded on both sides; the time and the engine's peak memory;
+//!   million records seeded on both sides; the time, the engine's peak memory and the CRM
+//!   calls, with the CRM read through a Bulk API 2.0 query job and again through REST;
 //! - `reverse`: N records × F fields changed by a planner in Anaplan, found by one poll and
 //!   written to the CRM (Collections or Bulk API 2.0); the time until every write is
 //!   acknowledged and reads back from the CRM, the calls on both sides, mismatches.
@@ -76,6 +77,9 @@ pub struct BenchOptions {
     pub poll_diff_cells: usize,
     /// Records seeded on both sides for the reconcile scenario.
     pub reconcile_records: usize,
+    /// Above this many CRM records the reconcile scenario's first run reads the CRM through a
+    /// Bulk API 2.0 query job (then runs again through REST, to compare).
+    pub reconcile_bulk_above: usize,
     /// The `plansync` executable the reconcile scenario runs the engine with.
     pub engine_exe: PathBuf,
     /// Records a planner changes in the reverse scenario, and fields per record (1 to 5).
@@ -97,6 +101,7 @@ impl BenchOptions {
             steady_seconds: 60,
             poll_diff_cells: 1_000_000,
             reconcile_records: 1_000_000,
+            reconcile_bulk_above: 20_000,
             engine_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("plansync")),
             reverse_records: 20_000,
             reverse_fields: 5,
@@ -112,6 +117,7 @@ impl BenchOptions {
             steady_seconds: 3,
             poll_diff_cells: 20_000,
             reconcile_records: 2_000,
+            reconcile_bulk_above: 1_000,
             reverse_records: 1_000,
             ..BenchOptions::full(rules, dir)
         }

@@ -5,6 +5,11 @@
 //!
 //! Done means the engine has stored `reconcile.ms`: every value of both sides read, decided
 //! and committed (see `engine::run::reconcile`).
+//!
+//! The run is made twice over the same two systems, each engine on a fresh store: as
+//! configured (a CRM this large is read through a Bulk API 2.0 query job), then with every
+//! CRM read through REST pages, so the report sets the two reads side by side (time, calls,
+//! memory). The seeded sides agree, so the first run changes nothing the second would see.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,6 +51,33 @@ pub struct ReconcileReport {
     pub exceptions_raised: u64,
     /// Seeding both simulators, for scale (not a target).
     pub setup_seconds: f64,
+    /// How the CRM was read: `bulk_query` (a Bulk API 2.0 query job) or `rest`.
+    pub crm_read: &'static str,
+    /// CRM calls of the run: REST queries (pages), and Bulk API 2.0 job calls.
+    pub crm_query_calls: u64,
+    pub crm_bulk_calls: u64,
+    /// The same first run with every CRM read through REST pages (when the run above used
+    /// Bulk API 2.0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_read: Option<RunFigures>,
+}
+
+/// One engine run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunFigures {
+    pub seconds: f64,
+    pub engine_seconds: f64,
+    pub peak_rss_mb: f64,
+    pub engine_cpu_seconds: f64,
+    pub crm_query_calls: u64,
+    pub crm_bulk_calls: u64,
+}
+
+/// What one engine run left: its figures, its store's metrics, and how it read the CRM.
+struct Run {
+    figures: RunFigures,
+    metrics: std::collections::BTreeMap<&'static str, u64>,
+    through_bulk: bool,
 }
 
 /// The engine child; killed if the scenario ends early, however it ends.
@@ -64,13 +96,53 @@ pub async fn run(options: &BenchOptions) -> Result<ReconcileReport, BenchError> 
     let world = world::start(&rules, options.reconcile_records, options.seed).await?;
     let records = world.opportunities.len();
     let setup_seconds = setup.elapsed().as_secs_f64();
+    let first = one_run(options, &world, "reconcile", options.reconcile_bulk_above).await?;
+    let rest_read = if first.through_bulk {
+        Some(one_run(options, &world, "reconcile-rest", 0).await?.figures)
+    } else {
+        None
+    };
+    world.crm.shutdown().await;
+    world.anaplan.shutdown().await;
+    let metric = |name: &str| first.metrics.get(name).copied().unwrap_or(0);
+    let f = &first.figures;
+    Ok(ReconcileReport {
+        records,
+        seconds: f.seconds,
+        engine_seconds: f.engine_seconds,
+        peak_rss_mb: f.peak_rss_mb,
+        engine_cpu_seconds: f.engine_cpu_seconds,
+        changes: metric("changes.reconcile"),
+        fields_agreed: metric("reconcile.agreed"),
+        writes_queued: metric("writes.queued"),
+        exceptions_raised: metric("exceptions.raised"),
+        setup_seconds,
+        crm_read: if first.through_bulk {
+            "bulk_query"
+        } else {
+            "rest"
+        },
+        crm_query_calls: f.crm_query_calls,
+        crm_bulk_calls: f.crm_bulk_calls,
+        rest_read,
+    })
+}
 
-    let dir = options.dir.join("reconcile");
+/// One `plansync run` on a fresh store in `options.dir/<name>`, until its first run is
+/// committed; `bulk_above` is its `engine.crm_bulk_query_above`.
+async fn one_run(
+    options: &BenchOptions,
+    world: &world::World,
+    name: &str,
+    bulk_above: usize,
+) -> Result<Run, BenchError> {
+    let dir = options.dir.join(name);
     std::fs::create_dir_all(&dir)
         .map_err(|e| BenchError::Setup(format!("{}: {e}", dir.display())))?;
     let db = fresh_db(&dir, "reconcile")?;
-    let config = write_config(&dir, &options.rules, &db, &world)?;
+    let config = write_config(&dir, &options.rules, &db, world, bulk_above)?;
     let log = dir.join("engine.log");
+    let calls_before = world.crm.request_counts();
 
     let started = Instant::now();
     let mut engine = Engine(spawn(&options.engine_exe, &config, &log)?);
@@ -105,30 +177,37 @@ pub async fn run(options: &BenchOptions) -> Result<ReconcileReport, BenchError> 
     let seconds = started.elapsed().as_secs_f64();
     peak_kib = peak_kib.max(vm_hwm_kib(pid).unwrap_or(0));
     let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0);
-    let metric = |name: &str| {
-        store
+    let calls_after = world.crm.request_counts();
+    let mut metrics = std::collections::BTreeMap::new();
+    for name in [
+        "changes.reconcile",
+        "reconcile.agreed",
+        "writes.queued",
+        "exceptions.raised",
+    ] {
+        let value = store
             .as_ref()
             .and_then(|s| s.metric(name).ok().flatten())
             .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0)
-    };
-    let report = ReconcileReport {
-        records,
-        seconds,
-        engine_seconds: engine_ms as f64 / 1000.0,
-        peak_rss_mb: peak_kib as f64 / 1024.0,
-        engine_cpu_seconds: cpu_seconds,
-        changes: metric("changes.reconcile"),
-        fields_agreed: metric("reconcile.agreed"),
-        writes_queued: metric("writes.queued"),
-        exceptions_raised: metric("exceptions.raised"),
-        setup_seconds,
-    };
+            .unwrap_or(0);
+        metrics.insert(name, value);
+    }
     drop(store);
     stop(&mut engine);
-    world.crm.shutdown().await;
-    world.anaplan.shutdown().await;
-    Ok(report)
+    // The engine says when it switched (`crm_bulk_query`, an INFO line).
+    let through_bulk = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("crm_bulk_query"));
+    Ok(Run {
+        figures: RunFigures {
+            seconds,
+            engine_seconds: engine_ms as f64 / 1000.0,
+            peak_rss_mb: peak_kib as f64 / 1024.0,
+            engine_cpu_seconds: cpu_seconds,
+            crm_query_calls: calls_after.query - calls_before.query,
+            crm_bulk_calls: calls_after.bulk - calls_before.bulk,
+        },
+        metrics,
+        through_bulk,
+    })
 }
 
 /// A configuration for `plansync run` against the bench's simulators: the pollers' schedule
@@ -138,6 +217,7 @@ fn write_config(
     rules: &Path,
     db: &Path,
     world: &world::World,
+    bulk_above: usize,
 ) -> Result<PathBuf, BenchError> {
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let text = format!(
@@ -170,6 +250,7 @@ anaplan_poll = "24h"
 
 [engine]
 batch_window = "100ms"
+crm_bulk_query_above = {bulk_above}
 
 # The bench may run beside another plansync: no fixed port.
 [http]

@@ -147,6 +147,22 @@ fn render(report: &BenchReport, options: &BenchOptions) -> String {
             r.exceptions_raised,
             r.setup_seconds
         ));
+        out.push_str(&format!(
+            "  CRM read through {}: {} query calls, {} Bulk API 2.0 calls\n",
+            if r.crm_read == "bulk_query" {
+                "a Bulk API 2.0 query job"
+            } else {
+                "REST pages"
+            },
+            r.crm_query_calls,
+            r.crm_bulk_calls
+        ));
+        if let Some(rest) = &r.rest_read {
+            out.push_str(&format!(
+                "  the same first run reading the CRM through REST pages: {:.1} s (engine {:.1} s), peak RSS {:.0} MiB, CPU {:.1} s, {} query calls\n",
+                rest.seconds, rest.engine_seconds, rest.peak_rss_mb, rest.engine_cpu_seconds, rest.crm_query_calls
+            ));
+        }
     }
     if let Some(r) = &report.reverse {
         out.push_str(&format!(

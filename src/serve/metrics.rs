@@ -183,6 +183,18 @@ pub fn encode(seen: &Observation) -> Result<String, std::fmt::Error> {
     refused
         .get_or_create(&labels(&[("side", "anaplan")]))
         .set(i64::from(seen.anaplan_auth_refused));
+    let api = gauges(
+        &mut registry,
+        "crm_api_daily",
+        "The CRM org's daily API calls (all its integrations): max and remaining, once known",
+    );
+    if let Some(&max) = seen.counters.get("crm.api_max") {
+        let used = counter("crm.api_used");
+        api.get_or_create(&labels(&[("of", "max")]))
+            .set(saturating(max));
+        api.get_or_create(&labels(&[("of", "remaining")]))
+            .set(saturating(max.saturating_sub(used)));
+    }
     let first_run = gauges(
         &mut registry,
         "first_run_complete",

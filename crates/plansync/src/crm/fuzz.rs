@@ -13,6 +13,7 @@ use super::bulk_query::{CsvPage, Locator, next_locator};
 use super::cdc::longpoll::CookieJar;
 use super::error::CrmError;
 use super::http::classify;
+use super::limits::parse_limits;
 use super::query::parse_query_page;
 use super::stats::{CallStats, parse_limit_info};
 use super::wire::JobInfo;
@@ -33,6 +34,11 @@ pub fn fuzz_responses(data: &[u8]) {
         bulk_results(data, success);
     }
     bulk_query_page(data);
+    if let Ok(limits) = parse_limits(data) {
+        for a in limits.all.values() {
+            assert!(a.used() <= a.max, "{a:?}");
+        }
+    }
     let text = String::from_utf8_lossy(data);
     locator(&text);
     limit_info(&text, data);

@@ -18,6 +18,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod http;
+pub mod limits;
 pub mod query;
 pub mod stats;
 mod wire;
@@ -28,6 +29,7 @@ pub use client::{AccessToken, CrmClient};
 pub use config::{AuthConfig, CrmConfig, RetryPolicy};
 pub use describe::{FieldDescription, ObjectDescription, PicklistValue};
 pub use error::{CrmError, RecordError};
+pub use limits::{Allocation, OrgLimits};
 pub use query::{QueryPager, QueryResult, Record};
 pub use stats::{CallKind, CallStats, StatsSnapshot};
 pub use write::{RecordDelete, RecordResult, RecordUpdate, WriteOptions};

@@ -107,10 +107,15 @@ impl CallStats {
     /// as `per-app-api-usage=…`, are ignored).
     pub(crate) fn limit_info(&self, header: &str) {
         if let Some((used, max)) = parse_limit_info(header) {
-            self.api_max.store(max, Ordering::Relaxed);
-            self.api_used.store(used, Ordering::Relaxed);
-            self.api_seen.store(true, Ordering::Release);
+            self.api_usage(used, max);
         }
+    }
+
+    /// The org's daily API calls, as the header or the `limits` resource reported them.
+    pub(crate) fn api_usage(&self, used: u64, max: u64) {
+        self.api_max.store(max, Ordering::Relaxed);
+        self.api_used.store(used, Ordering::Relaxed);
+        self.api_seen.store(true, Ordering::Release);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

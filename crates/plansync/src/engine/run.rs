@@ -385,6 +385,9 @@ impl EngineHandle {
             anaplan.clone(),
             shutdown.clone(),
         )));
+        if options.sources {
+            tasks.push(tokio::spawn(run_crm_limits(crm.clone(), shutdown.clone())));
+        }
 
         let ctx = PollerCtx {
             db: db.clone(),
@@ -590,6 +593,40 @@ async fn run_metrics(
         }
         remote_stats(&counters, &crm, &anaplan);
         store_metrics(&db, &counters).await;
+    }
+}
+
+/// How often the CRM's `limits` resource is read, besides at start.
+const CRM_LIMITS_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// Reads the org's limits at start and every `CRM_LIMITS_EVERY`, so the daily API budget
+/// (which the reserve and `status` go by) is known before the first poll and stays fresh
+/// while plansync makes no other call. A failure decides nothing: the `Sforce-Limit-Info`
+/// of every other answer still counts. The first is a WARN (the integration user may lack
+/// the permission to read limits: the budget is then known only from answers), later ones
+/// DEBUG.
+async fn run_crm_limits(crm: CrmClient, mut shutdown: watch::Receiver<bool>) {
+    let mut warned = false;
+    loop {
+        match crm.limits().await {
+            Ok(limits) => {
+                if let Some(api) = limits.daily_api_requests() {
+                    tracing::debug!(target: "plansync::engine", event = "crm_limits", used = api.used(), max = api.max, bulk_query_jobs_left = limits.daily_bulk_query_jobs().map(|a| a.remaining), "read the CRM's daily limits");
+                }
+                warned = false;
+            }
+            Err(e) if !warned => {
+                tracing::warn!(target: "plansync::engine", event = "crm_limits_unread", error = %e, "could not read the CRM's limits; the daily API budget is known only from its answers' Sforce-Limit-Info");
+                warned = true;
+            }
+            Err(e) => {
+                tracing::debug!(target: "plansync::engine", event = "crm_limits_unread", error = %e, "could not read the CRM's limits");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CRM_LIMITS_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
