@@ -47,3 +47,4 @@ mod sink_crm;
 mod store_review;
 mod storm;
 mod third_party;
+mod third_party_cdc;
