@@ -239,12 +239,13 @@ async fn the_client_pages_a_bulk_query_by_locator_and_a_failed_job_is_an_error()
     }
 }
 
-/// simple-salesforce's `bulk2` query and query_all, unchanged, page through the simulator's
-/// query jobs and read the same rows REST gives (a deleted one only through queryAll).
+/// simple-salesforce, unchanged, reads a large org: REST `query_all` past 2,000 rows (its
+/// `nextRecordsUrl` paging), and `bulk2` query and query_all through the simulator's query
+/// jobs, the same rows REST gives (a deleted one only through queryAll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simple_salesforce_reads_the_simulator_through_bulk_query_jobs() {
+async fn simple_salesforce_reads_a_large_org_through_rest_pages_and_bulk_query_jobs() {
     let crm = crm_sim(plansync_sim::crm::CrmSimConfig::default()).await;
-    for n in 0..21 {
+    for n in 0..2_101 {
         crm.create(
             "Opportunity",
             json!({"Name": format!("Deal {n}, with a comma"), "StageName": "Prospecting", "CloseDate": "2027-02-01", "Amount": n}),
@@ -253,6 +254,7 @@ async fn simple_salesforce_reads_the_simulator_through_bulk_query_jobs() {
         .expect("create");
     }
     let client = crm_client(&crm);
+    crm.reset_request_log();
     let gone = client
         .query("SELECT Id FROM Opportunity WHERE Name = 'Deal 3, with a comma'")
         .await
@@ -289,13 +291,33 @@ async fn simple_salesforce_reads_the_simulator_through_bulk_query_jobs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: Json = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let more = crm
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/services/data/v59.0/query/"))
+        .count();
+    assert_eq!(more, 1, "simple-salesforce followed one nextRecordsUrl");
     let rest = client
         .query("SELECT Id, Name, Amount, CloseDate FROM Opportunity")
         .await
         .expect("query")
         .records;
-    // 4 seeded + 21 created - 1 deleted, in pages of 10.
-    assert_eq!(rest.len(), 24);
+    // 4 seeded + 2,101 created - 1 deleted: REST pages of 2,000, Bulk pages of 1,000.
+    assert_eq!(rest.len(), 2_104);
+    assert_eq!(seen["rest_total"], 2_104);
+    let mut rest_ids: Vec<&str> = seen["rest_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    rest_ids.sort_unstable();
+    rest_ids.dedup();
+    assert_eq!(
+        rest_ids.len(),
+        2_104,
+        "every row once through nextRecordsUrl"
+    );
     assert_eq!(seen["pages"], 3, "{seen}");
     let rows = seen["rows"].as_array().unwrap();
     assert_eq!(rows.len(), rest.len());
@@ -312,8 +334,8 @@ async fn simple_salesforce_reads_the_simulator_through_bulk_query_jobs() {
         assert_eq!(amount, want["Amount"].as_f64(), "{id}");
     }
     let all = seen["all_rows"].as_array().unwrap();
-    assert_eq!(seen["all_pages"], 1);
-    assert_eq!(all.len(), 25);
+    assert_eq!(seen["all_pages"], 3);
+    assert_eq!(all.len(), 2_105);
     let deleted: Vec<&Json> = all.iter().filter(|r| r["IsDeleted"] == "true").collect();
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["Id"], gone.as_str());

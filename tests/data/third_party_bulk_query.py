@@ -1,6 +1,7 @@
-"""Reads the CRM simulator through Bulk API 2.0 query with simple-salesforce, a widely used
-third-party client, unchanged: a query job paged by `maxRecords` and `Sforce-Locator`, and a
-queryAll job. Prints one JSON object with what it read. Environment: CRM_URL (the simulator's
+"""Reads a large org on the CRM simulator with simple-salesforce, a widely used third-party
+client, unchanged: REST `query_all` following `nextRecordsUrl` past 2,000 rows, a Bulk API 2.0
+query job paged by `maxRecords` and `Sforce-Locator`, and a queryAll job. Prints one JSON
+object with what it read. Environment: CRM_URL (the simulator's
 instance URL), CRM_TOKEN (an access token from its OAuth endpoint)."""
 
 import csv
@@ -40,6 +41,9 @@ def rows(pages):
 
 out = {}
 soql = "SELECT Id, Name, Amount, CloseDate, IsDeleted FROM Opportunity"
-out["pages"], out["rows"] = rows(sf.bulk2.Opportunity.query(soql, max_records=10, wait=0.1))
+rest = sf.query_all(soql)
+out["rest_total"] = rest["totalSize"]
+out["rest_ids"] = [r["Id"] for r in rest["records"]]
+out["pages"], out["rows"] = rows(sf.bulk2.Opportunity.query(soql, max_records=1000, wait=0.1))
 out["all_pages"], out["all_rows"] = rows(sf.bulk2.Opportunity.query_all(soql, max_records=1000, wait=0.1))
 print(json.dumps(out))
