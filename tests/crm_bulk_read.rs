@@ -154,19 +154,30 @@ async fn a_first_run_above_the_threshold_reads_the_crm_through_a_bulk_query_job(
         "no value read as CSV failed its field's type"
     );
 
-    // Anaplan has the new deals, with the CRM's amounts.
-    let cells = anaplan.cells(MODEL, OPP_MODULE).expect("module");
-    for (id, row) in created.iter().zip(0..) {
-        let item = cells
-            .get(id)
-            .unwrap_or_else(|| panic!("{id} is in Anaplan"));
-        let amount = item
-            .get("Amount")
-            .and_then(|v| v.to_string().parse::<f64>().ok());
-        // A null amount is Anaplan's blank: no value, or 0.
-        let want = (row % 7 != 0).then(|| 1_000.25 + f64::from(row));
-        assert_eq!(amount.filter(|a| *a != 0.0), want, "{id}");
-    }
+    // Anaplan gets the new deals (the first run queued their writes), with the CRM's amounts;
+    // a null amount is Anaplan's blank (no value, or 0).
+    let amounts = || {
+        let cells = anaplan.cells(MODEL, OPP_MODULE).expect("module");
+        created
+            .iter()
+            .map(|id| {
+                cells.get(id).map(|item| {
+                    item.get("Amount")
+                        .and_then(|v| v.to_string().parse::<f64>().ok())
+                        .filter(|a| *a != 0.0)
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let want: Vec<Option<Option<f64>>> = (0..30)
+        .map(|row| Some((row % 7 != 0).then(|| 1_000.25 + f64::from(row))))
+        .collect();
+    wait_long(
+        "the new deals in Anaplan",
+        Duration::from_secs(30),
+        async || amounts() == want,
+    )
+    .await;
 
     // The watermark is the greatest stamp read, though it came first.
     let stamps = crm_client(&crm)
@@ -264,33 +275,7 @@ async fn simple_salesforce_reads_a_large_org_through_rest_pages_and_bulk_query_j
         .unwrap()
         .to_string();
     crm.delete(&gone, None).expect("delete");
-    let token = client
-        .token()
-        .await
-        .expect("a token")
-        .token
-        .expose()
-        .to_string();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/third_party_bulk_query.py");
-    let python = std::env::var("PLANSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let url = crm.instance_url().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            .arg(&script)
-            .env("CRM_URL", url)
-            .env("CRM_TOKEN", token)
-            .output()
-            .expect("python (set PLANSYNC_TEST_PYTHON to a venv from .ci/requirements.txt)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "simple-salesforce's bulk2 query failed against the simulator:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Json = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let seen = crm_script(&crm, "third_party_bulk_query.py").await;
     let more = crm
         .request_log()
         .iter()

@@ -37,6 +37,7 @@ mod readme;
 mod secrets;
 mod sim_anaplan;
 mod sim_crm;
+mod sim_crm_bulk_ingest;
 mod sim_crm_bulk_query;
 mod sim_crm_describe;
 mod sim_crm_routes;

@@ -4,9 +4,6 @@
 //! update, upsert by external id, delete, queryAll of a deleted row, describe, limits and a
 //! collections call; then the simulator's own state is checked.
 
-use std::path::Path;
-use std::process::Command;
-
 use crate::support::*;
 use plansync_sim::crm::CrmSimConfig;
 use serde_json::Value as Json;
@@ -14,32 +11,7 @@ use serde_json::Value as Json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_salesforce_does_its_everyday_calls_against_the_simulator() {
     let crm = crm_sim(CrmSimConfig::default()).await;
-    let token = crm_client(&crm)
-        .token()
-        .await
-        .expect("a token")
-        .token
-        .expose()
-        .to_string();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/third_party_crm.py");
-    let python = std::env::var("PLANSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let url = crm.instance_url().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(&script)
-            .env("CRM_URL", url)
-            .env("CRM_TOKEN", token)
-            .output()
-            .expect("python (set PLANSYNC_TEST_PYTHON to a venv from .ci/requirements.txt)")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "simple-salesforce failed against the simulator (is it installed? .ci/run sets up a venv):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Json = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let seen = crm_script(&crm, "third_party_crm.py").await;
 
     let ids = seen["query_ids"].as_array().unwrap();
     assert_eq!(seen["query_total"].as_u64(), Some(ids.len() as u64));

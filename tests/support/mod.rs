@@ -395,3 +395,37 @@ pub fn resolve_by_cli(db: &Path, id: i64, how: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `tests/data/<script>` (a Python script driving the CRM simulator with a third-party
+/// client) with `PLANSYNC_TEST_PYTHON`, given the simulator's URL and a token in `CRM_URL` /
+/// `CRM_TOKEN`; what it printed, as one JSON object.
+pub async fn crm_script(crm: &CrmSimHandle, script: &str) -> Json {
+    let token = crm_client(crm)
+        .token()
+        .await
+        .expect("a token")
+        .token
+        .expose()
+        .to_string();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(script);
+    let python = std::env::var("PLANSYNC_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let url = crm.instance_url().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(&path)
+            .env("CRM_URL", url)
+            .env("CRM_TOKEN", token)
+            .output()
+            .expect("python (set PLANSYNC_TEST_PYTHON to a venv from .ci/requirements.txt)")
+    })
+    .await
+    .expect("the script's thread");
+    assert!(
+        out.status.success(),
+        "{script} failed against the simulator (is .ci/requirements.txt installed? .ci/run sets up a venv):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}

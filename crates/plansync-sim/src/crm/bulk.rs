@@ -1,6 +1,9 @@
 //! Bulk API 2.0 ingest: create a job, upload CSV, mark `UploadComplete`, poll the job, read
 //! `successfulResults/` and `failedResults/`. Rows are applied in transactions of 200, as
-//! Salesforce chunks them, with `changeOrigin` `com/salesforce/api/bulkapi/…`.
+//! Salesforce chunks them, with `changeOrigin` `com/salesforce/api/bulkapi/…`. Operations:
+//! `insert`, `update`, `upsert` (by `externalIdFieldName`, as the REST upsert matches: see
+//! `upsert.rs`; a key repeated within a chunk fails those rows), `delete` (to the recycle
+//! bin) and `hardDelete` (gone for good, even from `queryAll`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ pub struct Job {
     id: String,
     object: String,
     operation: String,
+    /// `upsert`'s key: an external id field or `Id`, as the job names it.
+    external_id: Option<String>,
     state: &'static str,
     created_by: String,
     created: i64,
@@ -64,6 +69,9 @@ fn info(job: &Job, full: bool) -> Value {
         "lineEnding": job.line_ending,
         "columnDelimiter": job.delimiter,
     });
+    if let (Some(key), Value::Object(m)) = (&job.external_id, &mut v) {
+        m.insert("externalIdFieldName".into(), json!(key));
+    }
     if full && let Value::Object(m) = &mut v {
         let processed = job.successes.len() + job.failures.len();
         m.insert("jobType".into(), json!("V2Ingest"));
@@ -106,7 +114,10 @@ pub async fn create_job(
         );
     };
     let operation = field("operation").unwrap_or_default();
-    if !matches!(operation.as_str(), "insert" | "update" | "delete") {
+    if !matches!(
+        operation.as_str(),
+        "insert" | "update" | "upsert" | "delete" | "hardDelete"
+    ) {
         return bulk_error(
             StatusCode::BAD_REQUEST,
             "INVALIDJOB",
@@ -146,6 +157,32 @@ pub async fn create_job(
             org.user_id(user),
         )
     };
+    let external_id = if operation == "upsert" {
+        let Some(key) = field("externalIdFieldName").filter(|k| !k.is_empty()) else {
+            return bulk_error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDJOB",
+                "InvalidJob : External ID was blank for upsert",
+            );
+        };
+        let org = sim.org_lock();
+        let known = org
+            .table_index(&canonical)
+            .and_then(|t| org.def(t))
+            .is_some_and(|def| super::upsert::key_field(def, &key).is_some());
+        if !known {
+            return bulk_error(
+                StatusCode::BAD_REQUEST,
+                "INVALIDJOB",
+                &format!(
+                    "InvalidJob : Field name provided, {key} does not match an External ID, Salesforce Id, or indexed field for {canonical}"
+                ),
+            );
+        }
+        Some(key)
+    } else {
+        None
+    };
     let mut jobs = sim.jobs_lock();
     jobs.next += 1;
     let id = super::ids::make_id("750", jobs.next);
@@ -153,6 +190,7 @@ pub async fn create_job(
         id: id.clone(),
         object: canonical,
         operation,
+        external_id,
         state: "Open",
         created_by,
         created: super::org::now_ms(),
@@ -258,6 +296,88 @@ fn error_text(errors: &[FieldError]) -> String {
         .join(" ")
 }
 
+/// Where a job's upload has its `Id` and its upsert key.
+struct Columns<'a> {
+    header: &'a [String],
+    id: Option<usize>,
+    key: Option<usize>,
+}
+
+/// One row's write, validated, and whether it creates a record.
+fn prepare_row(
+    org: &mut super::org::Org,
+    job: &Job,
+    columns: &Columns<'_>,
+    row: &[String],
+) -> (Result<Op, Vec<FieldError>>, bool) {
+    let id = columns
+        .id
+        .and_then(|c| row.get(c))
+        .cloned()
+        .unwrap_or_default();
+    if matches!(job.operation.as_str(), "delete" | "hardDelete") {
+        return (org.prepare_delete(&id, false), false);
+    }
+    let table = org.table_index(&job.object);
+    let def = table.and_then(|t| org.def(t)).map(Arc::clone);
+    let mut fields = Map::new();
+    let mut errors = Vec::new();
+    for (c, (col, cell)) in columns.header.iter().zip(row).enumerate() {
+        if Some(c) == columns.id || Some(c) == columns.key {
+            continue;
+        }
+        let Some(field) = def.as_ref().and_then(|d| d.field(col).cloned()) else {
+            errors.push(FieldError::new(
+                "INVALID_FIELD",
+                format!("No such column '{col}' on entity '{}'", job.object),
+                &[col],
+            ));
+            continue;
+        };
+        match values::from_csv(&field, cell) {
+            Ok(Some(v)) => {
+                fields.insert(field.name.clone(), values::to_json(&v, false));
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return (Err(errors), false);
+    }
+    match job.operation.as_str() {
+        "insert" => (org.prepare_create(&job.object, &fields), true),
+        "upsert" => {
+            let key_name = job.external_id.as_deref().unwrap_or("Id");
+            let Some(key) = def.as_ref().and_then(|d| d.field(key_name).cloned()) else {
+                let error = FieldError::new(
+                    "INVALID_FIELD",
+                    format!(
+                        "No such external id field '{key_name}' on entity '{}'",
+                        job.object
+                    ),
+                    &[key_name],
+                );
+                return (Err(vec![error]), false);
+            };
+            let cell = columns
+                .key
+                .and_then(|c| row.get(c))
+                .cloned()
+                .unwrap_or_default();
+            let value = if cell.is_empty() {
+                Value::Null
+            } else {
+                Value::String(cell)
+            };
+            let ((_, result), created) =
+                super::upsert::prepare_by_key(org, &job.object, &key, &value, &fields);
+            (result, created)
+        }
+        _ => (org.prepare_update(Some(&job.object), &id, &fields), false),
+    }
+}
+
 /// Applies the uploaded rows in chunks of 200, one transaction each. Called with the jobs lock
 /// held; takes the org lock per chunk (jobs before org, nothing awaits).
 fn process(sim: &Sim, job: &mut Job) {
@@ -275,7 +395,18 @@ fn process(sim: &Sim, job: &mut Job) {
         }
     };
     let id_col = header.iter().position(|h| h.eq_ignore_ascii_case("id"));
-    if job.operation != "insert" && id_col.is_none() {
+    let key_col = match &job.external_id {
+        Some(key) => match header.iter().position(|h| h.eq_ignore_ascii_case(key)) {
+            Some(c) => Some(c),
+            None => {
+                job.state = "Failed";
+                job.error_message = Some(format!("InvalidBatch : Field name not found : {key}"));
+                return;
+            }
+        },
+        None => None,
+    };
+    if !matches!(job.operation.as_str(), "insert" | "upsert") && id_col.is_none() {
         job.state = "Failed";
         job.error_message = Some("InvalidBatch : Field name not found : Id".into());
         return;
@@ -296,61 +427,56 @@ fn process(sim: &Sim, job: &mut Job) {
         user: job.user,
         origin: job.origin.clone(),
     };
+    let columns = Columns {
+        header: &header,
+        id: id_col,
+        key: key_col,
+    };
     for chunk in rows.chunks(CHUNK) {
         let mut org = sim.org_lock();
-        let table = org.table_index(&job.object);
-        let mut prepared: Vec<(usize, Result<Op, Vec<FieldError>>)> = Vec::new();
-        for (i, row) in chunk.iter().enumerate() {
-            let id = id_col.and_then(|c| row.get(c)).cloned().unwrap_or_default();
-            let result = match job.operation.as_str() {
-                "delete" => org.prepare_delete(&id, false),
-                op => {
-                    let mut fields = Map::new();
-                    let mut errors = Vec::new();
-                    let def = table.and_then(|t| org.def(t)).map(Arc::clone);
-                    for (col, cell) in header.iter().zip(row) {
-                        if col.eq_ignore_ascii_case("id") {
-                            continue;
-                        }
-                        let Some(field) = def.as_ref().and_then(|d| d.field(col).cloned()) else {
-                            errors.push(FieldError::new(
-                                "INVALID_FIELD",
-                                format!("No such column '{col}' on entity '{}'", job.object),
-                                &[col],
-                            ));
-                            continue;
-                        };
-                        match values::from_csv(&field, cell) {
-                            Ok(Some(v)) => {
-                                fields.insert(field.name.clone(), values::to_json(&v, false));
-                            }
-                            Ok(None) => {}
-                            Err(e) => errors.push(e),
-                        }
-                    }
-                    if !errors.is_empty() {
-                        Err(errors)
-                    } else if op == "insert" {
-                        org.prepare_create(&job.object, &fields)
-                    } else {
-                        org.prepare_update(Some(&job.object), &id, &fields)
-                    }
-                }
-            };
-            prepared.push((i, result));
+        let keys: Vec<Value> = chunk
+            .iter()
+            .map(|row| {
+                key_col
+                    .and_then(|c| row.get(c))
+                    .filter(|v| !v.is_empty())
+                    .map_or(Value::Null, |v| Value::String(v.clone()))
+            })
+            .collect();
+        let repeated = if key_col.is_some() {
+            super::upsert::repeated_keys(&keys)
+        } else {
+            vec![false; chunk.len()]
+        };
+        let mut prepared: Vec<(Result<Op, Vec<FieldError>>, bool)> = Vec::new();
+        for ((row, key), repeated) in chunk.iter().zip(&keys).zip(repeated) {
+            prepared.push(if repeated {
+                let field = job.external_id.as_deref().unwrap_or("Id");
+                let def = org.table_index(&job.object).and_then(|t| org.def(t));
+                let error = def
+                    .and_then(|d| d.field(field))
+                    .map(|f| super::upsert::repeated_key_error(f, key));
+                (Err(error.into_iter().collect()), false)
+            } else {
+                prepare_row(&mut org, job, &columns, row)
+            });
         }
         let ops: Vec<Op> = prepared
             .iter()
-            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .filter_map(|(r, _)| r.as_ref().ok().cloned())
             .collect();
         let mut ids = org.commit(&ctx, ops).into_iter();
-        drop(org);
-        for (i, result) in prepared {
+        for (i, (result, created)) in prepared.into_iter().enumerate() {
             let row = chunk.get(i).cloned().unwrap_or_default();
             match result {
                 Ok(_) => {
                     let id = ids.next().unwrap_or_default();
-                    job.successes.push((id, job.operation == "insert", row));
+                    if job.operation == "hardDelete"
+                        && let Some(r) = org.resolve_id(&id)
+                    {
+                        org.purge(r);
+                    }
+                    job.successes.push((id, created, row));
                 }
                 Err(errors) => {
                     let id = id_col.and_then(|c| row.get(c)).cloned().unwrap_or_default();
@@ -358,6 +484,7 @@ fn process(sim: &Sim, job: &mut Job) {
                 }
             }
         }
+        drop(org);
     }
     job.state = "JobComplete";
 }

@@ -261,7 +261,8 @@ fn router(sim: Arc<Sim>) -> Router {
             &format!("{data}/sobjects/{{object}}/{{id}}"),
             get(rest::get_record)
                 .patch(rest::update)
-                .delete(rest::delete),
+                .delete(rest::delete)
+                .post(upsert::create_by_id),
         )
         .route(
             &format!("{data}/sobjects/{{object}}/{{field}}/{{value}}"),

@@ -5,7 +5,10 @@
 //! As the REST API Developer Guide describes it: no record with the value → the record is
 //! created with it (201, `created: true`); one → it is updated (200 with `created: false` from
 //! API 46.0, 204 before); several → 300 with the matching records' URLs (in a collection, that
-//! record's `DUPLICATE_EXTERNAL_ID` error). `Id` serves as the field too (it never creates).
+//! record's `DUPLICATE_EXTERNAL_ID` error). `Id` serves as the field too (it never creates),
+//! except in `POST …/sobjects/{object}/Id` (API 37.0 on), which creates: `Id` as the field,
+//! null as the value. Within one collection, a key two records share fails both
+//! (`DUPLICATE_VALUE`), as Salesforce checks keys per chunk of 200.
 //! The writes go through the ordinary commit path, so they emit change events like any other.
 
 use std::sync::Arc;
@@ -54,10 +57,7 @@ fn target(
     let Some(def) = org.def(table).map(Arc::clone) else {
         return Err(not_found());
     };
-    let fi = def
-        .field_index(field)
-        .filter(|&i| def.fields.get(i).is_some_and(is_key))
-        .ok_or_else(|| field_not_found(field))?;
+    let fi = key_field(&def, field).ok_or_else(|| field_not_found(field))?;
     Ok((table, def, fi))
 }
 
@@ -157,6 +157,41 @@ fn validate(org: &mut Org, object: &str, op: Op, fields: &Map<String, Value>) ->
         }
         Op::Create(with_key) => (None, org.prepare_create(object, &with_key)),
     }
+}
+
+/// First API version of `POST …/sobjects/{object}/Id`.
+const POST_BY_ID_SINCE: f64 = 37.0;
+
+/// `POST …/sobjects/{object}/Id`: a create, through the sObject path a client upserting by
+/// several keys already uses. Any other last segment is a record id, which takes no POST.
+pub async fn create_by_id(
+    State(sim): State<Arc<Sim>>,
+    Path((version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let since = http::api_version(&version)
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(|v| v >= POST_BY_ID_SINCE);
+    if !id.eq_ignore_ascii_case("Id") || !since {
+        return sf_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "HTTP Method 'POST' not allowed. Allowed are HEAD,GET,PATCH,DELETE",
+        );
+    }
+    let named = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v.as_object()
+            .and_then(|m| m.keys().find(|k| k.eq_ignore_ascii_case("Id")).cloned())
+    });
+    if let Some(key) = named {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            &format!("The record to create with Id as the key must not give a value of {key}"),
+        );
+    }
+    super::rest::create(State(sim), Path((version, object)), headers, body).await
 }
 
 /// `PATCH …/sobjects/{object}/{field}/{value}`.
@@ -293,10 +328,24 @@ pub async fn composite(
             Err(resp) => return resp,
         };
         let key = &def.fields[fi];
+        let keys: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                r.as_object()
+                    .and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key.name)))
+                    .map_or(Value::Null, |(_, v)| v.clone())
+            })
+            .collect();
+        let repeated = repeated_keys(&keys);
         let mut created = Vec::with_capacity(records.len());
         let prepared: Vec<Prepared> = records
             .iter()
-            .map(|record| {
+            .zip(keys.iter().zip(repeated))
+            .map(|(record, (value, repeated))| {
+                if repeated {
+                    created.push(false);
+                    return (None, Err(vec![repeated_key_error(key, value)]));
+                }
                 let (p, c) = prepare_record(&mut org, &object, key, record);
                 created.push(c);
                 p
@@ -346,8 +395,56 @@ fn prepare_record(org: &mut Org, object: &str, key: &FieldDef, record: &Value) -
         .unwrap_or(Value::Null);
     let mut rest = fields.clone();
     rest.retain(|k, _| !k.eq_ignore_ascii_case(&key.name));
-    match prepare(org, object, key, &value, &rest) {
-        Ok((op, created)) => (validate(org, object, op, &rest), created),
-        Err(e) => fail(e),
+    prepare_by_key(org, object, key, &value, &rest)
+}
+
+/// One upsert by key value (a REST collection's record, a Bulk API row): the validated write
+/// and whether it creates.
+pub(super) fn prepare_by_key(
+    org: &mut Org,
+    object: &str,
+    key: &FieldDef,
+    value: &Value,
+    rest: &Map<String, Value>,
+) -> (Prepared, bool) {
+    match prepare(org, object, key, value, rest) {
+        Ok((op, created)) => (validate(org, object, op, rest), created),
+        Err(e) => ((None, Err(vec![e])), false),
     }
+}
+
+/// The index of `object`'s key field `name` (an external id field, or `Id`).
+pub(super) fn key_field(def: &ObjectDef, name: &str) -> Option<usize> {
+    def.field_index(name)
+        .filter(|&i| def.fields.get(i).is_some_and(is_key))
+}
+
+/// Which of one chunk's key values appear more than once. Salesforce checks keys per chunk
+/// of 200 (what a trigger sees at once): every row sharing a key fails, nothing is written
+/// for them; the same key in two chunks is two upserts.
+pub(super) fn repeated_keys(values: &[Value]) -> Vec<bool> {
+    let norm = |v: &Value| match v {
+        Value::String(s) => s.to_lowercase(),
+        other => other.to_string(),
+    };
+    let mut counts = std::collections::HashMap::new();
+    for v in values.iter().filter(|v| !v.is_null()) {
+        *counts.entry(norm(v)).or_insert(0usize) += 1;
+    }
+    values
+        .iter()
+        .map(|v| !v.is_null() && counts.get(&norm(v)).is_some_and(|&n| n > 1))
+        .collect()
+}
+
+/// The error of a row whose key another row of its chunk repeats.
+pub(super) fn repeated_key_error(key: &FieldDef, value: &Value) -> FieldError {
+    let shown = value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_string);
+    FieldError::new(
+        "DUPLICATE_VALUE",
+        format!("Duplicate external id specified: {shown}"),
+        &[&key.name],
+    )
 }

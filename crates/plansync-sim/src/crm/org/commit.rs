@@ -43,6 +43,7 @@ impl Org {
         t.records.push(Record {
             values,
             deleted: false,
+            purged: false,
             created: at,
             created_by: user,
             modified: at,

@@ -24,6 +24,10 @@ use super::values::Val;
 pub struct Record {
     pub values: Box<[Val]>,
     pub deleted: bool,
+    /// Hard-deleted (Bulk API `hardDelete`): gone for good, even from `queryAll` and the
+    /// recycle bin. The slot stays, so the ids (and cursors) of other records keep their
+    /// place.
+    pub purged: bool,
     pub created: i64,
     pub created_by: u32,
     pub modified: i64,
@@ -138,7 +142,23 @@ impl Org {
         let (prefix, n) = ids::parse_id(id)?;
         let table = *self.by_prefix.get(prefix)?;
         let idx = usize::try_from(n.checked_sub(1)?).ok()?;
-        (idx < self.tables.get(table)?.records.len()).then_some(RecordRef { table, idx })
+        let t = self.tables.get(table)?;
+        t.records
+            .get(idx)
+            .filter(|rec| !rec.purged)
+            .map(|_| RecordRef { table, idx })
+    }
+
+    /// Makes a deleted record unrecoverable: no id finds it, no query (`queryAll`
+    /// included) returns it.
+    pub fn purge(&mut self, r: RecordRef) {
+        if let Some(rec) = self
+            .tables
+            .get_mut(r.table)
+            .and_then(|t| t.records.get_mut(r.idx))
+        {
+            rec.purged = true;
+        }
     }
 
     pub fn record(&self, r: RecordRef) -> Option<&Record> {

@@ -89,6 +89,7 @@ impl Org {
                 ]
                 .into_boxed_slice(),
                 deleted: false,
+                purged: false,
                 created: now,
                 created_by: 0,
                 modified: now,

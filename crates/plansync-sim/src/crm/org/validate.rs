@@ -207,7 +207,10 @@ impl Org {
         };
         (0..t.records.len())
             .map(|idx| RecordRef { table, idx })
-            .filter(|&r| self.record(r).is_some_and(|rec| !rec.deleted))
+            .filter(|&r| {
+                self.record(r)
+                    .is_some_and(|rec| !rec.deleted && !rec.purged)
+            })
             .filter(|&r| match (&self.get(r, field), value) {
                 (Val::Str(a), Val::Str(b)) => a.eq_ignore_ascii_case(b),
                 (a, b) => !a.is_null() && a == b,

@@ -125,7 +125,10 @@ impl Bound {
         };
         let def = &t.def;
         let mut rows: Vec<RecordRef> = (0..t.records.len())
-            .filter(|&idx| all_rows || !t.records[idx].deleted)
+            .filter(|&idx| {
+                let rec = &t.records[idx];
+                !rec.purged && (all_rows || !rec.deleted)
+            })
             .map(|idx| RecordRef {
                 table: self.table,
                 idx,
