@@ -48,4 +48,5 @@ mod sink_crm;
 mod store_review;
 mod storm;
 mod third_party;
+mod third_party_anaplan;
 mod third_party_cdc;

@@ -1,5 +1,7 @@
-//! A model's structure: modules, line items (with their format metadata) and the dimensions
-//! of line items, including the lookup of dimension items by code or name.
+//! A model's structure: modules, line items (with their format metadata: a number's display
+//! settings, a text's `textType`, a list's hierarchy; booleans and dates carry only their data
+//! type) and the dimensions of line items, including the lookup of dimension items by code or
+//! name.
 
 use axum::response::Response;
 use serde::Deserialize;
@@ -54,7 +56,13 @@ fn line_item_json(md: &ModelData, li: usize, all: bool) -> Value {
                     fm.insert("showAll".into(), json!(false));
                 }
             }
-            _ => {}
+            // Anaplan's text formats are general text, e-mail addresses and drill-through
+            // URIs; a client may require the kind (anaplan-sdk's line item model does).
+            Format::Text => {
+                fm.insert("textType".into(), json!("GENERAL"));
+            }
+            // Boolean and date formats carry only their data type.
+            Format::Boolean | Format::Date => {}
         }
         let referenced_by: Vec<Value> = md.modules[l.module]
             .line_items
