@@ -368,3 +368,34 @@ fn a_config_that_cannot_be_used_exits_2() {
     assert!(stderr.contains("client_secret"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// A text field the rules write to the CRM must not let through more than the field holds:
+/// without `max_length` (or with one above the describe's length) a planner's long name would
+/// only fail at its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_field_written_without_a_length_limit_is_named() {
+    let sims = sims().await;
+    for (to, says) in [
+        ("", "the rules set no max_length"),
+        (
+            "max_length = 300",
+            "the rules let values of up to 300 through",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = rules_with(
+            dir.path(),
+            "territory.toml",
+            "max_length = 80                  # what a custom object's Name holds: longer is held for review",
+            to,
+        );
+        let config = write_config(dir.path(), &rules, &sims, "websocket");
+        let out = check(&config, asim::DEFAULT_PASSWORD, &[]).await;
+        // The file's own test case of a long name fails too, as it should.
+        let text = assert_fails_only(&out, &["rules.territory.tests", "crm.Territory__c.Name"]);
+        let field = line(&text, "crm.Territory__c.Name");
+        assert!(field.contains("holds at most 255 characters"), "{field}");
+        assert!(field.contains(says), "{field}");
+        assert!(field.contains("max_length = 255"), "{field}");
+    }
+}

@@ -314,6 +314,10 @@ fn check_refuses_each_contradiction() {
             "blank_text.toml",
             "`blank` applies only to number and boolean fields",
         ),
+        (
+            "max_length.toml",
+            "`max_length` applies only to text fields",
+        ),
     ];
     for (file, message) in cases {
         let path = format!("tests/data/bad_rules/{file}");

@@ -137,6 +137,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 min: min.map(|u| Decimal { units: u, scale: 0 }),
                 max: None,
                 allowed: None,
+                max_length: None,
                 max_change_pct: pct.map(|u| Decimal { units: u, scale: 0 }),
             },
         })

@@ -164,3 +164,35 @@ async fn post_to_sobjects_id_creates_and_a_collection_refuses_a_repeated_key() {
     assert_eq!(results[1]["success"], true, "{results}");
     assert_eq!(results[1]["created"], true, "{results}");
 }
+
+/// A text longer than describe's `length` is refused, as Salesforce refuses it.
+#[tokio::test]
+async fn a_text_longer_than_the_field_holds_is_refused() {
+    let env = start(CrmSimConfig::default()).await;
+    let (_, describe) = env
+        .get(&format!("{V}/sobjects/Territory__c/describe"))
+        .await;
+    let length = describe["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Name")
+        .and_then(|f| f["length"].as_u64())
+        .expect("Name's length") as usize;
+    for (chars, status) in [
+        (length, StatusCode::CREATED),
+        (length + 1, StatusCode::BAD_REQUEST),
+    ] {
+        let (got, answer, _) = env
+            .call(
+                Method::POST,
+                &format!("{V}/sobjects/Territory__c"),
+                Some(json!({"Name": "é".repeat(chars)})),
+            )
+            .await;
+        assert_eq!(got, status, "{chars} characters: {answer}");
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!(answer[0]["errorCode"], "STRING_TOO_LONG", "{answer}");
+        }
+    }
+}

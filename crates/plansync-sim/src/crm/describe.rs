@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::Sim;
 use super::http::{json_response, not_found};
 use super::schema::{FieldDef, FieldType, ObjectDef, Storage, SystemField};
+use super::values;
 
 pub async fn describe(
     State(sim): State<Arc<Sim>>,
@@ -203,7 +204,7 @@ fn field_json(f: &FieldDef) -> Value {
 fn sizes(ty: &FieldType) -> (u32, u32, u32) {
     match ty {
         FieldType::Id | FieldType::Reference(_) => (18, 0, 0),
-        FieldType::String | FieldType::Picklist(_) => (255, 0, 0),
+        FieldType::String | FieldType::Picklist(_) => (values::MAX_TEXT as u32, 0, 0),
         FieldType::Double | FieldType::Currency => (0, 18, 2),
         FieldType::Percent => (0, 3, 0),
         FieldType::Boolean | FieldType::Date | FieldType::DateTime | FieldType::Address => {

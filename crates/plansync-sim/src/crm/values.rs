@@ -129,6 +129,9 @@ fn deserialize_error(kind: &str, json: &Value) -> FieldError {
     )
 }
 
+/// The characters a text field holds (what describe reports as its `length`).
+pub const MAX_TEXT: usize = 255;
+
 /// Checks and converts a JSON value written to `field`. References are checked for shape and
 /// target here; whether the target exists is the org's business.
 pub fn from_json(field: &FieldDef, json: &Value) -> Result<Val, FieldError> {
@@ -136,6 +139,14 @@ pub fn from_json(field: &FieldDef, json: &Value) -> Result<Val, FieldError> {
     let val = match (&field.ty, json) {
         (_, Value::Null) => Val::Null,
         (FieldType::String, Value::String(s)) if s.is_empty() => Val::Null,
+        (FieldType::String, Value::String(s)) if s.chars().count() > MAX_TEXT => {
+            let head: String = s.chars().take(20).collect();
+            return Err(FieldError::new(
+                "STRING_TOO_LONG",
+                format!("{name}: data value too large: {head}... (max length={MAX_TEXT})"),
+                &[name],
+            ));
+        }
         (FieldType::String, Value::String(s)) => Val::Str(s.as_str().into()),
         (FieldType::String, Value::Number(n)) => Val::Str(n.to_string().into()),
         (FieldType::String, Value::Bool(b)) => Val::Str(b.to_string().into()),

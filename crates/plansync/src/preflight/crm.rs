@@ -156,6 +156,19 @@ fn written_to_crm(rule: &FieldRule) -> bool {
         .any(|p| matches!(p.owner, Owner::Anaplan | Owner::Shared))
 }
 
+/// The longest text a policy that writes to the CRM lets through: `Some(None)` when one of
+/// them sets no limit, `None` when no policy writes to the CRM.
+fn longest_written(rule: &FieldRule) -> Option<Option<u32>> {
+    std::iter::once(&rule.policy)
+        .chain(rule.overrides.iter().map(|o| &o.policy))
+        .filter(|p| matches!(p.owner, Owner::Anaplan | Owner::Shared))
+        .map(|p| p.validation.max_length)
+        .reduce(|a, b| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        })
+}
+
 /// The Salesforce types a rule's values can be read from and written to.
 fn compatible_types(kind: ValueKind) -> &'static [&'static str] {
     match kind {
@@ -228,7 +241,7 @@ fn field_check(description: &ObjectDescription, pairing: &Pairing, rule: &FieldR
 }
 
 /// What the CRM would refuse or change in a value the rules write: more decimals than the field
-/// keeps, a picklist value it does not offer. `(detail, fix)`.
+/// keeps, text longer than it holds, a picklist value it does not offer. `(detail, fix)`.
 fn written_value_problem(
     f: &FieldDescription,
     rule: &FieldRule,
@@ -247,6 +260,25 @@ fn written_value_problem(
             format!(
                 "set scale = {} for {} in {file}, or widen the field",
                 f.scale, rule.crm
+            ),
+        ));
+    }
+    if rule.kind == ValueKind::Text
+        && f.length > 0
+        && let Some(over) = longest_written(rule).filter(|&n| n.is_none_or(|n| n > f.length))
+    {
+        let what = match over {
+            Some(n) => format!("the rules let values of up to {n} through"),
+            None => "the rules set no max_length".to_string(),
+        };
+        return Some((
+            format!(
+                "`{}` holds at most {} characters, but {what}: a longer value from Anaplan would fail its write",
+                f.name, f.length
+            ),
+            format!(
+                "set max_length = {} for {} in {file} (a longer value is then held for review)",
+                f.length, rule.crm
             ),
         ));
     }

@@ -631,6 +631,15 @@ pub fn invalid(
                     field.id
                 ));
             }
+            if let Some(max) = rules.max_length
+                && t.chars().count() > max as usize
+            {
+                return Some(format!(
+                    "{}: the value has {} characters, more than the {max} the field holds",
+                    field.id,
+                    t.chars().count()
+                ));
+            }
             match &rules.allowed {
                 Some(allowed) if !allowed.contains(t) => {
                     Some(format!("{}: `{t}` is not an allowed value", field.id))

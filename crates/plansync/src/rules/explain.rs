@@ -120,6 +120,9 @@ pub fn describe(p: &Policy) -> String {
     if let Some(pct) = v.max_change_pct {
         parts.push(format!("max change {}%", pct.shortest()));
     }
+    if let Some(n) = v.max_length {
+        parts.push(format!("at most {n} characters"));
+    }
     if let Some(allowed) = &v.allowed {
         let list: Vec<&str> = allowed.iter().map(String::as_str).collect();
         parts.push(format!("allowed: {}", list.join(", ")));

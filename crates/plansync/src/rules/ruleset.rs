@@ -365,6 +365,9 @@ pub struct Validation {
     pub max: Option<Decimal>,
     /// For text fields: the only values accepted.
     pub allowed: Option<BTreeSet<String>>,
+    /// For text fields: the most characters a value may have (what the CRM field holds, so
+    /// a longer value from Anaplan is held for review instead of failing its write).
+    pub max_length: Option<u32>,
     /// The largest accepted change relative to the base, in percent.
     pub max_change_pct: Option<Decimal>,
 }

@@ -60,6 +60,7 @@ const POLICY_KEYS: &[&str] = &[
     "min",
     "max",
     "allowed",
+    "max_length",
     "max_change_pct",
 ];
 const FIELD_ONLY_KEYS: &[&str] = &[

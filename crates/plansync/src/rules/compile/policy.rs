@@ -1,4 +1,4 @@
-//! A field's policy (owner, on_violation, on_conflict, tie, min, max, allowed,
+//! A field's policy (owner, on_violation, on_conflict, tie, min, max, allowed, max_length,
 //! max_change_pct): the settings as written, then merged over a base and checked to fit
 //! together. A setting that did not read is reported once, and the fit is not checked.
 
@@ -19,6 +19,7 @@ pub(super) struct PolicyParts {
     pub(super) min: Option<(Decimal, Range<usize>)>,
     pub(super) max: Option<(Decimal, Range<usize>)>,
     pub(super) allowed: Option<(BTreeSet<String>, Range<usize>)>,
+    pub(super) max_length: Option<(u64, Range<usize>)>,
     pub(super) max_change_pct: Option<(Decimal, Range<usize>)>,
 }
 
@@ -31,6 +32,7 @@ impl PolicyParts {
             && self.min.is_none()
             && self.max.is_none()
             && self.allowed.is_none()
+            && self.max_length.is_none()
             && self.max_change_pct.is_none()
     }
 }
@@ -83,6 +85,7 @@ impl Compiler<'_, '_> {
         if let Some((values, span)) = t.str_array(self.p, "allowed") {
             parts.allowed = Some((values.into_iter().map(|v| v.value).collect(), span));
         }
+        parts.max_length = t.uint(self.p, "max_length");
         let given = [
             ("owner", parts.owner.is_some()),
             ("on_violation", parts.on_violation.is_some()),
@@ -92,6 +95,7 @@ impl Compiler<'_, '_> {
             ("max", parts.max.is_some()),
             ("max_change_pct", parts.max_change_pct.is_some()),
             ("allowed", parts.allowed.is_some()),
+            ("max_length", parts.max_length.is_some()),
         ];
         parts.broken = given.iter().any(|(key, ok)| !ok && t.attempted(key));
         parts
@@ -299,6 +303,25 @@ impl Compiler<'_, '_> {
                             "`allowed` applies only to text and picklist fields",
                         )
                         .help("use min and max for numbers"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if let Some((n, s)) = &parts.max_length {
+            match (info.kind, u32::try_from(*n)) {
+                (ValueKind::Text, Ok(n)) if n > 0 => validation.max_length = Some(n),
+                (ValueKind::Text, _) => {
+                    self.p.push(Problem::new(
+                        s.clone(),
+                        "`max_length` must be between 1 and 4294967295 characters",
+                    ));
+                    ok = false;
+                }
+                _ => {
+                    self.p.push(
+                        Problem::new(s.clone(), "`max_length` applies only to text fields")
+                            .help("a picklist's values are its limit; numbers have min and max"),
                     );
                     ok = false;
                 }
