@@ -325,3 +325,50 @@ async fn simple_salesforce_reads_a_large_org_through_rest_pages_and_bulk_query_j
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0]["Id"], gone.as_str());
 }
+
+/// An org with no Bulk API 2.0 query jobs left today refuses the job: the first run says so
+/// and reads the CRM through REST pages instead, deciding every record all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bulk_query_job_falls_back_to_rest_pages() {
+    let (crm, anaplan) = simulators().await;
+    for n in 0..15 {
+        crm.create(
+            "Opportunity",
+            json!({"Name": format!("Deal {n}"), "StageName": "Prospecting", "CloseDate": "2027-02-01", "Amount": n}),
+            None,
+        )
+        .expect("create");
+    }
+    crm.set_bulk_query_job_limit(0);
+    crm.reset_request_log();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("plansync.db");
+    let engine = spawn_run(
+        dir.path(),
+        &run_config(&crm, &anaplan, "[engine]\ncrm_bulk_query_above = 10\n"),
+    );
+    wait_long("the first run", Duration::from_secs(60), async || {
+        first_run_done(&db)
+    })
+    .await;
+    let log = engine.log();
+    assert!(log.contains("crm_bulk_query_refused"), "{log}");
+    assert!(log.contains("LIMIT_EXCEEDED"), "{log}");
+    let requests = crm.request_log();
+    let refused = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/jobs/query"))
+        .all(|r| r.status == 400);
+    assert!(refused, "{requests:#?}");
+    // The probe page, then the whole read again through REST, for the opportunities.
+    let rest_reads = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/queryAll"))
+        .count();
+    assert_eq!(rest_reads, 3, "{requests:#?}");
+    let seen = seen_crm(&db, "opportunity");
+    let records: std::collections::BTreeSet<&str> =
+        seen.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(records.len(), 19, "every deal decided");
+    drop(engine);
+}

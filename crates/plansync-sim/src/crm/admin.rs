@@ -302,6 +302,12 @@ impl CrmSimHandle {
         self.sim.merged(object, ids, &fields, user)
     }
 
+    /// How many Bulk API 2.0 query jobs the org may create (`DailyBulkV2QueryJobs`; 10,000
+    /// by default); past it, creating one is refused with `LIMIT_EXCEEDED`.
+    pub fn set_bulk_query_job_limit(&self, limit: u64) {
+        self.sim.query_jobs_lock().limit = limit;
+    }
+
     /// Answers this share (0.0–1.0, clamped) of REST calls with 503 `SERVER_UNAVAILABLE`,
     /// before they are looked at; OAuth and streaming are not affected.
     pub fn set_error_rate(&self, rate: f64) {

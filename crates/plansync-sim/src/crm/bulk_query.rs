@@ -50,13 +50,30 @@ pub struct QueryJob {
     rows: Vec<RecordRef>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct QueryJobs {
     map: HashMap<String, QueryJob>,
     next: u64,
     /// Jobs created since the start, for `DailyBulkV2QueryJobs`.
     pub created: u64,
+    /// How many may be created (`DailyBulkV2QueryJobs`' maximum); past it, creation is
+    /// refused.
+    pub limit: u64,
 }
+
+impl Default for QueryJobs {
+    fn default() -> Self {
+        QueryJobs {
+            map: HashMap::new(),
+            next: 0,
+            created: 0,
+            limit: DAILY_JOBS,
+        }
+    }
+}
+
+/// A Developer Edition's `DailyBulkV2QueryJobs`.
+pub const DAILY_JOBS: u64 = 10_000;
 
 fn bulk_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, &json!([{"errorCode": code, "message": message}]))
@@ -184,6 +201,14 @@ pub async fn create_job(
         )
     };
     let mut jobs = sim.query_jobs_lock();
+    if jobs.created >= jobs.limit {
+        // The code Salesforce gives is not documented; this one says what happened.
+        return bulk_error(
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+            "The org has used all of its Bulk API 2.0 query jobs for the last 24 hours (DailyBulkV2QueryJobs)",
+        );
+    }
     jobs.next += 1;
     jobs.created += 1;
     let id = super::ids::make_id("750", 500_000 + jobs.next);

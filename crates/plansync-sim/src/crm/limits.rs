@@ -181,7 +181,10 @@ pub async fn limits(
     }
     let (used, max) = sim.usage_lock().usage();
     let clients = u64::try_from(sim.streaming_lock().len()).unwrap_or(u64::MAX);
-    let query_jobs = sim.query_jobs_lock().created;
+    let (query_jobs, query_jobs_max) = {
+        let jobs = sim.query_jobs_lock();
+        (jobs.created, jobs.limit)
+    };
     let limit = |max: u64, used: u64| json!({"Max": max, "Remaining": max.saturating_sub(used)});
     let mut body = serde_json::Map::new();
     body.insert("DailyApiRequests".into(), limit(max, used));
@@ -189,7 +192,10 @@ pub async fn limits(
         "DurableStreamingApiConcurrentClients".into(),
         limit(2_000, clients),
     );
-    body.insert("DailyBulkV2QueryJobs".into(), limit(10_000, query_jobs));
+    body.insert(
+        "DailyBulkV2QueryJobs".into(),
+        limit(query_jobs_max, query_jobs),
+    );
     for (name, max) in [
         ("DailyBulkApiBatches", 15_000),
         ("DailyBulkV2QueryFileStorageMB", 976_562),

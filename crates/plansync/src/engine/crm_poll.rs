@@ -167,9 +167,13 @@ pub struct PollBatch {
 /// Bulk API 2.0 query after REST's first page has said how many there are (that page is
 /// dropped: the job returns every row, and reading a row twice would only cost). Its rows
 /// come unordered, which the watermark tolerates: it is the greatest stamp read, whatever the
-/// order, and a full read is stored as done only once every row is read.
+/// order, and a full read is stored as done only once every row is read. A query job the org
+/// refuses (no Bulk API 2.0 query jobs left today, no permission, a job that failed) sends
+/// the read back to REST pages from the start, with a WARN: slower, never less.
 pub struct CrmPoll<'a> {
     reader: Reader,
+    /// The REST query, to start again from if the switch to Bulk API 2.0 is refused.
+    soql: String,
     /// The unordered query a switch to Bulk API 2.0 would run; `None`: stay on REST.
     bulk: Option<(String, u64)>,
     client: CrmClient,
@@ -222,6 +226,17 @@ fn unordered_soql(pairing: &Pairing, since: Option<DateTime<Utc>>, lookback: Dur
     )
 }
 
+/// Whether a failed Bulk API 2.0 query is worth reading through REST instead: the org
+/// refused or failed the job itself. Not a fault that passes (the caller retries), and not
+/// one REST would meet too (credentials, configuration, the day's API calls).
+fn bulk_refused(e: &CrmError) -> bool {
+    !e.is_transient()
+        && !matches!(
+            e,
+            CrmError::Auth { .. } | CrmError::Config(_) | CrmError::RequestLimit { .. }
+        )
+}
+
 /// Rows handed to the engine at a time from a Bulk API 2.0 results page, as REST's pages.
 const BULK_BATCH: usize = 2_000;
 
@@ -271,6 +286,7 @@ impl<'a> CrmPoll<'a> {
             .then(|| (unordered_soql(pairing, None, lookback), above));
         Ok(CrmPoll {
             reader: Reader::Rest(client.query_pages(&soql, true)),
+            soql,
             bulk,
             client: client.clone(),
             probed: None,
@@ -314,9 +330,20 @@ impl<'a> CrmPoll<'a> {
                 tracing::info!(target: "plansync::engine", event = "crm_bulk_query", object = %self.pairing.crm_object, records = total, above, "a full CRM read this large goes through a Bulk API 2.0 query job");
                 self.probed = total;
                 let mut pager = Box::new(self.client.bulk_query_pages(&soql, false, BULK_BATCH));
-                let rows = pager.next_page().await;
-                self.reader = Reader::Bulk(pager);
-                rows
+                match pager.next_page().await {
+                    Ok(rows) => {
+                        self.reader = Reader::Bulk(pager);
+                        Ok(rows)
+                    }
+                    Err(e) if bulk_refused(&e) => {
+                        tracing::warn!(target: "plansync::engine", event = "crm_bulk_query_refused", object = %self.pairing.crm_object, error = %e, "the CRM refused the Bulk API 2.0 query job; the read goes on through REST pages, from the start");
+                        let mut rest = self.client.query_pages(&self.soql, true);
+                        let rows = rest.next_page().await;
+                        self.reader = Reader::Rest(rest);
+                        rows
+                    }
+                    Err(e) => Err(e),
+                }
             }
             _ => Ok(rest),
         }
